@@ -1,0 +1,89 @@
+"""Command line and start-up checks (DESIGN 4, 7; DECISIONS "Command line"): --help, env
+variables, unknown flags, refusing writable plugin files and dirs."""
+
+import os
+import subprocess
+import time
+
+from harness import *  # noqa: F401,F403
+
+FLAGS = ["--port", "--plugins", "--db", "--admin-token", "--max-message", "--max-send-queue",
+         "--max-body", "--max-header", "--max-connections", "--ping-interval", "--pong-timeout",
+         "--outbox-max", "--outbox-ttl", "--admin-loopback-only", "--allowed-origins",
+         "--tls-cert", "--tls-key", "--log-level"]
+
+
+def test_help_lists_flags():
+    r = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, f"--help exit {r.returncode}: {r.stderr}"
+    out = r.stdout + r.stderr
+    missing = [f for f in FLAGS if f not in out]
+    assert not missing, f"--help does not list {missing}"
+
+
+def test_unknown_flag_fails():
+    r = subprocess.run([BIN, "--no-such-flag"], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0, "unknown flag accepted"
+    assert "no-such-flag" in r.stdout + r.stderr, "the error does not name the flag"
+    r = subprocess.run([BIN, "--port", "notanumber"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode != 0, "--port notanumber accepted"
+
+
+def test_env_variable_sets_flag():
+    with Host(plugins={"echo": example("echo")}, env={"WSHOST_MAX_BODY": "1024"}) as h:
+        assert h.http("POST", "/echo", body="a" * 1024).status == 200
+        r = h.http("POST", "/echo", body="a" * 1025)
+        assert r.status == 413, f"WSHOST_MAX_BODY=1024 ignored: {r}"
+
+
+def test_ready_log_line():
+    with Host() as h:
+        h.wait_log(rf"\binfo\b.*listening on port {h.port}\b")
+        line = next(l for l in h.log().splitlines() if "listening on port" in l)
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\s+info\s", line), \
+            f"log line format: {line!r}"
+
+
+def start_refusing(h):
+    """Starts a host that should refuse its plugins: either it exits non-zero, or it runs
+    without serving them. Returns True if it is running."""
+    h.start(wait=False)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if h.proc.poll() is not None:
+            assert h.proc.returncode != 0, "host exited 0 while refusing its plugins dir"
+            return False
+        try:
+            if h.http("GET", "/_/healthz", timeout=1).status == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise Fail("host neither started nor exited\n" + h.log())
+
+
+def test_refuses_world_writable_plugins_dir():
+    for mode in (0o777, 0o775):
+        h = Host(plugins={"echo": example("echo")}, plugin_dir_mode=mode)
+        if start_refusing(h):
+            r = h.http("GET", "/echo")
+            assert r.status != 200, f"plugins dir mode {oct(mode)}: echo was loaded"
+        assert h.plugins_dir in h.log(), f"mode {oct(mode)}: refusal not logged:\n{h.log()}"
+        h.cleanup()
+
+
+def test_refuses_writable_plugin_file():
+    for mode in (0o666, 0o664):
+        h = Host(plugins={"echo": example("echo"), "push": example("push")})
+        os.chmod(os.path.join(h.plugins_dir, "echo.so"), mode)
+        with h:
+            r = h.http("GET", "/echo")
+            assert r.status != 200, f"echo.so mode {oct(mode)} was loaded"
+            assert "echo" in h.log(), f"refusal of echo.so not logged:\n{h.log()}"
+            r = h.http("POST", "/push", json_body={"user_id": "x"})
+            assert r.status == 400, f"the good plugin next to it must still load: {r}"
+
+
+if __name__ == "__main__":
+    run(globals())
