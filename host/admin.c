@@ -1,0 +1,163 @@
+/* admin.c: the operator's endpoints under /_/: healthz (public), status, users, push.
+ * Everything but healthz needs the bearer token; --admin-loopback-only also needs a local peer. */
+#include "admin.h"
+
+#include "log.h"
+#include "plugins.h"
+#include "ws.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int admin_token_equal(const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  unsigned char d = na != nb;
+  /* Walk the full length of the expected token whatever the input, so time tells nothing. */
+  for (size_t i = 0; i < nb; i++)
+    d |= (unsigned char)(b[i] ^ (i < na ? a[i] : 0));
+  return d == 0;
+}
+
+static void set_json(struct http_req *r, int status, json_t *o) {
+  char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  http_set_response(r, o ? status : 500, "application/json", s ? s : "{\"error\":\"oom\"}",
+                    s ? strlen(s) : 15);
+  free(s);
+  json_decref(o);
+}
+
+static int is_loopback(const char *addr) {
+  return !strncmp(addr, "127.", 4) || !strcmp(addr, "::1") || !strncmp(addr, "::ffff:127.", 11);
+}
+
+int admin_refuse(struct http_req *r) {
+  if (!strcmp(r->name, "healthz"))
+    return 0;
+  if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
+    set_json(r, 403, json_pack("{ss}", "error", "Forbidden"));
+    return 1;
+  }
+  const char *auth = json_string_value(json_object_get(r->headers, "authorization"));
+  if (!auth || strncmp(auth, "Bearer ", 7) || !admin_token_equal(auth + 7, r->host->admin_token)) {
+    log_warn("_", r->request_id, "admin %s /_/%s refused: no valid bearer token from %s", r->method,
+             r->name, r->remote);
+    set_json(r, 401, json_pack("{ss}", "error", "Unauthorized"));
+    return 1;
+  }
+  return 0;
+}
+
+static void status(struct http_req *r) {
+  struct host *h = r->host;
+  int64_t users = -1, online = -1, conns = -1, queued = -1;
+  store_counts(h->store, &users, &online, &conns, &queued);
+  json_t *o = json_pack(
+      "{sI sI ss si si s{sI sI sI sI} s{sI sI sI sI sI} so}", "uptime_ms",
+      (json_int_t)(host_now_ms() - h->started_ms), "pid", (json_int_t)getpid(), "boot_id",
+      store_boot_id(h->store), "connections", h->nconns, "users_online", (int)h->users.count,
+      "store", "users", (json_int_t)users, "online_users", (json_int_t)online, "connections",
+      (json_int_t)conns, "queued_messages", (json_int_t)queued, "stats", "ws_opened",
+      (json_int_t)h->stats.ws_opened, "ws_closed", (json_int_t)h->stats.ws_closed, "ws_messages",
+      (json_int_t)h->stats.ws_messages, "http_requests", (json_int_t)h->stats.http_requests,
+      "plugin_errors", (json_int_t)h->stats.plugin_errors, "plugins", plugins_status(h->plugins));
+  set_json(r, 200, o);
+}
+
+/* POST /_/push {"user_id", "message"} and the example push function answer alike. */
+static void push(struct http_req *r) {
+  json_error_t e;
+  json_t *b = r->body ? json_loadb(r->body, r->body_len, 0, &e) : NULL;
+  const char *user = json_string_value(json_object_get(b, "user_id"));
+  const char *msg = json_string_value(json_object_get(b, "message"));
+  if (!user || !msg) {
+    set_json(r, 400,
+             json_pack("{ss ss}", "error", "Bad Request", "message",
+                       "body must be {\"user_id\": string, \"message\": string}"));
+    json_decref(b);
+    return;
+  }
+  int rc = ws_send_to_user(r->host, user, msg, strlen(msg), 0);
+  if (rc >= 0)
+    set_json(r, 200, json_pack("{si}", "delivered", rc));
+  else if (rc == CLOUD_ENOUSER || rc == CLOUD_EINVAL)
+    set_json(r, 404, json_pack("{ss}", "error", "no such user"));
+  else if (rc == CLOUD_EFULL)
+    set_json(r, 507, json_pack("{ss}", "error", "outbox full"));
+  else
+    set_json(r, 500, json_pack("{ss si}", "error", "push failed", "code", rc));
+  json_decref(b);
+}
+
+void admin_handle(struct http_req *r) {
+  struct host *h = r->host;
+  const char *n = r->name;
+  int get = !strcmp(r->method, "GET");
+  if (!strcmp(n, "healthz") && get)
+    set_json(r, 200, json_pack("{sb}", "ok", !h->stopping));
+  else if (!strcmp(n, "status") && get)
+    status(r);
+  else if (!strcmp(n, "users") && get) {
+    const char *on = json_string_value(json_object_get(r->query, "online"));
+    const char *lim = json_string_value(json_object_get(r->query, "limit"));
+    int limit = lim ? atoi(lim) : 1000;
+    set_json(r, 200, store_users_json(h->store, on && strcmp(on, "0"), limit > 0 ? limit : 1000));
+  } else if (!strncmp(n, "users/", 6) && get) {
+    json_t *u = store_user_json(h->store, n + 6);
+    if (u)
+      set_json(r, 200, u);
+    else
+      set_json(r, 404, json_pack("{ss}", "error", "no such user"));
+  } else if (!strcmp(n, "push") && !strcmp(r->method, "POST"))
+    push(r);
+  else
+    set_json(r, 404, json_pack("{ss}", "error", "Not Found"));
+}
+
+static int random_token(char *out, size_t n) {
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char raw[64];
+  if (n > sizeof raw || getrandom(raw, n, 0) != (ssize_t)n)
+    return -EIO;
+  for (size_t i = 0; i < n; i++)
+    out[i] = alphabet[raw[i] & 63];
+  out[n] = 0;
+  return 0;
+}
+
+int admin_token_init(struct host *h) {
+  if (h->cfg.admin_token && *h->cfg.admin_token) {
+    snprintf(h->admin_token, sizeof h->admin_token, "%s", h->cfg.admin_token);
+    return 0;
+  }
+  char dir[4096], path[4200];
+  snprintf(dir, sizeof dir, "%s", strcmp(h->cfg.db_path, ":memory:") ? h->cfg.db_path : "data/x");
+  snprintf(path, sizeof path, "%s/admin-token", dirname(dir));
+  FILE *f = fopen(path, "r");
+  if (f) {
+    int ok = fgets(h->admin_token, sizeof h->admin_token, f) != NULL;
+    fclose(f);
+    h->admin_token[strcspn(h->admin_token, "\r\n")] = 0;
+    if (ok && *h->admin_token) {
+      log_info(NULL, NULL, "admin token read from %s", path);
+      return 0;
+    }
+  }
+  if (random_token(h->admin_token, 43) < 0)
+    return -EIO;
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) {
+    log_error(NULL, NULL, "cannot write admin token to %s: %s", path, strerror(errno));
+    return -errno;
+  }
+  dprintf(fd, "%s\n", h->admin_token);
+  close(fd);
+  log_info(NULL, NULL, "admin token generated into %s (mode 0600)", path);
+  return 0;
+}

@@ -1,0 +1,14 @@
+/* api.h: the table of host functions handed to every plugin (cloud_api), and cloud_shared.
+ * Owns the bridge from the plugin's cloud_* calls to the host's modules. */
+#ifndef WSHOST_API_H
+#define WSHOST_API_H
+
+#include "host.h"
+
+/* The table plugins get. api_bind must have been called first. */
+const cloud_api *api_table(void);
+/* Points the table's functions at h (they have no context argument of their own). */
+void api_bind(struct host *h);
+const char *api_strerror(int code);
+
+#endif

@@ -1,0 +1,172 @@
+/* config.c: the host's settings from the command line and WSHOST_* environment variables.
+ * One table describes every option: its flag, its variable, its default and its help line. */
+#include "config.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_I64, OPT_STR, OPT_BOOL, OPT_LOGLEVEL };
+
+struct opt {
+  const char *name; /* flag without "--"; the variable is WSHOST_ + upper case, '-' -> '_' */
+  enum opt_kind kind;
+  size_t offset;
+  const char *def;
+  const char *help;
+};
+
+#define O(name, kind, field, def, help)                                                            \
+  { name, kind, offsetof(struct config, field), def, help }
+static const struct opt opts[] = {
+    O("port", OPT_INT, port, "8080", "TCP port for HTTP and WebSocket"),
+    O("plugins", OPT_STR, plugins_dir, "plugins", "folder of function .so files"),
+    O("db", OPT_STR, db_path, "data/wshost.db", "SQLite database (\":memory:\": none)"),
+    O("admin-token", OPT_STR, admin_token, NULL,
+      "bearer token for /_/ (default: generated into <db dir>/admin-token)"),
+    O("max-message", OPT_SIZE, max_message, "1048576", "inbound WebSocket message bytes"),
+    O("max-send-queue", OPT_SIZE, max_send_queue, "1048576", "queued outbound bytes per socket"),
+    O("max-body", OPT_SIZE, max_body, "10485760", "HTTP request body bytes"),
+    O("max-header", OPT_SIZE, max_header, "8192", "HTTP request header bytes"),
+    O("max-connections", OPT_INT, max_connections, "10000", "WebSocket connections"),
+    O("ping-interval", OPT_INT, ping_interval, "25", "seconds idle before a ping"),
+    O("pong-timeout", OPT_INT, pong_timeout, "10", "seconds to wait for the pong"),
+    O("outbox-max", OPT_INT, outbox_max, "1000", "queued messages per offline user"),
+    O("outbox-ttl", OPT_I64, outbox_ttl, "604800", "seconds a queued message lives"),
+    O("reload-debounce", OPT_INT, reload_debounce_ms, "100",
+      "ms a changed plugin file must be quiet before it is loaded"),
+    O("admin-loopback-only", OPT_BOOL, admin_loopback_only, "0",
+      "serve /_/status, /_/users, /_/push to 127.0.0.0/8 and ::1 only"),
+    O("allowed-origins", OPT_STR, allowed_origins, NULL,
+      "comma-separated Origin values allowed to upgrade (default: any)"),
+    O("tls-cert", OPT_STR, tls_cert, NULL, "PEM certificate: serve wss:// and https://"),
+    O("tls-key", OPT_STR, tls_key, NULL, "PEM private key for --tls-cert"),
+    O("log-level", OPT_LOGLEVEL, log_level, "info", "debug, info, warn or error"),
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static int set_opt(struct config *cfg, const struct opt *o, const char *v, const char *from) {
+  char *p = (char *)cfg + o->offset;
+  char *end;
+  errno = 0;
+  switch (o->kind) {
+  case OPT_STR:
+    *(const char **)p = v;
+    return 0;
+  case OPT_LOGLEVEL: {
+    int l = v ? log_level_parse(v) : LOG_INFO;
+    if (l < 0)
+      break;
+    *(int *)p = l;
+    return 0;
+  }
+  case OPT_BOOL:
+    if (!v || !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
+      *(int *)p = 1;
+    else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
+      *(int *)p = 0;
+    else
+      break;
+    return 0;
+  case OPT_INT: {
+    long n = strtol(v, &end, 10);
+    if (errno || *end || end == v || n < 0 || n > INT_MAX)
+      break;
+    *(int *)p = (int)n;
+    return 0;
+  }
+  case OPT_SIZE:
+  case OPT_I64: {
+    long long n = strtoll(v, &end, 10);
+    if (errno || *end || end == v || n < 0)
+      break;
+    if (o->kind == OPT_SIZE)
+      *(size_t *)p = (size_t)n;
+    else
+      *(int64_t *)p = n;
+    return 0;
+  }
+  }
+  fprintf(stderr, "wshost: bad value '%s' for %s\n", v ? v : "", from);
+  return -1;
+}
+
+static void env_name(const struct opt *o, char *buf, size_t len) {
+  size_t n = (size_t)snprintf(buf, len, "WSHOST_");
+  for (const char *s = o->name; *s && n + 1 < len; s++)
+    buf[n++] = *s == '-' ? '_' : (char)(*s >= 'a' && *s <= 'z' ? *s - 32 : *s);
+  buf[n] = 0;
+}
+
+static void usage(void) {
+  printf("usage: wshost [options]\n\nEvery option is also an environment variable "
+         "WSHOST_<NAME>; a flag wins.\n\n");
+  for (size_t i = 0; i < NOPTS; i++) {
+    char env[64], flag[64];
+    env_name(&opts[i], env, sizeof env);
+    snprintf(flag, sizeof flag, "--%s%s", opts[i].name, opts[i].kind == OPT_BOOL ? "" : " V");
+    printf("  %-26s %s\n  %-26s   (%s, default %s)\n", flag, opts[i].help, "", env,
+           opts[i].def ? opts[i].def : "none");
+  }
+  printf("  %-26s %s\n", "--help", "this text");
+}
+
+int config_parse(struct config *cfg, int argc, char **argv) {
+  memset(cfg, 0, sizeof *cfg);
+  for (size_t i = 0; i < NOPTS; i++)
+    if (opts[i].def && set_opt(cfg, &opts[i], opts[i].def, "default") < 0)
+      return -1;
+  for (size_t i = 0; i < NOPTS; i++) {
+    char env[64];
+    env_name(&opts[i], env, sizeof env);
+    const char *v = getenv(env);
+    if (v && set_opt(cfg, &opts[i], v, env) < 0)
+      return -1;
+  }
+  for (int a = 1; a < argc; a++) {
+    const char *arg = argv[a];
+    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+      usage();
+      return 1;
+    }
+    const struct opt *o = NULL;
+    const char *val = NULL;
+    if (!strncmp(arg, "--", 2)) {
+      const char *name = arg + 2, *eq = strchr(name, '=');
+      size_t n = eq ? (size_t)(eq - name) : strlen(name);
+      for (size_t i = 0; i < NOPTS; i++)
+        if (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n))
+          o = &opts[i];
+      if (eq)
+        val = eq + 1;
+    }
+    if (!o) {
+      fprintf(stderr, "wshost: unknown option '%s' (see --help)\n", arg);
+      return -1;
+    }
+    if (!val && o->kind != OPT_BOOL) {
+      if (a + 1 >= argc) {
+        fprintf(stderr, "wshost: %s needs a value\n", arg);
+        return -1;
+      }
+      val = argv[++a];
+    }
+    if (set_opt(cfg, o, val, arg) < 0)
+      return -1;
+  }
+  if (cfg->port < 0 || cfg->port > 65535 || cfg->max_message < 1 || cfg->max_connections < 1 ||
+      cfg->outbox_max < 1) {
+    fprintf(stderr,
+            "wshost: --port, --max-message, --max-connections, --outbox-max out of range\n");
+    return -1;
+  }
+  if (!cfg->tls_cert != !cfg->tls_key) {
+    fprintf(stderr, "wshost: --tls-cert and --tls-key go together\n");
+    return -1;
+  }
+  return 0;
+}

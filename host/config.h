@@ -1,0 +1,35 @@
+/* config.h: the host's settings from the command line and WSHOST_* environment variables.
+ * Owns defaults, parsing and --help; flags win over the environment. */
+#ifndef WSHOST_CONFIG_H
+#define WSHOST_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config {
+  int port;
+  const char *plugins_dir;
+  const char *db_path;
+  const char *admin_token;
+  const char *admin_token_file; /* set when the token was generated or read from a file */
+  size_t max_message;           /* inbound WebSocket message, bytes (close 1009 past it) */
+  size_t max_send_queue;        /* per connection, bytes (slow reader closed past it) */
+  size_t max_body;              /* HTTP body, bytes (413 past it) */
+  size_t max_header;            /* HTTP request headers, bytes */
+  int max_connections;          /* WebSocket connections (503 past it) */
+  int ping_interval;            /* seconds of silence before a ping */
+  int pong_timeout;             /* seconds to wait for the pong */
+  int outbox_max;               /* queued messages per offline user */
+  int64_t outbox_ttl;           /* seconds a queued message lives */
+  int reload_debounce_ms;       /* quiet time after a plugin file changed before it is loaded */
+  int admin_loopback_only;
+  const char *allowed_origins; /* comma-separated; NULL = any */
+  const char *tls_cert, *tls_key;
+  int log_level;
+};
+
+/* Fills cfg from defaults, then environment, then argv. 0 to run, 1 when --help was printed,
+ * -1 on a bad flag or value (message printed). */
+int config_parse(struct config *cfg, int argc, char **argv);
+
+#endif

@@ -1,0 +1,78 @@
+/* host.h: struct host, the one owner of the process's state, and the session types lws
+ * allocates per connection. Every module gets the host passed in; none keeps its own globals. */
+#ifndef WSHOST_HOST_H
+#define WSHOST_HOST_H
+
+#include <libwebsockets.h>
+
+#include "cloud.h"
+#include "config.h"
+#include "map.h"
+#include "msgbuf.h"
+#include "sendq.h"
+#include "store.h"
+
+struct plugins;
+struct http_req;
+
+/* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
+ * through host->conns, so a handle to a closed connection finds nothing. */
+struct conn {
+  uint64_t id;
+  struct host *host;
+  struct lws *wsi;
+  char user_id[STORE_ID_MAX + 1];
+  int64_t row;            /* connections table row, 0 when not stored */
+  struct conn *user_next; /* next connection of the same user */
+  struct sendq q;
+  struct msgbuf rx;
+  int in_connect_event; /* cloud_bind_user is allowed */
+  int established;      /* the connection event ran; close events are due */
+  int close_code;       /* close the host or plugin asked for, 0 if none */
+  char close_reason[124];
+  int peer_close_code; /* what the client's close frame said, 0 if none */
+  char peer_close_reason[124];
+  char remote[64];
+};
+
+/* The live connections of one user. */
+struct user_live {
+  struct conn *head;
+  int count;
+};
+
+/* What lws allocates per wsi (HTTP request or WebSocket). */
+struct session {
+  struct conn *conn;    /* WebSocket, after ESTABLISHED */
+  struct http_req *req; /* HTTP, while a request is in flight */
+};
+
+struct host_stats {
+  uint64_t ws_messages, ws_opened, ws_closed, http_requests, plugin_errors;
+};
+
+struct host {
+  struct config cfg;
+  struct lws_context *lws;
+  struct lws_vhost *vhost;
+  struct store *store;
+  struct plugins *plugins;
+  json_t *shared;   /* cloud_shared_*: key -> host-owned copy */
+  struct map conns; /* 8-byte connection id -> struct conn * */
+  struct map users; /* user id -> struct user_live * */
+  uint64_t next_conn_id, next_request;
+  char request_prefix[9];
+  int nconns;
+  int stopping;
+  int64_t started_ms;
+  char admin_token[128];
+  struct host_stats stats;
+  lws_sorted_usec_list_t store_timer;
+};
+
+/* Fills buf (at least 32 bytes) with a fresh request id. */
+void host_request_id(struct host *h, char *buf, size_t len);
+/* Milliseconds since the epoch. */
+int64_t host_now_ms(void);
+
+#endif

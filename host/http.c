@@ -1,0 +1,467 @@
+/* http.c: HTTP requests: routing to functions and to /_/, bodies, responses, request ids.
+ * A request is read whole (bounded by --max-body), run, and answered in HTTP_WRITEABLE. */
+#include "http.h"
+
+#include "admin.h"
+#include "log.h"
+#include "plugins.h"
+#include "ws.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const method_names[] = {"GET",   "POST",   "OPTIONS", "PUT",
+                                           "PATCH", "DELETE", "CONNECT", "HEAD"};
+
+/* Headers ctx->headers always carries besides lws's known ones (lws 4.1 cannot list unknown
+ * headers; cloud_request_header finds any other by name). */
+static const char *const custom_headers[] = {"x-request-id",     "x-api-key", "x-forwarded-proto",
+                                             "x-forwarded-host", "x-real-ip", "x-requested-with"};
+
+json_t *http_headers_json(struct lws *wsi) {
+  json_t *o = json_object();
+  if (!o)
+    return NULL;
+  char buf[4096];
+  for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+    const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+    if (!name || !*name || name[0] == ':' || t == WSI_TOKEN_HTTP_URI_ARGS)
+      continue;
+    size_t n = strlen(name);
+    if (name[n - 1] != ':') /* "get ", "post ": the request line, not a header */
+      continue;
+    if (lws_hdr_total_length(wsi, (enum lws_token_indexes)t) <= 0)
+      continue;
+    if (lws_hdr_copy(wsi, buf, sizeof buf, (enum lws_token_indexes)t) < 0)
+      continue;
+    char key[64];
+    if (n - 1 >= sizeof key)
+      continue;
+    memcpy(key, name, n - 1);
+    key[n - 1] = 0;
+    json_t *v = json_string(buf);
+    if (v)
+      json_object_set_new(o, key, v);
+  }
+  for (size_t i = 0; i < sizeof custom_headers / sizeof *custom_headers; i++)
+    http_header_lookup(wsi, o, custom_headers[i]);
+  return o;
+}
+
+const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name) {
+  char lname[128], cname[130], buf[4096];
+  size_t n = strlen(name);
+  if (!n || n >= sizeof lname)
+    return NULL;
+  for (size_t i = 0; i <= n; i++)
+    lname[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+  json_t *have = json_object_get(headers, lname);
+  if (have)
+    return json_string_value(have);
+  snprintf(cname, sizeof cname, "%s:", lname);
+  int len = lws_hdr_custom_length(wsi, cname, (int)n + 1);
+  if (len < 0 || len >= (int)sizeof buf ||
+      lws_hdr_custom_copy(wsi, buf, sizeof buf, cname, (int)n + 1) < 0)
+    return NULL;
+  json_t *v = json_string(buf);
+  if (!v || json_object_set_new(headers, lname, v))
+    return NULL;
+  return json_string_value(json_object_get(headers, lname));
+}
+
+json_t *http_query_json(struct lws *wsi) {
+  json_t *o = json_object();
+  char buf[4096];
+  for (int i = 0; o; i++) {
+    int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
+    if (n <= 0)
+      break;
+    query_add(o, buf, (size_t)n, 0); /* lws has decoded it already */
+  }
+  return o;
+}
+
+/* Appends s percent-encoded (all but RFC 3986 unreserved) to out. */
+static size_t url_encode(char *out, const char *s) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t o = 0;
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '_' || c == '.' || c == '~')
+      out[o++] = (char)c;
+    else {
+      out[o++] = '%';
+      out[o++] = hex[c >> 4];
+      out[o++] = hex[c & 15];
+    }
+  }
+  return o;
+}
+
+static size_t encoded_pair(char *out, const char *k, const char *v, int first) {
+  size_t o = 0;
+  if (out) {
+    if (!first)
+      out[o++] = '&';
+    o += url_encode(out + o, k);
+    out[o++] = '=';
+    o += url_encode(out + o, v);
+  } else
+    o = 2 + 3 * (strlen(k) + strlen(v));
+  return o;
+}
+
+/* Walks the query (values are strings or arrays of strings) twice: size, then write. */
+static size_t walk_query(json_t *query, char *out) {
+  size_t o = 0;
+  const char *k;
+  json_t *v;
+  int first = 1;
+  json_object_foreach(query, k, v) {
+    if (json_is_array(v)) {
+      size_t i;
+      json_t *e;
+      json_array_foreach(v, i, e) {
+        o += encoded_pair(out ? out + o : NULL, k, json_string_value(e), first);
+        first = 0;
+      }
+    } else {
+      o += encoded_pair(out ? out + o : NULL, k, json_string_value(v), first);
+      first = 0;
+    }
+  }
+  return o;
+}
+
+char *http_url(const char *path, json_t *query) {
+  if (!path)
+    path = "/";
+  size_t plen = strlen(path), qlen = query ? walk_query(query, NULL) : 0;
+  char *url = malloc(plen + qlen + 2);
+  if (!url)
+    return NULL;
+  memcpy(url, path, plen);
+  size_t o = plen;
+  if (qlen && json_object_size(query)) {
+    url[o++] = '?';
+    o += walk_query(query, url + o);
+  }
+  url[o] = 0;
+  return url;
+}
+
+static void req_free(struct http_req *r) {
+  if (!r)
+    return;
+  free(r->path);
+  json_decref(r->query);
+  json_decref(r->headers);
+  json_decref(r->resp_headers);
+  free(r->body);
+  free(r->resp);
+  free(r);
+}
+
+int http_set_response(struct http_req *r, int status, const char *content_type, const char *body,
+                      size_t len) {
+  if (status < 100 || status > 599)
+    return CLOUD_EINVAL;
+  unsigned char *b = malloc(LWS_PRE + len + 1);
+  if (!b)
+    return CLOUD_ENOMEM;
+  if (len)
+    memcpy(b + LWS_PRE, body, len);
+  free(r->resp);
+  r->resp = b;
+  r->resp_len = len;
+  r->status = status;
+  snprintf(r->content_type, sizeof r->content_type, "%s", content_type);
+  r->responded = 1;
+  return 0;
+}
+
+int http_add_header(struct http_req *r, const char *name, const char *value) {
+  if (!name || !value || !*name || strlen(name) > 100 || strlen(value) > 4000)
+    return CLOUD_EINVAL;
+  for (const char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_'))
+      return CLOUD_EINVAL;
+  for (const char *p = value; *p; p++)
+    if (*p == '\r' || *p == '\n')
+      return CLOUD_EINVAL; /* no response splitting */
+  if (!strcasecmp(name, "content-length") || !strcasecmp(name, "request-id") ||
+      !strcasecmp(name, "transfer-encoding") || !strcasecmp(name, "connection"))
+    return CLOUD_EINVAL; /* the host owns the framing */
+  if (!strcasecmp(name, "content-type")) {
+    snprintf(r->content_type, sizeof r->content_type, "%.127s", value);
+    return 0;
+  }
+  if (!r->resp_headers && !(r->resp_headers = json_array()))
+    return CLOUD_ENOMEM;
+  return json_array_append_new(r->resp_headers, json_pack("[ss]", name, value)) ? CLOUD_ENOMEM : 0;
+}
+
+/* Sets a JSON error body {"error": e[, "message": m][, "requestId": id]}. */
+static void respond_error(struct http_req *r, int status, const char *error, const char *message,
+                          int with_id) {
+  json_t *o = json_pack("{ss}", "error", error);
+  if (o && message)
+    json_object_set_new(o, "message", json_string(message));
+  if (o && with_id)
+    json_object_set_new(o, "requestId", json_string(r->request_id));
+  char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  http_set_response(r, status, "application/json", s ? s : "{}", s ? strlen(s) : 2);
+  free(s);
+  json_decref(o);
+}
+
+static void respond(struct http_req *r) {
+  r->ready = 1;
+  lws_callback_on_writable(r->wsi);
+}
+
+int http_reject(struct lws *wsi, int status, const char *message) {
+  unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
+                                     *end = buf + sizeof buf - 1;
+  char body[LWS_PRE + 256];
+  int n = snprintf(body + LWS_PRE, sizeof body - LWS_PRE, "{\"error\":\"%s\"}", message);
+  if (lws_add_http_common_headers(wsi, (unsigned)status, "application/json", (lws_filepos_t)n, &p,
+                                  end) ||
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p,
+                                   end) ||
+      lws_finalize_write_http_header(wsi, start, &p, end))
+    return -1;
+  if (lws_write(wsi, (unsigned char *)body + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_FINAL) < n)
+    return -1;
+  return 1;
+}
+
+/* Valid ids are echoed; anything else (too long, odd bytes) is replaced by our own. */
+static void set_request_id(struct http_req *r) {
+  const char *given = http_header_lookup(r->wsi, r->headers, "x-request-id");
+  size_t n = given ? strlen(given) : 0;
+  int ok = n > 0 && n < 64;
+  for (size_t i = 0; ok && i < n; i++) {
+    char c = given[i];
+    ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == ':';
+  }
+  if (ok)
+    memcpy(r->request_id, given, n + 1);
+  else
+    host_request_id(r->host, r->request_id, sizeof r->request_id);
+}
+
+static void run_function(struct http_req *r) {
+  struct host *h = r->host;
+  FunctionContext ctx = {0};
+  char err[256];
+  json_t *body = NULL;
+  const char *ctype = http_header_lookup(r->wsi, r->headers, "content-type");
+  if (body_parse(ctype, r->body, r->body_len, &body, err, sizeof err) < 0) {
+    log_info(r->name, r->request_id, "%s %s: 400 %s", r->method, r->path, err);
+    respond_error(r, 400, "Bad Request", err, 0);
+    return;
+  }
+  char *url = http_url(r->path, r->query);
+  ctx.size = sizeof ctx;
+  ctx.function_name = r->name;
+  ctx.request_id = r->request_id;
+  ctx.method = r->method;
+  ctx.query = r->query;
+  ctx.headers = r->headers;
+  ctx.body = body;
+  ctx.body_raw = r->body;
+  ctx.body_len = r->body_len;
+  ctx.url = url ? url : r->path;
+  ctx.host = r;
+  int found;
+  int rc = plugins_call(h->plugins, r->name, &ctx, &found);
+  json_decref(body);
+  free(url);
+  if (!found) {
+    respond_error(r, 404, "Function Not Found", NULL, 0);
+    return;
+  }
+  if (rc && !r->responded) {
+    h->stats.plugin_errors++;
+    log_error(r->name, r->request_id, "%s %s failed: returned %d", r->method, r->path, rc);
+    respond_error(r, 500, "Internal Server Error", NULL, 1);
+  } else if (!r->responded)
+    http_set_response(r, 204, "text/plain", "", 0);
+  else if (rc)
+    log_warn(r->name, r->request_id, "returned %d after setting a response", rc);
+}
+
+static void dispatch(struct http_req *r) {
+  if (r->route == ROUTE_ADMIN)
+    admin_handle(r);
+  else
+    run_function(r);
+  log_info(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, "%s %s %d %s", r->method,
+           r->path, r->status, r->remote);
+  respond(r);
+}
+
+static int body_expected(struct http_req *r) {
+  char buf[32];
+  if (lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+      lws_hdr_copy(r->wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+    char *end;
+    long long n = strtoll(buf, &end, 10);
+    r->content_length = (*end || n < 0) ? -1 : n;
+    return r->content_length != 0;
+  }
+  return lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+}
+
+static int http_begin(struct host *h, struct lws *wsi, struct session *s, const char *uri) {
+  struct http_req *r = calloc(1, sizeof *r);
+  if (!r)
+    return -1;
+  s->req = r;
+  r->host = h;
+  r->wsi = wsi;
+  r->content_length = -1;
+  h->stats.http_requests++;
+  lws_get_peer_simple(wsi, r->remote, sizeof r->remote);
+  char *uri_ptr;
+  int uri_len;
+  r->method_index = lws_http_get_uri_and_method(wsi, &uri_ptr, &uri_len);
+  r->method = r->method_index >= 0 && r->method_index <= LWSHUMETH_HEAD
+                  ? method_names[r->method_index]
+                  : "GET";
+  r->path = strdup(uri ? uri : "/");
+  r->headers = http_headers_json(wsi);
+  r->query = http_query_json(wsi);
+  if (!r->path || !r->headers || !r->query)
+    return -1;
+  set_request_id(r);
+  r->route = http_route(r->path, r->name);
+
+  if (r->route == ROUTE_NOT_FOUND ||
+      (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name))) {
+    respond_error(r, 404, "Function Not Found", NULL, 0);
+    r->close_after = body_expected(r);
+    log_info(NULL, r->request_id, "%s %.200s 404 %s", r->method, r->path, r->remote);
+    respond(r);
+    return 0;
+  }
+  if (r->route == ROUTE_ADMIN && admin_refuse(r)) {
+    r->close_after = body_expected(r);
+    respond(r);
+    return 0;
+  }
+  if (body_expected(r)) {
+    if (r->content_length > 0 && (uint64_t)r->content_length > h->cfg.max_body) {
+      respond_error(r, 413, "Payload Too Large", NULL, 0);
+      r->close_after = 1;
+      log_info(r->name, r->request_id, "%s %s 413 (%lld bytes)", r->method, r->path,
+               (long long)r->content_length);
+      respond(r);
+    }
+    return 0; /* the rest comes with LWS_CALLBACK_HTTP_BODY_COMPLETION */
+  }
+  dispatch(r);
+  return 0;
+}
+
+static int http_body(struct http_req *r, const void *in, size_t len) {
+  if (r->ready)
+    return 0; /* already answered (413): the rest is discarded */
+  if (r->body_len + len > r->host->cfg.max_body) {
+    respond_error(r, 413, "Payload Too Large", NULL, 0);
+    r->close_after = 1;
+    log_info(r->name, r->request_id, "%s %s 413 (over %zu bytes)", r->method, r->path,
+             r->host->cfg.max_body);
+    respond(r);
+    return 0;
+  }
+  if (r->body_len + len + 1 > r->body_cap) {
+    size_t cap = r->body_cap ? r->body_cap : 4096;
+    while (cap < r->body_len + len + 1)
+      cap *= 2;
+    char *b = realloc(r->body, cap);
+    if (!b)
+      return -1;
+    r->body = b;
+    r->body_cap = cap;
+  }
+  memcpy(r->body + r->body_len, in, len);
+  r->body_len += len;
+  r->body[r->body_len] = 0;
+  return 0;
+}
+
+static int http_write(struct lws *wsi, struct http_req *r) {
+  unsigned char hdr[LWS_PRE + 8192], *start = hdr + LWS_PRE, *p = start,
+                                     *end = hdr + sizeof hdr - 1;
+  if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
+                                  (lws_filepos_t)r->resp_len, &p, end) ||
+      lws_add_http_header_by_name(
+          wsi, (const unsigned char *)"request-id:", (const unsigned char *)r->request_id,
+          (int)strlen(r->request_id), &p, end))
+    return -1;
+  size_t i;
+  json_t *pair;
+  json_array_foreach(r->resp_headers, i, pair) {
+    char name[104];
+    const char *v = json_string_value(json_array_get(pair, 1));
+    snprintf(name, sizeof name, "%s:", json_string_value(json_array_get(pair, 0)));
+    if (lws_add_http_header_by_name(wsi, (unsigned char *)name, (const unsigned char *)v,
+                                    (int)strlen(v), &p, end))
+      return -1;
+  }
+  if (r->close_after &&
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p, end))
+    return -1;
+  if (lws_finalize_write_http_header(wsi, start, &p, end))
+    return -1;
+  if (r->resp_len &&
+      lws_write(wsi, r->resp + LWS_PRE, r->resp_len, LWS_WRITE_HTTP_FINAL) < (int)r->resp_len)
+    return -1;
+  int close_after = r->close_after;
+  struct session *s = lws_wsi_user(wsi);
+  s->req = NULL;
+  req_free(r);
+  if (close_after)
+    return -1;
+  return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
+                  size_t len) {
+  struct host *h = lws_context_user(lws_get_context(wsi));
+  switch (reason) {
+  case LWS_CALLBACK_HTTP:
+    if (s->req) { /* a pipelined request before the last was answered */
+      req_free(s->req);
+      s->req = NULL;
+    }
+    return http_begin(h, wsi, s, in);
+  case LWS_CALLBACK_HTTP_BODY:
+    return s->req ? http_body(s->req, in, len) : 0;
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+    if (s->req && !s->req->ready)
+      dispatch(s->req);
+    return 0;
+  case LWS_CALLBACK_HTTP_WRITEABLE:
+    if (s->req && s->req->ready)
+      return http_write(wsi, s->req);
+    return 0;
+  case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+    return ws_confirm_upgrade(h, wsi);
+  case LWS_CALLBACK_CLOSED_HTTP:
+  case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    if (s && s->req) {
+      req_free(s->req);
+      s->req = NULL;
+    }
+    return 0;
+  default:
+    return 0;
+  }
+}

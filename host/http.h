@@ -1,0 +1,52 @@
+/* http.h: HTTP requests: routing to functions and to /_/, bodies, responses, request ids.
+ * Owns struct http_req for the life of one request. */
+#ifndef WSHOST_HTTP_H
+#define WSHOST_HTTP_H
+
+#include "host.h"
+#include "http_parse.h"
+
+struct http_req {
+  struct host *host;
+  struct lws *wsi;
+  char name[FN_NAME_MAX * 2 + 1];
+  int route;
+  int method_index;
+  const char *method;
+  char request_id[72];
+  char *path;
+  json_t *query, *headers;
+  char *body;
+  size_t body_len, body_cap;
+  int64_t content_length; /* -1 unknown */
+  /* Response */
+  int status;
+  unsigned char *resp; /* LWS_PRE bytes of room, then resp_len bytes */
+  size_t resp_len;
+  char content_type[128];
+  json_t *resp_headers; /* array of [name, value] */
+  int responded, close_after, ready;
+  char remote[64];
+};
+
+/* The lws protocol callback's HTTP reasons land here. */
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
+                  size_t len);
+
+/* Writes a complete JSON error response now ({"error": message}) and returns 1, the value
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE wants for "refused, response written". */
+int http_reject(struct lws *wsi, int status, const char *message);
+
+/* Request views shared with the WebSocket connection event. New references / strings. */
+json_t *http_headers_json(struct lws *wsi);
+json_t *http_query_json(struct lws *wsi);
+char *http_url(const char *path, json_t *query);
+/* Any header by name (lower case, no colon) into headers (cached there); NULL if absent. */
+const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name);
+
+/* Response setters behind cloud_response_*: set status and a body (copied), content type. */
+int http_set_response(struct http_req *r, int status, const char *content_type, const char *body,
+                      size_t len);
+int http_add_header(struct http_req *r, const char *name, const char *value);
+
+#endif

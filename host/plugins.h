@@ -1,0 +1,33 @@
+/* plugins.h: the functions in the plugins folder: load from a private copy, ABI check, swap,
+ * unload, and the inotify watch that drives hot reload. Owns every dlopen handle. */
+#ifndef WSHOST_PLUGINS_H
+#define WSHOST_PLUGINS_H
+
+#include "host.h"
+
+/* ABI versions this host serves. */
+#define PLUGINS_ABI_MIN 1
+#define PLUGINS_ABI_MAX 1
+
+/* Checks the folder, cleans the runtime folder and loads every valid function in it.
+ * Files that fail are logged and recorded; only an unusable folder fails. 0 or -errno. */
+int plugins_open(struct host *h, struct plugins **out);
+/* Starts watching the folder through the lws event loop. 0 or -errno. */
+int plugins_watch(struct plugins *p, struct lws_vhost *vh);
+/* Runs each loaded version's fini hook, unloads it and removes the runtime folder. */
+void plugins_close(struct plugins *p);
+
+/* Runs function name on ctx. Returns its result; *found is 0 when no version is loaded. */
+int plugins_call(struct plugins *p, const char *name, FunctionContext *ctx, int *found);
+int plugins_loaded(const struct plugins *p, const char *name);
+/* Loads (or unloads, when the file is gone) name's file now, outside the watch: used by the
+ * watch and by tests. 0 if a version was swapped in or unloaded, negative when refused. */
+int plugins_reload(struct plugins *p, const char *name);
+/* For /_/status: {"<name>": {"version", "loaded_at", "file", "last_error", ...}}. */
+json_t *plugins_status(const struct plugins *p);
+
+/* lws callback of the watch protocol. */
+int plugins_watch_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len);
+
+#endif

@@ -1,0 +1,34 @@
+/* sendq.h: a connection's outgoing frames, waiting for lws's writable callback.
+ * Owns the frames and the byte bound; the one place bytes wait before the socket. */
+#ifndef WSHOST_SENDQ_H
+#define WSHOST_SENDQ_H
+
+#include <stddef.h>
+
+/* Room lws needs in front of a payload it writes (LWS_PRE); checked against lws in ws.c. */
+#define SENDQ_PRE 16
+
+struct sendq_frame {
+  struct sendq_frame *next;
+  size_t len;
+  int is_binary;
+  unsigned char buf[]; /* SENDQ_PRE bytes of room, then len bytes of payload */
+};
+
+struct sendq {
+  struct sendq_frame *head, *tail;
+  size_t bytes, count, max_bytes;
+};
+
+void sendq_init(struct sendq *q, size_t max_bytes);
+/* Copies data into a new frame at the tail. 0, CLOUD_EFULL past max_bytes, CLOUD_ENOMEM. */
+int sendq_push(struct sendq *q, const void *data, size_t len, int is_binary);
+/* The frame to write next, or NULL. */
+static inline struct sendq_frame *sendq_peek(const struct sendq *q) {
+  return q->head;
+}
+/* Drops the head frame after it was written. */
+void sendq_pop(struct sendq *q);
+void sendq_clear(struct sendq *q);
+
+#endif

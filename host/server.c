@@ -1,0 +1,150 @@
+/* server.c: the lws context, its protocols and vhost, and the event loop with its timers and
+ * signals. One protocol serves HTTP and WebSocket on one port; a second watches plugins/. */
+#include "server.h"
+
+#include "http.h"
+#include "log.h"
+#include "plugins.h"
+#include "ws.h"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* Set by the signal handler, read by the loop: the one thing a handler may touch. */
+static volatile sig_atomic_t stop_signal;
+static struct lws_context *signal_ctx;
+
+static void on_signal(int sig) {
+  stop_signal = sig;
+  if (signal_ctx)
+    lws_cancel_service(signal_ctx);
+}
+
+int64_t host_now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void host_request_id(struct host *h, char *buf, size_t len) {
+  if (!h->request_prefix[0]) {
+    unsigned char r[4] = {0};
+    if (getrandom(r, sizeof r, 0) != sizeof r)
+      memset(r, 0x5a, sizeof r);
+    snprintf(h->request_prefix, sizeof h->request_prefix, "%02x%02x%02x%02x", r[0], r[1], r[2],
+             r[3]);
+  }
+  snprintf(buf, len, "%s-%llx", h->request_prefix, (unsigned long long)++h->next_request);
+}
+
+static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len) {
+  struct session *s = user;
+  switch (reason) {
+  case LWS_CALLBACK_ESTABLISHED:
+  case LWS_CALLBACK_RECEIVE:
+  case LWS_CALLBACK_SERVER_WRITEABLE:
+  case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+  case LWS_CALLBACK_CLOSED:
+    return ws_callback(wsi, reason, s, in, len);
+  case LWS_CALLBACK_HTTP:
+  case LWS_CALLBACK_HTTP_BODY:
+  case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+  case LWS_CALLBACK_HTTP_WRITEABLE:
+  case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+  case LWS_CALLBACK_CLOSED_HTTP:
+  case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    return http_callback(wsi, reason, s, in, len);
+  default:
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+  }
+}
+
+static const struct lws_protocols protocols[] = {
+    {"wshost", callback_main, sizeof(struct session), 65536, 0, NULL, 0},
+    {"wshost-watch", plugins_watch_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* Commits batched store writes; expires old outbox rows now and then. */
+static void store_tick(lws_sorted_usec_list_t *sul) {
+  struct host *h = lws_container_of(sul, struct host, store_timer);
+  static const int tick_ms = 20;
+  if (store_flush_due_ms(h->store) >= 0)
+    store_flush(h->store);
+  if (h->next_request % 4096 == 0 || (host_now_ms() / tick_ms) % 3000 == 0)
+    store_expire(h->store);
+  lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, tick_ms * LWS_US_PER_MS);
+}
+
+int server_start(struct host *h) {
+  static lws_retry_bo_t retry;
+  struct lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  info.port = h->cfg.port;
+  info.protocols = protocols;
+  info.user = h;
+  info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE * 0;
+  info.max_http_header_data =
+      (unsigned short)(h->cfg.max_header > 65535 ? 65535 : h->cfg.max_header);
+  info.fd_limit_per_thread = 0;
+  info.timeout_secs = 20; /* slow clients (slowloris headers) are dropped after this */
+  /* Heartbeat: ping after ping_interval idle, hang up pong_timeout later without traffic. */
+  retry.secs_since_valid_ping = (uint16_t)h->cfg.ping_interval;
+  retry.secs_since_valid_hangup = (uint16_t)(h->cfg.ping_interval + h->cfg.pong_timeout);
+  info.retry_and_idle_policy = &retry;
+  if (h->cfg.tls_cert) {
+    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.ssl_cert_filepath = h->cfg.tls_cert;
+    info.ssl_private_key_filepath = h->cfg.tls_key;
+  }
+  info.vhost_name = "wshost";
+  lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+  h->lws = lws_create_context(&info);
+  if (!h->lws) {
+    log_error(NULL, NULL, "cannot listen on port %d", h->cfg.port);
+    return -1;
+  }
+  h->vhost = lws_get_vhost_by_name(h->lws, "wshost");
+  signal_ctx = h->lws;
+  signal(SIGTERM, on_signal);
+  signal(SIGINT, on_signal);
+  signal(SIGPIPE, SIG_IGN);
+  lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, 20 * LWS_US_PER_MS);
+  return 0;
+}
+
+int server_run(struct host *h) {
+  int listening_logged = 0;
+  int64_t drain_deadline = 0;
+  while (1) {
+    if (!listening_logged) {
+      int port = lws_get_vhost_listen_port(h->vhost);
+      log_info(NULL, NULL, "listening on port %d%s", port, h->cfg.tls_cert ? " (TLS)" : "");
+      listening_logged = 1;
+    }
+    if (stop_signal && !h->stopping) {
+      h->stopping = 1;
+      log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping",
+               (int)stop_signal, h->nconns);
+      ws_close_all(h, 1001, "server shutting down");
+      drain_deadline = host_now_ms() + 3000;
+    }
+    if (h->stopping && (h->nconns == 0 || host_now_ms() > drain_deadline))
+      break;
+    if (lws_service(h->lws, 0) < 0)
+      break;
+  }
+  return 0;
+}
+
+void server_stop(struct host *h) {
+  if (!h->lws)
+    return;
+  lws_sul_cancel(&h->store_timer);
+  lws_context_destroy(h->lws);
+  h->lws = NULL;
+  signal_ctx = NULL;
+}

@@ -1,0 +1,73 @@
+/* store.h: SQLite persistence of users, connections and the outbox (DESIGN §3).
+ * Owns the database handle, the schema and its migrations, and write batching. Nothing else
+ * in the host talks SQL. */
+#ifndef WSHOST_STORE_H
+#define WSHOST_STORE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ID_MAX 128   /* longest user id, app-bound ids included */
+#define STORE_ID_LEN 22    /* host ids: 16 random bytes, base64url, no padding */
+#define STORE_TOKEN_LEN 43 /* tokens: 32 random bytes, base64url, no padding */
+
+struct store;
+
+struct store_options {
+  const char *path;     /* database file; ":memory:" for no persistence */
+  int outbox_max;       /* messages queued per user (default 1000) */
+  int64_t outbox_ttl_s; /* seconds a queued message lives (default 7 days) */
+  int batch_ms;         /* how long connection writes may wait for their commit */
+};
+
+/* Opens (creating and migrating the schema, WAL mode) and starts a new boot: connections of
+ * earlier boots are marked closed. 0 or -errno / CLOUD_EIO; *out set on success. */
+int store_open(struct store **out, const struct store_options *opt);
+/* Commits what is pending and closes. NULL is fine. */
+void store_close(struct store *s);
+/* The boot id of this process (random, hex). */
+const char *store_boot_id(const struct store *s);
+
+/* Fresh id and token from the OS CSPRNG; inserts the user with the token's SHA-256. id_out
+ * needs STORE_ID_LEN+1 bytes, token_out STORE_TOKEN_LEN+1. 0 or negative. */
+int store_user_create(struct store *s, char *id_out, char *token_out);
+/* 1 when the user exists and token matches its stored hash (constant-time compare), 0 when
+ * not (unknown id, no token stored, wrong token), negative on store failure. */
+int store_user_check(struct store *s, const char *id, const char *token);
+/* Creates the user without a token if absent (cloud_bind_user). 0 or negative. */
+int store_user_ensure(struct store *s, const char *id);
+/* 1 if the user exists, 0 if not, negative on failure. */
+int store_user_exists(struct store *s, const char *id);
+
+/* A connection row: opened now for this boot. Returns the row id (> 0) or negative. */
+int64_t store_conn_open(struct store *s, const char *user_id, const char *remote_addr);
+/* Marks the row closed now (idempotent). */
+int store_conn_close(struct store *s, int64_t conn_row);
+
+/* Queues a message for an offline user. 0, CLOUD_ENOUSER, CLOUD_EFULL, or negative.
+ * Committed before it returns: a queued message survives kill -9. */
+int store_outbox_push(struct store *s, const char *user_id, const void *data, size_t len,
+                      int is_binary);
+/* Calls fn for each unexpired message of the user, oldest first, then deletes those
+ * delivered. fn returns 0 to go on, non-zero to stop (that message and later stay queued).
+ * Returns the number delivered or negative. */
+typedef int (*store_outbox_fn)(void *arg, const void *data, size_t len, int is_binary);
+int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn, void *arg);
+/* Number of messages queued for a user (expired ones excluded). */
+int store_outbox_count(struct store *s, const char *user_id);
+
+/* Commits pending batched writes now. Called by the batch timer and at shutdown. */
+int store_flush(struct store *s);
+/* Milliseconds until pending writes must be flushed, -1 if nothing is pending. */
+int store_flush_due_ms(const struct store *s);
+/* Deletes expired outbox rows. Returns how many. */
+int store_expire(struct store *s);
+
+/* Admin views. Each returns a new reference, or NULL on failure. */
+json_t *store_users_json(struct store *s, int online_only, int limit);
+json_t *store_user_json(struct store *s, const char *id); /* object or NULL */
+/* Counts for /_/status: users, online users, open connections, queued messages. */
+int store_counts(struct store *s, int64_t *users, int64_t *online, int64_t *conns, int64_t *queued);
+
+#endif

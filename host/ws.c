@@ -1,0 +1,427 @@
+/* ws.c: WebSocket connections: their lifecycle, events to __websocket__, send queues, users.
+ * Writes happen only in SERVER_WRITEABLE; every other path queues and asks for a callback. */
+#include "ws.h"
+
+#include "http.h"
+#include "log.h"
+#include "plugins.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(SENDQ_PRE >= LWS_PRE, "send queue frames need lws's pre-padding");
+
+static const char WS_FUNCTION[] = "__websocket__";
+
+int user_id_valid(const char *id) {
+  size_t n = 0;
+  if (!id)
+    return 0;
+  for (; id[n]; n++) {
+    char c = id[n];
+    if (n >= STORE_ID_MAX ||
+        !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-' || c == '.' || c == '@' || c == ':'))
+      return 0;
+  }
+  return n > 0;
+}
+
+struct conn *ws_find(struct host *h, cloud_socket s) {
+  return s.id ? map_get(&h->conns, &s.id, sizeof s.id) : NULL;
+}
+
+/* Runs __websocket__ for one event of c. */
+static void ws_event(struct conn *c, const char *method, FunctionContext *ctx) {
+  struct host *h = c->host;
+  char rid[32];
+  host_request_id(h, rid, sizeof rid);
+  ctx->size = sizeof *ctx;
+  ctx->function_name = WS_FUNCTION;
+  ctx->request_id = rid;
+  ctx->method = method;
+  ctx->socket.id = c->id;
+  ctx->user_id = c->user_id;
+  ctx->host = c;
+  int found;
+  int rc = plugins_call(h->plugins, WS_FUNCTION, ctx, &found);
+  if (!found)
+    log_warn(WS_FUNCTION, rid, "%s dropped: no %s.so loaded", method, WS_FUNCTION);
+  else if (rc) {
+    h->stats.plugin_errors++;
+    log_error(WS_FUNCTION, rid, "%s of user %s failed: returned %d", method, c->user_id, rc);
+  }
+}
+
+static void user_link(struct host *h, struct conn *c) {
+  struct user_live *u = map_get(&h->users, c->user_id, strlen(c->user_id));
+  if (!u) {
+    u = calloc(1, sizeof *u);
+    if (!u || map_set(&h->users, c->user_id, strlen(c->user_id), u) < 0) {
+      free(u);
+      log_error(NULL, NULL, "out of memory linking user %s", c->user_id);
+      return;
+    }
+  }
+  c->user_next = u->head;
+  u->head = c;
+  u->count++;
+}
+
+static void user_unlink(struct host *h, struct conn *c) {
+  struct user_live *u = map_get(&h->users, c->user_id, strlen(c->user_id));
+  if (!u)
+    return;
+  for (struct conn **pp = &u->head; *pp; pp = &(*pp)->user_next)
+    if (*pp == c) {
+      *pp = c->user_next;
+      u->count--;
+      break;
+    }
+  c->user_next = NULL;
+  if (!u->count) {
+    map_del(&h->users, c->user_id, strlen(c->user_id));
+    free(u);
+  }
+}
+
+/* Queues a frame on c and asks lws for a writable callback. A reader too slow to keep its
+ * queue under the bound is dropped: the host never grows without bound for one client. */
+static int conn_send(struct conn *c, const void *data, size_t len, int is_binary) {
+  struct host *h = c->host;
+  if (c->close_code)
+    return CLOUD_ECLOSED;
+  if (len > h->cfg.max_send_queue)
+    return CLOUD_ETOOBIG;
+  int rc = sendq_push(&c->q, data, len, is_binary);
+  if (rc == CLOUD_EFULL) {
+    log_warn(WS_FUNCTION, NULL,
+             "closing slow reader: connection %llu of user %s from %s has %zu bytes queued",
+             (unsigned long long)c->id, c->user_id, c->remote, c->q.bytes);
+    c->close_code = 1008;
+    snprintf(c->close_reason, sizeof c->close_reason, "send queue full");
+    /* Its socket is not writable, so no close frame could go out: drop it on the next turn. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    return CLOUD_EFULL;
+  }
+  if (rc < 0)
+    return rc;
+  lws_callback_on_writable(c->wsi);
+  return 0;
+}
+
+int ws_send(struct host *h, cloud_socket s, const void *data, size_t len, int is_binary) {
+  struct conn *c = ws_find(h, s);
+  if (!c)
+    return CLOUD_ECLOSED;
+  if (!data && len)
+    return CLOUD_EINVAL;
+  return conn_send(c, data, len, is_binary);
+}
+
+int ws_close(struct host *h, cloud_socket s, int code, const char *reason) {
+  struct conn *c = ws_find(h, s);
+  if (!c || c->close_code)
+    return CLOUD_ECLOSED;
+  if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 || code == 1015 ||
+      (reason && strlen(reason) > 123))
+    return CLOUD_EINVAL;
+  c->close_code = code;
+  snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
+  lws_callback_on_writable(c->wsi);
+  /* A peer that never reads would keep a closing connection forever. */
+  lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+  return 0;
+}
+
+int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
+  if (!c->in_connect_event)
+    return CLOUD_ESTATE;
+  if (!user_id_valid(user_id))
+    return CLOUD_EINVAL;
+  if (!strcmp(c->user_id, user_id))
+    return 0;
+  int rc = store_user_ensure(h->store, user_id);
+  if (rc < 0)
+    return rc;
+  user_unlink(h, c);
+  if (c->row)
+    store_conn_close(h->store, c->row);
+  snprintf(c->user_id, sizeof c->user_id, "%s", user_id);
+  user_link(h, c);
+  int64_t row = store_conn_open(h->store, c->user_id, c->remote);
+  c->row = row > 0 ? row : 0;
+  return 0;
+}
+
+int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
+                    int is_binary) {
+  if (!user_id_valid(user_id) || (!data && len))
+    return CLOUD_EINVAL;
+  if (len > h->cfg.max_send_queue)
+    return CLOUD_ETOOBIG;
+  struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
+  int sent = 0;
+  if (u)
+    for (struct conn *c = u->head; c; c = c->user_next)
+      if (conn_send(c, data, len, is_binary) == 0)
+        sent++;
+  if (sent)
+    return sent;
+  return store_outbox_push(h->store, user_id, data, len, is_binary);
+}
+
+void ws_close_all(struct host *h, int code, const char *reason) {
+  for (size_t i = 0; i < h->conns.nbuckets; i++)
+    for (struct map_entry *e = h->conns.buckets[i]; e; e = e->next) {
+      struct conn *c = e->value;
+      if (!c->close_code) {
+        c->close_code = code;
+        snprintf(c->close_reason, sizeof c->close_reason, "%s", reason);
+        lws_callback_on_writable(c->wsi);
+      }
+    }
+}
+
+static int deliver_queued(void *arg, const void *data, size_t len, int is_binary) {
+  return conn_send(arg, data, len, is_binary) ? 1 : 0;
+}
+
+/* A string of header `token` or NULL. */
+static char *hdr_dup(struct lws *wsi, enum lws_token_indexes token) {
+  int n = lws_hdr_total_length(wsi, token);
+  if (n <= 0)
+    return NULL;
+  char *s = malloc(n + 1);
+  if (s && lws_hdr_copy(wsi, s, n + 1, token) < 0) {
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+/* The URI argument `name` ("user_id=") decoded into buf; 0 if absent. */
+static int query_arg(struct lws *wsi, const char *name, char *buf, size_t len) {
+  char tmp[STORE_ID_MAX + 64];
+  const char *v = lws_get_urlarg_by_name(wsi, name, tmp, (int)sizeof tmp);
+  if (!v || strlen(v) >= len)
+    return 0;
+  memmove(buf, v, strlen(v) + 1);
+  return 1;
+}
+
+static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c)
+    return -1;
+  c->id = ++h->next_conn_id;
+  c->host = h;
+  c->wsi = wsi;
+  sendq_init(&c->q, h->cfg.max_send_queue);
+  msgbuf_init(&c->rx, h->cfg.max_message);
+  lws_get_peer_simple(wsi, c->remote, sizeof c->remote);
+  if (map_set(&h->conns, &c->id, sizeof c->id, c) < 0) {
+    free(c);
+    return -1;
+  }
+  s->conn = c;
+  h->nconns++;
+  h->stats.ws_opened++;
+
+  /* Identity: a resume with the right token, or a fresh user. lws_get_urlarg_by_name wants
+   * "name=" and gives back the value. */
+  char want_id[STORE_ID_MAX + 2] = "", token[STORE_TOKEN_LEN + 8] = "";
+  char fresh_token[STORE_TOKEN_LEN + 1] = "";
+  int resumed = 0;
+  if (query_arg(wsi, "user_id=", want_id, sizeof want_id) &&
+      query_arg(wsi, "token=", token, sizeof token)) {
+    int ok = user_id_valid(want_id) ? store_user_check(h->store, want_id, token) : 0;
+    if (ok == 1) {
+      snprintf(c->user_id, sizeof c->user_id, "%s", want_id);
+      resumed = 1;
+    } else
+      log_warn(WS_FUNCTION, NULL, "resume as %.64s from %s refused: %s; assigning a new user",
+               want_id, c->remote, ok < 0 ? "store error" : "unknown user or wrong token");
+  }
+  if (!resumed && store_user_create(h->store, c->user_id, fresh_token) < 0) {
+    log_error(WS_FUNCTION, NULL, "cannot create a user for %s", c->remote);
+    return -1;
+  }
+  user_link(h, c);
+  int64_t row = store_conn_open(h->store, c->user_id, c->remote);
+  c->row = row > 0 ? row : 0;
+
+  FunctionContext ctx = {0};
+  char *path = hdr_dup(wsi, WSI_TOKEN_GET_URI);
+  ctx.headers = http_headers_json(wsi);
+  ctx.query = http_query_json(wsi);
+  char *url = http_url(path, ctx.query);
+  ctx.url = url ? url : (path ? path : "/");
+  ctx.user_token = resumed ? NULL : fresh_token;
+  c->in_connect_event = 1;
+  ws_event(c, "WebSocket:connection", &ctx);
+  c->in_connect_event = 0;
+  c->established = 1;
+  log_info(WS_FUNCTION, NULL, "connection %llu of user %s from %s opened%s",
+           (unsigned long long)c->id, c->user_id, c->remote, resumed ? " (resumed)" : "");
+  json_decref(ctx.headers);
+  json_decref(ctx.query);
+  free(url);
+  free(path);
+  memset(fresh_token, 0, sizeof fresh_token);
+  memset(token, 0, sizeof token);
+
+  /* Messages queued while the user was away go out right after the greeting, in order. */
+  int n = store_outbox_drain(h->store, c->user_id, deliver_queued, c);
+  if (n > 0)
+    log_info(WS_FUNCTION, NULL, "delivered %d queued messages to user %s", n, c->user_id);
+  return 0;
+}
+
+static void ws_closed(struct host *h, struct session *s) {
+  struct conn *c = s->conn;
+  if (!c)
+    return;
+  s->conn = NULL;
+  /* Gone from the map first: from here on every handle to it answers CLOUD_ECLOSED. */
+  map_del(&h->conns, &c->id, sizeof c->id);
+  h->nconns--;
+  h->stats.ws_closed++;
+  if (c->established) {
+    FunctionContext ctx = {0};
+    ctx.params.code = c->peer_close_code ? c->peer_close_code
+                      : c->close_code    ? c->close_code
+                                         : 1006;
+    ctx.params.reason = c->peer_close_code ? c->peer_close_reason : c->close_reason;
+    ws_event(c, "WebSocket:close", &ctx);
+  }
+  log_info(WS_FUNCTION, NULL, "connection %llu of user %s closed (%d)", (unsigned long long)c->id,
+           c->user_id, c->peer_close_code ? c->peer_close_code : c->close_code);
+  user_unlink(h, c);
+  if (c->row)
+    store_conn_close(h->store, c->row);
+  sendq_clear(&c->q);
+  msgbuf_free(&c->rx);
+  free(c);
+}
+
+/* A protocol error of the client's: tell the plugin, then close with code. */
+static int ws_fail(struct conn *c, struct lws *wsi, int code, const char *why) {
+  FunctionContext ctx = {0};
+  ctx.params.error = why;
+  c->close_code = code;
+  snprintf(c->close_reason, sizeof c->close_reason, "%s", why);
+  ws_event(c, "WebSocket:error", &ctx);
+  log_warn(WS_FUNCTION, NULL, "closing connection %llu of user %s with %d: %s",
+           (unsigned long long)c->id, c->user_id, code, why);
+  lws_close_reason(wsi, code, (unsigned char *)c->close_reason, strlen(c->close_reason));
+  return -1;
+}
+
+static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in, size_t len) {
+  if (c->close_code)
+    return 0; /* closing: what still arrives is not delivered */
+  switch (msgbuf_add(&c->rx, in, len, lws_is_final_fragment(wsi), lws_frame_is_binary(wsi))) {
+  case MSGBUF_MORE:
+    return 0;
+  case MSGBUF_TOOBIG:
+    return ws_fail(c, wsi, 1009, "message too big");
+  case MSGBUF_BADUTF8:
+    return ws_fail(c, wsi, 1007, "invalid UTF-8 in text message");
+  case MSGBUF_NOMEM:
+    return ws_fail(c, wsi, 1011, "out of memory");
+  case MSGBUF_DONE:
+    break;
+  }
+  h->stats.ws_messages++;
+  FunctionContext ctx = {0};
+  ctx.params.data = c->rx.data;
+  ctx.params.len = c->rx.len;
+  ctx.params.is_binary = c->rx.is_binary;
+  ws_event(c, "WebSocket:message", &ctx);
+  /* The handler may have closed the connection; c stays valid until LWS_CALLBACK_CLOSED. */
+  msgbuf_reset(&c->rx);
+  return 0;
+}
+
+static int ws_writeable(struct lws *wsi, struct conn *c) {
+  struct sendq_frame *f;
+  while ((f = sendq_peek(&c->q))) {
+    int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
+                      f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    if (n < (int)f->len)
+      return -1;
+    sendq_pop(&c->q);
+    if (lws_send_pipe_choked(wsi))
+      break;
+  }
+  if (sendq_peek(&c->q)) {
+    lws_callback_on_writable(wsi);
+    return 0;
+  }
+  if (c->close_code) {
+    lws_close_reason(wsi, c->close_code, (unsigned char *)c->close_reason, strlen(c->close_reason));
+    return -1;
+  }
+  return 0;
+}
+
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
+                size_t len) {
+  struct host *h = lws_context_user(lws_get_context(wsi));
+  struct conn *c = s ? s->conn : NULL;
+  switch (reason) {
+  case LWS_CALLBACK_ESTABLISHED:
+    return ws_open(h, wsi, s);
+  case LWS_CALLBACK_RECEIVE:
+    return c ? ws_receive(h, wsi, c, in, len) : -1;
+  case LWS_CALLBACK_SERVER_WRITEABLE:
+    return c ? ws_writeable(wsi, c) : 0;
+  case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    if (c && len >= 2) {
+      const unsigned char *p = in;
+      c->peer_close_code = p[0] << 8 | p[1];
+      size_t n =
+          len - 2 < sizeof c->peer_close_reason - 1 ? len - 2 : sizeof c->peer_close_reason - 1;
+      memcpy(c->peer_close_reason, p + 2, n);
+      c->peer_close_reason[n] = 0;
+    } else if (c)
+      c->peer_close_code = 1005;
+    return 0;
+  case LWS_CALLBACK_CLOSED:
+    ws_closed(h, s);
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+int ws_confirm_upgrade(struct host *h, struct lws *wsi) {
+  if (h->stopping)
+    return http_reject(wsi, 503, "shutting down");
+  if (h->nconns >= h->cfg.max_connections) {
+    log_warn(WS_FUNCTION, NULL, "upgrade refused: %d connections is the limit", h->nconns);
+    return http_reject(wsi, 503, "too many connections");
+  }
+  if (!plugins_loaded(h->plugins, WS_FUNCTION))
+    return http_reject(wsi, 503, "no __websocket__ function loaded");
+  if (h->cfg.allowed_origins) {
+    char origin[256] = "";
+    int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    int ok = 0;
+    const char *p = h->cfg.allowed_origins;
+    while (n > 0 && *p && !ok) {
+      const char *e = strchr(p, ',');
+      size_t l = e ? (size_t)(e - p) : strlen(p);
+      while (l && *p == ' ')
+        p++, l--;
+      ok = l == (size_t)n && !strncmp(p, origin, l);
+      p = e ? e + 1 : p + l;
+    }
+    if (!ok) {
+      log_warn(WS_FUNCTION, NULL, "upgrade refused: origin '%s' not allowed", origin);
+      return http_reject(wsi, 403, "origin not allowed");
+    }
+  }
+  return 0;
+}

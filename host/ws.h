@@ -1,0 +1,28 @@
+/* ws.h: WebSocket connections: their lifecycle, events to __websocket__, send queues, users.
+ * Owns struct conn and the host's maps of connections and live users. */
+#ifndef WSHOST_WS_H
+#define WSHOST_WS_H
+
+#include "host.h"
+
+/* The lws protocol callback's WebSocket reasons land here. */
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
+                size_t len);
+/* Decides whether an upgrade may proceed: 0 yes, >0 refused with a response written, <0 hang
+ * up. Called from LWS_CALLBACK_HTTP_CONFIRM_UPGRADE. */
+int ws_confirm_upgrade(struct host *h, struct lws *wsi);
+
+/* Back ends of the SDK calls. */
+struct conn *ws_find(struct host *h, cloud_socket s);
+int ws_send(struct host *h, cloud_socket s, const void *data, size_t len, int is_binary);
+int ws_close(struct host *h, cloud_socket s, int code, const char *reason);
+int ws_bind_user(struct host *h, struct conn *c, const char *user_id);
+int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
+                    int is_binary);
+/* 1 if user_id is acceptable for cloud_bind_user: [A-Za-z0-9_.@:-]{1,128}. */
+int user_id_valid(const char *user_id);
+
+/* Sends close 1001 to every connection (SIGTERM). */
+void ws_close_all(struct host *h, int code, const char *reason);
+
+#endif
