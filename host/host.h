@@ -27,6 +27,7 @@ struct conn {
   struct sendq q;
   struct msgbuf rx;
   int in_connect_event; /* cloud_bind_user is allowed */
+  int fresh_user;       /* user_id was created for this connection */
   int established;      /* the connection event ran; close events are due */
   int close_code;       /* close the host or plugin asked for, 0 if none */
   char close_reason[124];

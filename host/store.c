@@ -88,6 +88,8 @@ enum {
   ST_USER_ONE,
   ST_USER_CONNS,
   ST_COUNTS,
+  ST_USER_DELETE,
+  ST_CONN_PRUNE,
   ST__N
 };
 
@@ -126,6 +128,13 @@ static const char *const stmt_sql[ST__N] = {
     [ST_COUNTS] = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM online_users), "
                   "(SELECT count(*) FROM connections WHERE disconnected_at IS NULL), "
                   "(SELECT count(*) FROM outbox WHERE expires_at > ?1)",
+    /* Only a user that never connected under its own id and has nothing queued. */
+    [ST_USER_DELETE] = "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM outbox "
+                       "WHERE user_id = ?1) AND NOT EXISTS (SELECT 1 FROM connections "
+                       "WHERE user_id = ?1)",
+    /* History of closed connections is kept as long as queued messages are. */
+    [ST_CONN_PRUNE] = "DELETE FROM connections WHERE disconnected_at IS NOT NULL AND "
+                      "disconnected_at < ?1",
 };
 
 struct store {
@@ -555,6 +564,18 @@ int store_user_ensure(struct store *s, const char *id) {
   return store_flush(s);
 }
 
+int store_user_delete(struct store *s, const char *id) {
+  int rc;
+  if (!s || !valid_id(id))
+    return CLOUD_EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc;
+  sqlite3_bind_text(s->st[ST_USER_DELETE], 1, id, -1, SQLITE_STATIC);
+  if ((rc = run(s, ST_USER_DELETE, "user delete")))
+    return rc;
+  return txn_batched(s);
+}
+
 int store_user_exists(struct store *s, const char *id) {
   if (!s)
     return CLOUD_EINVAL;
@@ -719,6 +740,9 @@ int store_expire(struct store *s) {
   if ((rc = run(s, ST_OUTBOX_EXPIRE, "outbox expire")))
     return rc;
   int n = sqlite3_changes(s->db);
+  sqlite3_bind_int64(s->st[ST_CONN_PRUNE], 1, now_ms() - s->outbox_ttl_ms);
+  if ((rc = run(s, ST_CONN_PRUNE, "connection prune")))
+    return rc;
   if ((rc = txn_batched(s)))
     return rc;
   return n;

@@ -37,6 +37,9 @@ int store_user_create(struct store *s, char *id_out, char *token_out);
 int store_user_check(struct store *s, const char *id, const char *token);
 /* Creates the user without a token if absent (cloud_bind_user). 0 or negative. */
 int store_user_ensure(struct store *s, const char *id);
+/* Deletes a user that has no connection rows and nothing queued (a host-assigned user the
+ * connection handler replaced with cloud_bind_user before its row was written). */
+int store_user_delete(struct store *s, const char *id);
 /* 1 if the user exists, 0 if not, negative on failure. */
 int store_user_exists(struct store *s, const char *id);
 

@@ -145,12 +145,13 @@ int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
   if (rc < 0)
     return rc;
   user_unlink(h, c);
-  if (c->row)
-    store_conn_close(h->store, c->row);
-  snprintf(c->user_id, sizeof c->user_id, "%s", user_id);
+  /* The host-assigned user was created for this connection alone: do not keep it. Its row in
+   * connections is written after the connection event, so nothing refers to it yet. */
+  if (c->fresh_user)
+    store_user_delete(h->store, c->user_id);
+  c->fresh_user = 0;
+  memcpy(c->user_id, user_id, strlen(user_id) + 1);
   user_link(h, c);
-  int64_t row = store_conn_open(h->store, c->user_id, c->remote);
-  c->row = row > 0 ? row : 0;
   return 0;
 }
 
@@ -237,7 +238,7 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
       query_arg(wsi, "token=", token, sizeof token)) {
     int ok = user_id_valid(want_id) ? store_user_check(h->store, want_id, token) : 0;
     if (ok == 1) {
-      snprintf(c->user_id, sizeof c->user_id, "%s", want_id);
+      memcpy(c->user_id, want_id, strlen(want_id) + 1); /* valid ids fit */
       resumed = 1;
     } else
       log_warn(WS_FUNCTION, NULL, "resume as %.64s from %s refused: %s; assigning a new user",
@@ -247,9 +248,8 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
     log_error(WS_FUNCTION, NULL, "cannot create a user for %s", c->remote);
     return -1;
   }
+  c->fresh_user = !resumed;
   user_link(h, c);
-  int64_t row = store_conn_open(h->store, c->user_id, c->remote);
-  c->row = row > 0 ? row : 0;
 
   FunctionContext ctx = {0};
   char *path = hdr_dup(wsi, WSI_TOKEN_GET_URI);
@@ -262,6 +262,8 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
   c->established = 1;
+  int64_t row = store_conn_open(h->store, c->user_id, c->remote);
+  c->row = row > 0 ? row : 0;
   log_info(WS_FUNCTION, NULL, "connection %llu of user %s from %s opened%s",
            (unsigned long long)c->id, c->user_id, c->remote, resumed ? " (resumed)" : "");
   json_decref(ctx.headers);
