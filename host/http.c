@@ -228,8 +228,13 @@ int http_reject(struct lws *wsi, int status, const char *message) {
                                      *end = buf + sizeof buf - 1;
   char body[LWS_PRE + 256];
   int n = snprintf(body + LWS_PRE, sizeof body - LWS_PRE, "{\"error\":\"%s\"}", message);
-  if (lws_add_http_common_headers(wsi, (unsigned)status, "application/json", (lws_filepos_t)n, &p,
-                                  end) ||
+  /* Our own status line: at upgrade time lws has not recorded the request's version yet and
+   * would answer "HTTP/1.0", which WebSocket clients (RFC 6455 wants 1.1) reject as invalid. */
+  p += lws_snprintf((char *)p, (size_t)(end - p), "HTTP/1.1 %d %s\r\n", status,
+                    status == 403 ? "Forbidden" : status == 503 ? "Service Unavailable" : "Error");
+  if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                   (unsigned char *)"application/json", 16, &p, end) ||
+      lws_add_http_header_content_length(wsi, (lws_filepos_t)n, &p, end) ||
       lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p,
                                    end) ||
       lws_finalize_write_http_header(wsi, start, &p, end))

@@ -174,6 +174,10 @@ int plugins_reload(struct plugins *p, const char *name) {
       st.st_size == s->st.st_size && st.st_mtim.tv_sec == s->st.st_mtim.tv_sec &&
       st.st_mtim.tv_nsec == s->st.st_mtim.tv_nsec) {
     close(fd);
+    if (s->last_error[0]) { /* e.g. chmod go+w then back: the serving file is fine again */
+      log_info(name, NULL, "plugin %s is version %d again: error cleared", path, s->cur->number);
+      s->last_error[0] = 0;
+    }
     return 0; /* the version serving is this file already */
   }
   unsigned char magic[4] = {0};
