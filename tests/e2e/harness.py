@@ -36,7 +36,7 @@ SOURCE_DIR = os.environ.get(
 BUILD_DIR = os.environ.get("WSHOST_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 BIN = os.environ.get("WSHOST_BIN", os.path.join(BUILD_DIR, "wshost"))
 TEST_PLUGINS = os.environ.get("WSHOST_TEST_PLUGINS", os.path.join(BUILD_DIR, "test-plugins"))
-EXAMPLE_PLUGINS = os.path.join(SOURCE_DIR, "plugins")
+EXAMPLE_PLUGINS = os.environ.get("WSHOST_EXAMPLE_PLUGINS", os.path.join(SOURCE_DIR, "plugins"))
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
 START_TIMEOUT = 10.0
@@ -530,16 +530,17 @@ def is_greeting(m):
         return False
 
 
-async def collect(ws, n, timeout=5.0):
-    """Reads until the greeting (if any comes) and n other messages arrived; returns
-    (greeting dict or None, [other messages in order]). The outbox may be delivered before
-    or after the connection handler's greeting, so both orders are accepted."""
+async def collect(ws, n, timeout=5.0, greeting_expected=True):
+    """Reads until the greeting and n other messages arrived; returns (greeting dict or
+    None, [other messages in order]). The outbox may be delivered before or after the
+    connection handler's greeting, so both orders are accepted."""
     greeting, others = None, []
     deadline = time.monotonic() + timeout
-    while len(others) < n:
+    while len(others) < n or (greeting_expected and greeting is None):
         left = deadline - time.monotonic()
         if left <= 0:
-            raise Fail(f"got {len(others)} of {n} messages within {timeout}s: {others!r}")
+            raise Fail(f"got {len(others)} of {n} messages within {timeout}s: {others!r} "
+                       f"(greeting: {greeting})")
         m = await recv(ws, left)
         if greeting is None and is_greeting(m):
             greeting = json.loads(m)

@@ -22,7 +22,7 @@ async def test_sigterm_closes_1001_and_exits_0():
         assert rc == 0, f"exit status after SIGTERM: {rc}"
         r = h.sql_cli("SELECT user_id FROM online_users")
         assert r.returncode == 0 and r.stdout.strip() == "", f"online after SIGTERM: {r}"
-        assert sorted(r[0] for r in h.sql("SELECT user_id FROM users")) == sorted(ids)
+        assert sorted(r[0] for r in h.sql("SELECT id FROM users")) == sorted(ids)
 
 
 def test_sigterm_idle_exits_0():

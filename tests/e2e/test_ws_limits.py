@@ -96,7 +96,6 @@ async def test_protocol_garbage_does_not_hurt():
     with Host() as h:
         bystander, _ = await h.user()
         cases = {
-            "unmasked frame": lambda c: c.send_frame(OP_TEXT, "hi", mask=False),
             "reserved opcode 3": lambda c: c.send_frame(3, "hi"),
             "reserved opcode 0xB": lambda c: c.send_frame(0xB, "hi"),
             "RSV1 without extension": lambda c: c.send_frame(OP_TEXT, "hi", rsv=4),
@@ -105,20 +104,30 @@ async def test_protocol_garbage_does_not_hurt():
                 c.send_frame(OP_TEXT, "a", fin=False), c.send_frame(OP_TEXT, "b")),
             "ping over 125 bytes": lambda c: c.send_frame(OP_PING, b"p" * 126),
             "fragmented ping": lambda c: c.send_frame(OP_PING, b"p", fin=False),
-            "close with 1 byte payload": lambda c: c.send_frame(OP_CLOSE, b"\x03"),
             "close with invalid code 999": lambda c: c.send_close(999),
-            "length field 2^63-ish": lambda c: c.send_bytes(
-                bytes([0x81, 0xFF]) + (2**63 - 1).to_bytes(8, "big") + b"\x00\x00\x00\x00"),
+            # the announced length alone need not trigger it; the bytes past the limit must
+            "length field 2^63-1": lambda c: c.send_bytes(
+                bytes([0x81, 0xFF]) + (2**63 - 1).to_bytes(8, "big") + b"\x00\x00\x00\x00"
+                + b"a" * (MiB + MiB // 2)),
         }
         for name, act in cases.items():
             c = h.raw()
             c.recv_message()  # greeting
             act(c)
-            code, reason = c.expect_close()
+            try:
+                code, reason = c.expect_close()
+            except Fail as e:
+                raise Fail(f"{name}: {e}") from None
             assert code in (CLOSE_PROTOCOL, CLOSE_TOO_BIG, None), \
                 f"{name}: expected close 1002 (or the TCP connection dropped), got {code} {reason!r}"
             c.close()
             assert h.running(), f"host died after: {name}"
+        # a malformed close frame: any close answer (or a drop) will do
+        c = h.raw()
+        c.recv_message()
+        c.send_frame(OP_CLOSE, b"\x03")
+        c.expect_close()
+        c.close()
         # not even WebSocket
         for junk in (b"\x16\x03\x01\x02\x00" + b"\x00" * 100, b"GARBAGE\r\n\r\n",
                      b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 20000 + b"\r\n\r\n"):
@@ -135,6 +144,20 @@ async def test_protocol_garbage_does_not_hurt():
         assert h.running(), "host died on non-WebSocket junk"
         await still_served(h, bystander)
         await bystander.close()
+
+
+async def test_unmasked_frame_closed():
+    """RFC 6455 5.1: a server MUST close the connection upon an unmasked client frame."""
+    with Host() as h:
+        c = h.raw()
+        c.recv_message()  # greeting
+        c.send_frame(OP_TEXT, "unmasked", mask=False)
+        c.send_frame(OP_TEXT, "masked")
+        m = c.recv_message()
+        assert m is None or m[0] == "close", \
+            f"an unmasked client frame was accepted; next message: {m!r}"
+        c.close()
+        assert h.running()
 
 
 async def test_heartbeat_closes_silent_client():
