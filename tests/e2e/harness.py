@@ -309,8 +309,8 @@ class Host:
         greeting = await recv_json(ws)
         return ws, greeting
 
-    def raw(self, path="/", timeout=5.0):
-        return RawWS(self.port, path, timeout)
+    def raw(self, path="/", timeout=5.0, **kw):
+        return RawWS(self.port, path, timeout, **kw)
 
     def sql(self, query, params=()):
         return sql_rows(self.db, query, params)
@@ -559,9 +559,13 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 class RawWS:
     """A WebSocket client that sends exactly the frames it is told to."""
 
-    def __init__(self, port, path="/", timeout=5.0, extra_headers=""):
+    def __init__(self, port, path="/", timeout=5.0, extra_headers="", rcvbuf=None):
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # before connect, so the window stays small: a slow reader
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

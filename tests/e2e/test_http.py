@@ -108,6 +108,18 @@ def test_request_id_on_every_response():
         assert r.json.get("requestId") == "client-id-456", r.json
 
 
+def test_invalid_x_request_id_replaced():
+    """DECISIONS: the client's x-request-id is used only when valid; one that would break a
+    log line (spaces, quotes, a kilobyte) is replaced by a generated id."""
+    with http_host() as h:
+        for bad in ("has space", 'quo"te', "a" * 1000, "tab\tbed"):
+            r = h.http("GET", "/fail", headers={"X-Request-Id": bad})
+            rid = assert_request_id(r)
+            assert rid != bad, f"invalid x-request-id {bad[:30]!r} echoed"
+            assert r.json["requestId"] == rid, r
+            assert " " not in rid and len(rid) <= 128, rid
+
+
 def test_unknown_function_404():
     with http_host() as h:
         for path in ("/nope", "/nope?x=1", "/Echo"):

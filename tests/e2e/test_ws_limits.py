@@ -2,6 +2,7 @@
 garbage, heartbeat. After each bad client, other clients keep working."""
 
 import asyncio
+import json
 import socket
 import time
 
@@ -158,6 +159,75 @@ async def test_unmasked_frame_closed():
             f"an unmasked client frame was accepted; next message: {m!r}"
         c.close()
         assert h.running()
+
+
+async def test_slow_reader_dropped():
+    """DESIGN 5: a reader whose send queue passes --max-send-queue is closed; the host does
+    not grow without bound and everyone else goes on."""
+    with Host(flags=["--max-send-queue", "65536"]) as h:
+        bystander, _ = await h.user()
+        c = h.raw(rcvbuf=4096)
+        uid = json.loads(c.recv_message()[1])["user_id"]
+        chunk = "s" * 65000
+        dropped_after = None
+        for i in range(500):  # 32 MB at most; kernel buffers hold a few MB
+            r = await h.apush(uid, chunk)
+            assert r.status == 200, r
+            if r.json["delivered"] == 0:
+                dropped_after = i
+                break
+        assert dropped_after is not None, \
+            "a client that never reads was still counted live after 32 MB of pushes"
+        c.close()
+        await still_served(h, bystander)
+        await bystander.close()
+
+
+async def test_max_connections():
+    with Host(flags=["--max-connections", "3"]) as h:
+        conns = [await h.user() for _ in range(3)]
+        try:
+            extra = await ws_connect(h.ws_url())
+            m = await expect_close(extra)
+            raise Fail(f"a 4th connection was accepted with --max-connections 3 (then {m})")
+        except websockets.InvalidStatusCode as e:
+            assert e.status_code == 503, f"refused with {e.status_code}"
+        for ws, _ in conns:
+            await ws.send("hi")
+            assert await recv(ws) == ANSWER
+        await conns[0][0].close()
+        ws, g = await async_wait_until(lambda: _try_user(h), what="a free slot after a close")
+        await ws.send("hi")
+        assert await recv(ws) == ANSWER
+        for w in [ws] + [c[0] for c in conns[1:]]:
+            await w.close()
+
+
+async def _try_user(h):
+    try:
+        return await h.user()
+    except websockets.InvalidStatusCode:
+        return None
+
+
+async def test_allowed_origins():
+    with Host(flags=["--allowed-origins", "https://a.example,https://b.example"]) as h:
+        for origin in ("https://a.example", "https://b.example"):
+            ws = await ws_connect(h.ws_url(), origin=origin)
+            assert (await recv_json(ws))["event"] == "connected"
+            await ws.close()
+        for origin in ("https://evil.example", "https://a.example.evil.example", "null", None):
+            try:
+                ws = await ws_connect(h.ws_url(), origin=origin)
+            except websockets.InvalidStatusCode as e:
+                assert e.status_code == 403, f"origin {origin}: refused with {e.status_code}"
+                continue
+            await ws.close()
+            raise Fail(f"origin {origin!r} was allowed to upgrade")
+    with Host() as h:  # no list: any origin
+        ws = await ws_connect(h.ws_url(), origin="https://anything.example")
+        assert (await recv_json(ws))["event"] == "connected"
+        await ws.close()
 
 
 async def test_heartbeat_closes_silent_client():
