@@ -159,6 +159,8 @@ static void test_bad_values(void **state) {
       {"--max-message", "1.5"},
       {"--max-body", "ten"},
       {"--max-send-queue", "-1"},
+      {"--ping-interval", "-1"},
+      {"--pong-timeout", "-5"},
       {"--outbox-ttl", "x"},
       {"--outbox-max", "0"},
       {"--max-connections", "0"},
