@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -261,6 +262,15 @@ static void test_body_json(void **state) {
     if (!strstr(err, "invalid JSON"))
       fail_msg("'%s': message '%s'", bad[i], err);
   }
+  /* A client's deep nesting is refused, not a stack overflow in the parser. */
+  size_t deep = 1 << 20;
+  char *nest = malloc(deep);
+  assert_non_null(nest);
+  memset(nest, '[', deep);
+  assert_int_equal(body_parse("application/json", nest, deep, &b, err, sizeof err), -1);
+  assert_null(b);
+  assert_non_null(strstr(err, "invalid JSON"));
+  free(nest);
   /* The length bounds the body: a valid prefix of garbage parses. */
   assert_int_equal(body_parse("application/json", "[1]garbage", 3, &b, err, sizeof err), 0);
   assert_true(json_is_array(b));
