@@ -224,6 +224,11 @@ static void respond(struct http_req *r) {
 }
 
 int http_reject(struct lws *wsi, int status, const char *message) {
+  return http_reject_with(wsi, status, message, NULL, NULL);
+}
+
+int http_reject_with(struct lws *wsi, int status, const char *message, const char *header,
+                     const char *value) {
   unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
                                      *end = buf + sizeof buf - 1;
   char body[LWS_PRE + 256];
@@ -237,6 +242,9 @@ int http_reject(struct lws *wsi, int status, const char *message) {
       lws_add_http_header_content_length(wsi, (lws_filepos_t)n, &p, end) ||
       lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p,
                                    end) ||
+      (header && lws_add_http_header_by_name(wsi, (const unsigned char *)header,
+                                             (const unsigned char *)value, (int)strlen(value), &p,
+                                             end)) ||
       lws_finalize_write_http_header(wsi, start, &p, end))
     return -1;
   if (lws_write(wsi, (unsigned char *)body + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_FINAL) < n)
@@ -323,6 +331,49 @@ static int body_expected(struct http_req *r) {
   return lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
 }
 
+/* RFC 9112 6.1-6.3: a body whose length is unclear (a Content-Length that is not a number,
+ * two that differ, one next to Transfer-Encoding, a coding other than chunked) is refused and
+ * the connection closed, so no second request can hide in it. lws 4.1 does not check. It does
+ * not decode chunked request bodies either (the request would hang until its timeout): 411. */
+static int framing_refused(struct http_req *r) {
+  char v[32];
+  int ncl = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+  int nte = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+  const char *why = NULL;
+  int status = 400;
+  if (ncl > 0 && nte > 0)
+    why = "both Content-Length and Transfer-Encoding";
+  else if (ncl > 0) {
+    int ok = ncl < (int)sizeof v &&
+             lws_hdr_copy(r->wsi, v, sizeof v, WSI_TOKEN_HTTP_CONTENT_LENGTH) == ncl;
+    for (int i = 0; ok && i < ncl; i++)
+      ok = v[i] >= '0' && v[i] <= '9';
+    if (!ok)
+      why = "invalid Content-Length";
+  } else if (nte > 0 &&
+             (nte >= (int)sizeof v ||
+              lws_hdr_copy(r->wsi, v, sizeof v, WSI_TOKEN_HTTP_TRANSFER_ENCODING) != nte ||
+              strcasecmp(v, "chunked"))) {
+    why = "unsupported Transfer-Encoding";
+    status = 501;
+  } else if (nte > 0) {
+    why = "chunked request bodies are not supported: send Content-Length";
+    status = 411;
+  }
+  if (!why)
+    return 0;
+  respond_error(r, status,
+                status == 400   ? "Bad Request"
+                : status == 411 ? "Length Required"
+                                : "Not Implemented",
+                why, 0);
+  r->close_after = 1;
+  log_info(NULL, r->request_id, "%s %.200s %d %s: %s", r->method, r->path, status, r->remote,
+           why);
+  respond(r);
+  return 1;
+}
+
 static int http_begin(struct host *h, struct lws *wsi, struct session *s, const char *uri) {
   struct http_req *r = calloc(1, sizeof *r);
   if (!r)
@@ -345,6 +396,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   if (!r->path || !r->headers || !r->query)
     return -1;
   set_request_id(r);
+  if (framing_refused(r))
+    return 0;
   r->route = http_route(r->path, r->name);
 
   if (r->route == ROUTE_NOT_FOUND ||
@@ -361,6 +414,14 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     return 0;
   }
   if (body_expected(r)) {
+    if (r->content_length < 0) {
+      /* lws 4.1 does not decode chunked request bodies: say so instead of waiting forever. */
+      respond_error(r, 411, "Length Required", "send the body with a content-length", 0);
+      r->close_after = 1;
+      log_info(r->name, r->request_id, "%s %s 411 (no content-length)", r->method, r->path);
+      respond(r);
+      return 0;
+    }
     if (r->content_length > 0 && (uint64_t)r->content_length > h->cfg.max_body) {
       respond_error(r, 413, "Payload Too Large", NULL, 0);
       r->close_after = 1;

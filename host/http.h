@@ -36,6 +36,9 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
 /* Writes a complete JSON error response now ({"error": message}) and returns 1, the value
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE wants for "refused, response written". */
 int http_reject(struct lws *wsi, int status, const char *message);
+/* The same with one more response header ("name:" with its colon, as lws wants it). */
+int http_reject_with(struct lws *wsi, int status, const char *message, const char *header,
+                     const char *value);
 
 /* Request views shared with the WebSocket connection event. New references / strings. */
 json_t *http_headers_json(struct lws *wsi);

@@ -13,20 +13,6 @@ _Static_assert(SENDQ_PRE >= LWS_PRE, "send queue frames need lws's pre-padding")
 
 static const char WS_FUNCTION[] = "__websocket__";
 
-int user_id_valid(const char *id) {
-  size_t n = 0;
-  if (!id)
-    return 0;
-  for (; id[n]; n++) {
-    char c = id[n];
-    if (n >= STORE_ID_MAX ||
-        !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-          c == '-' || c == '.' || c == '@' || c == ':'))
-      return 0;
-  }
-  return n > 0;
-}
-
 struct conn *ws_find(struct host *h, cloud_socket s) {
   return s.id ? map_get(&h->conns, &s.id, sizeof s.id) : NULL;
 }
@@ -323,6 +309,11 @@ static int ws_fail(struct conn *c, struct lws *wsi, int code, const char *why) {
 static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in, size_t len) {
   if (c->close_code)
     return 0; /* closing: what still arrives is not delivered */
+  /* A frame that announces more than the limit is refused on its first bytes, not after a
+   * megabyte of them has been buffered. */
+  size_t rest = lws_remaining_packet_payload(wsi);
+  if (rest > c->rx.max || (c->rx.busy ? c->rx.len : 0) + len > c->rx.max - rest)
+    return ws_fail(c, wsi, 1009, "message too big");
   switch (msgbuf_add(&c->rx, in, len, lws_is_final_fragment(wsi), lws_frame_is_binary(wsi))) {
   case MSGBUF_MORE:
     return 0;
@@ -348,21 +339,26 @@ static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in,
 
 static int ws_writeable(struct lws *wsi, struct conn *c) {
   struct sendq_frame *f;
+  int wrote = 0;
   while ((f = sendq_peek(&c->q))) {
     int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
                       f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     if (n < (int)f->len)
       return -1;
     sendq_pop(&c->q);
+    wrote = 1;
     if (lws_send_pipe_choked(wsi))
       break;
   }
-  if (sendq_peek(&c->q)) {
+  /* The close frame waits for a callback of its own: the last frame may still sit in lws's
+   * buffer, and closing now would drop it and the close frame with it. */
+  if (sendq_peek(&c->q) || (wrote && c->close_code)) {
     lws_callback_on_writable(wsi);
     return 0;
   }
   if (c->close_code) {
-    lws_close_reason(wsi, c->close_code, (unsigned char *)c->close_reason, strlen(c->close_reason));
+    lws_close_reason(wsi, c->close_code, (unsigned char *)c->close_reason,
+                     strlen(c->close_reason));
     return -1;
   }
   return 0;
@@ -381,12 +377,28 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
     return c ? ws_writeable(wsi, c) : 0;
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     if (c && len >= 2) {
-      const unsigned char *p = in;
+      unsigned char *p = in;
       c->peer_close_code = p[0] << 8 | p[1];
+      /* lws 4.1 turns the codes it knows to be invalid into 1002 but passes 5000 and up, and
+       * does not check the reason: answer those as RFC 6455 7.4 and 8.1 ask, in the frame lws
+       * echoes, so the plugin never sees an invalid code or a reason that is not UTF-8. */
+      if (c->peer_close_code > 4999)
+        c->peer_close_code = 1002;
+      else if (!utf8_valid(p + 2, len - 2))
+        c->peer_close_code = 1007;
+      if (c->peer_close_code != (p[0] << 8 | p[1])) {
+        p[0] = (unsigned char)(c->peer_close_code >> 8);
+        p[1] = (unsigned char)c->peer_close_code;
+        memset(p + 2, ' ', len - 2);
+        len = 2;
+      }
       size_t n =
           len - 2 < sizeof c->peer_close_reason - 1 ? len - 2 : sizeof c->peer_close_reason - 1;
       memcpy(c->peer_close_reason, p + 2, n);
       c->peer_close_reason[n] = 0;
+    } else if (c && len == 1) {
+      c->peer_close_code = 1002; /* a close payload of one byte is malformed: hang up */
+      return -1;
     } else if (c)
       c->peer_close_code = 1005;
     return 0;
@@ -398,7 +410,27 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
   }
 }
 
+/* RFC 6455 4.2.1: a GET with Sec-WebSocket-Key (16 bytes in base64) and Version 13. lws 4.1
+ * upgrades without the last two checks; refused here: 426 naming the version, else 400. */
+static int handshake_refused(struct lws *wsi) {
+  char key[32] = "", version[8] = "";
+  int klen = lws_hdr_copy(wsi, key, sizeof key, WSI_TOKEN_KEY);
+  int ok = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 && klen == 24 && key[22] == '=' &&
+           key[23] == '=';
+  for (int i = 0; ok && i < 22; i++)
+    ok = (key[i] >= 'A' && key[i] <= 'Z') || (key[i] >= 'a' && key[i] <= 'z') ||
+         (key[i] >= '0' && key[i] <= '9') || key[i] == '+' || key[i] == '/';
+  if (!ok)
+    return http_reject(wsi, 400, "bad WebSocket handshake");
+  if (lws_hdr_copy(wsi, version, sizeof version, WSI_TOKEN_VERSION) <= 0 || strcmp(version, "13"))
+    return http_reject_with(wsi, 426, "WebSocket version 13 only", "sec-websocket-version:", "13");
+  return 0;
+}
+
 int ws_confirm_upgrade(struct host *h, struct lws *wsi) {
+  int refused = handshake_refused(wsi);
+  if (refused)
+    return refused;
   if (h->stopping)
     return http_reject(wsi, 503, "shutting down");
   if (h->nconns >= h->cfg.max_connections) {

@@ -19,8 +19,7 @@ int ws_close(struct host *h, cloud_socket s, int code, const char *reason);
 int ws_bind_user(struct host *h, struct conn *c, const char *user_id);
 int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary);
-/* 1 if user_id is acceptable for cloud_bind_user: [A-Za-z0-9_.@:-]{1,128}. */
-int user_id_valid(const char *user_id);
+/* user_id_valid (the ids cloud_bind_user and a resume accept) lives in http_parse.h. */
 
 /* Sends close 1001 to every connection (SIGTERM). */
 void ws_close_all(struct host *h, int code, const char *reason);
