@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct version {
@@ -136,6 +137,8 @@ static void refuse(struct slot *s, const char *path, const char *why) {
 
 int plugins_reload(struct plugins *p, const char *name) {
   char path[PATH_MAX + FN_NAME_MAX + 8], why[512];
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   snprintf(path, sizeof path, "%s/%s.so", p->dir, name);
   struct slot *s = slot_get(p, name, 1);
   if (!s)
@@ -236,9 +239,13 @@ int plugins_reload(struct plugins *p, const char *name) {
   s->st = st;
   s->loaded_at_ms = host_now_ms();
   s->last_error[0] = 0;
-  log_info(name, NULL, "plugin %s loaded: version %d (ABI %u)%s", path, v->number,
-           v->desc->abi_version, old ? ", previous version unloaded" : "");
   version_unload(old);
+  /* The whole reload ran on the event loop: its duration is the stall clients can see. */
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  log_info(name, NULL, "plugin %s loaded: version %d (ABI %u) in %.2f ms%s", path, v->number,
+           v->desc->abi_version,
+           (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+           old ? ", previous version unloaded" : "");
   return 0;
 
 fail:
