@@ -56,11 +56,17 @@ async def test_sigterm_with_busy_clients():
         conns = [await h.user() for _ in range(20)]
 
         async def chatter(ws):
+            # A busy client still reads: one that never reads cannot see a close frame.
+            async def drain():
+                async for _ in ws:
+                    pass
+            reader = asyncio.create_task(drain())
             try:
                 while True:
                     await ws.send("x" * 1000)
                     await asyncio.sleep(0.005)
             except websockets.ConnectionClosed:
+                await asyncio.gather(reader, return_exceptions=True)
                 return ws.close_code
         tasks = [asyncio.create_task(chatter(ws)) for ws, _ in conns]
         await asyncio.sleep(0.3)
