@@ -57,6 +57,7 @@ int main(int argc, char **argv) {
   if ((rc = plugins_watch(h->plugins, h->vhost)) < 0)
     log_warn(NULL, NULL, "cannot watch %s (%s): no hot reload", h->cfg.plugins_dir, strerror(-rc));
   server_run(h);
+  plugins_unwatch(h->plugins);
   server_stop(h);
   plugins_close(h->plugins);
   store_flush(h->store);

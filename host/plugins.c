@@ -349,8 +349,6 @@ static void slot_free(void *arg, const char *key, void *value) {
 void plugins_close(struct plugins *p) {
   if (!p)
     return;
-  if (p->watch)
-    lws_sul_cancel(&p->debounce);
   map_each(&p->slots, slot_free, NULL);
   map_free(&p->slots);
   if (p->ifd >= 0 && !p->watch)
@@ -463,6 +461,11 @@ int plugins_watch_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
   default:
     return 0;
   }
+}
+
+void plugins_unwatch(struct plugins *p) {
+  if (p && p->h->lws)
+    lws_sul_cancel(&p->debounce);
 }
 
 int plugins_watch(struct plugins *p, struct lws_vhost *vh) {

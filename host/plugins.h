@@ -14,6 +14,8 @@
 int plugins_open(struct host *h, struct plugins **out);
 /* Starts watching the folder through the lws event loop. 0 or -errno. */
 int plugins_watch(struct plugins *p, struct lws_vhost *vh);
+/* Stops pending reloads; call before the lws context goes away. */
+void plugins_unwatch(struct plugins *p);
 /* Runs each loaded version's fini hook, unloads it and removes the runtime folder. */
 void plugins_close(struct plugins *p);
 
