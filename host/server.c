@@ -90,7 +90,11 @@ int server_start(struct host *h) {
   info.max_http_header_data =
       (unsigned short)(h->cfg.max_header > 65535 ? 65535 : h->cfg.max_header);
   info.fd_limit_per_thread = 0;
-  info.timeout_secs = 20; /* slow clients (slowloris headers) are dropped after this */
+  /* Slow clients: a connection whose TLS handshake or request headers are not complete
+   * within timeout_secs_ah_idle is dropped (slowloris); a body that stalls, after
+   * timeout_secs (both measured, tests/e2e/test_badinput.py). */
+  info.timeout_secs = 20;
+  info.timeout_secs_ah_idle = 10;
   /* Heartbeat: ping after ping_interval idle, hang up pong_timeout later without traffic. */
   retry.secs_since_valid_ping = (uint16_t)h->cfg.ping_interval;
   retry.secs_since_valid_hangup = (uint16_t)(h->cfg.ping_interval + h->cfg.pong_timeout);
@@ -104,7 +108,8 @@ int server_start(struct host *h) {
   lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
   h->lws = lws_create_context(&info);
   if (!h->lws) {
-    log_error(NULL, NULL, "cannot listen on port %d", h->cfg.port);
+    log_error(NULL, NULL, "cannot listen on port %d%s", h->cfg.port,
+              h->cfg.tls_cert ? " or load the TLS certificate and key (see above)" : "");
     return -1;
   }
   h->vhost = lws_get_vhost_by_name(h->lws, "wshost");
