@@ -236,15 +236,17 @@ int http_reject_with(struct lws *wsi, int status, const char *message, const cha
   /* Our own status line: at upgrade time lws has not recorded the request's version yet and
    * would answer "HTTP/1.0", which WebSocket clients (RFC 6455 wants 1.1) reject as invalid. */
   p += lws_snprintf((char *)p, (size_t)(end - p), "HTTP/1.1 %d %s\r\n", status,
-                    status == 403 ? "Forbidden" : status == 503 ? "Service Unavailable" : "Error");
+                    status == 403   ? "Forbidden"
+                    : status == 503 ? "Service Unavailable"
+                                    : "Error");
   if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                    (unsigned char *)"application/json", 16, &p, end) ||
       lws_add_http_header_content_length(wsi, (lws_filepos_t)n, &p, end) ||
       lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p,
                                    end) ||
-      (header && lws_add_http_header_by_name(wsi, (const unsigned char *)header,
-                                             (const unsigned char *)value, (int)strlen(value), &p,
-                                             end)) ||
+      (header &&
+       lws_add_http_header_by_name(wsi, (const unsigned char *)header, (const unsigned char *)value,
+                                   (int)strlen(value), &p, end)) ||
       lws_finalize_write_http_header(wsi, start, &p, end))
     return -1;
   if (lws_write(wsi, (unsigned char *)body + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_FINAL) < n)
@@ -368,8 +370,7 @@ static int framing_refused(struct http_req *r) {
                                 : "Not Implemented",
                 why, 0);
   r->close_after = 1;
-  log_info(NULL, r->request_id, "%s %.200s %d %s: %s", r->method, r->path, status, r->remote,
-           why);
+  log_info(NULL, r->request_id, "%s %.200s %d %s: %s", r->method, r->path, status, r->remote, why);
   respond(r);
   return 1;
 }
@@ -463,6 +464,7 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
 }
 
 static int http_write(struct lws *wsi, struct http_req *r) {
+  store_sync(r->host->store); /* a response may name a user created in this turn */
   unsigned char hdr[LWS_PRE + 8192], *start = hdr + LWS_PRE, *p = start,
                                      *end = hdr + sizeof hdr - 1;
   if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,

@@ -145,6 +145,7 @@ struct store {
   int64_t outbox_ttl_ms;
   int batch_ms;        /* < 0: every write commits at once */
   int in_txn;          /* a write transaction is open */
+  int sync_pending;    /* it holds writes a client must not see uncommitted */
   int64_t txn_started; /* monotonic ms when it was opened */
 };
 
@@ -259,6 +260,7 @@ int store_flush(struct store *s) {
   sqlite3_reset(s->st[ST_COMMIT]);
   if (rc == SQLITE_DONE) {
     s->in_txn = 0;
+    s->sync_pending = 0;
     return 0;
   }
   db_fail(s, "commit");
@@ -519,7 +521,16 @@ int store_user_create(struct store *s, char *id_out, char *token_out) {
   explicit_bzero(raw, sizeof raw);
   if (rc)
     return rc;
-  /* A client holds this id and token from now on: commit before it is handed out. */
+  /* Committed with the next store_sync, which the host runs before any byte leaves for a
+   * client: one commit covers every user created in the same turn of the event loop. */
+  s->sync_pending = 1;
+  return txn_batched(s);
+}
+
+int store_sync(struct store *s) {
+  if (!s || !s->sync_pending)
+    return 0;
+  s->sync_pending = 0;
   return store_flush(s);
 }
 

@@ -30,7 +30,8 @@ void store_close(struct store *s);
 const char *store_boot_id(const struct store *s);
 
 /* Fresh id and token from the OS CSPRNG; inserts the user with the token's SHA-256. id_out
- * needs STORE_ID_LEN+1 bytes, token_out STORE_TOKEN_LEN+1. 0 or negative. */
+ * needs STORE_ID_LEN+1 bytes, token_out STORE_TOKEN_LEN+1. 0 or negative. The insert is
+ * durable after the next store_sync (group commit). */
 int store_user_create(struct store *s, char *id_out, char *token_out);
 /* 1 when the user exists and token matches its stored hash (constant-time compare), 0 when
  * not (unknown id, no token stored, wrong token), negative on store failure. */
@@ -60,6 +61,9 @@ int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn,
 /* Number of messages queued for a user (expired ones excluded). */
 int store_outbox_count(struct store *s, const char *user_id);
 
+/* Commits the open batch if it holds writes that must be durable before a client sees their
+ * effect (new users). The host calls it before writing to any socket. */
+int store_sync(struct store *s);
 /* Commits pending batched writes now. Called by the batch timer and at shutdown. */
 int store_flush(struct store *s);
 /* Milliseconds until pending writes must be flushed, -1 if nothing is pending. */

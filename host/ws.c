@@ -340,6 +340,9 @@ static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in,
 static int ws_writeable(struct lws *wsi, struct conn *c) {
   struct sendq_frame *f;
   int wrote = 0;
+  /* A greeting may carry a new user's id and token: it leaves only once the user is stored. */
+  if (sendq_peek(&c->q) && store_sync(c->host->store) < 0)
+    log_error(WS_FUNCTION, NULL, "store commit failed: new users may not survive a crash");
   while ((f = sendq_peek(&c->q))) {
     int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
                       f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
@@ -357,8 +360,7 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
     return 0;
   }
   if (c->close_code) {
-    lws_close_reason(wsi, c->close_code, (unsigned char *)c->close_reason,
-                     strlen(c->close_reason));
+    lws_close_reason(wsi, c->close_code, (unsigned char *)c->close_reason, strlen(c->close_reason));
     return -1;
   }
   return 0;
