@@ -109,7 +109,9 @@ void admin_handle(struct http_req *r) {
     int limit = lim ? atoi(lim) : 1000;
     set_json(r, 200, store_users_json(h->store, on && strcmp(on, "0"), limit > 0 ? limit : 1000));
   } else if (!strncmp(n, "users/", 6) && get) {
-    json_t *u = store_user_json(h->store, n + 6);
+    /* The id from the path itself: r->name keeps FN_NAME_MAX bytes, so a 128-byte id after
+     * "users/" would arrive cut and could name another user. */
+    json_t *u = store_user_json(h->store, r->path + strlen("/_/users/"));
     if (u)
       set_json(r, 200, u);
     else

@@ -188,5 +188,23 @@ def test_admin_loopback_only():
             assert http_from(other, h.port, "/_/status").status == 401
 
 
+async def test_admin_user_lookup_by_long_id():
+    """/_/users/<id> with a 128-byte id names that user, not the one whose id is its first
+    122 bytes (the route name is cut at 128 bytes, "users/" included)."""
+    with Host(plugins={"__websocket__": tplugin("ws_bind")}) as h:
+        long_id, short_id = "u" * 128, "u" * 122
+        for uid in (short_id, long_id):
+            ws = await h.ws(f"name={uid}&secret=letmein")
+            g = await recv_json(ws)
+            assert g["user_id"] == uid and g["bind_rc"] == 0, g
+            await ws.close()
+        for uid in (long_id, short_id):
+            r = await h.ahttp("GET", "/_/users/" + uid, auth=True)
+            assert r.status == 200 and r.json["id"] == uid, \
+                f"/_/users/<{len(uid)} bytes> answered {r.json and r.json.get('id')!r}"
+        r = await h.ahttp("GET", "/_/users/" + "u" * 125, auth=True)
+        assert r.status == 404, r
+
+
 if __name__ == "__main__":
     run(globals())
