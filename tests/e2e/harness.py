@@ -41,6 +41,13 @@ EXAMPLE_PLUGINS = os.environ.get("WSHOST_EXAMPLE_PLUGINS", os.path.join(SOURCE_D
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
+# WSHOST_VALGRIND=1: every host runs under valgrind (memcheck); a memory error or a definite
+# leak fails the test like a sanitizer report. Slower: start and stop get more time.
+VALGRIND = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite", "--error-exitcode=99", "--num-callers=30"] \
+    if os.environ.get("WSHOST_VALGRIND") == "1" else []
+if VALGRIND:
+    START_TIMEOUT = STOP_TIMEOUT = 60.0
 MiB = 1024 * 1024
 
 # Close codes (RFC 6455 section 7.4.1).
@@ -171,7 +178,7 @@ class Host:
             with open(self.log_path, "ab") as log:
                 log.write(f"==== start {self.starts}: {' '.join(self.command())}\n".encode())
                 log.flush()
-                self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                self.proc = subprocess.Popen(VALGRIND + self.command(), stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=env, cwd=self.tmp)
             self.returncode = None
             if not wait:
@@ -247,6 +254,8 @@ class Host:
         for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
             if marker in text:
                 problem = (problem + "; " if problem else "") + f"sanitizer report ({marker})"
+        if VALGRIND and re.search(r"ERROR SUMMARY: [1-9]", text):
+            problem = (problem + "; " if problem else "") + "valgrind report (ERROR SUMMARY)"
         return problem
 
     def __enter__(self):
