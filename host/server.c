@@ -36,7 +36,22 @@ void host_request_id(struct host *h, char *buf, size_t len) {
     snprintf(h->request_prefix, sizeof h->request_prefix, "%02x%02x%02x%02x", r[0], r[1], r[2],
              r[3]);
   }
-  snprintf(buf, len, "%s-%llx", h->request_prefix, (unsigned long long)++h->next_request);
+  /* Once per event: hex by hand, no printf. */
+  static const char hex[] = "0123456789abcdef";
+  char tmp[17];
+  int n = 0;
+  for (uint64_t v = ++h->next_request; v; v >>= 4)
+    tmp[n++] = hex[v & 15];
+  if (len < 8 + 1 + (size_t)n + 1) {
+    if (len)
+      buf[0] = 0;
+    return;
+  }
+  memcpy(buf, h->request_prefix, 8);
+  buf[8] = '-';
+  for (int i = 0; i < n; i++)
+    buf[9 + i] = tmp[n - 1 - i];
+  buf[9 + n] = 0;
 }
 
 static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

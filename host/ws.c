@@ -350,7 +350,8 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
       return -1;
     sendq_pop(&c->q);
     wrote = 1;
-    if (lws_send_pipe_choked(wsi))
+    /* lws_send_pipe_choked costs a poll(2): ask only when there is more to write. */
+    if (sendq_peek(&c->q) && lws_send_pipe_choked(wsi))
       break;
   }
   /* The close frame waits for a callback of its own: the last frame may still sit in lws's
