@@ -19,8 +19,10 @@ build: deps
 	@test -f $(BUILD)/Makefile || cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The host refuses a plugins folder or file others may write (a umask of 002 makes them so).
 run: build
 	mkdir -p data
+	chmod go-w plugins plugins/*.so
 	$(BUILD)/wshost --port $(PORT) --plugins plugins --db data/wshost.db
 
 test: build
