@@ -111,10 +111,17 @@ def test_tls_bad_files_refuse_to_start():
     base = Host()
     cert, key = make_cert(base.tmp)
     other_cert, _ = make_cert(tempfile.mkdtemp(dir=base.tmp))
+    # libwebsockets 4.1 leaks 72 bytes of its own when lws_create_context fails on the TLS
+    # files (the host gets NULL and has nothing to free): a sanitizer build ignores leaks
+    # inside libwebsockets here, and still reports any of the host's own.
+    supp = os.path.join(base.tmp, "lsan.supp")
+    with open(supp, "w") as f:
+        f.write("leak:libwebsockets.so\n")
+    env = {"LSAN_OPTIONS": f"suppressions={supp}:print_suppressions=0"}
     for flags in (["--tls-cert", cert + ".missing", "--tls-key", key],
                   ["--tls-cert", cert, "--tls-key", cert],   # a cert is not a key
                   ["--tls-cert", other_cert, "--tls-key", key]):  # key of another cert
-        h = Host(flags=flags)
+        h = Host(flags=flags, env=env)
         h.start(wait=False)
         try:
             code = h.proc.wait(15)
