@@ -78,7 +78,8 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 }
 
 static const struct lws_protocols protocols[] = {
-    {"wshost", callback_main, sizeof(struct session), 65536, 0, NULL, 0},
+    /* rx buffer: lws allocates it per connection; big messages arrive in pieces of it. */
+    {"wshost", callback_main, sizeof(struct session), 4096, 0, NULL, 0},
     {"wshost-watch", plugins_watch_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
