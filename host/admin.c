@@ -67,6 +67,8 @@ static void status(struct http_req *r) {
       (json_int_t)h->stats.ws_opened, "ws_closed", (json_int_t)h->stats.ws_closed, "ws_messages",
       (json_int_t)h->stats.ws_messages, "http_requests", (json_int_t)h->stats.http_requests,
       "plugin_errors", (json_int_t)h->stats.plugin_errors, "plugins", plugins_status(h->plugins));
+  json_object_set_new(json_object_get(o, "store"), "memory_bytes",
+                      json_integer(store_memory_used()));
   set_json(r, 200, o);
 }
 

@@ -871,3 +871,7 @@ int store_counts(struct store *s, int64_t *users, int64_t *online, int64_t *conn
   done(st);
   return rc == SQLITE_ROW ? 0 : db_fail(s, "counts");
 }
+
+int64_t store_memory_used(void) {
+  return sqlite3_memory_used();
+}

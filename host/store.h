@@ -77,4 +77,7 @@ json_t *store_user_json(struct store *s, const char *id); /* object or NULL */
 /* Counts for /_/status: users, online users, open connections, queued messages. */
 int store_counts(struct store *s, int64_t *users, int64_t *online, int64_t *conns, int64_t *queued);
 
+/* Bytes SQLite holds in memory (page cache, statements), for /_/status. */
+int64_t store_memory_used(void);
+
 #endif
