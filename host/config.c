@@ -23,7 +23,7 @@ struct opt {
 #define O(name, kind, field, def, help)                                                            \
   { name, kind, offsetof(struct config, field), def, help }
 static const struct opt opts[] = {
-    O("port", OPT_INT, port, "8080", "TCP port for HTTP and WebSocket"),
+    O("port", OPT_INT, port, "8080", "TCP port for HTTP and WebSocket (0: any free one, logged)"),
     O("plugins", OPT_STR, plugins_dir, "plugins", "folder of function .so files"),
     O("db", OPT_STR, db_path, "data/wshost.db", "SQLite database (\":memory:\": none)"),
     O("admin-token", OPT_STR, admin_token, NULL,

@@ -270,7 +270,12 @@ static int run_dir_prepare(struct plugins *p) {
     base = getenv("TMPDIR");
   if (!base || !*base)
     base = "/tmp";
-  snprintf(p->run, sizeof p->run, "%s/wshost-%u-%d", base, (unsigned)geteuid(), p->h->cfg.port);
+  /* One folder per port, so the next start on that port cleans up after a crash; with
+   * --port 0 (a port the kernel picks) one per process, removed at exit. */
+  if (p->h->cfg.port)
+    snprintf(p->run, sizeof p->run, "%s/wshost-%u-%d", base, (unsigned)geteuid(), p->h->cfg.port);
+  else
+    snprintf(p->run, sizeof p->run, "%s/wshost-%u-pid%d", base, (unsigned)geteuid(), (int)getpid());
   if (mkdir(p->run, 0700) < 0 && errno != EEXIST)
     return -errno;
   struct stat st;
