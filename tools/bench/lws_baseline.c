@@ -231,6 +231,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return 0;
   case LWS_CALLBACK_HTTP: {
     const char *uri = in;
+    if (!p)
+      return -1;
     p->wsi = wsi;
     p->body_len = 0;
     p->status = 0;
@@ -244,6 +246,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return 0;
   }
   case LWS_CALLBACK_HTTP_BODY:
+    if (!p)
+      return -1;
     if (p->body_len + len > MAX_BODY) {
       http_respond(wsi, p, 413, "{\"error\":\"Payload Too Large\"}");
       p->is_push = 0;
@@ -260,14 +264,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     return 0;
   case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-    if (p->is_push)
+    if (p && p->is_push)
       push(wsi, p);
     return 0;
   case LWS_CALLBACK_HTTP_WRITEABLE:
-    return http_writeable(wsi, p);
+    return p ? http_writeable(wsi, p) : 0;
   case LWS_CALLBACK_CLOSED_HTTP:
-    free(p->body);
-    p->body = NULL;
+    if (p) { /* NULL when the client left before lws bound the connection to us */
+      free(p->body);
+      p->body = NULL;
+    }
     return 0;
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);
