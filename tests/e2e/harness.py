@@ -537,6 +537,15 @@ async def expect_close(ws, timeout=5.0):
         return e.code, e.reason
 
 
+async def send_until_closed(ws, data):
+    """Sends data; the server may close mid-send (it refuses a message as soon as it knows
+    enough), which is then not an error here: expect_close() reads the code."""
+    try:
+        await ws.send(data)
+    except websockets.ConnectionClosed:
+        pass
+
+
 def is_greeting(m):
     if not isinstance(m, str) or not m.startswith("{"):
         return False

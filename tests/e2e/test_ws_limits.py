@@ -26,11 +26,11 @@ async def test_message_over_default_max_closed_1009():
     with Host() as h:
         bystander, _ = await h.user()
         ws, _ = await h.user()
-        await ws.send("x" * (MiB + 1))
+        await send_until_closed(ws, "x" * (MiB + 1))
         code, reason = await expect_close(ws, timeout=10)
         assert code == CLOSE_TOO_BIG, f"1 MiB + 1 text message: close {code} {reason!r}"
         ws, _ = await h.user()
-        await ws.send(b"\x00" * (MiB + 1))
+        await send_until_closed(ws, b"\x00" * (MiB + 1))
         code, reason = await expect_close(ws, timeout=10)
         assert code == CLOSE_TOO_BIG, f"1 MiB + 1 binary message: close {code} {reason!r}"
         await still_served(h, bystander)
