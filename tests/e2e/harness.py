@@ -44,7 +44,9 @@ STOP_TIMEOUT = 10.0
 # WSHOST_VALGRIND=1: every host runs under valgrind (memcheck); a memory error or a definite
 # leak fails the test like a sanitizer report. Slower: start and stop get more time.
 VALGRIND = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
-            "--show-leak-kinds=definite", "--error-exitcode=99", "--num-callers=30"] \
+            "--show-leak-kinds=definite", "--error-exitcode=99", "--num-callers=30",
+            "--suppressions=" + os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                             "valgrind.supp")] \
     if os.environ.get("WSHOST_VALGRIND") == "1" else []
 if VALGRIND:
     START_TIMEOUT = STOP_TIMEOUT = 60.0
