@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -45,7 +46,7 @@ int admin_refuse(struct http_req *r) {
     return 1;
   }
   const char *auth = json_string_value(json_object_get(r->headers, "authorization"));
-  if (!auth || strncmp(auth, "Bearer ", 7) || !admin_token_equal(auth + 7, r->host->admin_token)) {
+  if (!auth || strncasecmp(auth, "Bearer ", 7) || !admin_token_equal(auth + 7, r->host->admin_token)) {
     log_warn("_", r->request_id, "admin %s /_/%s refused: no valid bearer token from %s", r->method,
              r->name, r->remote);
     set_json(r, 401, json_pack("{ss}", "error", "Unauthorized"));

@@ -415,14 +415,6 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     return 0;
   }
   if (body_expected(r)) {
-    if (r->content_length < 0) {
-      /* lws 4.1 does not decode chunked request bodies: say so instead of waiting forever. */
-      respond_error(r, 411, "Length Required", "send the body with a content-length", 0);
-      r->close_after = 1;
-      log_info(r->name, r->request_id, "%s %s 411 (no content-length)", r->method, r->path);
-      respond(r);
-      return 0;
-    }
     if (r->content_length > 0 && (uint64_t)r->content_length > h->cfg.max_body) {
       respond_error(r, 413, "Payload Too Large", NULL, 0);
       r->close_after = 1;
