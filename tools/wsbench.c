@@ -61,6 +61,12 @@ struct conn {
   char *user_id; /* push: from the greeting */
 };
 
+/* CPU use over the measured window: the server's (-R), ours, and everything else on the
+ * machine, which on a shared box is the noise that explains a bad run. Clock ticks. */
+struct cpu_snap {
+  long long machine_busy, steal, server, self;
+};
+
 struct samples {
   double *v;
   size_t n, cap;
@@ -89,6 +95,7 @@ struct bench {
   long failed, dropped, churned, rtt, opened;
   int measuring;
   double t_measure;
+  struct cpu_snap cpu0;
   struct samples lat;
   /* push */
   int hfd;
@@ -168,6 +175,49 @@ static long rss_kb(int pid) {
     }
   fclose(f);
   return kb;
+}
+
+static long long pid_ticks(int pid) {
+  char p[64], buf[1024];
+  snprintf(p, sizeof p, "/proc/%d/stat", pid);
+  FILE *f = fopen(p, "r");
+  if (!f)
+    return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *s = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long long ut = 0, st = 0;
+  if (!s || sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    return -1;
+  return (long long)(ut + st);
+}
+
+static void cpu_snap_take(struct cpu_snap *c, int server_pid) {
+  unsigned long long v[8] = {0};
+  FILE *f = fopen("/proc/stat", "r");
+  memset(c, 0, sizeof *c);
+  if (f) {
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7]) == 8) {
+      c->machine_busy = (long long)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
+      c->steal = (long long)v[7];
+    }
+    fclose(f);
+  }
+  c->server = server_pid ? pid_ticks(server_pid) : 0;
+  c->self = pid_ticks(getpid());
+}
+
+/* " server_cpu_pct=.. client_cpu_pct=.. other_cpu_pct=.. steal_pct=.." (100 = one CPU). */
+static void cpu_report(char *dst, size_t cap, const struct cpu_snap *a, const struct cpu_snap *b,
+                       double secs) {
+  double hz = (double)sysconf(_SC_CLK_TCK), k = 100.0 / (hz * secs);
+  long long server = b->server - a->server, self = b->self - a->self;
+  long long other = (b->machine_busy - a->machine_busy) - server - self - (b->steal - a->steal);
+  snprintf(dst, cap, " server_cpu_pct=%.0f client_cpu_pct=%.0f other_cpu_pct=%.0f steal_pct=%.0f",
+           (double)server * k, (double)self * k, (double)(other > 0 ? other : 0) * k,
+           (double)(b->steal - a->steal) * k);
 }
 
 /* ---- sockets and framing ---- */
@@ -1082,6 +1132,7 @@ int main(int argc, char **argv) {
         b.rtt = 0;
         b.churned = 0;
         b.lat.n = 0;
+        cpu_snap_take(&b.cpu0, b.rss_pid);
       }
       if (t >= end)
         break;
@@ -1125,16 +1176,21 @@ int main(int argc, char **argv) {
   double el = now() - b.t_measure;
   if (el <= 0)
     el = 1e-9;
+  struct cpu_snap cpu1;
+  cpu_snap_take(&cpu1, b.rss_pid);
   if (b.rss_pid)
     rss1 = rss_kb(b.rss_pid);
   long up = 0;
   for (int i = 0; i < b.nconns; i++)
     up += b.cs[i].st == ST_OPEN || b.cs[i].st == ST_CLOSING;
   qsort(b.lat.v, b.lat.n, sizeof *b.lat.v, cmp_double);
-  char rss[160] = "";
+  char rss[160] = "", cpu[160] = "", extra[320];
   if (b.rss_pid)
     snprintf(rss, sizeof rss, " rss_before_kb=%ld rss_after_kb=%ld bytes_per_conn=%.0f", rss0, rss1,
              up > 0 && rss0 >= 0 && rss1 >= 0 ? (double)(rss1 - rss0) * 1024.0 / (double)up : 0.0);
+  if (b.measuring)
+    cpu_report(cpu, sizeof cpu, &b.cpu0, &cpu1, el);
+  snprintf(extra, sizeof extra, "%s%s", rss, cpu); /* ends every result line */
   switch (b.mode) {
   case M_ECHO:
     printf("# %.0f round trips/s over %d connections, latency p50 %.0f us p99 %.0f us\n",
@@ -1142,7 +1198,7 @@ int main(int argc, char **argv) {
     printf("mode=echo label=%s conns=%d up=%ld failed=%ld dropped=%ld size=%d seconds=%.2f "
            "rtt=%ld rtt_per_s=%.0f p50_us=%.0f p99_us=%.0f max_us=%.0f%s\n",
            b.label, b.nconns, up, b.failed, b.dropped, b.size, el, b.rtt, (double)b.rtt / el,
-           pct_us(&b.lat, 0.5), pct_us(&b.lat, 0.99), pct_us(&b.lat, 1.0), rss);
+           pct_us(&b.lat, 0.5), pct_us(&b.lat, 0.99), pct_us(&b.lat, 1.0), extra);
     break;
   case M_CHURN:
     printf("# %.0f connections/s (connect, upgrade, %d greeting frame(s), close%s)\n",
@@ -1150,7 +1206,7 @@ int main(int argc, char **argv) {
     printf("mode=churn label=%s conns=%d failed=%ld dropped=%ld greetings=%d close_handshake=%d "
            "seconds=%.2f churned=%ld conns_per_s=%.0f%s\n",
            b.label, b.nconns, b.failed, b.dropped, b.greet, b.close_handshake, el, b.churned,
-           (double)b.churned / el, rss);
+           (double)b.churned / el, extra);
     break;
   case M_IDLE:
     printf("# %ld of %d connections up after %.1f s held", up, b.nconns, el);
@@ -1158,7 +1214,7 @@ int main(int argc, char **argv) {
       printf(", server RSS %ld -> %ld kB, %.0f bytes per connection", rss0, rss1,
              up ? (double)(rss1 - rss0) * 1024.0 / (double)up : 0.0);
     printf("\nmode=idle label=%s conns=%d up=%ld failed=%ld dropped=%ld seconds=%.2f%s\n", b.label,
-           b.nconns, up, b.failed, b.dropped, el, rss);
+           b.nconns, up, b.failed, b.dropped, el, extra);
     break;
   case M_PUSH:
     qsort(b.http_lat.v, b.http_lat.n, sizeof *b.http_lat.v, cmp_double);
@@ -1173,7 +1229,7 @@ int main(int argc, char **argv) {
            b.label, b.nconns, up, b.norder, b.failed, b.dropped, el, b.pushes, b.push_ok,
            b.push_lost, b.push_queued, b.late, b.http_errors, (double)b.push_ok / el,
            pct_us(&b.lat, 0.5), pct_us(&b.lat, 0.99), pct_us(&b.lat, 1.0), pct_us(&b.http_lat, 0.5),
-           pct_us(&b.http_lat, 0.99), rss);
+           pct_us(&b.http_lat, 0.99), extra);
     break;
   }
   fflush(stdout);
