@@ -1,0 +1,69 @@
+"""tools/wsbench against the real host: each mode does its job and says so on its result line.
+Counts only, no timings (the figures are make bench's business, not a test's)."""
+
+import os
+import subprocess
+
+from harness import *  # noqa: F401,F403
+
+WSBENCH = os.path.join(BUILD_DIR, "wsbench")
+
+
+def wsbench(*args, timeout=60):
+    r = subprocess.run([WSBENCH, *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, f"wsbench {args} exit {r.returncode}: {r.stdout}{r.stderr}"
+    lines = [l for l in r.stdout.splitlines() if l.startswith("mode=")]
+    assert len(lines) == 1, f"wsbench {args}: want one result line, got:\n{r.stdout}"
+    return dict(kv.split("=", 1) for kv in lines[0].split())
+
+
+def test_echo_gets_answers():
+    with Host() as h:
+        r = wsbench("-p", h.port, "-m", "echo", "-c", 3, "-d", 0.5, "-w", 0.1, "-g", 1)
+        assert r["up"] == "3" and r["failed"] == "0" and r["dropped"] == "0", r
+        assert int(r["rtt"]) > 0, f"no round trip counted: {r}"
+
+
+def test_push_reaches_the_users_socket():
+    with Host() as h:
+        r = wsbench("-p", h.port, "-m", "push", "-c", 5, "-d", 5, "-w", 0.1, "-n", 20)
+        assert r["users"] == "5", f"user ids not read from the greetings: {r}"
+        assert r["pushes"] == "20" and r["delivered"] == "20", r
+        assert r["lost"] == "0" and r["queued"] == "0" and r["http_errors"] == "0", r
+
+
+def test_idle_holds_and_measures_the_server():
+    with Host() as h:
+        r = wsbench("-p", h.port, "-m", "idle", "-c", 40, "-d", 0.2, "-g", 1, "-k", 3,
+                    "-R", h.proc.pid)
+        assert r["up"] == "40" and r["failed"] == "0", r
+        assert int(r["rss_after_kb"]) > 0 and "bytes_per_conn" in r, r
+
+
+def test_idle_answers_heartbeat_pings():
+    # Ping after 1 s idle, hang up 1 s later without a pong: 3.5 s held means two pings.
+    with Host(flags=["--ping-interval", "1", "--pong-timeout", "1"]) as h:
+        r = wsbench("-p", h.port, "-m", "idle", "-c", 5, "-d", 3.5, "-g", 1)
+        assert r["up"] == "5" and r["dropped"] == "0", f"pings not answered: {r}"
+
+
+def test_churn_counts_connections():
+    with Host() as h:
+        for close_handshake in (1, 0):
+            r = wsbench("-p", h.port, "-m", "churn", "-c", 4, "-d", 0.5, "-w", 0.1, "-g", 1,
+                        "-C", close_handshake)
+            assert r["failed"] == "0" and int(r["churned"]) > 0, r
+
+
+def test_bad_arguments_exit_2():
+    r = subprocess.run([WSBENCH, "-m", "nosuchmode"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2 and "usage" in r.stderr, r
+    r = subprocess.run([WSBENCH, "-m", "push", "-g", "0"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2, "push without the greeting must be refused"
+
+
+if __name__ == "__main__":
+    run(globals())
