@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,6 +265,45 @@ static int name_of_file(const char *file, char *name) {
 }
 
 /* Removes what earlier runs left in the runtime folder (copies survive a kill -9). */
+/* Empties a runtime folder (fd of the open folder) of the copies a run left in it. */
+static void run_dir_empty(DIR *d) {
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.')
+      unlinkat(dirfd(d), e->d_name, 0);
+}
+
+/* Removes the per-process runtime folders (--port 0) of processes that no longer exist:
+ * a host killed with -9 could not remove its own. */
+static void run_dir_reap(const char *base) {
+  char prefix[64];
+  int n = snprintf(prefix, sizeof prefix, "wshost-%u-pid", (unsigned)geteuid());
+  DIR *b = opendir(base);
+  if (!b)
+    return;
+  struct dirent *e;
+  while ((e = readdir(b))) {
+    if (strncmp(e->d_name, prefix, n))
+      continue;
+    char *end;
+    long pid = strtol(e->d_name + n, &end, 10);
+    if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+      continue;
+    int fd = openat(dirfd(b), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct stat st;
+    if (d && fstat(fd, &st) == 0 && st.st_uid == geteuid()) {
+      run_dir_empty(d);
+      unlinkat(dirfd(b), e->d_name, AT_REMOVEDIR);
+    }
+    if (d)
+      closedir(d);
+    else if (fd >= 0)
+      close(fd);
+  }
+  closedir(b);
+}
+
 static int run_dir_prepare(struct plugins *p) {
   const char *base = getenv("XDG_RUNTIME_DIR");
   if (!base || !*base)
@@ -287,11 +327,9 @@ static int run_dir_prepare(struct plugins *p) {
   DIR *d = opendir(p->run);
   if (!d)
     return -errno;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    if (e->d_name[0] != '.')
-      unlinkat(dirfd(d), e->d_name, 0);
+  run_dir_empty(d);
   closedir(d);
+  run_dir_reap(base);
   return 0;
 }
 

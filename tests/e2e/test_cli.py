@@ -3,6 +3,8 @@ variables, unknown flags, refusing writable plugin files and dirs."""
 
 import os
 import subprocess
+import shutil
+import tempfile
 import time
 
 from harness import *  # noqa: F401,F403
@@ -83,6 +85,28 @@ def test_refuses_writable_plugin_file():
             assert "echo" in h.log(), f"refusal of echo.so not logged:\n{h.log()}"
             r = h.http("POST", "/push", json_body={"user_id": "x"})
             assert r.status == 400, f"the good plugin next to it must still load: {r}"
+
+
+def test_runtime_copies_of_dead_hosts_are_reaped():
+    """Each host loads its plugins from private copies in <runtime dir>/wshost-<uid>-pid<pid>
+    (with --port 0). A host killed with -9 cannot remove its folder: the next start does."""
+    run_base = tempfile.mkdtemp(prefix="wshost-run-")
+    try:
+        h = Host(env={"XDG_RUNTIME_DIR": run_base})
+        with h:
+            mine = os.path.join(run_base, f"wshost-{os.geteuid()}-pid{h.proc.pid}")
+            assert os.listdir(mine), f"no private copies in {mine}"
+            h.kill9()
+        assert os.path.isdir(mine), "a killed host cannot have cleaned up after itself"
+        # a folder of a live process that is not a host must stay: use our own pid
+        alive = os.path.join(run_base, f"wshost-{os.geteuid()}-pid{os.getpid()}")
+        os.mkdir(alive)
+        with Host(env={"XDG_RUNTIME_DIR": run_base}) as h2:
+            assert not os.path.exists(mine), "the dead host's copies were not reaped"
+            assert os.path.isdir(alive), "the folder of a live process was removed"
+            assert h2.http("GET", "/echo").status == 200
+    finally:
+        shutil.rmtree(run_base, ignore_errors=True)
 
 
 if __name__ == "__main__":
