@@ -52,6 +52,8 @@ struct conn {
   int greet_left;
   int frag_op; /* opcode of the message being reassembled from continuation frames */
   double sent_at, deadline;
+  double retry_at;     /* after a failed handshake: not before this, so a refusing server is not
+                          hammered in a tight loop */
   unsigned char *pend; /* bytes of an incomplete frame, kept between reads */
   size_t pendlen;
   unsigned char *out; /* bytes the kernel did not take yet */
@@ -555,6 +557,7 @@ static void on_upgrade_failed(struct bench *b, int i) {
   struct conn *c = &b->cs[i];
   b->failed++;
   conn_close(b, i);
+  c->retry_at = now() + 0.05;
   /* idle/push want every slot up; a refused handshake (backlog full, server busy) retries */
   if ((b->mode == M_IDLE || b->mode == M_PUSH) && c->retries < 3 && !c->counted) {
     c->retries++;
@@ -930,8 +933,10 @@ static void ramp(struct bench *b) {
     conn_start(b, b->next_start++);
   if (b->next_start < b->nconns)
     return;
+  double t = now();
   for (int i = 0; i < b->nconns && b->handshaking < b->max_handshakes; i++)
-    if (b->cs[i].st == ST_IDLE && (b->cs[i].retries || b->mode == M_ECHO || b->mode == M_CHURN))
+    if (b->cs[i].st == ST_IDLE && b->cs[i].retry_at <= t &&
+        (b->cs[i].retries || b->mode == M_ECHO || b->mode == M_CHURN))
       conn_start(b, i);
 }
 
@@ -1055,6 +1060,25 @@ static const char *mode_name(enum mode m) {
   return m == M_ECHO ? "echo" : m == M_CHURN ? "churn" : m == M_IDLE ? "idle" : "push";
 }
 
+/* Everything goes back before exit, so leak checkers (make test-asan) see a clean run. */
+static void bench_free(struct bench *b) {
+  for (int i = 0; i < b->nconns; i++) {
+    struct conn *c = &b->cs[i];
+    if (c->fd >= 0)
+      close(c->fd);
+    conn_free_buffers(c);
+    free(c->user_id);
+  }
+  http_close(b);
+  close(b->ep);
+  free(b->cs);
+  free(b->msg);
+  free(b->scratch);
+  free(b->order);
+  free(b->lat.v);
+  free(b->http_lat.v);
+}
+
 static void on_signal(int sig) {
   (void)sig;
   g_stop = 1;
@@ -1113,6 +1137,8 @@ int main(int argc, char **argv) {
       ramp(&b);
       int ramp_done = b.next_start >= b.nconns && b.handshaking == 0;
       int enough = b.mode == M_CHURN || b.up_now >= b.nconns;
+      if (!b.opened && b.failed >= 3L * b.nconns + 3)
+        break; /* nothing but refusals: no server there, or not a WebSocket one */
       if (ramp_done || enough || t > ramp_deadline) {
         all_up_at = t;
         b.t_measure = t + b.warmup;
@@ -1146,7 +1172,7 @@ int main(int argc, char **argv) {
       last_sweep = t;
     }
     int timeout = 10;
-    if (b.mode == M_PUSH && b.measuring && !b.cur_seq) {
+    if (b.mode == M_PUSH && b.measuring && !b.cur_seq && b.norder) {
       double w = b.next_push_at - now();
       timeout = w <= 0 ? 0 : (int)(w * 1000) < 10 ? (int)(w * 1000) : 10;
     }
@@ -1173,7 +1199,8 @@ int main(int argc, char **argv) {
         on_readable(&b, (int)slot);
     }
   }
-  double el = now() - b.t_measure;
+  /* Stopped before the measured window began (signal): report over the time it did run. */
+  double el = now() - (b.measuring ? b.t_measure : t0);
   if (el <= 0)
     el = 1e-9;
   struct cpu_snap cpu1;
@@ -1183,7 +1210,8 @@ int main(int argc, char **argv) {
   long up = 0;
   for (int i = 0; i < b.nconns; i++)
     up += b.cs[i].st == ST_OPEN || b.cs[i].st == ST_CLOSING;
-  qsort(b.lat.v, b.lat.n, sizeof *b.lat.v, cmp_double);
+  if (b.lat.n)
+    qsort(b.lat.v, b.lat.n, sizeof *b.lat.v, cmp_double);
   char rss[160] = "", cpu[160] = "", extra[320];
   if (b.rss_pid)
     snprintf(rss, sizeof rss, " rss_before_kb=%ld rss_after_kb=%ld bytes_per_conn=%.0f", rss0, rss1,
@@ -1217,7 +1245,8 @@ int main(int argc, char **argv) {
            b.nconns, up, b.failed, b.dropped, el, extra);
     break;
   case M_PUSH:
-    qsort(b.http_lat.v, b.http_lat.n, sizeof *b.http_lat.v, cmp_double);
+    if (b.http_lat.n)
+      qsort(b.http_lat.v, b.http_lat.n, sizeof *b.http_lat.v, cmp_double);
     printf("# %ld pushes to %d users: %ld delivered, p50 %.0f us p99 %.0f us (HTTP answer p50 "
            "%.0f us); %ld lost, %ld queued, %ld HTTP errors\n",
            b.pushes, b.norder, b.push_ok, pct_us(&b.lat, 0.5), pct_us(&b.lat, 0.99),
@@ -1233,5 +1262,10 @@ int main(int argc, char **argv) {
     break;
   }
   fflush(stdout);
-  return 0;
+  int status = b.opened ? 0 : 1; /* not one connection came up: the figures mean nothing */
+  if (!b.opened)
+    fprintf(stderr, "wsbench: no WebSocket connection to %s:%d%s came up (%ld failed)\n", b.host,
+            b.port, b.path, b.failed);
+  bench_free(&b);
+  return status;
 }
