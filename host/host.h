@@ -34,6 +34,7 @@ struct conn {
   int peer_close_code; /* what the client's close frame said, 0 if none */
   char peer_close_reason[124];
   char remote[64];
+  int64_t opened_ms;
 };
 
 /* The live connections of one user. */

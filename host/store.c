@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,8 +97,9 @@ enum {
 static const char *const stmt_sql[ST__N] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
-    [ST_USER_INSERT] = "INSERT INTO users (id, token_hash, created_at) VALUES (?1, ?2, ?3)",
-    [ST_USER_ENSURE] = "INSERT OR IGNORE INTO users (id, created_at) VALUES (?1, ?2)",
+    [ST_USER_INSERT] =
+        "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
+    [ST_USER_ENSURE] = "INSERT OR IGNORE INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2)",
     [ST_USER_HASH] = "SELECT token_hash FROM users WHERE id = ?1",
     [ST_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
     [ST_USER_TOUCH] = "UPDATE users SET last_seen = ?2 WHERE id = ?1",
@@ -147,6 +149,13 @@ struct store {
   int in_txn;          /* a write transaction is open */
   int sync_pending;    /* it holds writes a client must not see uncommitted */
   int64_t txn_started; /* monotonic ms when it was opened */
+  /* WAL checkpoints run on a thread of their own with a connection of their own: a
+   * checkpoint writes and fsyncs the database file, which must not stall the event loop. */
+  char *path;
+  pthread_t ckpt;
+  int ckpt_started, ckpt_stop;
+  pthread_mutex_t ckpt_mu;
+  pthread_cond_t ckpt_cv;
 };
 
 static int64_t now_ms(void) {
@@ -385,6 +394,62 @@ static int make_parent(const char *path) {
   return 0;
 }
 
+#define CHECKPOINT_EVERY_MS 1000
+
+static void *checkpoint_main(void *arg) {
+  struct store *s = arg;
+  sqlite3 *db = NULL;
+  if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+      SQLITE_OK) {
+    fprintf(stderr, "store: checkpoint thread cannot open %s\n", s->path);
+    sqlite3_close(db);
+    return NULL;
+  }
+  sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+  pthread_mutex_lock(&s->ckpt_mu);
+  while (!s->ckpt_stop) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (CHECKPOINT_EVERY_MS % 1000) * 1000000L;
+    until.tv_sec += CHECKPOINT_EVERY_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_mu, &until);
+    if (s->ckpt_stop)
+      break;
+    pthread_mutex_unlock(&s->ckpt_mu);
+    /* PASSIVE: copies what it can without waiting for the writer or readers. */
+    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+      fprintf(stderr, "store: checkpoint: %s\n", sqlite3_errmsg(db));
+    pthread_mutex_lock(&s->ckpt_mu);
+  }
+  pthread_mutex_unlock(&s->ckpt_mu);
+  sqlite3_close(db);
+  return NULL;
+}
+
+static int checkpoint_start(struct store *s) {
+  if (pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_cond_init(&s->ckpt_cv, NULL))
+    return CLOUD_ENOMEM;
+  if (pthread_create(&s->ckpt, NULL, checkpoint_main, s))
+    return CLOUD_ENOMEM;
+  s->ckpt_started = 1;
+  return 0;
+}
+
+static void checkpoint_stop(struct store *s) {
+  if (!s->ckpt_started)
+    return;
+  pthread_mutex_lock(&s->ckpt_mu);
+  s->ckpt_stop = 1;
+  pthread_cond_signal(&s->ckpt_cv);
+  pthread_mutex_unlock(&s->ckpt_mu);
+  pthread_join(s->ckpt, NULL);
+  pthread_cond_destroy(&s->ckpt_cv);
+  pthread_mutex_destroy(&s->ckpt_mu);
+  s->ckpt_started = 0;
+}
+
 int store_open(struct store **out, const struct store_options *opt) {
   if (!out || !opt || !opt->path)
     return CLOUD_EINVAL;
@@ -452,6 +517,14 @@ int store_open(struct store **out, const struct store_options *opt) {
     store_close(s);
     return rc;
   }
+  if (!memory) {
+    if (!(s->path = strdup(opt->path)) ||
+        exec(s, "PRAGMA wal_autocheckpoint = 0", "wal_autocheckpoint") ||
+        (rc = checkpoint_start(s)) < 0) {
+      store_close(s);
+      return CLOUD_EIO;
+    }
+  }
   *out = s;
   return 0;
 fail:
@@ -462,6 +535,7 @@ fail:
 void store_close(struct store *s) {
   if (!s)
     return;
+  checkpoint_stop(s);
   if (s->db && s->boot_id[0] && s->st[ST_BEGIN]) {
     /* A clean stop: nothing of ours stays online, and the boot is marked as not crashed. */
     static const char sql[] =
@@ -493,6 +567,7 @@ void store_close(struct store *s) {
     sqlite3_finalize(s->st[i]);
   if (s->db && sqlite3_close(s->db) != SQLITE_OK)
     fprintf(stderr, "store: close: %s\n", sqlite3_errmsg(s->db));
+  free(s->path);
   free(s);
 }
 
@@ -629,7 +704,8 @@ int64_t store_conn_open(struct store *s, const char *user_id, const char *remote
     return db_fail(s, "connection open");
   }
   int64_t row = sqlite3_last_insert_rowid(s->db);
-  if ((rc = touch_user(s, user_id, -1, now)) || (rc = txn_batched(s)))
+  /* last_seen is written when a connection closes: one users-row write per connection. */
+  if ((rc = txn_batched(s)))
     return rc;
   return row;
 }

@@ -202,6 +202,7 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   if (!c)
     return -1;
   c->id = ++h->next_conn_id;
+  c->opened_ms = host_now_ms();
   c->host = h;
   c->wsi = wsi;
   sendq_init(&c->q, h->cfg.max_send_queue);
@@ -250,8 +251,8 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   c->established = 1;
   int64_t row = store_conn_open(h->store, c->user_id, c->remote);
   c->row = row > 0 ? row : 0;
-  log_info(WS_FUNCTION, NULL, "connection %llu of user %s from %s opened%s",
-           (unsigned long long)c->id, c->user_id, c->remote, resumed ? " (resumed)" : "");
+  log_debug(WS_FUNCTION, NULL, "connection %llu of user %s from %s opened%s",
+            (unsigned long long)c->id, c->user_id, c->remote, resumed ? " (resumed)" : "");
   json_decref(ctx.headers);
   json_decref(ctx.query);
   free(url);
@@ -283,8 +284,11 @@ static void ws_closed(struct host *h, struct session *s) {
     ctx.params.reason = c->peer_close_code ? c->peer_close_reason : c->close_reason;
     ws_event(c, "WebSocket:close", &ctx);
   }
-  log_info(WS_FUNCTION, NULL, "connection %llu of user %s closed (%d)", (unsigned long long)c->id,
-           c->user_id, c->peer_close_code ? c->peer_close_code : c->close_code);
+  /* One info line per connection, at its end, with what the opening line (debug) had. */
+  log_info(WS_FUNCTION, NULL, "connection %llu of user %s from %s closed (%d) after %lld ms",
+           (unsigned long long)c->id, c->user_id, c->remote,
+           c->peer_close_code ? c->peer_close_code : c->close_code,
+           (long long)(host_now_ms() - c->opened_ms));
   user_unlink(h, c);
   if (c->row)
     store_conn_close(h->store, c->row);

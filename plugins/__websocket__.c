@@ -15,7 +15,5 @@ CLOUD_FUNCTION(ctx) {
   }
   if (cloud_method_is(ctx, "WebSocket:message"))
     return cloud_socket_send(ctx->socket, "I have received your message");
-  if (cloud_method_is(ctx, "WebSocket:close"))
-    cloud_log(ctx, "user %s left (%d)", ctx->user_id, ctx->params.code);
   return 0;
 }
