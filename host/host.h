@@ -3,6 +3,7 @@
 #ifndef WSHOST_HOST_H
 #define WSHOST_HOST_H
 
+#include <ev.h>
 #include <libwebsockets.h>
 
 #include "cloud.h"
@@ -70,6 +71,13 @@ struct host {
   char admin_token[128];
   struct host_stats stats;
   lws_sorted_usec_list_t store_timer;
+  /* The event loop lws runs on (server.c owns it): epoll through libev, so an event costs
+   * the same with 10 000 idle connections as with 10. Signals and the drain check are
+   * watchers on it, not process-wide handlers. */
+  struct ev_loop *loop;
+  ev_signal sigterm, sigint;
+  ev_timer drain;
+  int64_t drain_deadline_ms;
 };
 
 /* Fills buf (at least 32 bytes) with a fresh request id. */

@@ -1,5 +1,7 @@
 /* server.c: the lws context, its protocols and vhost, and the event loop with its timers and
- * signals. One protocol serves HTTP and WebSocket on one port; a second watches plugins/. */
+ * signals. One protocol serves HTTP and WebSocket on one port; a second watches plugins/.
+ * The loop is a libev loop (epoll) the host owns and lws joins (a "foreign" loop): one event
+ * costs the same however many idle connections there are, unlike lws's default poll() loop. */
 #include "server.h"
 
 #include "http.h"
@@ -11,16 +13,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
-
-/* Set by the signal handler, read by the loop: the one thing a handler may touch. */
-static volatile sig_atomic_t stop_signal;
-static struct lws_context *signal_ctx;
-
-static void on_signal(int sig) {
-  stop_signal = sig;
-  if (signal_ctx)
-    lws_cancel_service(signal_ctx);
-}
 
 int64_t host_now_ms(void) {
   struct timespec t;
@@ -95,14 +87,50 @@ static void store_tick(lws_sorted_usec_list_t *sul) {
   lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, tick_ms * LWS_US_PER_MS);
 }
 
+/* SIGTERM/SIGINT: close every connection with 1001 and keep serving until they are gone or
+ * the drain deadline passes; the drain timer then breaks the loop. A second signal changes
+ * nothing. */
+static void drain_check(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)revents;
+  struct host *h = t->data;
+  if (h->nconns == 0 || host_now_ms() > h->drain_deadline_ms)
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *sig, int revents) {
+  (void)revents;
+  struct host *h = sig->data;
+  if (h->stopping)
+    return;
+  h->stopping = 1;
+  log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping", sig->signum,
+           h->nconns);
+  ws_close_all(h, 1001, "server shutting down");
+  h->drain_deadline_ms = host_now_ms() + 3000;
+  ev_timer_start(loop, &h->drain);
+}
+
 int server_start(struct host *h) {
   static lws_retry_bo_t retry;
   struct lws_context_creation_info info;
+  h->loop = ev_loop_new(EVBACKEND_EPOLL);
+  if (!h->loop) {
+    log_error(NULL, NULL, "cannot create the event loop (libev, epoll)");
+    return -1;
+  }
+  void *loops[1] = {h->loop};
   memset(&info, 0, sizeof info);
   info.port = h->cfg.port;
   info.protocols = protocols;
   info.user = h;
-  info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE * 0;
+  /* lws joins our loop (plugin libwebsockets-evlib_ev) and leaves signals to us. Not libuv:
+   * Debian's lws 4.1.6 is built with _DEBUG, which under libuv closes every connection a
+   * second time when a callback returns -1, so close frames (1001, 1009, ...) are never
+   * sent (lws issue #3569). */
+  info.options = LWS_SERVER_OPTION_LIBEV;
+  info.foreign_loops = loops;
+  /* lws writes NULL here once the context is wholly gone. */
+  info.pcontext = &h->lws;
   info.max_http_header_data =
       (unsigned short)(h->cfg.max_header > 65535 ? 65535 : h->cfg.max_header);
   info.fd_limit_per_thread = 0;
@@ -124,40 +152,31 @@ int server_start(struct host *h) {
   lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
   h->lws = lws_create_context(&info);
   if (!h->lws) {
-    log_error(NULL, NULL, "cannot listen on port %d%s", h->cfg.port,
-              h->cfg.tls_cert ? " or load the TLS certificate and key (see above)" : "");
+    log_error(NULL, NULL,
+              "cannot listen on port %d%s, or lws cannot load its libev loop "
+              "(package libwebsockets-evlib-ev); see above",
+              h->cfg.port, h->cfg.tls_cert ? ", or load the TLS certificate and key" : "");
+    ev_loop_destroy(h->loop);
+    h->loop = NULL;
     return -1;
   }
   h->vhost = lws_get_vhost_by_name(h->lws, "wshost");
-  signal_ctx = h->lws;
-  signal(SIGTERM, on_signal);
-  signal(SIGINT, on_signal);
+  ev_signal_init(&h->sigterm, on_signal, SIGTERM);
+  ev_signal_init(&h->sigint, on_signal, SIGINT);
+  ev_timer_init(&h->drain, drain_check, 0, 0.01);
+  h->sigterm.data = h->sigint.data = h->drain.data = h;
+  ev_signal_start(h->loop, &h->sigterm);
+  ev_signal_start(h->loop, &h->sigint);
   signal(SIGPIPE, SIG_IGN);
   lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, 20 * LWS_US_PER_MS);
   return 0;
 }
 
 int server_run(struct host *h) {
-  int listening_logged = 0;
-  int64_t drain_deadline = 0;
-  while (1) {
-    if (!listening_logged) {
-      int port = lws_get_vhost_listen_port(h->vhost);
-      log_info(NULL, NULL, "listening on port %d%s", port, h->cfg.tls_cert ? " (TLS)" : "");
-      listening_logged = 1;
-    }
-    if (stop_signal && !h->stopping) {
-      h->stopping = 1;
-      log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping",
-               (int)stop_signal, h->nconns);
-      ws_close_all(h, 1001, "server shutting down");
-      drain_deadline = host_now_ms() + 3000;
-    }
-    if (h->stopping && (h->nconns == 0 || host_now_ms() > drain_deadline))
-      break;
-    if (lws_service(h->lws, 0) < 0)
-      break;
-  }
+  log_info(NULL, NULL, "listening on port %d%s", lws_get_vhost_listen_port(h->vhost),
+           h->cfg.tls_cert ? " (TLS)" : "");
+  /* Returns when the drain timer breaks the loop. */
+  ev_run(h->loop, 0);
   return 0;
 }
 
@@ -165,7 +184,16 @@ void server_stop(struct host *h) {
   if (!h->lws)
     return;
   lws_sul_cancel(&h->store_timer);
+  ev_signal_stop(h->loop, &h->sigterm);
+  ev_signal_stop(h->loop, &h->sigint);
+  ev_timer_stop(h->loop, &h->drain);
+  /* On a foreign loop lws stops its watchers and frees the context (clearing h->lws); the
+   * loop runs once more in case anything is left to finish, then goes. */
   lws_context_destroy(h->lws);
+  ev_run(h->loop, EVRUN_NOWAIT);
+  if (h->lws)
+    lws_context_destroy(h->lws);
+  ev_loop_destroy(h->loop);
+  h->loop = NULL;
   h->lws = NULL;
-  signal_ctx = NULL;
 }
