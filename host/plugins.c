@@ -144,6 +144,15 @@ int plugins_reload(struct plugins *p, const char *name) {
   struct slot *s = slot_get(p, name, 1);
   if (!s)
     return -ENOMEM;
+  /* The folder is checked again on every load: it may have been chmod'ed since start. */
+  struct stat dst;
+  const char *dir_bad =
+      stat(p->dir, &dst) < 0 ? "cannot stat the plugins folder" : unsafe_mode(&dst);
+  if (dir_bad) {
+    snprintf(why, sizeof why, "plugins folder %.300s: %s", p->dir, dir_bad);
+    refuse(s, path, why);
+    return -EPERM;
+  }
 
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0 && errno == ENOENT) {

@@ -342,6 +342,30 @@ def test_world_writable_refused_new_function_served_removed_404():
         assert h.running()
 
 
+def test_plugins_folder_made_writable_at_runtime_refuses_loads():
+    """The folder is checked on every load, not only at start: made group/other-writable
+    while the host runs, nothing new loads from it (the serving version stays); fixed, the
+    next deploy loads."""
+    with reload_host(1) as h:
+        deploy_mv(h, tplugin("counter"), "counter")
+        wait_until(lambda: h.http("GET", "/counter").status == 200, SWITCH_BOUND,
+                   what="/counter served")
+        os.chmod(h.plugins_dir, 0o777)
+        try:
+            deploy_mv(h, tplugin("counter"), "counter")
+            h.wait_log(re.escape(f"plugins folder {os.path.realpath(h.plugins_dir)}: "
+                                 "writable by group or others"))
+            st = status(h, "counter")
+            assert st["version"] == 1 and "plugins folder" in st["last_error"], st
+            assert h.http("GET", "/counter").status == 200, "the serving version must stay"
+        finally:
+            os.chmod(h.plugins_dir, 0o755)
+        os.utime(live(h, "counter"))  # a deploy after the fix
+        wait_until(lambda: status(h, "counter")["version"] == 2, SWITCH_BOUND,
+                   what="counter version 2 after the folder was fixed")
+        assert h.running()
+
+
 async def test_delete_websocket_function_then_restore():
     """Host behaviour (decided): deleting __websocket__.so unloads it; live connections stay
     open and their events are dropped with a warning (no answer, no close); new upgrades get
