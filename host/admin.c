@@ -143,7 +143,11 @@ int admin_token_init(struct host *h) {
   }
   char dir[4096], path[4200];
   snprintf(dir, sizeof dir, "%s", strcmp(h->cfg.db_path, ":memory:") ? h->cfg.db_path : "data/x");
-  snprintf(path, sizeof path, "%s/admin-token", dirname(dir));
+  const char *folder = dirname(dir);
+  /* With --db :memory: nothing else creates data/: the token file still needs a home. */
+  if (mkdir(folder, 0700) < 0 && errno != EEXIST)
+    log_warn(NULL, NULL, "cannot create %s: %s", folder, strerror(errno));
+  snprintf(path, sizeof path, "%s/admin-token", folder);
   FILE *f = fopen(path, "r");
   if (f) {
     int ok = fgets(h->admin_token, sizeof h->admin_token, f) != NULL;

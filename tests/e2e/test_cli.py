@@ -109,5 +109,17 @@ def test_runtime_copies_of_dead_hosts_are_reaped():
         shutil.rmtree(run_base, ignore_errors=True)
 
 
+def test_memory_db_without_token_generates_one():
+    """--db :memory: and no --admin-token: the token file still gets a home (data/, 0700)."""
+    h = Host(admin_token=None, flags=["--db", ":memory:"])
+    with h:
+        path = os.path.join(h.tmp, "data", "admin-token")
+        assert os.path.isfile(path), f"no {path}:\n{h.log()}"
+        assert os.stat(path).st_mode & 0o777 == 0o600, oct(os.stat(path).st_mode)
+        token = open(path).read().strip()
+        r = h.http("GET", "/_/status", headers={"Authorization": "Bearer " + token})
+        assert r.status == 200, r
+
+
 if __name__ == "__main__":
     run(globals())
