@@ -520,7 +520,7 @@ int store_open(struct store **out, const struct store_options *opt) {
   if (!memory) {
     if (!(s->path = strdup(opt->path)) ||
         exec(s, "PRAGMA wal_autocheckpoint = 0", "wal_autocheckpoint") ||
-        (rc = checkpoint_start(s)) < 0) {
+        checkpoint_start(s) < 0) {
       store_close(s);
       return CLOUD_EIO;
     }
