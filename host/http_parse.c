@@ -172,17 +172,3 @@ int body_parse(const char *content_type, const char *raw, size_t len, json_t **o
   }
   return 0;
 }
-
-int user_id_valid(const char *id) {
-  size_t n = 0;
-  if (!id)
-    return 0;
-  for (; id[n]; n++) {
-    char c = id[n];
-    if (n >= STORE_ID_MAX ||
-        !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-          c == '-' || c == '.' || c == '@' || c == ':'))
-      return 0;
-  }
-  return n > 0;
-}

@@ -32,8 +32,4 @@ json_t *query_parse(const char *qs, size_t len);
 int body_parse(const char *content_type, const char *raw, size_t len, json_t **out, char *err,
                size_t errlen);
 
-/* 1 if id is a user id the host accepts from a client or a plugin (a resume's ?user_id=,
- * cloud_bind_user, cloud_send_to_user): [A-Za-z0-9_.@:-]{1,128} (STORE_ID_MAX). */
-int user_id_valid(const char *id);
-
 #endif

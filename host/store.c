@@ -99,7 +99,8 @@ static const char *const stmt_sql[ST__N] = {
     [ST_COMMIT] = "COMMIT",
     [ST_USER_INSERT] =
         "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
-    [ST_USER_ENSURE] = "INSERT OR IGNORE INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2)",
+    [ST_USER_ENSURE] =
+        "INSERT OR IGNORE INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2)",
     [ST_USER_HASH] = "SELECT token_hash FROM users WHERE id = ?1",
     [ST_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
     [ST_USER_TOUCH] = "UPDATE users SET last_seen = ?2 WHERE id = ?1",
@@ -204,7 +205,7 @@ static void b64url(const unsigned char *in, size_t len, char *out) {
 }
 
 /* The SDK's user id alphabet, [A-Za-z0-9_.@:-]{1,STORE_ID_MAX}; host ids are a subset. */
-static int valid_id(const char *id) {
+int user_id_valid(const char *id) {
   size_t n = 0;
   if (!id)
     return 0;
@@ -519,8 +520,7 @@ int store_open(struct store **out, const struct store_options *opt) {
   }
   if (!memory) {
     if (!(s->path = strdup(opt->path)) ||
-        exec(s, "PRAGMA wal_autocheckpoint = 0", "wal_autocheckpoint") ||
-        checkpoint_start(s) < 0) {
+        exec(s, "PRAGMA wal_autocheckpoint = 0", "wal_autocheckpoint") || checkpoint_start(s) < 0) {
       store_close(s);
       return CLOUD_EIO;
     }
@@ -614,7 +614,7 @@ int store_user_check(struct store *s, const char *id, const char *token) {
   int found = 0;
   if (!s)
     return CLOUD_EINVAL;
-  if (!valid_id(id) || !token)
+  if (!user_id_valid(id) || !token)
     return 0;
   sqlite3_stmt *st = s->st[ST_USER_HASH];
   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -637,7 +637,7 @@ int store_user_check(struct store *s, const char *id, const char *token) {
 
 int store_user_ensure(struct store *s, const char *id) {
   int rc;
-  if (!s || !valid_id(id))
+  if (!s || !user_id_valid(id))
     return CLOUD_EINVAL;
   if ((rc = store_user_exists(s, id)) != 0)
     return rc < 0 ? rc : 0;
@@ -652,7 +652,7 @@ int store_user_ensure(struct store *s, const char *id) {
 
 int store_user_delete(struct store *s, const char *id) {
   int rc;
-  if (!s || !valid_id(id))
+  if (!s || !user_id_valid(id))
     return CLOUD_EINVAL;
   if ((rc = txn_begin(s)))
     return rc;
@@ -665,7 +665,7 @@ int store_user_delete(struct store *s, const char *id) {
 int store_user_exists(struct store *s, const char *id) {
   if (!s)
     return CLOUD_EINVAL;
-  if (!valid_id(id))
+  if (!user_id_valid(id))
     return 0;
   sqlite3_stmt *st = s->st[ST_USER_EXISTS];
   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -686,7 +686,7 @@ static int touch_user(struct store *s, const char *id, int len, int64_t now) {
 int64_t store_conn_open(struct store *s, const char *user_id, const char *remote_addr) {
   int rc;
   int64_t now = now_ms();
-  if (!s || !valid_id(user_id))
+  if (!s || !user_id_valid(user_id))
     return CLOUD_EINVAL;
   if ((rc = txn_begin(s)))
     return rc;
@@ -742,7 +742,7 @@ int store_outbox_push(struct store *s, const char *user_id, const void *data, si
                       int is_binary) {
   int rc, n;
   int64_t now = now_ms();
-  if (!s || !valid_id(user_id) || (!data && len) || len > INT32_MAX)
+  if (!s || !user_id_valid(user_id) || (!data && len) || len > INT32_MAX)
     return CLOUD_EINVAL;
   if ((rc = store_user_exists(s, user_id)) <= 0)
     return rc < 0 ? rc : CLOUD_ENOUSER;
@@ -773,7 +773,7 @@ int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn,
   int64_t last = 0;
   if (!s || !fn)
     return CLOUD_EINVAL;
-  if (!valid_id(user_id))
+  if (!user_id_valid(user_id))
     return 0;
   sqlite3_stmt *st = s->st[ST_OUTBOX_SELECT];
   sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
@@ -806,7 +806,7 @@ int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn,
 int store_outbox_count(struct store *s, const char *user_id) {
   if (!s)
     return CLOUD_EINVAL;
-  if (!valid_id(user_id))
+  if (!user_id_valid(user_id))
     return 0;
   sqlite3_stmt *st = s->st[ST_OUTBOX_COUNT];
   sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
@@ -874,7 +874,7 @@ json_t *store_users_json(struct store *s, int online_only, int limit) {
 }
 
 json_t *store_user_json(struct store *s, const char *id) {
-  if (!s || !valid_id(id))
+  if (!s || !user_id_valid(id))
     return NULL;
   sqlite3_stmt *st = s->st[ST_USER_ONE];
   json_t *u = NULL, *conns = NULL;

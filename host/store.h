@@ -14,6 +14,10 @@
 
 struct store;
 
+/* 1 if id is a user id the host accepts from a client or a plugin (a resume's ?user_id=,
+ * cloud_bind_user, cloud_send_to_user): [A-Za-z0-9_.@:-]{1,128}. The one definition. */
+int user_id_valid(const char *id);
+
 struct store_options {
   const char *path;     /* database file; ":memory:" for no persistence */
   int outbox_max;       /* messages queued per user (default 1000) */

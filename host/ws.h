@@ -19,7 +19,7 @@ int ws_close(struct host *h, cloud_socket s, int code, const char *reason);
 int ws_bind_user(struct host *h, struct conn *c, const char *user_id);
 int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary);
-/* user_id_valid (the ids cloud_bind_user and a resume accept) lives in http_parse.h. */
+/* user_id_valid (the ids cloud_bind_user and a resume accept) lives in store.h. */
 
 /* Sends close 1001 to every connection (SIGTERM). */
 void ws_close_all(struct host *h, int code, const char *reason);
