@@ -539,6 +539,14 @@ async def expect_close(ws, timeout=5.0):
         return e.code, e.reason
 
 
+async def go_offline(h, ws, uid):
+    """Closes the connection and waits until the db no longer lists the user online, so a
+    push that follows is queued, not sent to a dying socket."""
+    await ws.close()
+    await async_wait_until(lambda: asyncio.to_thread(lambda: uid not in h.online_users()),
+                           timeout=5, what=f"{uid} to leave online_users")
+
+
 async def send_until_closed(ws, data):
     """Sends data; the server may close mid-send (it refuses a message as soon as it knows
     enough), which is then not an error here: expect_close() reads the code."""

@@ -100,9 +100,7 @@ async def test_admin_push_queues_for_offline_user():
     with Host() as h:
         ws, g = await h.user()
         uid, token = g["user_id"], g["token"]
-        await ws.close()
-        await async_wait_until(lambda: asyncio.to_thread(lambda: uid not in h.online_users()),
-                               what="user offline")
+        await go_offline(h, ws, uid)
         r = await h.apush(uid, "queued by admin", admin=True)
         assert r.status == 200 and r.json == {"delivered": 0}, r
         ws = await h.ws(f"user_id={uid}&token={token}")

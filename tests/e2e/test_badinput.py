@@ -508,9 +508,7 @@ async def test_abuse_loses_no_other_users_data():
     with Host(flags=["--max-message", "4096"]) as h:
         ws, g = await h.user()
         uid, token = g["user_id"], g["token"]
-        await ws.close()
-        await async_wait_until(lambda: asyncio.to_thread(lambda: uid not in h.online_users()),
-                               what="user offline")
+        await go_offline(h, ws, uid)
         for i in range(3):
             r = await h.apush(uid, f"queued {i}")
             assert r.status == 200 and r.json == {"delivered": 0}, r

@@ -35,9 +35,7 @@ async def test_sigterm_restart_keeps_outbox_and_resume():
     with h:
         ws, g = await h.user()
         uid, token = g["user_id"], g["token"]
-        await ws.close()
-        await async_wait_until(lambda: asyncio.to_thread(lambda: uid not in h.online_users()),
-                               what="user offline")
+        await go_offline(h, ws, uid)
         for i in range(3):
             r = await h.apush(uid, f"kept {i}")
             assert r.json == {"delivered": 0}, r

@@ -11,14 +11,6 @@ import time
 from harness import *  # noqa: F401,F403
 
 
-async def go_offline(h, ws, uid):
-    """Closes the connection and waits until the db no longer lists the user online, so a
-    push that follows is queued, not sent to a dying socket."""
-    await ws.close()
-    await async_wait_until(lambda: asyncio.to_thread(lambda: uid not in h.online_users()),
-                           timeout=5, what=f"{uid} to leave online_users")
-
-
 async def resume(h, uid, token):
     return await h.user(f"user_id={uid}&token={token}")
 
