@@ -46,7 +46,8 @@ int admin_refuse(struct http_req *r) {
     return 1;
   }
   const char *auth = json_string_value(json_object_get(r->headers, "authorization"));
-  if (!auth || strncasecmp(auth, "Bearer ", 7) || !admin_token_equal(auth + 7, r->host->admin_token)) {
+  if (!auth || strncasecmp(auth, "Bearer ", 7) ||
+      !admin_token_equal(auth + 7, r->host->admin_token)) {
     log_warn("_", r->request_id, "admin %s /_/%s refused: no valid bearer token from %s", r->method,
              r->name, r->remote);
     set_json(r, 401, json_pack("{ss}", "error", "Unauthorized"));
@@ -125,17 +126,6 @@ void admin_handle(struct http_req *r) {
     set_json(r, 404, json_pack("{ss}", "error", "Not Found"));
 }
 
-static int random_token(char *out, size_t n) {
-  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  unsigned char raw[64];
-  if (n > sizeof raw || getrandom(raw, n, 0) != (ssize_t)n)
-    return -EIO;
-  for (size_t i = 0; i < n; i++)
-    out[i] = alphabet[raw[i] & 63];
-  out[n] = 0;
-  return 0;
-}
-
 int admin_token_init(struct host *h) {
   if (h->cfg.admin_token && *h->cfg.admin_token) {
     snprintf(h->admin_token, sizeof h->admin_token, "%s", h->cfg.admin_token);
@@ -158,7 +148,8 @@ int admin_token_init(struct host *h) {
       return 0;
     }
   }
-  if (random_token(h->admin_token, 43) < 0)
+  _Static_assert(sizeof h->admin_token > STORE_TOKEN_LEN, "admin token buffer");
+  if (store_new_token(h->admin_token) < 0)
     return -EIO;
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) {

@@ -205,6 +205,16 @@ static void b64url(const unsigned char *in, size_t len, char *out) {
 }
 
 /* The SDK's user id alphabet, [A-Za-z0-9_.@:-]{1,STORE_ID_MAX}; host ids are a subset. */
+int store_new_token(char *out) {
+  unsigned char raw[32];
+  int rc = fill_random(raw, sizeof raw);
+  if (rc < 0)
+    return rc;
+  b64url(raw, sizeof raw, out);
+  explicit_bzero(raw, sizeof raw);
+  return 0;
+}
+
 int user_id_valid(const char *id) {
   size_t n = 0;
   if (!id)

@@ -33,6 +33,9 @@ void store_close(struct store *s);
 /* The boot id of this process (random, hex). */
 const char *store_boot_id(const struct store *s);
 
+/* A fresh secret like a resume token (32 CSPRNG bytes, base64url) into out
+ * (STORE_TOKEN_LEN+1 bytes). 0 or negative. Used for the admin token too. */
+int store_new_token(char *out);
 /* Fresh id and token from the OS CSPRNG; inserts the user with the token's SHA-256. id_out
  * needs STORE_ID_LEN+1 bytes, token_out STORE_TOKEN_LEN+1. 0 or negative. The insert is
  * durable after the next store_sync (group commit). */
