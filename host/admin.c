@@ -1,5 +1,6 @@
 /* admin.c: the operator's endpoints under /_/: healthz (public), status, users, push.
- * Everything but healthz needs the bearer token; --admin-loopback-only also needs a local peer. */
+ * Everything but healthz and client.js needs the bearer token; --admin-loopback-only also needs a
+ * local peer. */
 #include "admin.h"
 
 #include "log.h"
@@ -38,7 +39,7 @@ static int is_loopback(const char *addr) {
 }
 
 int admin_refuse(struct http_req *r) {
-  if (!strcmp(r->name, "healthz"))
+  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js"))
     return 0;
   if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
     set_json(r, 403, json_pack("{ss}", "error", "Forbidden"));
@@ -71,6 +72,17 @@ static void status(struct http_req *r) {
   json_object_set_new(json_object_get(o, "store"), "memory_bytes",
                       json_integer(store_memory_used()));
   set_json(r, 200, o);
+}
+
+/* The browser client, public like any script a page loads; pages of other origins may import
+ * it (a module script is fetched with CORS). */
+extern const unsigned char client_js[];
+extern const size_t client_js_len;
+static void serve_client_js(struct http_req *r) {
+  http_set_response(r, 200, "text/javascript; charset=utf-8", (const char *)client_js,
+                    client_js_len);
+  http_add_header(r, "access-control-allow-origin", "*");
+  http_add_header(r, "cache-control", "no-cache");
 }
 
 /* POST /_/push {"user_id", "message"} and the example push function answer alike. */
@@ -106,6 +118,8 @@ void admin_handle(struct http_req *r) {
     set_json(r, 200, json_pack("{sb}", "ok", !h->stopping));
   else if (!strcmp(n, "status") && get)
     status(r);
+  else if (!strcmp(n, "client.js") && get)
+    serve_client_js(r);
   else if (!strcmp(n, "users") && get) {
     const char *on = json_string_value(json_object_get(r->query, "online"));
     const char *lim = json_string_value(json_object_get(r->query, "limit"));
