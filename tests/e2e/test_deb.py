@@ -184,6 +184,10 @@ def test_dpkg_install_and_remove():
             proc.wait(5)
         subprocess.run(["dpkg", "-r", "wshost"], capture_output=True, timeout=120)
         gone = not os.path.exists("/usr/bin/wshost")
+        kept = os.path.exists("/etc/wshost/wshost.env")
+        # Purge too: a conffile deleted while the package is only removed would not come
+        # back with the next install (dpkg keeps the admin's deletion).
+        subprocess.run(["dpkg", "--purge", "wshost"], capture_output=True, timeout=120)
         if not state_before:
             shutil.rmtree("/var/lib/wshost", ignore_errors=True)
         if not etc_before:
@@ -193,6 +197,7 @@ def test_dpkg_install_and_remove():
             subprocess.run(["groupdel", "wshost"], capture_output=True, timeout=30)
         shutil.rmtree(out, ignore_errors=True)
     assert gone, "dpkg -r left /usr/bin/wshost"
+    assert kept, "dpkg -r removed the settings (a conffile stays until purge)"
     assert sh(["dpkg-query", "-W", "-f=${Status}", "wshost"], check=False).stdout \
         in ("", "deinstall ok config-files"), "wshost still installed after dpkg -r"
 
