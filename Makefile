@@ -4,8 +4,10 @@ BUILD ?= build
 PORT ?= 8080
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
+DEB_OUT ?= $(BUILD)
 
-.PHONY: all deps build run test test-asan bench fuzz format clean
+.PHONY: all deps build run test test-asan bench fuzz format clean install deb
 
 all: build
 
@@ -33,6 +35,15 @@ test-asan: deps
 	@test -f build-asan/Makefile || cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWSHOST_SANITIZE=ON
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+# cmake --install into PREFIX (DESTDIR=... stages it, as packagers do). See README "Deploying".
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# The Debian package (CPack): $(DEB_OUT)/wshost_<version>_<arch>.deb.
+deb: build
+	cd $(BUILD) && cpack -G DEB -B $(abspath $(DEB_OUT))
+	@ls $(abspath $(DEB_OUT))/wshost_*.deb
 
 bench: build
 	tools/bench/run

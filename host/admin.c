@@ -39,7 +39,8 @@ static int is_loopback(const char *addr) {
 }
 
 int admin_refuse(struct http_req *r) {
-  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js"))
+  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js") ||
+      (!strcmp(r->name, "metrics") && r->host->cfg.metrics_public))
     return 0;
   if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
     set_json(r, 403, json_pack("{ss}", "error", "Forbidden"));
@@ -85,6 +86,38 @@ static void serve_client_js(struct http_req *r) {
   http_add_header(r, "cache-control", "no-cache");
 }
 
+/* The Prometheus page: counters from h->metrics, gauges read now. */
+static void metrics(struct http_req *r) {
+  struct host *h = r->host;
+  struct metrics_gauges g = {.connections = h->nconns,
+                             .users_online = (int64_t)h->users.count,
+                             .users_stored = -1,
+                             .outbox_depth = -1,
+                             .wal_bytes = -1,
+                             .db_bytes = -1,
+                             .upgrades = h->stats.ws_opened,
+                             .closes = h->stats.ws_closed,
+                             .http_requests = h->stats.http_requests,
+                             .start_time_s = (double)h->started_ms / 1e3,
+                             .draining = h->stopping};
+  int64_t online, conns;
+  store_counts(h->store, &g.users_stored, &online, &conns, &g.outbox_depth);
+  struct stat st;
+  char wal[4200];
+  if (strcmp(h->cfg.db_path, ":memory:")) {
+    snprintf(wal, sizeof wal, "%s-wal", h->cfg.db_path);
+    g.db_bytes = stat(h->cfg.db_path, &st) == 0 ? (int64_t)st.st_size : -1;
+    g.wal_bytes = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
+  }
+  size_t len = 0;
+  char *text = metrics_render(&h->metrics, &g, &len);
+  if (text)
+    http_set_response(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+  else
+    set_json(r, 500, json_pack("{ss}", "error", "out of memory"));
+  free(text);
+}
+
 /* POST /_/push {"user_id", "message"} and the example push function answer alike. */
 static void push(struct http_req *r) {
   json_error_t e;
@@ -120,6 +153,8 @@ void admin_handle(struct http_req *r) {
     status(r);
   else if (!strcmp(n, "client.js") && get)
     serve_client_js(r);
+  else if (!strcmp(n, "metrics") && get)
+    metrics(r);
   else if (!strcmp(n, "users") && get) {
     const char *on = json_string_value(json_object_get(r->query, "online"));
     const char *lim = json_string_value(json_object_get(r->query, "limit"));

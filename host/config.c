@@ -42,6 +42,8 @@ static const struct opt opts[] = {
       "ms a changed plugin file must be quiet before it is loaded"),
     O("admin-loopback-only", OPT_BOOL, admin_loopback_only, "0",
       "serve /_/status, /_/users, /_/push to 127.0.0.0/8 and ::1 only"),
+    O("metrics-public", OPT_BOOL, metrics_public, "0",
+      "serve /_/metrics (Prometheus) without the admin token"),
     O("allowed-origins", OPT_STR, allowed_origins, NULL,
       "comma-separated Origin values allowed to upgrade (default: any)"),
     O("tls-cert", OPT_STR, tls_cert, NULL, "PEM certificate: serve wss:// and https://"),

@@ -23,6 +23,7 @@ struct config {
   int64_t outbox_ttl;           /* seconds a queued message lives */
   int reload_debounce_ms;       /* quiet time after a plugin file changed before it is loaded */
   int admin_loopback_only;
+  int metrics_public;          /* GET /_/metrics without the admin token */
   const char *allowed_origins; /* comma-separated; NULL = any */
   const char *tls_cert, *tls_key;
   int log_level;

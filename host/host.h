@@ -9,6 +9,7 @@
 #include "cloud.h"
 #include "config.h"
 #include "map.h"
+#include "metrics.h"
 #include "msgbuf.h"
 #include "sendq.h"
 #include "store.h"
@@ -70,6 +71,7 @@ struct host {
   int64_t started_ms;
   char admin_token[128];
   struct host_stats stats;
+  struct metrics metrics; /* GET /_/metrics (metrics.c) */
   lws_sorted_usec_list_t store_timer;
   /* The event loop lws runs on (server.c owns it): epoll through libev, so an event costs
    * the same with 10 000 idle connections as with 10. Signals and the drain check are
@@ -77,6 +79,7 @@ struct host {
   struct ev_loop *loop;
   ev_signal sigterm, sigint;
   ev_timer drain;
+  ev_timer watchdog; /* systemd WatchdogSec= pings (notify.c) */
   int64_t drain_deadline_ms;
 };
 

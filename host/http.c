@@ -232,6 +232,8 @@ int http_reject_with(struct lws *wsi, int status, const char *message, const cha
   unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
                                      *end = buf + sizeof buf - 1;
   char body[LWS_PRE + 256];
+  metrics_upgrade_refused(&((struct host *)lws_context_user(lws_get_context(wsi)))->metrics, status,
+                          message);
   int n = snprintf(body + LWS_PRE, sizeof body - LWS_PRE, "{\"error\":\"%s\"}", message);
   /* Our own status line: at upgrade time lws has not recorded the request's version yet and
    * would answer "HTTP/1.0", which WebSocket clients (RFC 6455 wants 1.1) reject as invalid. */

@@ -43,7 +43,8 @@ int main(int argc, char **argv) {
   struct store_options so = {.path = h->cfg.db_path,
                              .outbox_max = h->cfg.outbox_max,
                              .outbox_ttl_s = h->cfg.outbox_ttl,
-                             .batch_ms = 20};
+                             .batch_ms = 20,
+                             .commit_latency = &h->metrics.store_commit};
   if ((rc = store_open(&h->store, &so)) < 0) {
     log_error(NULL, NULL, "cannot open database %s (%d)", h->cfg.db_path, rc);
     return 1;
@@ -65,6 +66,7 @@ int main(int argc, char **argv) {
   json_decref(h->shared);
   map_free(&h->conns);
   map_free(&h->users);
+  metrics_free(&h->metrics);
   log_info(NULL, NULL, "stopped");
   return 0;
 }

@@ -414,7 +414,10 @@ int plugins_call(struct plugins *p, const char *name, FunctionContext *ctx, int 
   *found = s && s->cur;
   if (!*found)
     return 0;
-  return s->cur->desc->main(ctx);
+  uint64_t t0 = metrics_now_ns();
+  int rc = s->cur->desc->main(ctx);
+  metrics_function_call(&p->h->metrics, name, metrics_now_ns() - t0, rc);
+  return rc;
 }
 
 int plugins_loaded(const struct plugins *p, const char *name) {
@@ -459,7 +462,7 @@ static void debounce_fire(lws_sorted_usec_list_t *sul) {
         continue;
       if (now - s->changed_ms >= quiet) {
         s->changed_ms = 0;
-        plugins_reload(p, s->name);
+        metrics_reload(&p->h->metrics, plugins_reload(p, s->name));
       } else if (wait < 0 || quiet - (now - s->changed_ms) < wait)
         wait = quiet - (now - s->changed_ms);
     }

@@ -6,6 +6,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 #include "plugins.h"
 #include "ws.h"
 
@@ -105,6 +106,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *sig, int revents) {
   h->stopping = 1;
   log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping", sig->signum,
            h->nconns);
+  notify_stopping();
   ws_close_all(h, 1001, "server shutting down");
   h->drain_deadline_ms = host_now_ms() + 3000;
   ev_timer_start(loop, &h->drain);
@@ -175,8 +177,11 @@ int server_start(struct host *h) {
 int server_run(struct host *h) {
   log_info(NULL, NULL, "listening on port %d%s", lws_get_vhost_listen_port(h->vhost),
            h->cfg.tls_cert ? " (TLS)" : "");
+  notify_ready(lws_get_vhost_listen_port(h->vhost));
+  notify_watchdog_start(h->loop, &h->watchdog);
   /* Returns when the drain timer breaks the loop. */
   ev_run(h->loop, 0);
+  notify_watchdog_stop(h->loop, &h->watchdog);
   return 0;
 }
 

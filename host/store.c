@@ -2,6 +2,8 @@
  * Owns the database handle, the public schema and its migrations, and write batching. */
 #include "store.h"
 
+#include "metrics.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -157,6 +159,7 @@ struct store {
   int ckpt_started, ckpt_stop;
   pthread_mutex_t ckpt_mu;
   pthread_cond_t ckpt_cv;
+  struct metrics_hist *commit_latency; /* NULL: commits are not timed */
 };
 
 static int64_t now_ms(void) {
@@ -276,8 +279,10 @@ static int txn_batched(struct store *s) {
 int store_flush(struct store *s) {
   if (!s || !s->in_txn)
     return 0;
+  uint64_t t0 = metrics_now_ns();
   int rc = sqlite3_step(s->st[ST_COMMIT]);
   sqlite3_reset(s->st[ST_COMMIT]);
+  metrics_hist_observe(s->commit_latency, metrics_now_ns() - t0);
   if (rc == SQLITE_DONE) {
     s->in_txn = 0;
     s->sync_pending = 0;
@@ -488,6 +493,7 @@ int store_open(struct store **out, const struct store_options *opt) {
   s->outbox_max = opt->outbox_max > 0 ? opt->outbox_max : DEFAULT_OUTBOX_MAX;
   s->outbox_ttl_ms = (opt->outbox_ttl_s > 0 ? opt->outbox_ttl_s : DEFAULT_OUTBOX_TTL_S) * 1000;
   s->batch_ms = opt->batch_ms != 0 ? opt->batch_ms : DEFAULT_BATCH_MS;
+  s->commit_latency = opt->commit_latency;
 
   if (sqlite3_open_v2(opt->path, &s->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

@@ -13,6 +13,7 @@
 #define STORE_TOKEN_LEN 43 /* tokens: 32 random bytes, base64url, no padding */
 
 struct store;
+struct metrics_hist;
 
 /* 1 if id is a user id the host accepts from a client or a plugin (a resume's ?user_id=,
  * cloud_bind_user, cloud_send_to_user): [A-Za-z0-9_.@:-]{1,128}. The one definition. */
@@ -23,6 +24,8 @@ struct store_options {
   int outbox_max;       /* messages queued per user (default 1000) */
   int64_t outbox_ttl_s; /* seconds a queued message lives (default 7 days) */
   int batch_ms;         /* how long connection writes may wait for their commit */
+  /* Each commit's duration goes here (GET /_/metrics); NULL: nowhere. */
+  struct metrics_hist *commit_latency;
 };
 
 /* Opens (creating and migrating the schema, WAL mode) and starts a new boot: connections of

@@ -81,6 +81,7 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
     return CLOUD_ETOOBIG;
   int rc = sendq_push(&c->q, data, len, is_binary);
   if (rc == CLOUD_EFULL) {
+    h->metrics.sendq_overflows++;
     log_warn(WS_FUNCTION, NULL,
              "closing slow reader: connection %llu of user %s from %s has %zu bytes queued",
              (unsigned long long)c->id, c->user_id, c->remote, c->q.bytes);
@@ -262,6 +263,7 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
 
   /* Messages queued while the user was away go out right after the greeting, in order. */
   int n = store_outbox_drain(h->store, c->user_id, deliver_queued, c);
+  h->metrics.outbox_delivered += n > 0 ? (uint64_t)n : 0;
   if (n > 0)
     log_info(WS_FUNCTION, NULL, "delivered %d queued messages to user %s", n, c->user_id);
   return 0;
@@ -331,6 +333,7 @@ static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in,
     break;
   }
   h->stats.ws_messages++;
+  h->metrics.ws_in_messages++, h->metrics.ws_in_bytes += c->rx.len;
   FunctionContext ctx = {0};
   ctx.params.data = c->rx.data;
   ctx.params.len = c->rx.len;
@@ -352,6 +355,7 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
                       f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     if (n < (int)f->len)
       return -1;
+    c->host->metrics.ws_out_messages++, c->host->metrics.ws_out_bytes += f->len;
     sendq_pop(&c->q);
     wrote = 1;
     /* lws_send_pipe_choked costs a poll(2): ask only when there is more to write. */

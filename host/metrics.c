@@ -1,0 +1,249 @@
+/* metrics.c: the host's counters and histograms, and their rendering in the Prometheus text
+ * format (version 0.0.4, what every Prometheus server scrapes). Counters only grow; gauges are
+ * read at scrape time; no label takes a value a client chose, so the series stay few. */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct metrics_fn {
+  uint64_t calls, errors;
+  struct metrics_hist latency;
+};
+
+static const uint64_t bucket_ns[METRICS_BUCKETS] = {
+    100000,   250000,    500000,    1000000,   2500000,    5000000,    10000000,   25000000,
+    50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000};
+static const char *const bucket_le[METRICS_BUCKETS] = {
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+    "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "5",    "10"};
+
+/* Upgrade refusals: the host's own messages get their own label; anything else (a plugin's
+ * cloud_reject reason, say) is labelled by its status alone. */
+static const struct {
+  const char *message, *label;
+} reasons[] = {
+    {"bad WebSocket handshake", "bad_handshake"},
+    {"WebSocket version 13 only", "bad_version"},
+    {"shutting down", "draining"},
+    {"too many connections", "max_connections"},
+    {"no __websocket__ function loaded", "no_function"},
+    {"origin not allowed", "origin"},
+    {NULL, "other"},
+};
+#define NREASONS (sizeof reasons / sizeof reasons[0])
+
+uint64_t metrics_now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+void metrics_hist_observe(struct metrics_hist *hist, uint64_t ns) {
+  if (!hist)
+    return;
+  for (int i = 0; i < METRICS_BUCKETS; i++)
+    if (ns <= bucket_ns[i]) {
+      hist->bucket[i]++;
+      break;
+    }
+  hist->count++;
+  hist->sum_ns += ns;
+}
+
+void metrics_function_call(struct metrics *m, const char *name, uint64_t ns, int rc) {
+  struct metrics_fn *f = map_get(&m->functions, name, strlen(name));
+  if (!f) {
+    f = calloc(1, sizeof *f);
+    if (!f || map_set(&m->functions, name, strlen(name), f) < 0) {
+      free(f);
+      return; /* out of memory: this call goes uncounted, nothing else suffers */
+    }
+  }
+  f->calls++;
+  if (rc)
+    f->errors++;
+  metrics_hist_observe(&f->latency, ns);
+}
+
+void metrics_upgrade_refused(struct metrics *m, int status, const char *message) {
+  int reason = (int)NREASONS - 1;
+  for (size_t i = 0; message && reasons[i].message; i++)
+    if (!strcmp(message, reasons[i].message))
+      reason = (int)i;
+  int k;
+  for (k = 0; k < m->nrefused; k++)
+    if (m->refused[k].status == status && m->refused[k].reason == reason)
+      break;
+  if (k == m->nrefused) {
+    if (m->nrefused == METRICS_REFUSALS)
+      k = METRICS_REFUSALS - 1; /* statuses are few; should they not be, the last one sums */
+    else {
+      m->refused[k].status = status;
+      m->refused[k].reason = reason;
+      m->nrefused++;
+    }
+  }
+  m->refused[k].n++;
+}
+
+void metrics_reload(struct metrics *m, int rc) {
+  if (rc < 0)
+    m->reloads_refused++;
+  else
+    m->reloads_loaded++;
+}
+
+static void header(FILE *f, const char *name, const char *type, const char *help) {
+  fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void counter(FILE *f, const char *name, const char *help, uint64_t v) {
+  header(f, name, "counter", help);
+  fprintf(f, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void gauge(FILE *f, const char *name, const char *help, int64_t v) {
+  header(f, name, "gauge", help);
+  fprintf(f, "%s %lld\n", name, (long long)v);
+}
+
+/* Label values are function names ([A-Za-z0-9_-]) and fixed words today; escaped all the same
+ * as the format asks, so a future label cannot break the page. Cut to fit out. */
+static void label_escape(char *out, size_t cap, const char *v) {
+  size_t n = 0;
+  for (; *v && n + 3 < cap; v++) {
+    if (*v == '\\' || *v == '"')
+      out[n++] = '\\', out[n++] = *v;
+    else if (*v == '\n')
+      out[n++] = '\\', out[n++] = 'n';
+    else
+      out[n++] = *v;
+  }
+  out[n] = 0;
+}
+
+/* One histogram's series; labels is "" or `name="value",` (escaped, with its comma). */
+static void hist_series(FILE *f, const char *name, const char *labels,
+                        const struct metrics_hist *h) {
+  uint64_t cum = 0;
+  for (int i = 0; i < METRICS_BUCKETS; i++) {
+    cum += h->bucket[i];
+    fprintf(f, "%s_bucket{%sle=\"%s\"} %llu\n", name, labels, bucket_le[i],
+            (unsigned long long)cum);
+  }
+  fprintf(f, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels, (unsigned long long)h->count);
+  /* The same labels without the trailing comma, in braces, or nothing. */
+  size_t n = strlen(labels);
+  if (n)
+    fprintf(f, "%s_sum{%.*s} %.9f\n%s_count{%.*s} %llu\n", name, (int)n - 1, labels,
+            (double)h->sum_ns / 1e9, name, (int)n - 1, labels, (unsigned long long)h->count);
+  else
+    fprintf(f, "%s_sum %.9f\n%s_count %llu\n", name, (double)h->sum_ns / 1e9, name,
+            (unsigned long long)h->count);
+}
+
+struct fn_pass {
+  FILE *f;
+  int what; /* 0 calls, 1 errors, 2 latency */
+};
+
+static void fn_one(void *arg, const char *key, void *value) {
+  struct fn_pass *p = arg;
+  const struct metrics_fn *fn = value;
+  char v[2 * 128 + 8], labels[sizeof v + 16];
+  label_escape(v, sizeof v, key);
+  if (p->what == 2) {
+    snprintf(labels, sizeof labels, "function=\"%s\",", v);
+    hist_series(p->f, "wshost_function_duration_seconds", labels, &fn->latency);
+    return;
+  }
+  fprintf(p->f, "%s{function=\"%s\"} %llu\n",
+          p->what ? "wshost_function_errors_total" : "wshost_function_calls_total", v,
+          (unsigned long long)(p->what ? fn->errors : fn->calls));
+}
+
+char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, size_t *len) {
+  char *buf = NULL;
+  size_t n = 0;
+  FILE *f = open_memstream(&buf, &n);
+  if (!f)
+    return NULL;
+  header(f, "wshost_start_time_seconds", "gauge", "Start of this serving process, Unix time.");
+  fprintf(f, "wshost_start_time_seconds %.3f\n", g->start_time_s);
+  gauge(f, "wshost_draining", "1 while the host drains after SIGTERM.", g->draining);
+
+  gauge(f, "wshost_connections", "Open WebSocket connections.", g->connections);
+  gauge(f, "wshost_users_online", "Users with at least one open connection on this host.",
+        g->users_online);
+  counter(f, "wshost_ws_upgrades_total", "WebSocket upgrades accepted.", g->upgrades);
+  header(f, "wshost_ws_upgrades_refused_total", "counter",
+         "WebSocket upgrades refused, by HTTP status and reason.");
+  for (int i = 0; i < m->nrefused; i++)
+    fprintf(f, "wshost_ws_upgrades_refused_total{reason=\"%s\",status=\"%d\"} %llu\n",
+            reasons[m->refused[i].reason].label, m->refused[i].status,
+            (unsigned long long)m->refused[i].n);
+  counter(f, "wshost_ws_closed_total", "WebSocket connections closed.", g->closes);
+  counter(f, "wshost_ws_messages_received_total", "Complete WebSocket messages received.",
+          m->ws_in_messages);
+  counter(f, "wshost_ws_received_bytes_total", "Payload bytes of the messages received.",
+          m->ws_in_bytes);
+  counter(f, "wshost_ws_messages_sent_total", "WebSocket messages written to clients.",
+          m->ws_out_messages);
+  counter(f, "wshost_ws_sent_bytes_total", "Payload bytes of the messages sent.", m->ws_out_bytes);
+  counter(f, "wshost_ws_send_queue_overflows_total",
+          "Slow readers closed because their send queue passed --max-send-queue.",
+          m->sendq_overflows);
+  counter(f, "wshost_http_requests_total", "HTTP requests (functions and /_/).", g->http_requests);
+
+  gauge(f, "wshost_users", "Users in the store (-1: unknown).", g->users_stored);
+  gauge(f, "wshost_outbox_messages", "Messages queued for offline users (-1: unknown).",
+        g->outbox_depth);
+  counter(f, "wshost_outbox_delivered_total", "Queued messages delivered on reconnect.",
+          m->outbox_delivered);
+
+  struct fn_pass p = {f, 0};
+  header(f, "wshost_function_calls_total", "counter", "Calls of each function (all events).");
+  map_each(&m->functions, fn_one, &p);
+  p.what = 1;
+  header(f, "wshost_function_errors_total", "counter",
+         "Calls of each function that returned non-zero.");
+  map_each(&m->functions, fn_one, &p);
+  p.what = 2;
+  header(f, "wshost_function_duration_seconds", "histogram", "Time in each function's code.");
+  map_each(&m->functions, fn_one, &p);
+
+  header(f, "wshost_plugin_reloads_total", "counter",
+         "Plugin files the watch loaded (or unloaded) and refused.");
+  fprintf(f, "wshost_plugin_reloads_total{result=\"loaded\"} %llu\n",
+          (unsigned long long)m->reloads_loaded);
+  fprintf(f, "wshost_plugin_reloads_total{result=\"refused\"} %llu\n",
+          (unsigned long long)m->reloads_refused);
+
+  header(f, "wshost_store_commit_duration_seconds", "histogram",
+         "SQLite commits of batched writes (the store's write latency).");
+  hist_series(f, "wshost_store_commit_duration_seconds", "", &m->store_commit);
+  gauge(f, "wshost_store_wal_bytes", "Size of the SQLite write-ahead log (-1: none).",
+        g->wal_bytes);
+  gauge(f, "wshost_store_db_bytes", "Size of the SQLite database file (-1: none).", g->db_bytes);
+  if (fclose(f) != 0) {
+    free(buf);
+    return NULL;
+  }
+  if (len)
+    *len = n;
+  return buf;
+}
+
+static void fn_free(void *arg, const char *key, void *value) {
+  (void)arg;
+  (void)key;
+  free(value);
+}
+
+void metrics_free(struct metrics *m) {
+  map_each(&m->functions, fn_free, NULL);
+  map_free(&m->functions);
+}
