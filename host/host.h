@@ -15,6 +15,11 @@
 
 struct plugins;
 struct http_req;
+struct invocation;
+struct rooms;
+struct timers;
+struct defers;
+struct xthread;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -78,6 +83,13 @@ struct host {
   ev_signal sigterm, sigint;
   ev_timer drain;
   int64_t drain_deadline_ms;
+  /* Issue 11: what the plugin being called is doing (invocation.c), rooms, timers, deferred
+   * HTTP responses and the queue other threads post to (xthread.c). */
+  struct invocation *inv;
+  struct rooms *rooms;
+  struct timers *timers;
+  struct defers *defers;
+  struct xthread *xq;
 };
 
 /* Fills buf (at least 32 bytes) with a fresh request id. */
