@@ -5,7 +5,7 @@ PORT ?= 8080
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan bench fuzz format clean
+.PHONY: all deps build run test test-asan test-tsan bench fuzz format clean
 
 all: build
 
@@ -34,6 +34,12 @@ test-asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
+# The tests whose plugins call the host from threads of their own, under ThreadSanitizer.
+test-tsan: deps
+	@test -f build-tsan/Makefile || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWSHOST_TSAN=ON
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) -R 'e2e.test_(rooms|defer|timers|chat)$$'
+
 bench: build
 	tools/bench/run
 
@@ -44,4 +50,4 @@ format:
 	clang-format -i host/*.c host/*.h sdk/include/*.h plugins/*.c tests/unit/*.c tests/plugins/*.c tools/*.c
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz plugins/*.so
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz plugins/*.so
