@@ -83,6 +83,8 @@ size_t rooms_count(const struct host *h) {
 }
 
 static struct room *room_get(struct rooms *r, const char *name, int create) {
+  if (!r)
+    return NULL;
   size_t n = strlen(name);
   struct room *room = map_get(&r->by_name, name, n);
   if (room || !create)
@@ -114,6 +116,8 @@ int rooms_join(struct host *h, cloud_socket s, const char *name) {
   struct conn *c = ws_find(h, s);
   if (!c || c->close_code)
     return CLOUD_ECLOSED;
+  if (!r)
+    return CLOUD_ESTATE;
   if (!room_name_valid(name))
     return CLOUD_EINVAL;
   struct room *room = room_get(r, name, 1);
@@ -156,7 +160,7 @@ int rooms_join(struct host *h, cloud_socket s, const char *name) {
 
 int rooms_leave(struct host *h, cloud_socket s, const char *name) {
   struct rooms *r = h->rooms;
-  if (!room_name_valid(name))
+  if (!room_name_valid(name) || !r)
     return CLOUD_EINVAL;
   struct room *room = room_get(r, name, 0);
   struct sock_rooms *sr = map_get(&r->by_sock, &s.id, sizeof s.id);
