@@ -96,7 +96,7 @@ typedef struct FunctionContext {
   cloud_socket socket;    /* WebSocket events: the connection; {0} for HTTP */
   const char *user_id;    /* WebSocket events: the connection's user */
   const char *user_token; /* connection event of a host-assigned user: its resume secret */
-  void *host;             /* private to the host */
+  void *host;             /* private to the host; since ABI 2 never read back */
 } FunctionContext;
 
 /* The host's functions, handed to the plugin at load. Grows only at the end; each group is
