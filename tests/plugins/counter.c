@@ -7,5 +7,6 @@ CLOUD_FUNCTION(ctx) {
   json_t *calls = json_integer(json_integer_value(old) + 1);
   json_decref(old);
   cloud_shared_set("counter_calls", calls);
-  return cloud_response_json(ctx, 200, json_pack("{s:o, s:O?}", "calls", calls, "body", ctx->body));
+  return cloud_response_json(ctx, 200,
+                             json_pack("{s:o, s:O?}", "calls", calls, "body", ctx->body));
 }

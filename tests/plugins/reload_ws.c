@@ -51,8 +51,8 @@ CLOUD_FINI() {
 CLOUD_FUNCTION(ctx) {
   char out[256];
   if (cloud_method_is(ctx, "WebSocket:connection")) {
-    json_t *hello =
-        json_pack("{ss si ss}", "event", "connected", "version", VERSION, "user_id", ctx->user_id);
+    json_t *hello = json_pack("{ss si ss}", "event", "connected", "version", VERSION, "user_id",
+                              ctx->user_id);
     char *text = json_dumps(hello, JSON_COMPACT);
     int rc = text ? cloud_socket_send(ctx->socket, text) : CLOUD_ENOMEM;
     free(text);

@@ -15,8 +15,8 @@ CLOUD_FUNCTION(ctx) {
     int rc = 1; /* 1: nothing asked */
     if (name && secret && strcmp(secret, "letmein") == 0)
       rc = cloud_bind_user(ctx, name);
-    json_t *g =
-        json_pack("{s:s, s:s?, s:i}", "event", "connected", "user_id", ctx->user_id, "bind_rc", rc);
+    json_t *g = json_pack("{s:s, s:s?, s:i}", "event", "connected", "user_id", ctx->user_id,
+                          "bind_rc", rc);
     char *text = json_dumps(g, JSON_COMPACT);
     cloud_socket_send(ctx->socket, text);
     free(text);
