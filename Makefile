@@ -7,7 +7,7 @@ CMAKE_FLAGS ?=
 PREFIX ?= /usr/local
 DEB_OUT ?= $(BUILD)
 
-.PHONY: all deps build run test test-asan bench fuzz format clean install deb
+.PHONY: all deps build run test test-asan bench fuzz format clean install deb test-tsan
 
 all: build
 
@@ -45,6 +45,12 @@ deb: build
 	cd $(BUILD) && cpack -G DEB -B $(abspath $(DEB_OUT))
 	@ls $(abspath $(DEB_OUT))/wshost_*.deb
 
+# The tests whose plugins call the host from threads of their own, under ThreadSanitizer.
+test-tsan: deps
+	@test -f build-tsan/Makefile || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWSHOST_TSAN=ON
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) -R 'e2e.test_(rooms|defer|timers|chat)$$'
+
 bench: build
 	tools/bench/run
 
@@ -55,4 +61,4 @@ format:
 	clang-format -i host/*.c host/*.h sdk/include/*.h plugins/*.c tests/unit/*.c tests/plugins/*.c tools/*.c
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz plugins/*.so
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz plugins/*.so

@@ -3,8 +3,11 @@
  * local peer. */
 #include "admin.h"
 
+#include "defer.h"
 #include "log.h"
 #include "plugins.h"
+#include "rooms.h"
+#include "timers.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -72,6 +75,9 @@ static void status(struct http_req *r) {
       "plugin_errors", (json_int_t)h->stats.plugin_errors, "plugins", plugins_status(h->plugins));
   json_object_set_new(json_object_get(o, "store"), "memory_bytes",
                       json_integer(store_memory_used()));
+  json_object_set_new(o, "rooms", json_integer((json_int_t)rooms_count(h)));
+  json_object_set_new(o, "timers", json_integer((json_int_t)timers_count(h)));
+  json_object_set_new(o, "deferred", json_integer((json_int_t)defers_outstanding(h)));
   set_json(r, 200, o);
 }
 
@@ -168,6 +174,14 @@ void admin_handle(struct http_req *r) {
       set_json(r, 200, u);
     else
       set_json(r, 404, json_pack("{ss}", "error", "no such user"));
+  } else if (!strncmp(n, "rooms/", 6) && get) {
+    /* From the path, like users/: a 128-byte room name does not fit in r->name. */
+    const char *room = r->path + strlen("/_/rooms/");
+    json_t *m = rooms_members(h, room);
+    if (m)
+      set_json(r, 200, json_pack("{s:s, s:o}", "room", room, "members", m));
+    else
+      set_json(r, 400, json_pack("{ss}", "error", "bad room name"));
   } else if (!strcmp(n, "push") && !strcmp(r->method, "POST"))
     push(r);
   else

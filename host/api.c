@@ -1,11 +1,23 @@
 /* api.c: the table of host functions handed to every plugin (cloud_api), and cloud_shared.
- * SDK calls without a context argument reach the host through the one pointer bound here. */
+ * SDK calls without a context argument reach the host through the one pointer bound here.
+ *
+ * Calls with a context find their object in the host-private invocation record, never in
+ * ctx->host or ctx->socket (the plugin can write those). Calls the SDK marks "any thread"
+ * copy their arguments and post them to the loop (xthread.c) when made from another thread;
+ * every other call made off the loop is refused with CLOUD_ESTATE. */
 #include "api.h"
 
+#include "defer.h"
 #include "http.h"
+#include "invocation.h"
 #include "log.h"
+#include "rooms.h"
+#include "store.h"
+#include "timers.h"
 #include "ws.h"
+#include "xthread.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* The host the table serves. Set once at start; the only way calls like cloud_send_to_user,
@@ -43,19 +55,80 @@ const char *api_strerror(int code) {
 
 /* The connection behind a WebSocket event's context, or NULL. */
 static struct conn *ctx_conn(FunctionContext *ctx) {
-  return ctx && ctx->socket.id && ctx->host ? ctx->host : NULL;
+  return invocation_obj(bound, INV_WS, ctx);
 }
 
 /* The request behind an HTTP function's context, or NULL. */
 static struct http_req *ctx_req(FunctionContext *ctx) {
-  return ctx && !ctx->socket.id && ctx->host ? ctx->host : NULL;
+  return invocation_obj(bound, INV_HTTP, ctx);
+}
+
+/* A send made on another thread, on its way to the loop. */
+enum send_kind { SEND_SOCKET, SEND_USER, SEND_ROOM, SEND_ALL };
+struct send_item {
+  struct xthread_item base;
+  enum send_kind kind;
+  cloud_socket s; /* SEND_SOCKET: the target; SEND_ROOM, SEND_ALL: the one excluded */
+  int is_binary;
+  char name[STORE_ID_MAX + 1]; /* user id or room name */
+  size_t len;
+  char data[];
+};
+
+static void send_run(struct host *h, struct xthread_item *it) {
+  struct send_item *m = (struct send_item *)it;
+  if (h) {
+    switch (m->kind) {
+    case SEND_SOCKET:
+      ws_send(h, m->s, m->data, m->len, m->is_binary);
+      break;
+    case SEND_USER:
+      ws_send_to_user(h, m->name, m->data, m->len, m->is_binary);
+      break;
+    case SEND_ROOM:
+      rooms_send(h, m->name, m->data, m->len, m->is_binary, m->s);
+      break;
+    case SEND_ALL:
+      rooms_broadcast(h, m->data, m->len, m->is_binary, m->s);
+      break;
+    }
+  }
+  free(m);
+}
+
+/* Copies a send made off the loop and posts it: 0 once queued (the outcome is the loop's). */
+static int send_post(enum send_kind kind, cloud_socket s, const char *name, const void *data,
+                     size_t len, int is_binary) {
+  if ((!data && len) || (name && strlen(name) > STORE_ID_MAX))
+    return CLOUD_EINVAL;
+  if (len > bound->cfg.max_send_queue)
+    return CLOUD_ETOOBIG;
+  struct send_item *m = malloc(sizeof *m + len);
+  if (!m)
+    return CLOUD_ENOMEM;
+  m->base.run = send_run;
+  m->kind = kind;
+  m->s = s;
+  m->is_binary = is_binary;
+  snprintf(m->name, sizeof m->name, "%s", name ? name : "");
+  m->len = len;
+  if (len)
+    memcpy(m->data, data, len);
+  int rc = xthread_post(bound, &m->base);
+  if (rc < 0)
+    free(m);
+  return rc;
 }
 
 static int a_socket_send(cloud_socket s, const void *data, size_t len, int is_binary) {
+  if (!invocation_on_loop())
+    return s.id ? send_post(SEND_SOCKET, s, NULL, data, len, is_binary) : CLOUD_ECLOSED;
   return ws_send(bound, s, data, len, is_binary);
 }
 
 static int a_socket_close(cloud_socket s, int code, const char *reason) {
+  if (!invocation_on_loop())
+    return CLOUD_ESTATE;
   return ws_close(bound, s, code, reason);
 }
 
@@ -70,15 +143,23 @@ static int a_bind_user(FunctionContext *ctx, const char *user_id) {
 }
 
 static int a_send_to_user(const char *user_id, const void *data, size_t len, int is_binary) {
+  if (!invocation_on_loop())
+    return user_id_valid(user_id)
+               ? send_post(SEND_USER, (cloud_socket){0}, user_id, data, len, is_binary)
+               : CLOUD_EINVAL;
   return ws_send_to_user(bound, user_id, data, len, is_binary);
 }
 
 static json_t *a_shared_get(const char *key) {
+  if (!invocation_on_loop())
+    return NULL;
   json_t *v = key ? json_object_get(bound->shared, key) : NULL;
   return v ? json_deep_copy(v) : NULL;
 }
 
 static int a_shared_set(const char *key, json_t *value) {
+  if (!invocation_on_loop())
+    return CLOUD_ESTATE;
   if (!key || !value)
     return CLOUD_EINVAL;
   /* A copy: the plugin keeps its object, and a later change to it does not leak in. */
@@ -89,11 +170,15 @@ static int a_shared_set(const char *key, json_t *value) {
 }
 
 static int a_shared_delete(const char *key) {
+  if (!invocation_on_loop())
+    return CLOUD_ESTATE;
   return key && json_object_del(bound->shared, key) == 0 ? 0 : CLOUD_EINVAL;
 }
 
 static int a_response_json(FunctionContext *ctx, int status, json_t *json) {
   struct http_req *r = ctx_req(ctx);
+  if (r && r->deferred)
+    r = NULL; /* the deferred response is the one that counts */
   if (!r || !json) {
     json_decref(json);
     return r ? CLOUD_EINVAL : CLOUD_ESTATE;
@@ -109,7 +194,7 @@ static int a_response_json(FunctionContext *ctx, int status, json_t *json) {
 
 static int a_response_text(FunctionContext *ctx, int status, const char *text) {
   struct http_req *r = ctx_req(ctx);
-  if (!r)
+  if (!r || r->deferred)
     return CLOUD_ESTATE;
   if (!text)
     return CLOUD_EINVAL;
@@ -118,11 +203,73 @@ static int a_response_text(FunctionContext *ctx, int status, const char *text) {
 
 static int a_response_header(FunctionContext *ctx, const char *name, const char *value) {
   struct http_req *r = ctx_req(ctx);
-  return r ? http_add_header(r, name, value) : CLOUD_ESTATE;
+  return r && !r->deferred ? http_add_header(r, name, value) : CLOUD_ESTATE;
 }
 
 static void a_logv(const FunctionContext *ctx, const char *fmt, va_list ap) {
   log_msgv(LOG_INFO, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt, ap);
+}
+
+/* cloud_log_warn (2) and cloud_log_error (3); anything else logs at info. */
+static void a_log_levelv(const FunctionContext *ctx, int level, const char *fmt, va_list ap) {
+  enum log_level l = level == 3 ? LOG_ERROR : level == 2 ? LOG_WARN : LOG_INFO;
+  log_msgv(l, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt, ap);
+}
+
+static int a_room_join(cloud_socket s, const char *room) {
+  return invocation_on_loop() ? rooms_join(bound, s, room) : CLOUD_ESTATE;
+}
+
+static int a_room_leave(cloud_socket s, const char *room) {
+  return invocation_on_loop() ? rooms_leave(bound, s, room) : CLOUD_ESTATE;
+}
+
+static int a_room_send(const char *room, const void *data, size_t len, int is_binary,
+                       cloud_socket except) {
+  if (!invocation_on_loop())
+    return room_name_valid(room) ? send_post(SEND_ROOM, except, room, data, len, is_binary)
+                                 : CLOUD_EINVAL;
+  return rooms_send(bound, room, data, len, is_binary, except);
+}
+
+static int a_broadcast(const void *data, size_t len, int is_binary, cloud_socket except) {
+  if (!invocation_on_loop())
+    return send_post(SEND_ALL, except, NULL, data, len, is_binary);
+  return rooms_broadcast(bound, data, len, is_binary, except);
+}
+
+static json_t *a_room_members(const char *room) {
+  return invocation_on_loop() ? rooms_members(bound, room) : NULL;
+}
+
+static json_t *a_socket_rooms(cloud_socket s) {
+  return invocation_on_loop() ? rooms_of(bound, s) : NULL;
+}
+
+/* Timers belong to the function being called: the record names it, not the plugin. */
+static int a_timer_start(const char *name, uint64_t first_ms, uint64_t every_ms) {
+  struct invocation *inv = invocation_current(bound);
+  return inv ? timers_start(bound, inv->function, name, first_ms, every_ms) : CLOUD_ESTATE;
+}
+
+static int a_timer_stop(const char *name) {
+  struct invocation *inv = invocation_current(bound);
+  return inv ? timers_stop(bound, inv->function, name) : CLOUD_ESTATE;
+}
+
+static cloud_deferred *a_defer(FunctionContext *ctx) {
+  struct http_req *r = ctx_req(ctx);
+  if (!r)
+    return NULL;
+  cloud_deferred *d = defer_begin(bound, r, r->name);
+  if (d)
+    r->deferred = 1;
+  return d;
+}
+
+static int a_deferred_respond(cloud_deferred *d, int status, const char *content_type,
+                              const void *body, size_t len) {
+  return defer_complete(bound, d, status, content_type ? content_type : "text/plain", body, len);
 }
 
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
@@ -130,9 +277,11 @@ static const char *a_request_header(FunctionContext *ctx, const char *name) {
     return NULL;
   struct conn *c = ctx_conn(ctx);
   struct http_req *r = ctx_req(ctx);
+  if (!c && !r)
+    return NULL; /* a timer, or a context that is not the call's */
   if (c && !c->in_connect_event)
     return NULL; /* lws keeps the headers only until the connection is established */
-  return http_header_lookup(c ? c->wsi : r->wsi, ctx->headers, name);
+  return http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : ctx->headers, name);
 }
 
 static const cloud_api table = {
@@ -151,6 +300,17 @@ static const cloud_api table = {
     .logv = a_logv,
     .strerror = api_strerror,
     .request_header = a_request_header,
+    .room_join = a_room_join,
+    .room_leave = a_room_leave,
+    .room_send = a_room_send,
+    .broadcast = a_broadcast,
+    .room_members = a_room_members,
+    .socket_rooms = a_socket_rooms,
+    .timer_start = a_timer_start,
+    .timer_stop = a_timer_stop,
+    .log_levelv = a_log_levelv,
+    .defer = a_defer,
+    .deferred_respond = a_deferred_respond,
 };
 
 const cloud_api *api_table(void) {

@@ -40,6 +40,8 @@ static const struct opt opts[] = {
     O("outbox-ttl", OPT_I64, outbox_ttl, "604800", "seconds a queued message lives"),
     O("reload-debounce", OPT_INT, reload_debounce_ms, "100",
       "ms a changed plugin file must be quiet before it is loaded"),
+    O("defer-timeout", OPT_INT, defer_timeout, "30",
+      "seconds a deferred HTTP response may take before the host answers 504"),
     O("admin-loopback-only", OPT_BOOL, admin_loopback_only, "0",
       "serve /_/status, /_/users, /_/push to 127.0.0.0/8 and ::1 only"),
     O("metrics-public", OPT_BOOL, metrics_public, "0",

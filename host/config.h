@@ -22,6 +22,7 @@ struct config {
   int outbox_max;               /* queued messages per offline user */
   int64_t outbox_ttl;           /* seconds a queued message lives */
   int reload_debounce_ms;       /* quiet time after a plugin file changed before it is loaded */
+  int defer_timeout;            /* seconds a deferred HTTP response may take (504 past it) */
   int admin_loopback_only;
   int metrics_public;          /* GET /_/metrics without the admin token */
   const char *allowed_origins; /* comma-separated; NULL = any */

@@ -16,6 +16,11 @@
 
 struct plugins;
 struct http_req;
+struct invocation;
+struct rooms;
+struct timers;
+struct defers;
+struct xthread;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -81,6 +86,13 @@ struct host {
   ev_timer drain;
   ev_timer watchdog; /* systemd WatchdogSec= pings (notify.c) */
   int64_t drain_deadline_ms;
+  /* Issue 11: what the plugin being called is doing (invocation.c), rooms, timers, deferred
+   * HTTP responses and the queue other threads post to (xthread.c). */
+  struct invocation *inv;
+  struct rooms *rooms;
+  struct timers *timers;
+  struct defers *defers;
+  struct xthread *xq;
 };
 
 /* Fills buf (at least 32 bytes) with a fresh request id. */

@@ -3,6 +3,8 @@
 #include "http.h"
 
 #include "admin.h"
+#include "defer.h"
+#include "invocation.h"
 #include "log.h"
 #include "plugins.h"
 #include "ws.h"
@@ -155,6 +157,7 @@ char *http_url(const char *path, json_t *query) {
 static void req_free(struct http_req *r) {
   if (!r)
     return;
+  defer_detach(r->defer);
   free(r->path);
   json_decref(r->query);
   json_decref(r->headers);
@@ -294,11 +297,15 @@ static void run_function(struct http_req *r) {
   ctx.body_raw = r->body;
   ctx.body_len = r->body_len;
   ctx.url = url ? url : r->path;
-  ctx.host = r;
   int found;
-  int rc = plugins_call(h->plugins, r->name, &ctx, &found);
+  int rc = invoke(h, INV_HTTP, r, r->name, &ctx, &found);
   json_decref(body);
   free(url);
+  if (r->deferred) { /* the response comes later (defer.c) */
+    if (rc)
+      log_warn(r->name, r->request_id, "returned %d after cloud_defer", rc);
+    return;
+  }
   if (!found) {
     respond_error(r, 404, "Function Not Found", NULL, 0);
     return;
@@ -318,8 +325,16 @@ static void dispatch(struct http_req *r) {
     admin_handle(r);
   else
     run_function(r);
+  if (r->deferred)
+    return; /* logged and answered by http_deferred_done */
   log_info(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, "%s %s %d %s", r->method,
            r->path, r->status, r->remote);
+  respond(r);
+}
+
+void http_deferred_done(struct http_req *r) {
+  log_info(r->name, r->request_id, "%s %s %d %s (deferred)", r->method, r->path, r->status,
+           r->remote);
   respond(r);
 }
 

@@ -26,6 +26,9 @@ struct http_req {
   char content_type[128];
   json_t *resp_headers; /* array of [name, value] */
   int responded, close_after, ready;
+  /* cloud_defer: the response comes later, through http_deferred_done (defer.c owns it). */
+  int deferred;
+  struct deferred *defer;
   char remote[64];
 };
 
@@ -51,5 +54,7 @@ const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *nam
 int http_set_response(struct http_req *r, int status, const char *content_type, const char *body,
                       size_t len);
 int http_add_header(struct http_req *r, const char *name, const char *value);
+/* A deferred response was set (or timed out): log the request's line and send it. */
+void http_deferred_done(struct http_req *r);
 
 #endif

@@ -3,10 +3,15 @@
 #include "admin.h"
 #include "api.h"
 #include "config.h"
+#include "defer.h"
 #include "host.h"
+#include "invocation.h"
 #include "log.h"
 #include "plugins.h"
+#include "rooms.h"
 #include "server.h"
+#include "timers.h"
+#include "xthread.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -50,7 +55,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   log_info(NULL, NULL, "database %s open, boot %s", h->cfg.db_path, store_boot_id(h->store));
-  if (admin_token_init(h) < 0 || plugins_open(h, &h->plugins) < 0 || server_start(h) < 0) {
+  invocation_set_loop_thread();
+  if (rooms_open(h) < 0 || defers_open(h) < 0 || admin_token_init(h) < 0 ||
+      plugins_open(h, &h->plugins) < 0 || server_start(h) < 0 || timers_open(h) < 0 ||
+      xthread_open(h) < 0) {
     plugins_close(h->plugins);
     store_close(h->store);
     return 1;
@@ -58,9 +66,16 @@ int main(int argc, char **argv) {
   if ((rc = plugins_watch(h->plugins, h->vhost)) < 0)
     log_warn(NULL, NULL, "cannot watch %s (%s): no hot reload", h->cfg.plugins_dir, strerror(-rc));
   server_run(h);
+  /* Deferred responses let go of the versions they pinned (their fini stops their threads);
+   * timers stop while the loop still exists; queued cross-thread work is dropped last. */
+  defers_cancel(h);
+  timers_close(h);
   plugins_unwatch(h->plugins);
   server_stop(h);
   plugins_close(h->plugins);
+  xthread_close(h);
+  defers_free(h);
+  rooms_close(h);
   store_flush(h->store);
   store_close(h->store);
   json_decref(h->shared);

@@ -30,6 +30,8 @@ struct version {
   const cloud_plugin_desc *desc;
   void (*fini)(void);
   int number;
+  int pins;    /* plugins_pin: outstanding deferred responses */
+  int retired; /* replaced or removed while pinned: unloaded at the last unpin */
   char copy[PATH_MAX];
 };
 
@@ -73,6 +75,10 @@ static struct slot *slot_get(struct plugins *p, const char *name, int create) {
 static void version_unload(struct version *v) {
   if (!v)
     return;
+  if (v->pins > 0) { /* its deferred responses are still to come: unloaded at the last unpin */
+    v->retired = 1;
+    return;
+  }
   if (v->fini)
     v->fini();
   if (v->dl)
@@ -418,6 +424,24 @@ int plugins_call(struct plugins *p, const char *name, FunctionContext *ctx, int 
   int rc = s->cur->desc->main(ctx);
   metrics_function_call(&p->h->metrics, name, metrics_now_ns() - t0, rc);
   return rc;
+}
+
+void *plugins_pin(struct plugins *p, const char *name) {
+  struct slot *s = p ? slot_get(p, name, 0) : NULL;
+  if (!s || !s->cur)
+    return NULL;
+  s->cur->pins++;
+  return s->cur;
+}
+
+void plugins_unpin(struct plugins *p, void *pin) {
+  (void)p;
+  struct version *v = pin;
+  if (!v || --v->pins > 0 || !v->retired)
+    return;
+  log_info(NULL, NULL, "plugin copy %s: last deferred response done, version %d unloaded", v->copy,
+           v->number);
+  version_unload(v);
 }
 
 int plugins_loaded(const struct plugins *p, const char *name) {

@@ -7,7 +7,7 @@
 
 /* ABI versions this host serves. */
 #define PLUGINS_ABI_MIN 1
-#define PLUGINS_ABI_MAX 1
+#define PLUGINS_ABI_MAX 2
 
 /* Checks the folder, cleans the runtime folder and loads every valid function in it.
  * Files that fail are logged and recorded; only an unusable folder fails. 0 or -errno. */
@@ -22,6 +22,11 @@ void plugins_close(struct plugins *p);
 /* Runs function name on ctx. Returns its result; *found is 0 when no version is loaded. */
 int plugins_call(struct plugins *p, const char *name, FunctionContext *ctx, int *found);
 int plugins_loaded(const struct plugins *p, const char *name);
+/* Keeps name's current version loaded (not its fini, not dlclose) until unpinned, even when a
+ * reload or a removal replaces it: a deferred response is still to come from it. Returns the
+ * pin (NULL when nothing is loaded); plugins_unpin(NULL) does nothing. */
+void *plugins_pin(struct plugins *p, const char *name);
+void plugins_unpin(struct plugins *p, void *pin);
 /* Loads (or unloads, when the file is gone) name's file now, outside the watch: used by the
  * watch and by tests. 0 if a version was swapped in or unloaded, negative when refused. */
 int plugins_reload(struct plugins *p, const char *name);

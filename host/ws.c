@@ -3,8 +3,10 @@
 #include "ws.h"
 
 #include "http.h"
+#include "invocation.h"
 #include "log.h"
 #include "plugins.h"
+#include "rooms.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +30,8 @@ static void ws_event(struct conn *c, const char *method, FunctionContext *ctx) {
   ctx->method = method;
   ctx->socket.id = c->id;
   ctx->user_id = c->user_id;
-  ctx->host = c;
   int found;
-  int rc = plugins_call(h->plugins, WS_FUNCTION, ctx, &found);
+  int rc = invoke(h, INV_WS, c, WS_FUNCTION, ctx, &found);
   if (!found)
     log_warn(WS_FUNCTION, rid, "%s dropped: no %s.so loaded", method, WS_FUNCTION);
   else if (rc) {
@@ -278,18 +279,21 @@ static void ws_closed(struct host *h, struct session *s) {
   map_del(&h->conns, &c->id, sizeof c->id);
   h->nconns--;
   h->stats.ws_closed++;
+  /* The code and reason the plugin gets are the ones the log line shows. */
+  int code = c->peer_close_code ? c->peer_close_code : c->close_code ? c->close_code : 1006;
+  const char *reason = c->peer_close_code ? c->peer_close_reason : c->close_reason;
   if (c->established) {
     FunctionContext ctx = {0};
-    ctx.params.code = c->peer_close_code ? c->peer_close_code
-                      : c->close_code    ? c->close_code
-                                         : 1006;
-    ctx.params.reason = c->peer_close_code ? c->peer_close_reason : c->close_reason;
+    ctx.params.code = code;
+    ctx.params.reason = reason;
     ws_event(c, "WebSocket:close", &ctx);
   }
+  /* After the close event, so its handler could still name the rooms (cloud_socket_rooms). */
+  rooms_leave_all(h, c->id);
   /* One info line per connection, at its end, with what the opening line (debug) had. */
-  log_info(WS_FUNCTION, NULL, "connection %llu of user %s from %s closed (%d) after %lld ms",
-           (unsigned long long)c->id, c->user_id, c->remote,
-           c->peer_close_code ? c->peer_close_code : c->close_code,
+  log_info(WS_FUNCTION, NULL,
+           "connection %llu of user %s from %s closed (%d%s%.123s) after %lld ms",
+           (unsigned long long)c->id, c->user_id, c->remote, code, *reason ? " " : "", reason,
            (long long)(host_now_ms() - c->opened_ms));
   user_unlink(h, c);
   if (c->row)

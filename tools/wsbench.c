@@ -1,7 +1,7 @@
-/* wsbench.c: the WebSocket load client of `make bench` (echo, churn, idle, push modes).
+/* wsbench.c: the WebSocket load client of `make bench` (echo, churn, idle, push, room modes).
  * Owns its own minimal client framing on raw epoll sockets; needs nothing but libc.
  *
- *   wsbench [-m echo|churn|idle|push] [-h host] [-p port] [-u path] [-c conns] [-d seconds]
+ *   wsbench [-m echo|churn|idle|push|room] [-h host] [-p port] [-u path] [-c conns] [-d seconds]
  *           [-s size] [-g greetings] [-k srcips] [-w warmup] [-o max_handshakes]
  *           [-t handshake_timeout] [-C 0|1] [-R pid] [-l label]
  *           push: [-P push_path] [-a header] [-n max_pushes] [-r pushes_per_s] [-T timeout_ms]
@@ -36,7 +36,9 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-enum mode { M_ECHO, M_CHURN, M_IDLE, M_PUSH };
+enum mode { M_ECHO, M_CHURN, M_IDLE, M_PUSH, M_ROOM };
+/* room: push's machinery with one HTTP sender and every connection a member of one room. */
+#define PUSHLIKE(b) ((b)->mode == M_PUSH || (b)->mode == M_ROOM)
 enum state { ST_IDLE, ST_CONNECTING, ST_UPGRADING, ST_OPEN, ST_CLOSING, ST_DEAD };
 
 #define HTTP_SLOT UINT32_MAX
@@ -111,6 +113,10 @@ struct bench {
   int cur_target, cur_frame_seen, cur_resp_seen;
   double cur_sent, next_push_at;
   struct samples http_lat;
+  /* room: arrivals of the current message; the host's join/leave timing of every socket */
+  long cur_arrivals;
+  long jl_n;
+  double jl_join_us, jl_leave_us;
 };
 
 static volatile sig_atomic_t g_stop; /* SIGINT/SIGTERM: end the run early, still report */
@@ -459,7 +465,7 @@ static void on_message(struct bench *b, int i, int op, const unsigned char *p, s
   if (c->st == ST_CLOSING)
     return;
   if (c->greet_left > 0) {
-    if (b->mode == M_PUSH)
+    if (PUSHLIKE(b))
       parse_user_id(c, p, len);
     if (--c->greet_left == 0)
       conn_ready(b, i);
@@ -473,7 +479,7 @@ static void on_message(struct bench *b, int i, int op, const unsigned char *p, s
       b->rtt++;
     }
     send_echo(b, i);
-  } else if (b->mode == M_PUSH) {
+  } else if (PUSHLIKE(b)) {
     push_on_frame(b, i, p, len);
   }
 }
@@ -559,7 +565,7 @@ static void on_upgrade_failed(struct bench *b, int i) {
   conn_close(b, i);
   c->retry_at = now() + 0.05;
   /* idle/push want every slot up; a refused handshake (backlog full, server busy) retries */
-  if ((b->mode == M_IDLE || b->mode == M_PUSH) && c->retries < 3 && !c->counted) {
+  if ((b->mode == M_IDLE || PUSHLIKE(b)) && c->retries < 3 && !c->counted) {
     c->retries++;
     c->st = ST_IDLE;
   } else if (b->mode == M_CHURN || b->mode == M_ECHO) {
@@ -719,19 +725,24 @@ static void push_send(struct bench *b) {
     b->next_push_at = now() + 0.1;
     return;
   }
-  int target = b->order[b->pushes % b->norder];
-  if (b->cs[target].st != ST_OPEN) { /* it dropped: skip it rather than measure a queue */
+  int target = b->mode == M_ROOM ? -1 : b->order[b->pushes % b->norder];
+  if (target >= 0 && b->cs[target].st != ST_OPEN) { /* it dropped: skip it, not measure a queue */
     b->pushes++;
     return;
   }
-  char id[2 * MAX_USER_ID + 8], body[1024], req[2048];
-  json_escape(id, sizeof id, b->cs[target].user_id);
+  char id[2 * MAX_USER_ID + 8] = "", body[1024], req[2048];
+  if (target >= 0)
+    json_escape(id, sizeof id, b->cs[target].user_id);
   b->cur_seq = b->pushes + 1;
   b->cur_target = target;
   b->cur_frame_seen = b->cur_resp_seen = 0;
+  b->cur_arrivals = 0;
   b->cur_sent = now();
-  int bl = snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"message\":\"wsb %ld %.9f\"}", id,
-                    b->cur_seq, b->cur_sent);
+  int bl =
+      target < 0
+          ? snprintf(body, sizeof body, "{\"message\":\"wsb %ld %.9f\"}", b->cur_seq, b->cur_sent)
+          : snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"message\":\"wsb %ld %.9f\"}", id,
+                     b->cur_seq, b->cur_sent);
   int n = snprintf(req, sizeof req,
                    "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                    "Content-Length: %d\r\n%s%s\r\n%s",
@@ -756,6 +767,12 @@ static void push_maybe_done(struct bench *b) {
 
 static void push_on_frame(struct bench *b, int i, const unsigned char *p, size_t len) {
   char tmp[128];
+  if (b->mode == M_ROOM && len > 3 && len < sizeof tmp && !memcmp(p, "jl ", 3)) {
+    memcpy(tmp, p, len);
+    tmp[len] = 0;
+    sscanf(tmp + 3, "%ld %lf %lf", &b->jl_n, &b->jl_join_us, &b->jl_leave_us);
+    return;
+  }
   if (len < 4 || len >= sizeof tmp || memcmp(p, "wsb ", 4))
     return;
   memcpy(tmp, p, len);
@@ -765,6 +782,19 @@ static void push_on_frame(struct bench *b, int i, const unsigned char *p, size_t
   if (sscanf(tmp + 4, "%ld %lf", &seq, &sent) != 2)
     return;
   double d = now() - sent;
+  if (b->mode == M_ROOM) { /* done when the last member has it: that is the latency */
+    if (seq != b->cur_seq) {
+      b->late++;
+      return;
+    }
+    b->push_ok++;
+    if (++b->cur_arrivals < b->norder)
+      return;
+    samples_add(&b->lat, d);
+    b->cur_frame_seen = 1;
+    push_maybe_done(b);
+    return;
+  }
   if (seq != b->cur_seq || i != b->cur_target) {
     b->late++;
     return;
@@ -908,6 +938,13 @@ static void push_begin(struct bench *b) {
   }
   if (b->norder && http_open(b) < 0)
     die("push: cannot connect to %s:%d for HTTP", b->host, b->port);
+  /* room: the host times joining every socket to a room and leaving it (the function answers
+   * "jl <sockets> <join_us> <leave_us>" on the connection that asked). */
+  if (b->mode == M_ROOM && b->norder) {
+    unsigned char f[32], mask[4] = {1, 2, 3, 4};
+    size_t n = frame_build(f, 1, "joinleave", 9, mask);
+    conn_send(b, b->order[0], f, n);
+  }
 }
 
 /* ---- main loop ---- */
@@ -941,7 +978,7 @@ static void ramp(struct bench *b) {
 }
 
 static void usage(void) {
-  fputs("usage: wsbench [-m echo|churn|idle|push] [-h host] [-p port] [-u path] [-c conns]\n"
+  fputs("usage: wsbench [-m echo|churn|idle|push|room] [-h host] [-p port] [-u path] [-c conns]\n"
         "               [-d seconds] [-s size] [-g greetings] [-k srcips] [-w warmup_s]\n"
         "               [-o max_handshakes] [-t handshake_timeout_s] [-C 0|1] [-R pid] [-l label]\n"
         "               [-P push_path] [-a 'Header: value'] [-n max_pushes] [-r pushes_per_s]\n"
@@ -951,6 +988,8 @@ static void usage(void) {
         "  idle : hold -c connections for -d s; -R pid reports the server's RSS per connection\n"
         "  push : -c users greeted with {\"user_id\":..}; POST -P for one at a time, measure\n"
         "         the time until the frame reaches that user's socket\n"
+        "  room : -c members of one room (tests/plugins/room_bench.c); POST -P (/room_bench)\n"
+        "         one message at a time to the room, measure until the last member has it\n"
         "  -k N : spread connections over source addresses 127.0.0.1..N (0: automatic)\n",
         stderr);
   exit(2);
@@ -1036,11 +1075,15 @@ static void parse_args(struct bench *b, int argc, char **argv) {
     b->mode = M_IDLE;
   else if (!strcmp(m, "push"))
     b->mode = M_PUSH;
+  else if (!strcmp(m, "room"))
+    b->mode = M_ROOM;
   else
     usage();
+  if (b->mode == M_ROOM && !strcmp(b->push_path, "/push"))
+    b->push_path = "/room_bench";
   if (b->greet < 0)
-    b->greet = b->mode == M_PUSH ? 1 : 0;
-  if (b->mode == M_PUSH && b->greet < 1)
+    b->greet = PUSHLIKE(b) ? 1 : 0;
+  if (PUSHLIKE(b) && b->greet < 1)
     die("push mode needs the greeting (-g >= 1): it carries the user id");
   if (b->nconns < 1 || b->size < 0 || b->secs <= 0 || b->max_handshakes < 1)
     usage();
@@ -1057,7 +1100,11 @@ static void parse_args(struct bench *b, int argc, char **argv) {
 }
 
 static const char *mode_name(enum mode m) {
-  return m == M_ECHO ? "echo" : m == M_CHURN ? "churn" : m == M_IDLE ? "idle" : "push";
+  return m == M_ECHO    ? "echo"
+         : m == M_CHURN ? "churn"
+         : m == M_IDLE  ? "idle"
+         : m == M_PUSH  ? "push"
+                        : "room";
 }
 
 /* Everything goes back before exit, so leak checkers (make test-asan) see a clean run. */
@@ -1146,7 +1193,7 @@ int main(int argc, char **argv) {
         printf("# %ld/%d up after %.2f s (%ld failed handshakes)\n", b.up_now, b.nconns, t - t0,
                b.failed);
         fflush(stdout);
-        if (b.mode == M_PUSH)
+        if (PUSHLIKE(&b))
           push_begin(&b);
       }
     } else {
@@ -1162,9 +1209,9 @@ int main(int argc, char **argv) {
       }
       if (t >= end)
         break;
-      if (b.mode == M_PUSH && b.measuring)
+      if (PUSHLIKE(&b) && b.measuring)
         push_tick(&b, t);
-      if (b.mode == M_PUSH && b.max_pushes && b.pushes >= b.max_pushes && !b.cur_seq)
+      if (PUSHLIKE(&b) && b.max_pushes && b.pushes >= b.max_pushes && !b.cur_seq)
         break;
     }
     if (t - last_sweep > 0.1) {
@@ -1172,7 +1219,7 @@ int main(int argc, char **argv) {
       last_sweep = t;
     }
     int timeout = 10;
-    if (b.mode == M_PUSH && b.measuring && !b.cur_seq && b.norder) {
+    if (PUSHLIKE(&b) && b.measuring && !b.cur_seq && b.norder) {
       double w = b.next_push_at - now();
       timeout = w <= 0 ? 0 : (int)(w * 1000) < 10 ? (int)(w * 1000) : 10;
     }
@@ -1259,6 +1306,20 @@ int main(int argc, char **argv) {
            b.push_lost, b.push_queued, b.late, b.http_errors, (double)b.push_ok / el,
            pct_us(&b.lat, 0.5), pct_us(&b.lat, 0.99), pct_us(&b.lat, 1.0), pct_us(&b.http_lat, 0.5),
            pct_us(&b.http_lat, 0.99), extra);
+    break;
+  case M_ROOM:
+    printf("# %ld messages to a room of %d: %ld frames delivered (%.0f/s), send to last member "
+           "p50 %.0f us p99 %.0f us; %ld incomplete; host joined %ld sockets in %.1f ms, left "
+           "in %.1f ms\n",
+           b.pushes, b.norder, b.push_ok, (double)b.push_ok / el, pct_us(&b.lat, 0.5),
+           pct_us(&b.lat, 0.99), b.push_lost, b.jl_n, b.jl_join_us / 1e3, b.jl_leave_us / 1e3);
+    printf("mode=room label=%s conns=%d up=%ld members=%d failed=%ld dropped=%ld seconds=%.2f "
+           "messages=%ld delivered=%ld incomplete=%ld late=%ld http_errors=%ld "
+           "delivered_per_s=%.0f p50_us=%.0f p99_us=%.0f max_us=%.0f jl_sockets=%ld "
+           "join_us=%.0f leave_us=%.0f%s\n",
+           b.label, b.nconns, up, b.norder, b.failed, b.dropped, el, b.pushes, b.push_ok,
+           b.push_lost, b.late, b.http_errors, (double)b.push_ok / el, pct_us(&b.lat, 0.5),
+           pct_us(&b.lat, 0.99), pct_us(&b.lat, 1.0), b.jl_n, b.jl_join_us, b.jl_leave_us, extra);
     break;
   }
   fflush(stdout);

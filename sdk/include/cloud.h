@@ -12,9 +12,14 @@
  *
  * Build: cc -shared -fPIC -I sdk/include handler.c -o plugins/__websocket__.so -ljansson
  *
- * Threading: every call below is made on the host's event loop thread, from inside a
- * CLOUD_FUNCTION, CLOUD_INIT or CLOUD_FINI. A plugin that starts threads of its own must not
- * call the host from them.
+ * Threading: the host calls the plugin on its event loop thread, and most calls below must be
+ * made there, from inside a CLOUD_FUNCTION, CLOUD_INIT or CLOUD_FINI (elsewhere they return
+ * CLOUD_ESTATE, or NULL). Marked "any thread": the send calls (cloud_socket_send*,
+ * cloud_send_to_user*, cloud_room_send*, cloud_broadcast*), cloud_log* and cloud_deferred_*.
+ * From another thread those copy their arguments, wake the loop and return 0 at once: the send
+ * happens on the loop, so its count and its errors (a closed socket) are not reported back;
+ * CLOUD_EFULL means the loop's queue of such calls is full. A plugin's threads must be stopped
+ * in CLOUD_FINI: the host unloads the code after it.
  *
  * Ownership: strings and JSON objects in FunctionContext belong to the host and live until the
  * function returns; copy what you keep. Socket handles (cloud_socket) may be kept forever.
@@ -26,13 +31,16 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* ABI version of this header. The host serves a range of versions and refuses others. */
-#define CLOUD_ABI_VERSION 1
+#ifndef CLOUD_ABI_VERSION
+#define CLOUD_ABI_VERSION 2
+#endif
 
 /* Status codes: every int-returning call returns 0 (or a count) on success, one of these on
  * failure. cloud_strerror() names them. */
@@ -53,10 +61,15 @@ typedef struct cloud_socket {
   uint64_t id;
 } cloud_socket;
 
+/* A response an HTTP function will give later (cloud_defer). Opaque: a handle, never
+ * dereferenced; it stops working once completed or timed out. */
+typedef struct cloud_deferred cloud_deferred;
+
 /* Event parameters. Which fields are set depends on ctx->method:
  *   "WebSocket:message": data, len, is_binary (data is NUL-terminated for convenience)
  *   "WebSocket:close":   code, reason
- *   "WebSocket:error":   error (a message) */
+ *   "WebSocket:error":   error (a message)
+ *   "Timer":             data = the timer's name, len (ctx->socket is {0}) */
 typedef struct cloud_params {
   const char *data;
   size_t len;
@@ -83,7 +96,7 @@ typedef struct FunctionContext {
   cloud_socket socket;    /* WebSocket events: the connection; {0} for HTTP */
   const char *user_id;    /* WebSocket events: the connection's user */
   const char *user_token; /* connection event of a host-assigned user: its resume secret */
-  void *host;             /* private to the host */
+  void *host;             /* private to the host; since ABI 2 never read back */
 } FunctionContext;
 
 /* The host's functions, handed to the plugin at load. Grows only at the end; each group is
@@ -105,6 +118,19 @@ typedef struct cloud_api {
   void (*logv)(const FunctionContext *, const char *fmt, va_list);
   const char *(*strerror)(int code);
   const char *(*request_header)(FunctionContext *, const char *name);
+  /* ABI 2: rooms, broadcast, timers, log levels, deferred responses */
+  int (*room_join)(cloud_socket, const char *room);
+  int (*room_leave)(cloud_socket, const char *room);
+  int (*room_send)(const char *room, const void *, size_t, int is_binary, cloud_socket except);
+  int (*broadcast)(const void *, size_t, int is_binary, cloud_socket except);
+  json_t *(*room_members)(const char *room);
+  json_t *(*socket_rooms)(cloud_socket);
+  int (*timer_start)(const char *name, uint64_t first_ms, uint64_t every_ms);
+  int (*timer_stop)(const char *name);
+  void (*log_levelv)(const FunctionContext *, int level, const char *fmt, va_list);
+  cloud_deferred *(*defer)(FunctionContext *);
+  int (*deferred_respond)(cloud_deferred *, int status, const char *content_type, const void *,
+                          size_t);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -148,7 +174,7 @@ static inline int cloud_method_is(const FunctionContext *ctx, const char *method
 }
 
 /* Queues a text frame (copied). 0, or CLOUD_ECLOSED / CLOUD_EFULL (the connection is then
- * closed: a reader that slow is dropped) / CLOUD_ETOOBIG. */
+ * closed: a reader that slow is dropped) / CLOUD_ETOOBIG. Any thread. */
 static inline int cloud_socket_send(cloud_socket s, const char *text) {
   size_t n = 0;
   if (!text)
@@ -158,7 +184,7 @@ static inline int cloud_socket_send(cloud_socket s, const char *text) {
   return cloud_api_->socket_send(s, text, n, 0);
 }
 
-/* Queues a binary frame (copied). Same results as cloud_socket_send. */
+/* Queues a binary frame (copied). Same results as cloud_socket_send. Any thread. */
 static inline int cloud_socket_send_binary(cloud_socket s, const void *data, size_t len) {
   return cloud_api_->socket_send(s, data, len, 1);
 }
@@ -183,7 +209,7 @@ static inline int cloud_bind_user(FunctionContext *ctx, const char *user_id) {
 
 /* Sends text (copied) to every live connection of the user: returns how many. With none live
  * it is queued in the outbox (returns 0) and delivered in order on the user's next connection.
- * CLOUD_ENOUSER for an unknown user, CLOUD_EFULL when the outbox is full. */
+ * CLOUD_ENOUSER for an unknown user, CLOUD_EFULL when the outbox is full. Any thread. */
 static inline int cloud_send_to_user(const char *user_id, const char *text) {
   size_t n = 0;
   if (!text)
@@ -193,7 +219,7 @@ static inline int cloud_send_to_user(const char *user_id, const char *text) {
   return cloud_api_->send_to_user(user_id, text, n, 0);
 }
 
-/* Binary variant of cloud_send_to_user. */
+/* Binary variant of cloud_send_to_user. Any thread. */
 static inline int cloud_send_binary_to_user(const char *user_id, const void *data, size_t len) {
   return cloud_api_->send_to_user(user_id, data, len, 1);
 }
@@ -226,7 +252,8 @@ static inline int cloud_response_header(FunctionContext *ctx, const char *name, 
   return cloud_api_->response_header(ctx, name, value);
 }
 
-/* One log line at level info, tagged with function name and request id. */
+/* One log line at level info, tagged with function name and request id. Any thread; off the
+ * loop pass a ctx that is still valid (its function has not returned) or NULL. */
 static inline __attribute__((format(printf, 2, 3))) void cloud_log(const FunctionContext *ctx,
                                                                    const char *fmt, ...) {
   va_list ap;
@@ -240,6 +267,124 @@ static inline __attribute__((format(printf, 2, 3))) void cloud_log(const Functio
  * until the function returns. HTTP functions and the connection event only. */
 static inline const char *cloud_request_header(FunctionContext *ctx, const char *name) {
   return cloud_api_->request_header(ctx, name);
+}
+
+/* The same at levels warn and error. Any thread, as cloud_log. */
+static inline __attribute__((format(printf, 2, 3))) void cloud_log_warn(const FunctionContext *ctx,
+                                                                        const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  cloud_api_->log_levelv(ctx, 2, fmt, ap);
+  va_end(ap);
+}
+static inline __attribute__((format(printf, 2, 3))) void cloud_log_error(const FunctionContext *ctx,
+                                                                         const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  cloud_api_->log_levelv(ctx, 3, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- ABI 2: rooms and broadcast. Rooms live in the host's memory and hold live sockets only;
+ * names are [A-Za-z0-9_.:@-]{1,128}. A socket may be in many rooms (up to 1024) and leaves
+ * all of them when it closes (after its WebSocket:close event). */
+
+/* Adds s to room (created on first join). 0 (also when already a member), CLOUD_ECLOSED,
+ * CLOUD_EINVAL (bad name), CLOUD_EFULL (s is in too many rooms). Loop thread. */
+static inline int cloud_room_join(cloud_socket s, const char *room) {
+  return cloud_api_->room_join(s, room);
+}
+/* Removes s from room. 0, or CLOUD_EINVAL if s is not a member. Loop thread. */
+static inline int cloud_room_leave(cloud_socket s, const char *room) {
+  return cloud_api_->room_leave(s, room);
+}
+/* Queues text (copied) to every member of room but `except` ({0}: nobody excluded). Returns
+ * how many sockets it reached (0 for an empty or unknown room); never blocks: a member whose
+ * send queue is full is dropped as in cloud_socket_send. CLOUD_EINVAL, CLOUD_ETOOBIG. Costs
+ * O(members). Any thread (0 when called off the loop). */
+static inline int cloud_room_send(const char *room, const char *text, cloud_socket except) {
+  size_t n = 0;
+  if (!text)
+    return CLOUD_EINVAL;
+  while (text[n])
+    n++;
+  return cloud_api_->room_send(room, text, n, 0, except);
+}
+/* Binary variant of cloud_room_send. Any thread. */
+static inline int cloud_room_send_binary(const char *room, const void *data, size_t len,
+                                         cloud_socket except) {
+  return cloud_api_->room_send(room, data, len, 1, except);
+}
+/* Queues text (copied) to every live socket but `except`; returns how many. Any thread. */
+static inline int cloud_broadcast(const char *text, cloud_socket except) {
+  size_t n = 0;
+  if (!text)
+    return CLOUD_EINVAL;
+  while (text[n])
+    n++;
+  return cloud_api_->broadcast(text, n, 0, except);
+}
+/* The members of room as a new reference (json_decref it): [{"user_id": .., "sockets": n}],
+ * one entry per user; [] for an empty or unknown room; NULL for a bad name. Loop thread. */
+static inline json_t *cloud_room_members(const char *room) {
+  return cloud_api_->room_members(room);
+}
+/* The names of the rooms s is in, as a new array (json_decref it). Also valid in s's
+ * WebSocket:close event, to tell its rooms it left. Loop thread. */
+static inline json_t *cloud_socket_rooms(cloud_socket s) {
+  return cloud_api_->socket_rooms(s);
+}
+
+/* ---- ABI 2: timers. A timer belongs to the function that started it, by name: when it
+ * fires the host calls that function's current version (after a reload: the new one) with
+ * method "Timer" and ctx->params.data = name. It ends when the function's file is removed.
+ * A repeating timer whose handler overran its period skips the firings it missed. */
+
+/* Starts (or replaces) timer name ([A-Za-z0-9_.:@-]{1,128}, copied): first firing after
+ * first_ms, then every every_ms (0: once). 0, CLOUD_EINVAL, CLOUD_EFULL (4096 timers),
+ * CLOUD_ESTATE outside a call of the function (e.g. from another thread). Loop thread. */
+static inline int cloud_timer_start(const char *name, uint64_t first_ms, uint64_t every_ms) {
+  return cloud_api_->timer_start(name, first_ms, every_ms);
+}
+/* Stops the calling function's timer name. 0, or CLOUD_EINVAL if it has none. Loop thread. */
+static inline int cloud_timer_stop(const char *name) {
+  return cloud_api_->timer_stop(name);
+}
+
+/* ---- ABI 2: work that waits. An HTTP function that must wait (a database, another service)
+ * defers its response and returns at once, so the loop keeps serving; a thread of its own
+ * completes the response later. The version stays loaded until every response it deferred
+ * was completed or timed out (then 504, after --defer-timeout seconds, default 30). */
+
+/* HTTP functions only, loop thread: the response to ctx's request comes later. A handle, or
+ * NULL (not an HTTP call, out of memory). Valid until completed or timed out. Responses set
+ * on ctx after this call are ignored. */
+static inline cloud_deferred *cloud_defer(FunctionContext *ctx) {
+  return cloud_api_->defer(ctx);
+}
+/* Completes d with status and json as the body; steals json (like jansson's *_new), even on
+ * failure. Exactly once: a second call, or one after the timeout answered 504, returns
+ * CLOUD_EINVAL and sends nothing. CLOUD_ENOMEM, CLOUD_EFULL. Any thread. */
+static inline int cloud_deferred_json(cloud_deferred *d, int status, json_t *json) {
+  char *s = json ? json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  json_decref(json);
+  if (!s)
+    return json ? CLOUD_ENOMEM : CLOUD_EINVAL;
+  size_t n = 0;
+  while (s[n])
+    n++;
+  int rc = cloud_api_->deferred_respond(d, status, "application/json", s, n);
+  free(s);
+  return rc;
+}
+/* Completes d with status and text (copied) as text/plain. As cloud_deferred_json. */
+static inline int cloud_deferred_text(cloud_deferred *d, int status, const char *text) {
+  size_t n = 0;
+  if (!text)
+    return CLOUD_EINVAL;
+  while (text[n])
+    n++;
+  return cloud_api_->deferred_respond(d, status, "text/plain; charset=utf-8", text, n);
 }
 
 /* A static string naming a CLOUD_E* code. */

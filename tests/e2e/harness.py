@@ -260,7 +260,7 @@ class Host:
                 and self.returncode != -signal.SIGKILL and problem is None:
             problem = f"host died with signal {-self.returncode}"
         text = self.log()
-        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        for marker in ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:"):
             if marker in text:
                 problem = (problem + "; " if problem else "") + f"sanitizer report ({marker})"
         if VALGRIND and re.search(r"ERROR SUMMARY: [1-9]", text):

@@ -35,6 +35,16 @@ def test_push_reaches_the_users_socket():
         assert r["lost"] == "0" and r["queued"] == "0" and r["http_errors"] == "0", r
 
 
+def test_room_reaches_every_member():
+    plugins = {"__websocket__": tplugin("room_bench"), "room_bench": tplugin("room_bench")}
+    with Host(plugins=plugins) as h:
+        r = wsbench("-p", h.port, "-m", "room", "-c", 6, "-d", 5, "-w", 0.1, "-n", 10)
+        assert r["members"] == "6", r
+        assert r["messages"] == "10" and r["delivered"] == "60", r
+        assert r["incomplete"] == "0" and r["http_errors"] == "0", r
+        assert r["jl_sockets"] == "6", f"the host's join/leave timing did not come back: {r}"
+
+
 def test_idle_holds_and_measures_the_server():
     with Host() as h:
         r = wsbench("-p", h.port, "-m", "idle", "-c", 40, "-d", 0.2, "-g", 1, "-k", 3,

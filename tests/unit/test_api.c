@@ -11,7 +11,10 @@
 #include <cmocka.h>
 
 #include "api.h"
+#include "invocation.h"
 #include "plugins.h"
+
+#include <pthread.h>
 
 static void test_table_header(void **state) {
   (void)state;
@@ -25,6 +28,11 @@ static void test_table_header(void **state) {
   assert_int_equal(offsetof(cloud_api, size), 4);
   assert_int_equal(offsetof(cloud_plugin_desc, abi_version), 0);
   assert_int_equal(offsetof(cloud_plugin_desc, size), 4);
+  /* ABI 1's entries keep their places; ABI 2's come after the last of them. */
+  assert_int_equal(offsetof(cloud_api, socket_send), 8);
+  assert_int_equal(offsetof(cloud_api, request_header), 8 + 12 * sizeof(void *));
+  assert_int_equal(offsetof(cloud_api, room_join), 8 + 13 * sizeof(void *));
+  assert_int_equal(offsetof(cloud_api, deferred_respond), 8 + 23 * sizeof(void *));
 }
 
 static void test_table_complete(void **state) {
@@ -140,6 +148,52 @@ static void test_wrong_event_guards(void **state) {
   assert_null(t->request_header(&http, "host")); /* no headers object */
 }
 
+/* Without a host-private invocation record, a context is nobody's: whatever the plugin wrote
+ * into ctx->socket and ctx->host, no call acts on it. */
+static void test_forged_context(void **state) {
+  (void)state;
+  const cloud_api *t = api_table();
+  char junk[256];
+  memset(junk, 0x41, sizeof junk);
+  FunctionContext ctx = {.size = sizeof ctx, .function_name = "f", .method = "GET", .host = junk};
+  assert_int_equal(t->response_text(&ctx, 200, "x"), CLOUD_ESTATE);
+  ctx.socket.id = 7;
+  assert_int_equal(t->bind_user(&ctx, "alice"), CLOUD_ESTATE);
+  assert_null(t->defer(&ctx));
+  assert_null(t->request_header(&ctx, "host"));
+  for (size_t i = 0; i < sizeof junk; i++)
+    assert_int_equal(junk[i], 0x41);
+}
+
+static void *off_loop_calls(void *arg) {
+  const cloud_api *t = arg;
+  intptr_t bad = 0;
+  /* Loop-only calls refuse from another thread; the deferred calls check their handle. */
+  json_t *v = json_integer(1);
+  bad |= t->shared_set("k", v) != CLOUD_ESTATE;
+  json_decref(v);
+  bad |= t->shared_get("k") != NULL;
+  bad |= t->socket_close((cloud_socket){1}, 1000, NULL) != CLOUD_ESTATE;
+  bad |= t->room_join((cloud_socket){1}, "r") != CLOUD_ESTATE;
+  bad |= t->timer_start("t", 1, 1) != CLOUD_ESTATE;
+  bad |= t->deferred_respond((cloud_deferred *)(uintptr_t)12345, 200, "text/plain", "x", 1) !=
+         CLOUD_EINVAL;
+  /* Sends check what they can on the caller's thread. */
+  bad |= t->room_send("bad name", "x", 1, 0, (cloud_socket){0}) != CLOUD_EINVAL;
+  bad |= t->send_to_user("a b", "x", 1, 0) != CLOUD_EINVAL;
+  return (void *)bad;
+}
+
+static void test_off_loop_guards(void **state) {
+  (void)state;
+  invocation_set_loop_thread();
+  pthread_t th;
+  void *bad = (void *)1;
+  assert_int_equal(pthread_create(&th, NULL, off_loop_calls, (void *)api_table()), 0);
+  pthread_join(th, &bad);
+  assert_null(bad);
+}
+
 static void test_closed_socket_guards(void **state) {
   (void)state;
   const cloud_api *t = api_table();
@@ -164,6 +218,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_shared, bind_host, unbind_host),
       cmocka_unit_test_setup_teardown(test_wrong_event_guards, bind_host, unbind_host),
       cmocka_unit_test_setup_teardown(test_closed_socket_guards, bind_host, unbind_host),
+      cmocka_unit_test_setup_teardown(test_forged_context, bind_host, unbind_host),
+      cmocka_unit_test_setup_teardown(test_off_loop_guards, bind_host, unbind_host),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,28 @@
+/* xthread.h: work other threads hand to the event loop: a mutex-protected queue and an
+ * ev_async that wakes the loop to run it. Owns the queue; what runs is the poster's. */
+#ifndef WSHOST_XTHREAD_H
+#define WSHOST_XTHREAD_H
+
+#include "host.h"
+
+/* Most items a queue holds; a post past it fails with CLOUD_EFULL (a thread flooding the
+ * loop is told, not buffered without bound). */
+#define XTHREAD_MAX_ITEMS 65536
+
+/* Something to run on the loop. `run` gets the host and the item, and frees the item (it was
+ * malloc'ed by the poster). With h NULL the host is going away: free only, do nothing. */
+struct xthread_item {
+  struct xthread_item *next;
+  void (*run)(struct host *h, struct xthread_item *item);
+};
+
+int xthread_open(struct host *h);
+/* Runs what is left (with a NULL host: freed, not run) and stops the watcher. */
+void xthread_close(struct host *h);
+/* From any thread: queues item and wakes the loop. 0, or CLOUD_EFULL / CLOUD_ESTATE (no
+ * loop); on failure the item is still the caller's. */
+int xthread_post(struct host *h, struct xthread_item *item);
+/* On the loop: runs everything queued now (also called by the watcher). */
+void xthread_drain(struct host *h);
+
+#endif

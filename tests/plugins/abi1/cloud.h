@@ -1,0 +1,255 @@
+/* cloud.h as ABI 1 shipped it (commit b5dda85), unchanged below this line: plugins built
+ * against it must keep loading in hosts that serve ABI 2 (tests/plugins/abi1/abi1.c). */
+/* cloud.h: the whole SDK of a wshost cloud function, and the only header a plugin includes.
+ * Owns the ABI between host and plugin: the descriptor a plugin exports, the API table it gets.
+ *
+ * A function is one shared object with one entry point:
+ *
+ *     #include <cloud.h>
+ *     CLOUD_FUNCTION(ctx) {
+ *       if (cloud_method_is(ctx, "WebSocket:message"))
+ *         cloud_socket_send(ctx->socket, "I have received your message");
+ *       return 0;
+ *     }
+ *
+ * Build: cc -shared -fPIC -I sdk/include handler.c -o plugins/__websocket__.so -ljansson
+ *
+ * Threading: every call below is made on the host's event loop thread, from inside a
+ * CLOUD_FUNCTION, CLOUD_INIT or CLOUD_FINI. A plugin that starts threads of its own must not
+ * call the host from them.
+ *
+ * Ownership: strings and JSON objects in FunctionContext belong to the host and live until the
+ * function returns; copy what you keep. Socket handles (cloud_socket) may be kept forever.
+ */
+#ifndef CLOUD_H
+#define CLOUD_H
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ABI version of this header. The host serves a range of versions and refuses others. */
+#define CLOUD_ABI_VERSION 1
+
+/* Status codes: every int-returning call returns 0 (or a count) on success, one of these on
+ * failure. cloud_strerror() names them. */
+#define CLOUD_OK 0
+#define CLOUD_EINVAL (-1)  /* bad argument (NULL, wrong size, invalid user id) */
+#define CLOUD_ECLOSED (-2) /* the socket's connection is closed */
+#define CLOUD_ENOMEM (-3)  /* out of memory */
+#define CLOUD_ENOUSER (-4) /* no such user */
+#define CLOUD_EFULL (-5)   /* a bounded queue (send queue, outbox) is full */
+#define CLOUD_ESTATE (-6)  /* not allowed in this event (e.g. bind outside connection) */
+#define CLOUD_ETOOBIG (-7) /* message larger than the configured limit */
+#define CLOUD_EIO (-8)     /* the store failed */
+
+/* A WebSocket connection. A plain value: copy it, keep it, compare it with
+ * cloud_socket_equal(). After its connection closed every call on it returns CLOUD_ECLOSED.
+ * id 0 is "no socket" (HTTP functions). */
+typedef struct cloud_socket {
+  uint64_t id;
+} cloud_socket;
+
+/* Event parameters. Which fields are set depends on ctx->method:
+ *   "WebSocket:message": data, len, is_binary (data is NUL-terminated for convenience)
+ *   "WebSocket:close":   code, reason
+ *   "WebSocket:error":   error (a message) */
+typedef struct cloud_params {
+  const char *data;
+  size_t len;
+  int is_binary;
+  int code;
+  const char *reason;
+  const char *error;
+} cloud_params;
+
+/* Mirrors Laf's FunctionContext. All members are owned by the host and valid during the call.
+ * New members are only ever added at the end; `size` is sizeof as the host filled it. */
+typedef struct FunctionContext {
+  size_t size;
+  const char *function_name; /* "__websocket__", "echo", ... */
+  const char *request_id;    /* unique per event or request; also in the log lines */
+  const char *method;        /* "WebSocket:connection" ... or "GET", "POST", ... */
+  cloud_params params;
+  json_t *query;          /* object: query string parameters (connection event and HTTP) */
+  json_t *headers;        /* object: lower-case header names (connection event and HTTP) */
+  json_t *body;           /* HTTP: parsed JSON or urlencoded body, NULL if none */
+  const char *body_raw;   /* HTTP: raw body bytes, NUL-terminated, NULL if none */
+  size_t body_len;        /* HTTP: length of body_raw */
+  const char *url;        /* path and query string of the request or upgrade */
+  cloud_socket socket;    /* WebSocket events: the connection; {0} for HTTP */
+  const char *user_id;    /* WebSocket events: the connection's user */
+  const char *user_token; /* connection event of a host-assigned user: its resume secret */
+  void *host;             /* private to the host */
+} FunctionContext;
+
+/* The host's functions, handed to the plugin at load. Grows only at the end; each group is
+ * marked with the ABI version that added it. Plugins call the wrappers below, not this. */
+typedef struct cloud_api {
+  uint32_t abi_version; /* version the host serves */
+  uint32_t size;        /* sizeof(cloud_api) in the host */
+  /* ABI 1 */
+  int (*socket_send)(cloud_socket, const void *, size_t, int is_binary);
+  int (*socket_close)(cloud_socket, int code, const char *reason);
+  int (*bind_user)(FunctionContext *, const char *user_id);
+  int (*send_to_user)(const char *user_id, const void *, size_t, int is_binary);
+  json_t *(*shared_get)(const char *key);
+  int (*shared_set)(const char *key, json_t *value);
+  int (*shared_delete)(const char *key);
+  int (*response_json)(FunctionContext *, int status, json_t *);
+  int (*response_text)(FunctionContext *, int status, const char *);
+  int (*response_header)(FunctionContext *, const char *name, const char *value);
+  void (*logv)(const FunctionContext *, const char *fmt, va_list);
+  const char *(*strerror)(int code);
+  const char *(*request_header)(FunctionContext *, const char *name);
+} cloud_api;
+
+/* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
+ * size before it uses anything else, then stores its table through `api`. */
+typedef struct cloud_plugin_desc {
+  uint32_t abi_version;
+  uint32_t size;         /* sizeof(cloud_plugin_desc) in the plugin */
+  uint32_t context_size; /* sizeof(FunctionContext) in the plugin */
+  const cloud_api **api; /* where the host stores its table */
+  int (*main)(FunctionContext *);
+} cloud_plugin_desc;
+
+/* Defined once per plugin by CLOUD_FUNCTION; set by the host before any hook runs. */
+extern const cloud_api *cloud_api_ __attribute__((visibility("hidden")));
+
+/* The entry point. Runs for every event of the function; return 0, or non-zero for an error
+ * (logged with the request id; over HTTP a 500 unless a response was set). */
+#define CLOUD_FUNCTION(ctx)                                                                        \
+  const cloud_api *cloud_api_ __attribute__((visibility("hidden")));                               \
+  static int cloud_main_(FunctionContext *);                                                       \
+  __attribute__((visibility("default")))                                                           \
+  const cloud_plugin_desc cloud_plugin = {CLOUD_ABI_VERSION, sizeof(cloud_plugin_desc),            \
+                                          sizeof(FunctionContext), &cloud_api_, cloud_main_};      \
+  static int cloud_main_(FunctionContext *ctx)
+
+/* Optional: runs once after load, before the version is swapped in (like Laf's __init__).
+ * Non-zero refuses this version; the previous one keeps serving. */
+#define CLOUD_INIT() __attribute__((visibility("default"))) int cloud_plugin_init(void)
+
+/* Optional: runs once before this version is unloaded. */
+#define CLOUD_FINI() __attribute__((visibility("default"))) void cloud_plugin_fini(void)
+
+/* 1 if ctx->method equals method (e.g. "WebSocket:connection", "POST"). */
+static inline int cloud_method_is(const FunctionContext *ctx, const char *method) {
+  const char *a = ctx->method, *b = method;
+  if (!a || !b)
+    return 0;
+  while (*a && *a == *b)
+    a++, b++;
+  return *a == *b;
+}
+
+/* Queues a text frame (copied). 0, or CLOUD_ECLOSED / CLOUD_EFULL (the connection is then
+ * closed: a reader that slow is dropped) / CLOUD_ETOOBIG. */
+static inline int cloud_socket_send(cloud_socket s, const char *text) {
+  size_t n = 0;
+  if (!text)
+    return CLOUD_EINVAL;
+  while (text[n])
+    n++;
+  return cloud_api_->socket_send(s, text, n, 0);
+}
+
+/* Queues a binary frame (copied). Same results as cloud_socket_send. */
+static inline int cloud_socket_send_binary(cloud_socket s, const void *data, size_t len) {
+  return cloud_api_->socket_send(s, data, len, 1);
+}
+
+/* Closes after what is queued was sent. code: 1000..4999 (1011 tells the client "server
+ * error"); reason (copied) at most 123 bytes, may be NULL. */
+static inline int cloud_socket_close(cloud_socket s, int code, const char *reason) {
+  return cloud_api_->socket_close(s, code, reason);
+}
+
+/* 1 if both handles name the same connection. */
+static inline int cloud_socket_equal(cloud_socket a, cloud_socket b) {
+  return a.id == b.id;
+}
+
+/* Connection event only: makes user_id (copied; [A-Za-z0-9_.@:-]{1,128}) this connection's
+ * user instead of a host-assigned one. Check your own credential first. 0, CLOUD_ESTATE
+ * outside the connection event, CLOUD_EINVAL for a bad id. */
+static inline int cloud_bind_user(FunctionContext *ctx, const char *user_id) {
+  return cloud_api_->bind_user(ctx, user_id);
+}
+
+/* Sends text (copied) to every live connection of the user: returns how many. With none live
+ * it is queued in the outbox (returns 0) and delivered in order on the user's next connection.
+ * CLOUD_ENOUSER for an unknown user, CLOUD_EFULL when the outbox is full. */
+static inline int cloud_send_to_user(const char *user_id, const char *text) {
+  size_t n = 0;
+  if (!text)
+    return CLOUD_EINVAL;
+  while (text[n])
+    n++;
+  return cloud_api_->send_to_user(user_id, text, n, 0);
+}
+
+/* Binary variant of cloud_send_to_user. */
+static inline int cloud_send_binary_to_user(const char *user_id, const void *data, size_t len) {
+  return cloud_api_->send_to_user(user_id, data, len, 1);
+}
+
+/* Process-wide JSON values, shared by all functions, kept across reloads.
+ * get: a new reference to a copy (json_decref it), NULL if absent.
+ * set: the host keeps its own copy; the caller still owns value.
+ * delete: 0, or CLOUD_EINVAL if absent. */
+static inline json_t *cloud_shared_get(const char *key) {
+  return cloud_api_->shared_get(key);
+}
+static inline int cloud_shared_set(const char *key, json_t *value) {
+  return cloud_api_->shared_set(key, value);
+}
+static inline int cloud_shared_delete(const char *key) {
+  return cloud_api_->shared_delete(key);
+}
+
+/* HTTP functions only (CLOUD_ESTATE elsewhere). The last response set wins.
+ * response_json steals the reference to json (like jansson's *_new), even on failure.
+ * response_text copies text and sets content-type text/plain. */
+static inline int cloud_response_json(FunctionContext *ctx, int status, json_t *json) {
+  return cloud_api_->response_json(ctx, status, json);
+}
+static inline int cloud_response_text(FunctionContext *ctx, int status, const char *text) {
+  return cloud_api_->response_text(ctx, status, text);
+}
+/* Adds a response header (both copied). */
+static inline int cloud_response_header(FunctionContext *ctx, const char *name, const char *value) {
+  return cloud_api_->response_header(ctx, name, value);
+}
+
+/* One log line at level info, tagged with function name and request id. */
+static inline __attribute__((format(printf, 2, 3))) void cloud_log(const FunctionContext *ctx,
+                                                                   const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  cloud_api_->logv(ctx, fmt, ap);
+  va_end(ap);
+}
+
+/* The value of any request header by name (case-blind), NULL if absent. ctx->headers holds
+ * the standard headers; this also finds custom ones (and adds them to ctx->headers). Valid
+ * until the function returns. HTTP functions and the connection event only. */
+static inline const char *cloud_request_header(FunctionContext *ctx, const char *name) {
+  return cloud_api_->request_header(ctx, name);
+}
+
+/* A static string naming a CLOUD_E* code. */
+static inline const char *cloud_strerror(int code) {
+  return cloud_api_->strerror(code);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif
