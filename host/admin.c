@@ -95,9 +95,10 @@ static void quarantine_lift_route(struct http_req *r) {
     return;
   }
   int rc = plugins_reload(r->host->plugins, fn);
-  log_warn(fn, r->request_id, "quarantine of %s lifted by the admin API from %s; %s", fn,
-           r->remote, rc == 0 ? "loaded again" : "its file still does not load");
-  set_json(r, 200, json_pack("{ss sb}", "lifted", fn, "loaded", plugins_loaded(r->host->plugins, fn)));
+  log_warn(fn, r->request_id, "quarantine of %s lifted by the admin API from %s; %s", fn, r->remote,
+           rc == 0 ? "loaded again" : "its file still does not load");
+  set_json(r, 200,
+           json_pack("{ss sb}", "lifted", fn, "loaded", plugins_loaded(r->host->plugins, fn)));
 }
 
 /* POST /_/push {"user_id", "message"} and the example push function answer alike. */

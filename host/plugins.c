@@ -358,7 +358,8 @@ static int run_dir_prepare(struct plugins *p) {
   if (p->h->cfg.port)
     snprintf(p->run, sizeof p->run, "%s/wshost-%u-%d", base, (unsigned)geteuid(), p->h->cfg.port);
   else
-    snprintf(p->run, sizeof p->run, "%s/wshost-%u-pid%d", base, (unsigned)geteuid(), p->h->host_pid);
+    snprintf(p->run, sizeof p->run, "%s/wshost-%u-pid%d", base, (unsigned)geteuid(),
+             p->h->host_pid);
   if (mkdir(p->run, 0700) < 0 && errno != EEXIST)
     return -errno;
   struct stat st;

@@ -144,7 +144,7 @@ static int recent_crashes(struct sup *s, int64_t now) {
 }
 
 /* Decides when the next serving process starts after an unplanned exit. */
-static void after_crash(struct sup *s, int status) {
+static void after_crash(struct sup *s, pid_t pid, int status) {
   int64_t now = mono_ms();
   char what[64];
   if (WIFSIGNALED(status))
@@ -163,7 +163,7 @@ static void after_crash(struct sup *s, int status) {
     memcpy(s->last_quarantined, key, sizeof key);
     log_error(s->last.function, s->last.request_id,
               "serving process %d %s in %s version %d: version quarantined, restarting now",
-              (int)s->child, what, s->last.function, s->last.version);
+              (int)pid, what, s->last.function, s->last.version);
     s->next_start = now;
     return;
   }
@@ -181,10 +181,10 @@ static void after_crash(struct sup *s, int status) {
     log_error(NULL, NULL,
               "CRASH LOOP: serving process %d %s, %d crashes in %d s with nothing to "
               "quarantine; next start in %d ms (backing off up to %d s)",
-              (int)s->child, what, n, CRASH_LOOP_T_MS / 1000, s->backoff_ms,
+              (int)pid, what, n, CRASH_LOOP_T_MS / 1000, s->backoff_ms,
               SUPERVISOR_BACKOFF_MAX_MS / 1000);
   else
-    log_error(NULL, NULL, "serving process %d %s; restarting in %d ms", (int)s->child, what,
+    log_error(NULL, NULL, "serving process %d %s; restarting in %d ms", (int)pid, what,
               s->backoff_ms);
 }
 
@@ -216,7 +216,7 @@ static void reap(struct sup *s) {
       s->stopping = 1;
       continue;
     }
-    after_crash(s, status);
+    after_crash(s, pid, status);
   }
 }
 

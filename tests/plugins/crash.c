@@ -1,0 +1,55 @@
+/* crash: a function that takes the host down on request, for the crash tests. As
+ * __websocket__ it greets like the example and echoes, but the message "segv" dereferences
+ * NULL, "abort" aborts and "fpe" divides by zero; over HTTP, ?do=segv|abort|fpe does the same.
+ * crash_fixed.c builds the same file with CRASH_FIXED: it never crashes (the "fixed build").
+ * The faulting function is exported (default visibility) so the backtrace names it. */
+#include <cloud.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef CRASH_BUILD
+#define CRASH_BUILD "crashing"
+#endif
+
+__attribute__((visibility("default"), noinline)) int crash_deref_null(const char *how) {
+#ifdef CRASH_FIXED
+  (void)how;
+  return 0;
+#else
+  volatile int *volatile p = NULL;
+  volatile int zero = 0, seven = 7; /* 1 / x compiles to a compare, no division */
+  if (!strcmp(how, "segv"))
+    return *p;
+  if (!strcmp(how, "abort"))
+    abort();
+  if (!strcmp(how, "fpe"))
+    return seven / zero;
+  return 0;
+#endif
+}
+
+static void send_json(cloud_socket s, json_t *j) {
+  char *text = json_dumps(j, JSON_COMPACT);
+  if (text)
+    cloud_socket_send(s, text);
+  free(text);
+  json_decref(j);
+}
+
+CLOUD_FUNCTION(ctx) {
+  if (cloud_method_is(ctx, "WebSocket:connection")) {
+    send_json(ctx->socket, json_pack("{s:s, s:s?, s:s?, s:s}", "event", "connected", "user_id",
+                                     ctx->user_id, "token", ctx->user_token, "build", CRASH_BUILD));
+  } else if (cloud_method_is(ctx, "WebSocket:message")) {
+    crash_deref_null(ctx->params.data ? ctx->params.data : "");
+    return cloud_socket_send(ctx->socket, ctx->params.data) < 0;
+  } else if (!strncmp(ctx->method, "WebSocket:", 10)) {
+    return 0;
+  } else {
+    const char *how = json_string_value(json_object_get(ctx->query, "do"));
+    crash_deref_null(how ? how : "");
+    return cloud_response_json(ctx, 200, json_pack("{s:s}", "build", CRASH_BUILD));
+  }
+  return 0;
+}
