@@ -359,7 +359,7 @@ static int run_dir_prepare(struct plugins *p) {
     snprintf(p->run, sizeof p->run, "%s/wshost-%u-%d", base, (unsigned)geteuid(), p->h->cfg.port);
   else
     snprintf(p->run, sizeof p->run, "%s/wshost-%u-pid%d", base, (unsigned)geteuid(),
-             p->h->host_pid);
+             p->h->host_pid ? p->h->host_pid : (int)getpid());
   if (mkdir(p->run, 0700) < 0 && errno != EEXIST)
     return -errno;
   struct stat st;
@@ -373,7 +373,7 @@ static int run_dir_prepare(struct plugins *p) {
     return -errno;
   run_dir_empty(d);
   closedir(d);
-  run_dir_reap(base, (pid_t)p->h->host_pid);
+  run_dir_reap(base, p->h->host_pid ? (pid_t)p->h->host_pid : getpid());
   return 0;
 }
 
