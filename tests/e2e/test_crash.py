@@ -145,6 +145,40 @@ async def test_quarantine_survives_restart_and_admin_lift():
         assert h.http("GET", "/_/status", auth=True).json["quarantine"] == {}
 
 
+def wshostctl(h, *args, url=None):
+    import subprocess
+    cmd = [os.path.join(SOURCE_DIR, "tools", "wshostctl"), "--db", h.db, "--token", ADMIN_TOKEN,
+           "--url", url or f"http://127.0.0.1:{h.port}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+
+
+def test_wshostctl_lists_and_lifts():
+    """Through the admin API while the host runs, through the crash file while it is down."""
+    h = Host(plugins={"crash": tplugin("crash")})
+    with h:
+        for attempt in (1, 2):
+            t0 = time.monotonic()
+            crash_http(h, "segv", f"ctl-{attempt}")
+            wait_back(h, t0, "after the crash")
+            r = wshostctl(h, "quarantine")
+            assert r.returncode == 0 and re.search(r"^crash\s+1\s+[0-9a-f]{12}\s+SIGSEGV\s+"
+                                                   rf"ctl-{attempt}\b", r.stdout, re.M), r
+            if attempt == 1:
+                r = wshostctl(h, "lift", "crash")
+                assert r.returncode == 0 and "lifted, loaded again" in r.stdout, r
+                assert h.http("GET", "/crash").status == 200
+        assert h.stop() == 0
+        port = free_port()  # nothing listens there: wshostctl falls back to the file
+        r = wshostctl(h, "quarantine", url=f"http://127.0.0.1:{port}")
+        assert r.returncode == 0 and "ctl-2" in r.stdout, r
+        r = wshostctl(h, "lift", "crash", url=f"http://127.0.0.1:{port}")
+        assert r.returncode == 0 and "lifted in" in r.stdout, r
+        h.start()
+        assert h.http("GET", "/crash").status == 200, "the offline lift was not honoured"
+        r = wshostctl(h, "lift", "crash")
+        assert r.returncode != 0 and "not quarantined" in r.stderr, r
+
+
 async def test_websocket_crash_refuses_upgrades_503():
     h = Host(plugins={"__websocket__": tplugin("crash"), "echo": example("echo")})
     with h:
