@@ -230,7 +230,11 @@ int plugins_reload(struct plugins *p, const char *name) {
     snprintf(why, sizeof why,
              "quarantined: this build (sha256 %.12s...) crashed the host with %s; deploy a "
              "different build, or lift it (POST /_/quarantine/%s/lift)",
-             v->sha256, json_string_value(json_object_get(q, "signal_name")), name);
+             v->sha256,
+             json_string_value(json_object_get(q, "signal_name"))
+                 ? json_string_value(json_object_get(q, "signal_name"))
+                 : "a signal",
+             name);
     refuse(s, path, why);
     version_unload(v);
     return -EPERM;

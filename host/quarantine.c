@@ -64,22 +64,41 @@ static int append_line(struct quarantine *q, json_t *rec) {
   return rc;
 }
 
-/* Rewrites the file with the records still in force: quarantines and the crashes shown. */
+static int in_list(json_t *list, json_t *rec) {
+  size_t i;
+  json_t *x;
+  json_array_foreach(list, i, x) if (x == rec) return 1;
+  return 0;
+}
+
+static void dump_line(json_t *rec, FILE *f) {
+  json_dumpf(rec, f, JSON_COMPACT);
+  fputc('\n', f);
+}
+
+/* Rewrites the file with what is still in force, in an order whose replay gives the same
+ * state: older quarantines first, then the crashes shown, each lifted at once unless it is
+ * the record in force for its function. */
 static void compact(struct quarantine *q) {
   char tmp[4300];
   snprintf(tmp, sizeof tmp, "%s.tmp", q->path);
   FILE *f = fopen(tmp, "w");
   if (!f)
     return;
-  size_t i;
-  json_t *rec;
-  json_array_foreach(q->crashes, i, rec) {
-    const char *fn = json_string_value(json_object_get(rec, "function"));
-    if (!fn || json_object_get(q->quarantined, fn) != rec)
-      json_dumpf(rec, f, JSON_COMPACT), fputc('\n', f);
-  }
   const char *name;
-  json_object_foreach(q->quarantined, name, rec) json_dumpf(rec, f, JSON_COMPACT), fputc('\n', f);
+  json_t *rec;
+  json_object_foreach(q->quarantined, name, rec) if (!in_list(q->crashes, rec)) dump_line(rec, f);
+  size_t i;
+  json_array_foreach(q->crashes, i, rec) {
+    dump_line(rec, f);
+    const char *fn = json_string_value(json_object_get(rec, "function"));
+    if (fn && json_string_value(json_object_get(rec, "sha256")) &&
+        json_object_get(q->quarantined, fn) != rec) {
+      json_t *lift = json_pack("{ss ss ss}", "kind", "lift", "function", fn, "by", "compaction");
+      dump_line(lift, f);
+      json_decref(lift);
+    }
+  }
   if (fclose(f) == 0)
     rename(tmp, q->path);
   else
@@ -125,7 +144,10 @@ int quarantine_open(const char *db_path, struct quarantine **out) {
                "deploy a fixed build or lift it (POST /_/quarantine/%s/lift)",
                name, (long long)json_integer_value(json_object_get(rec, "version")),
                json_string_value(json_object_get(rec, "sha256")),
-               json_string_value(json_object_get(rec, "signal_name")), name);
+               json_string_value(json_object_get(rec, "signal_name"))
+                   ? json_string_value(json_object_get(rec, "signal_name"))
+                   : "a signal",
+               name);
   *out = q;
   return 0;
 }
