@@ -145,6 +145,20 @@ async def test_quarantine_survives_restart_and_admin_lift():
         assert h.http("GET", "/_/status", auth=True).json["quarantine"] == {}
 
 
+def test_stack_overflow_is_reported():
+    """The handler runs on its own stack: a function that exhausts the stack is reported
+    like any other crash."""
+    h = Host(plugins={"crash": tplugin("crash")})
+    with h:
+        t0 = time.monotonic()
+        crash_http(h, "stack", "stack-1")
+        wait_back(h, t0, "after a stack overflow")
+        h.wait_log(r"error crash stack-1 function crashed: SIGSEGV \(signal 11\) at address "
+                   r"0x[0-9a-f]+ in crash version 1")
+        h.wait_log(r"crash\.\d+\.so\(crash_recurse\+0x[0-9a-f]+\)")
+        assert h.http("GET", "/crash").status == 503
+
+
 def wshostctl(h, *args, url=None):
     import subprocess
     cmd = [os.path.join(SOURCE_DIR, "tools", "wshostctl"), "--db", h.db, "--token", ADMIN_TOKEN,

@@ -1,6 +1,7 @@
 /* crash: a function that takes the host down on request, for the crash tests. As
  * __websocket__ it greets like the example and echoes, but the message "segv" dereferences
- * NULL, "abort" aborts and "fpe" divides by zero; over HTTP, ?do=segv|abort|fpe does the same.
+ * NULL, "abort" aborts, "fpe" divides by zero and "stack" recurses until the stack is gone;
+ * over HTTP, ?do=segv|abort|fpe|stack does the same.
  * crash_fixed.c builds the same file with CRASH_FIXED: it never crashes (the "fixed build").
  * The faulting function is exported (default visibility) so the backtrace names it. */
 #include <cloud.h>
@@ -11,6 +12,15 @@
 #ifndef CRASH_BUILD
 #define CRASH_BUILD "crashing"
 #endif
+
+__attribute__((visibility("default"), noinline)) int crash_recurse(volatile int depth) {
+  volatile char pad[256];
+  pad[depth & 255] = (char)depth;
+  /* Always true at run time; the compiler cannot tell (it refuses a plain infinite recursion). */
+  if (depth >= 0)
+    return crash_recurse(depth + 1) + pad[0];
+  return pad[0];
+}
 
 __attribute__((visibility("default"), noinline)) int crash_deref_null(const char *how) {
 #ifdef CRASH_FIXED
@@ -25,6 +35,8 @@ __attribute__((visibility("default"), noinline)) int crash_deref_null(const char
     abort();
   if (!strcmp(how, "fpe"))
     return seven / zero;
+  if (!strcmp(how, "stack"))
+    return crash_recurse(0);
   return 0;
 #endif
 }
