@@ -10,20 +10,102 @@
  * bounds it. Everything is formatted by hand into a stack buffer: no malloc, no stdio. */
 #include "crash.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
+#include <link.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#define CRASH_MAPS 256
+
+/* Where one loaded version's code lies. */
+struct crash_map_entry {
+  uintptr_t lo, hi, key;
+  int version;
+  char function[129];
+  char sha256[CRASH_SHA_HEX];
+};
 
 /* The one place the signal handler can find what is running: process-wide by nature. */
 static struct {
   struct crash_frame now;
   int report_fd, record_fd;
-} g = {{NULL, NULL, NULL, 0}, -1, -1};
+  long loop_tid; /* the thread that runs plugin calls (the event loop's) */
+  struct crash_map_entry maps[CRASH_MAPS];
+} g = {.report_fd = -1, .record_fd = -1};
+
+struct find_object {
+  uintptr_t addr, lo, hi;
+  int found;
+};
+
+static int find_object_cb(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  struct find_object *f = arg;
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD)
+      continue;
+    uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+    if (a < lo)
+      lo = a;
+    if (a + ph->p_memsz > hi)
+      hi = a + ph->p_memsz;
+  }
+  if (f->addr >= lo && f->addr < hi) {
+    f->lo = lo;
+    f->hi = hi;
+    f->found = 1;
+    return 1;
+  }
+  return 0;
+}
+
+int crash_map(const void *addr, const char *function, int version, const char *sha256) {
+  struct find_object f = {(uintptr_t)addr, 0, 0, 0};
+  dl_iterate_phdr(find_object_cb, &f);
+  if (!f.found)
+    return -ENOENT;
+  for (int i = 0; i < CRASH_MAPS; i++) {
+    struct crash_map_entry *m = &g.maps[i];
+    if (m->key)
+      continue;
+    m->lo = f.lo;
+    m->hi = f.hi;
+    m->version = version;
+    snprintf(m->function, sizeof m->function, "%s", function);
+    snprintf(m->sha256, sizeof m->sha256, "%s", sha256);
+    m->key = (uintptr_t)addr; /* last: the entry is whole before the handler can match it */
+    return 0;
+  }
+  return -ENOSPC;
+}
+
+void crash_unmap(const void *addr) {
+  for (int i = 0; i < CRASH_MAPS; i++)
+    if (g.maps[i].key == (uintptr_t)addr)
+      g.maps[i].key = 0;
+}
+
+/* The loaded version whose code the innermost frame that is in one belongs to. */
+static const struct crash_map_entry *map_of_frames(void *const *frames, int n) {
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < CRASH_MAPS; j++) {
+      const struct crash_map_entry *m = &g.maps[j];
+      uintptr_t pc = (uintptr_t)frames[i];
+      if (m->key && pc >= m->lo && pc < m->hi)
+        return m;
+    }
+  return NULL;
+}
 
 static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 
@@ -138,7 +220,16 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   clock_gettime(CLOCK_REALTIME, &ts);
   int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
   uint64_t addr = (uint64_t)(uintptr_t)si->si_addr;
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  /* The call record belongs to the loop's thread. A crash on another thread (a plugin's own,
+   * or the host's) is pinned on a function only if its backtrace runs through one. */
   struct crash_frame f = g.now;
+  if (g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
+    const struct crash_map_entry *m = map_of_frames(frames, n);
+    f = (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
+                             m ? m->version : 0};
+  }
   char buf[1024];
   struct out o = {buf, buf + sizeof buf - 1};
 
@@ -174,8 +265,6 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   put_u(&o, (uint64_t)getpid(), 10, 1);
   put(&o, "; backtrace:\n");
   write_all(STDERR_FILENO, buf, (size_t)(o.p - buf));
-  void *frames[64];
-  int n = backtrace(frames, 64);
   backtrace_symbols_fd(frames, n, STDERR_FILENO);
 
   /* 2. The crash file: one JSON line the next serving process reads (quarantine.c). */
@@ -237,6 +326,7 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
 int crash_install(int report_fd, int record_fd) {
   g.report_fd = report_fd;
   g.record_fd = record_fd;
+  g.loop_tid = syscall(SYS_gettid);
   /* Warm-up: backtrace's first call loads libgcc_s (malloc, dlopen): not in the handler. */
   void *warm[2];
   backtrace(warm, 2);

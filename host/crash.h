@@ -38,6 +38,11 @@ int crash_install(int report_fd, int record_fd);
 void crash_enter(struct crash_frame *saved, const char *function, int version, const char *sha256,
                  const char *request_id);
 void crash_leave(const struct crash_frame *saved);
+/* Records where a loaded version's code lies (the object containing addr), so a crash on a
+ * thread that is not running a call (a plugin's own thread, its fini) is still pinned on it
+ * by the backtrace. Call after dlopen; crash_unmap before dlclose. 0, or -ENOSPC/-ENOENT. */
+int crash_map(const void *addr, const char *function, int version, const char *sha256);
+void crash_unmap(const void *addr);
 /* Name of a fatal signal ("SIGSEGV"), "signal" for others. */
 const char *crash_signal_name(int signo);
 

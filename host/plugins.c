@@ -79,6 +79,8 @@ static void version_unload(struct version *v) {
     return;
   if (v->fini)
     v->fini();
+  if (v->desc)
+    crash_unmap(v->desc);
   if (v->dl)
     dlclose(v->dl);
   if (v->copy[0])
@@ -254,6 +256,7 @@ int plugins_reload(struct plugins *p, const char *name) {
     snprintf(why, sizeof why, "no entry point [cloud_plugin] (built without CLOUD_FUNCTION?)");
     goto fail;
   }
+  crash_map(v->desc, s->name, s->loads + 1, v->sha256);
   if (v->desc->abi_version < PLUGINS_ABI_MIN || v->desc->abi_version > PLUGINS_ABI_MAX) {
     snprintf(why, sizeof why, "ABI %u, host serves %d..%d", v->desc->abi_version, PLUGINS_ABI_MIN,
              PLUGINS_ABI_MAX);

@@ -54,9 +54,16 @@ static int64_t mono_ms(void) {
   return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* The host is ready: the listening socket is served. Once per host, not per serving process.
+ * Hook: sd_notify("READY=1") belongs here. */
+static void host_ready(int port) {
+  /* The readiness line the e2e harness and operators wait for. */
+  log_info(NULL, NULL, "listening on port %d", port);
+}
+
 void supervisor_ready(const struct serve_args *a) {
   if (a->ctl_fd < 0) {
-    log_info(NULL, NULL, "listening on port %d", a->port);
+    host_ready(a->port);
     return;
   }
   struct ready_msg m = {READY_MAGIC, a->port};
@@ -120,9 +127,7 @@ static void read_ctl(struct sup *s) {
       s->child_ready = 1;
       if (!s->ever_ready) {
         s->ever_ready = 1;
-        /* The readiness line the harness and operators wait for. Hook: sd_notify READY=1
-         * goes here (once the listening socket is served). */
-        log_info(NULL, NULL, "listening on port %d", m.r.port);
+        host_ready(m.r.port);
       } else
         log_info(NULL, NULL, "serving process %d is back, %lld ms after it was started",
                  (int)s->child, (long long)(mono_ms() - s->child_started));

@@ -159,6 +159,23 @@ def test_stack_overflow_is_reported():
         assert h.http("GET", "/crash").status == 503
 
 
+def test_crash_on_a_plugin_thread_is_pinned_on_its_function():
+    """A crash on a thread the plugin started (after its call returned) is found by its
+    backtrace: the function is named and quarantined (no request id: none was running)."""
+    h = Host(plugins={"crash": tplugin("crash"), "echo": example("echo")})
+    with h:
+        first = h.serving_pid()
+        r = h.http("GET", "/crash?do=thread")
+        assert r.status == 200, r
+        wait_until(lambda: gone(first), timeout=5, what="the thread's crash")
+        wait_until(lambda: healthz_ok(h), timeout=5, what="healthz after the thread crash")
+        h.wait_log(r"error crash - function crashed: SIGSEGV \(signal 11\) at address 0x0 in "
+                   r"crash version 1 \(sha256 [0-9a-f]{64}\) request -,")
+        h.wait_log(r"crash\.\d+\.so\(crash_thread\+0x[0-9a-f]+\)")
+        assert h.http("GET", "/crash").status == 503
+        assert h.http("GET", "/echo").status == 200
+
+
 def wshostctl(h, *args, url=None):
     import subprocess
     cmd = [os.path.join(SOURCE_DIR, "tools", "wshostctl"), "--db", h.db, "--token", ADMIN_TOKEN,

@@ -1,13 +1,16 @@
 /* crash: a function that takes the host down on request, for the crash tests. As
  * __websocket__ it greets like the example and echoes, but the message "segv" dereferences
- * NULL, "abort" aborts, "fpe" divides by zero and "stack" recurses until the stack is gone;
- * over HTTP, ?do=segv|abort|fpe|stack does the same.
+ * NULL, "abort" aborts, "fpe" divides by zero, "stack" recurses until the stack is gone and
+ * "thread" dereferences NULL on a thread of its own after the call returned; over HTTP,
+ * ?do=segv|abort|fpe|stack|thread does the same.
  * crash_fixed.c builds the same file with CRASH_FIXED: it never crashes (the "fixed build").
  * The faulting function is exported (default visibility) so the backtrace names it. */
 #include <cloud.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef CRASH_BUILD
 #define CRASH_BUILD "crashing"
@@ -20,6 +23,13 @@ __attribute__((visibility("default"), noinline)) int crash_recurse(volatile int 
   if (depth >= 0)
     return crash_recurse(depth + 1) + pad[0];
   return pad[0];
+}
+
+__attribute__((visibility("default"), noinline)) void *crash_thread(void *arg) {
+  (void)arg;
+  usleep(100 * 1000);
+  volatile int *volatile p = NULL;
+  return (void *)(long)*p;
 }
 
 __attribute__((visibility("default"), noinline)) int crash_deref_null(const char *how) {
@@ -37,6 +47,9 @@ __attribute__((visibility("default"), noinline)) int crash_deref_null(const char
     return seven / zero;
   if (!strcmp(how, "stack"))
     return crash_recurse(0);
+  pthread_t t;
+  if (!strcmp(how, "thread") && !pthread_create(&t, NULL, crash_thread, NULL))
+    pthread_detach(t);
   return 0;
 #endif
 }
