@@ -204,7 +204,11 @@ static void reap(struct sup *s) {
     s->ctl = -1;
     s->child = 0;
     if (s->stopping) {
-      s->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      /* Killed by the SIGTERM/SIGINT we passed on (it came before its handlers were set, in
+       * start-up): that is the stop that was asked for. */
+      int asked = WIFSIGNALED(status) &&
+                  (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGINT) && s->exit_code == 0;
+      s->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : asked ? 0 : 128 + WTERMSIG(status);
       continue;
     }
     if (WIFEXITED(status) && !s->ever_ready) {
