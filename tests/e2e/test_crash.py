@@ -295,6 +295,24 @@ async def test_sigterm_passes_through_and_drains():
         h.wait_log(r"supervisor: SIGTERM: passing it to serving process")
 
 
+def test_sigterm_with_a_stuck_function_ends_within_the_stop_bound():
+    """A function that never returns keeps the serving process from draining: the
+    supervisor kills it once the drain time and its margin are over (6 s)."""
+    h = Host(plugins={"crash": tplugin("crash")})
+    with h:
+        child = h.serving_pid()
+        try:
+            h.http("GET", "/crash?do=loop", timeout=0.5)
+        except (OSError, http.client.HTTPException):
+            pass  # it never answers
+        t0 = time.monotonic()
+        h.signal(signal.SIGTERM)
+        h.wait_exit(timeout=12)
+        took = time.monotonic() - t0
+        assert took < 9, f"stopped {took:.1f}s after SIGTERM"
+        wait_until(lambda: gone(child), timeout=2, what="the stuck serving process to go")
+
+
 def test_no_supervisor_mode():
     h = Host(plugins={"crash": tplugin("crash")}, flags=["--no-supervisor"])
     with h:

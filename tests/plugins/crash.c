@@ -1,8 +1,8 @@
 /* crash: a function that takes the host down on request, for the crash tests. As
  * __websocket__ it greets like the example and echoes, but the message "segv" dereferences
  * NULL, "abort" aborts, "fpe" divides by zero, "stack" recurses until the stack is gone and
- * "thread" dereferences NULL on a thread of its own after the call returned; over HTTP,
- * ?do=segv|abort|fpe|stack|thread does the same.
+ * "thread" dereferences NULL on a thread of its own after the call returned, "loop" never
+ * returns; over HTTP, ?do=segv|abort|fpe|stack|thread|loop does the same.
  * crash_fixed.c builds the same file with CRASH_FIXED: it never crashes (the "fixed build").
  * The faulting function is exported (default visibility) so the backtrace names it. */
 #include <cloud.h>
@@ -47,6 +47,8 @@ __attribute__((visibility("default"), noinline)) int crash_deref_null(const char
     return seven / zero;
   if (!strcmp(how, "stack"))
     return crash_recurse(0);
+  while (!strcmp(how, "loop"))
+    ;
   pthread_t t;
   if (!strcmp(how, "thread") && !pthread_create(&t, NULL, crash_thread, NULL))
     pthread_detach(t);
