@@ -135,6 +135,7 @@ static void read_ctl(struct sup *s) {
       s->last = m.c;
       s->last.function[sizeof s->last.function - 1] = 0;
       s->last.sha256[sizeof s->last.sha256 - 1] = 0;
+      s->last.request_id[sizeof s->last.request_id - 1] = 0;
     }
   }
 }
