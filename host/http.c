@@ -407,7 +407,7 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     /* Its build crashed the host (quarantine.c): say so, not 404, until it is replaced. */
     respond_error(r, 503, "Function Unavailable", NULL, 1);
     r->close_after = body_expected(r);
-    log_warn(r->name, r->request_id, "%s %.200s 503: function quarantined after a crash %s",
+    log_info(r->name, r->request_id, "%s %.200s 503: function quarantined after a crash %s",
              r->method, r->path, r->remote);
     respond(r);
     return 0;
