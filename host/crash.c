@@ -225,7 +225,13 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   /* The call record belongs to the loop's thread. A crash on another thread (a plugin's own,
    * or the host's) is pinned on a function only if its backtrace runs through one. */
   struct crash_frame f = g.now;
-  if (g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
+  /* A signal someone else sent (kill -SEGV, the OOM killer's cousins) says nothing about the
+   * code that happened to run: no function is blamed. A fault (si_code > 0) or our own
+   * raise/abort (sent by this pid) is the running code's. */
+  int sent = si->si_code <= 0 && si->si_pid != getpid();
+  if (sent)
+    f = (struct crash_frame){NULL, NULL, NULL, 0};
+  else if (g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
     const struct crash_map_entry *m = map_of_frames(frames, n);
     f = (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
                              m ? m->version : 0};
@@ -249,8 +255,14 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   put(&o, crash_signal_name(signo));
   put(&o, " (signal ");
   put_u(&o, (uint64_t)signo, 10, 1);
-  put(&o, ") at address 0x");
-  put_u(&o, addr, 16, 1);
+  if (sent) {
+    put(&o, ") sent by pid ");
+    put_u(&o, (uint64_t)si->si_pid, 10, 1);
+    addr = 0;
+  } else {
+    put(&o, ") at address 0x");
+    put_u(&o, addr, 16, 1);
+  }
   if (f.function) {
     put(&o, " in ");
     put_safe(&o, f.function, 128);
