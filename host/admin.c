@@ -6,6 +6,7 @@
 #include "defer.h"
 #include "log.h"
 #include "plugins.h"
+#include "quarantine.h"
 #include "rooms.h"
 #include "timers.h"
 #include "ws.h"
@@ -78,6 +79,10 @@ static void status(struct http_req *r) {
   json_object_set_new(o, "rooms", json_integer((json_int_t)rooms_count(h)));
   json_object_set_new(o, "timers", json_integer((json_int_t)timers_count(h)));
   json_object_set_new(o, "deferred", json_integer((json_int_t)defers_outstanding(h)));
+  json_t *q = quarantine_status(h->quarantine);
+  json_object_set(o, "crashes", json_object_get(q, "crashes"));
+  json_object_set(o, "quarantine", json_object_get(q, "quarantined"));
+  json_decref(q);
   set_json(r, 200, o);
 }
 
@@ -122,6 +127,29 @@ static void metrics(struct http_req *r) {
   else
     set_json(r, 500, json_pack("{ss}", "error", "out of memory"));
   free(text);
+}
+
+/* POST /_/quarantine/<name>/lift: the operator vouches for the build; it is loaded again. */
+static void quarantine_lift_route(struct http_req *r) {
+  const char *name = r->path + strlen("/_/quarantine/");
+  const char *end = strstr(name, "/lift");
+  size_t n = end ? (size_t)(end - name) : 0;
+  char fn[FN_NAME_MAX + 1];
+  if (!end || strcmp(end, "/lift") || !fn_name_valid(name, n)) {
+    set_json(r, 404, json_pack("{ss}", "error", "Not Found"));
+    return;
+  }
+  memcpy(fn, name, n);
+  fn[n] = 0;
+  if (quarantine_lift(r->host->quarantine, fn, "admin") < 0) {
+    set_json(r, 404, json_pack("{ss}", "error", "not quarantined"));
+    return;
+  }
+  int rc = plugins_reload(r->host->plugins, fn);
+  log_warn(fn, r->request_id, "quarantine of %s lifted by the admin API from %s; %s", fn, r->remote,
+           rc == 0 ? "loaded again" : "its file still does not load");
+  set_json(r, 200,
+           json_pack("{ss sb}", "lifted", fn, "loaded", plugins_loaded(r->host->plugins, fn)));
 }
 
 /* POST /_/push {"user_id", "message"} and the example push function answer alike. */
@@ -184,6 +212,11 @@ void admin_handle(struct http_req *r) {
       set_json(r, 400, json_pack("{ss}", "error", "bad room name"));
   } else if (!strcmp(n, "push") && !strcmp(r->method, "POST"))
     push(r);
+  else if (!strcmp(n, "quarantine") && get) {
+    json_t *q = quarantine_status(h->quarantine);
+    set_json(r, 200, q);
+  } else if (!strncmp(n, "quarantine/", 11) && !strcmp(r->method, "POST"))
+    quarantine_lift_route(r);
   else
     set_json(r, 404, json_pack("{ss}", "error", "Not Found"));
 }

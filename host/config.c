@@ -51,6 +51,8 @@ static const struct opt opts[] = {
     O("tls-cert", OPT_STR, tls_cert, NULL, "PEM certificate: serve wss:// and https://"),
     O("tls-key", OPT_STR, tls_key, NULL, "PEM private key for --tls-cert"),
     O("log-level", OPT_LOGLEVEL, log_level, "info", "debug, info, warn or error"),
+    O("no-supervisor", OPT_BOOL, no_supervisor, "0",
+      "serve in this process, without the supervisor that restarts it after a crash (debugging)"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

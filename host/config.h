@@ -28,6 +28,7 @@ struct config {
   const char *allowed_origins; /* comma-separated; NULL = any */
   const char *tls_cert, *tls_key;
   int log_level;
+  int no_supervisor; /* serve in this process: a crash ends the host (debugging) */
 };
 
 /* Fills cfg from defaults, then environment, then argv. 0 to run, 1 when --help was printed,

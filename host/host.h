@@ -15,6 +15,7 @@
 #include "store.h"
 
 struct plugins;
+struct quarantine;
 struct http_req;
 struct invocation;
 struct rooms;
@@ -93,6 +94,16 @@ struct host {
   struct timers *timers;
   struct defers *defers;
   struct xthread *xq;
+  /* The listening socket comes from the supervisor (supervisor.c); accept.c accepts on it
+   * within a descriptor budget derived from RLIMIT_NOFILE. */
+  int listen_fd;
+  int host_pid; /* the supervisor's pid: names the runtime folder across restarts */
+  long nofile, fd_budget;
+  ev_io accept_io;
+  ev_timer accept_pause;
+  int64_t accept_log_ms;
+  uint64_t accept_refused, accept_errors;
+  struct quarantine *quarantine;
 };
 
 /* Fills buf (at least 32 bytes) with a fresh request id. */

@@ -7,6 +7,7 @@
 #include "invocation.h"
 #include "log.h"
 #include "plugins.h"
+#include "quarantine.h"
 #include "ws.h"
 
 #include <stdlib.h>
@@ -418,6 +419,16 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     return 0;
   r->route = http_route(r->path, r->name);
 
+  if (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name) &&
+      quarantine_get(h->quarantine, r->name)) {
+    /* Its build crashed the host (quarantine.c): say so, not 404, until it is replaced. */
+    respond_error(r, 503, "Function Unavailable", NULL, 1);
+    r->close_after = body_expected(r);
+    log_info(r->name, r->request_id, "%s %.200s 503: function quarantined after a crash %s",
+             r->method, r->path, r->remote);
+    respond(r);
+    return 0;
+  }
   if (r->route == ROUTE_NOT_FOUND ||
       (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name))) {
     respond_error(r, 404, "Function Not Found", NULL, 0);

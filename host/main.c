@@ -1,15 +1,20 @@
-/* main.c: wshost's entry point: settings, then store, plugins and server in that order, the
- * loop, and the orderly way down (SIGTERM drains). Owns struct host. */
+/* main.c: wshost's entry point: settings, then the supervisor (supervisor.c), which forks the
+ * serving process: store, plugins and server in that order, the loop, and the orderly way down
+ * (SIGTERM drains). Owns struct host. */
 #include "admin.h"
 #include "api.h"
 #include "config.h"
+#include "crash.h"
 #include "defer.h"
 #include "host.h"
 #include "invocation.h"
+#include "listen.h"
 #include "log.h"
 #include "plugins.h"
+#include "quarantine.h"
 #include "rooms.h"
 #include "server.h"
+#include "supervisor.h"
 #include "timers.h"
 #include "xthread.h"
 
@@ -31,13 +36,25 @@ static void make_db_dir(const char *db) {
     log_warn(NULL, NULL, "cannot create %s: %s", d, strerror(errno));
 }
 
-int main(int argc, char **argv) {
+/* The serving process: everything that runs plugins. */
+static int serve(struct config *cfg, const struct serve_args *a) {
   static struct host host;
   struct host *h = &host;
-  int rc = config_parse(&h->cfg, argc, argv);
-  if (rc)
-    return rc > 0 ? 0 : 2;
-  log_set_level((enum log_level)h->cfg.log_level);
+  int rc;
+  h->cfg = *cfg;
+  h->listen_fd = a->listen_fd;
+  h->host_pid = (int)a->host_pid;
+  long before;
+  h->nofile = listen_raise_nofile(&before);
+  h->fd_budget = listen_fd_budget(h->nofile);
+  if (h->cfg.max_connections > h->fd_budget) {
+    log_warn(NULL, NULL,
+             "--max-connections %d is more than %ld descriptors allow (ulimit -n %ld): using %ld",
+             h->cfg.max_connections, h->fd_budget, h->nofile, h->fd_budget);
+    h->cfg.max_connections = (int)h->fd_budget;
+  }
+  log_info(NULL, NULL, "descriptor limit %ld: up to %ld connections, %d of them WebSocket",
+           h->nofile, h->fd_budget, h->cfg.max_connections);
   h->started_ms = host_now_ms();
   map_init(&h->conns);
   map_init(&h->users);
@@ -55,16 +72,22 @@ int main(int argc, char **argv) {
     return 1;
   }
   log_info(NULL, NULL, "database %s open, boot %s", h->cfg.db_path, store_boot_id(h->store));
+  /* Crash records first: a version that crashed must not even be loaded again. */
+  quarantine_open(h->cfg.db_path, &h->quarantine);
+  if ((rc = crash_install(a->ctl_fd, quarantine_fd(h->quarantine))) < 0)
+    log_warn(NULL, NULL, "no crash reports: cannot install the handler (%s)", strerror(-rc));
   invocation_set_loop_thread();
   if (rooms_open(h) < 0 || defers_open(h) < 0 || admin_token_init(h) < 0 ||
       plugins_open(h, &h->plugins) < 0 || server_start(h) < 0 || timers_open(h) < 0 ||
       xthread_open(h) < 0) {
     plugins_close(h->plugins);
     store_close(h->store);
+    quarantine_close(h->quarantine);
     return 1;
   }
   if ((rc = plugins_watch(h->plugins, h->vhost)) < 0)
     log_warn(NULL, NULL, "cannot watch %s (%s): no hot reload", h->cfg.plugins_dir, strerror(-rc));
+  supervisor_ready(a);
   server_run(h);
   /* Deferred responses let go of the versions they pinned (their fini stops their threads);
    * timers stop while the loop still exists; queued cross-thread work is dropped last. */
@@ -82,6 +105,16 @@ int main(int argc, char **argv) {
   map_free(&h->conns);
   map_free(&h->users);
   metrics_free(&h->metrics);
+  quarantine_close(h->quarantine);
   log_info(NULL, NULL, "stopped");
   return 0;
+}
+
+int main(int argc, char **argv) {
+  static struct config cfg;
+  int rc = config_parse(&cfg, argc, argv);
+  if (rc)
+    return rc > 0 ? 0 : 2;
+  log_set_level((enum log_level)cfg.log_level);
+  return cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
 }

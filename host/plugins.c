@@ -8,8 +8,11 @@
 #include "plugins.h"
 
 #include "api.h"
+#include "crash.h"
 #include "http_parse.h"
 #include "log.h"
+#include "quarantine.h"
+#include "sha256.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -32,6 +35,7 @@ struct version {
   int number;
   int pins;    /* plugins_pin: outstanding deferred responses */
   int retired; /* replaced or removed while pinned: unloaded at the last unpin */
+  char sha256[CRASH_SHA_HEX]; /* of the file's content: what a quarantine names */
   char copy[PATH_MAX];
 };
 
@@ -81,6 +85,8 @@ static void version_unload(struct version *v) {
   }
   if (v->fini)
     v->fini();
+  if (v->desc)
+    crash_unmap(v->desc);
   if (v->dl)
     dlclose(v->dl);
   if (v->copy[0])
@@ -97,8 +103,12 @@ static const char *unsafe_mode(const struct stat *st) {
   return NULL;
 }
 
-/* Copies fd to a fresh file in the runtime folder. 0 or -errno. */
-static int copy_private(struct plugins *p, int fd, const char *name, char *out, size_t outlen) {
+/* Copies fd to a fresh file in the runtime folder, hashing what it copies (hex into sha).
+ * 0 or -errno. */
+static int copy_private(struct plugins *p, int fd, const char *name, char *out, size_t outlen,
+                        char sha[CRASH_SHA_HEX]) {
+  struct sha256 hc;
+  sha256_init(&hc);
   if ((size_t)snprintf(out, outlen, "%.3800s/%.128s.%u.so", p->run, name, ++p->copy_seq) >= outlen)
     return -ENAMETOOLONG;
   int wfd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
@@ -114,6 +124,7 @@ static int copy_private(struct plugins *p, int fd, const char *name, char *out, 
       rc = -errno;
       break;
     }
+    sha256_update(&hc, buf, (size_t)n);
     for (ssize_t off = 0; off < n;) {
       ssize_t w = write(wfd, buf + off, n - off);
       if (w < 0) {
@@ -129,6 +140,10 @@ static int copy_private(struct plugins *p, int fd, const char *name, char *out, 
     rc = -errno;
   if (rc)
     unlink(out);
+  uint8_t d[SHA256_LEN];
+  sha256_final(&hc, d);
+  for (int i = 0; i < SHA256_LEN; i++)
+    snprintf(sha + 2 * i, 3, "%02x", d[i]);
   return rc;
 }
 
@@ -211,14 +226,32 @@ int plugins_reload(struct plugins *p, const char *name) {
     close(fd);
     return -ENOMEM;
   }
-  int rc = copy_private(p, fd, name, v->copy, sizeof v->copy);
+  int rc = copy_private(p, fd, name, v->copy, sizeof v->copy, v->sha256);
   close(fd);
   if (rc < 0) {
     v->copy[0] = 0;
     snprintf(why, sizeof why, "cannot copy to %.200s: %s", p->run, strerror(-rc));
     goto fail;
   }
+  if (quarantine_blocks(p->h->quarantine, name, v->sha256)) {
+    const json_t *q = quarantine_get(p->h->quarantine, name);
+    snprintf(why, sizeof why,
+             "quarantined: this build (sha256 %.12s...) crashed the host with %s; deploy a "
+             "different build, or lift it (POST /_/quarantine/%s/lift)",
+             v->sha256,
+             json_string_value(json_object_get(q, "signal_name"))
+                 ? json_string_value(json_object_get(q, "signal_name"))
+                 : "a signal",
+             name);
+    refuse(s, path, why);
+    version_unload(v);
+    return -EPERM;
+  }
+  /* Constructors and init run plugin code: a crash there quarantines this build too. */
+  struct crash_frame saved;
+  crash_enter(&saved, s->name, s->loads + 1, v->sha256, "load");
   v->dl = dlopen(v->copy, RTLD_NOW | RTLD_LOCAL);
+  crash_leave(&saved);
   if (!v->dl) {
     const char *e = dlerror();
     snprintf(why, sizeof why, "dlopen failed: %s", e ? e : "?");
@@ -229,6 +262,7 @@ int plugins_reload(struct plugins *p, const char *name) {
     snprintf(why, sizeof why, "no entry point [cloud_plugin] (built without CLOUD_FUNCTION?)");
     goto fail;
   }
+  crash_map(v->desc, s->name, s->loads + 1, v->sha256);
   if (v->desc->abi_version < PLUGINS_ABI_MIN || v->desc->abi_version > PLUGINS_ABI_MAX) {
     snprintf(why, sizeof why, "ABI %u, host serves %d..%d", v->desc->abi_version, PLUGINS_ABI_MIN,
              PLUGINS_ABI_MAX);
@@ -243,11 +277,18 @@ int plugins_reload(struct plugins *p, const char *name) {
   *v->desc->api = api_table();
   int (*init)(void) = (int (*)(void))dlsym(v->dl, "cloud_plugin_init");
   v->fini = (void (*)(void))dlsym(v->dl, "cloud_plugin_fini");
-  if (init && (rc = init()) != 0) {
+  crash_enter(&saved, s->name, s->loads + 1, v->sha256, "load");
+  rc = init ? init() : 0;
+  crash_leave(&saved);
+  if (rc != 0) {
     snprintf(why, sizeof why, "init returned %d", rc);
     v->fini = NULL; /* init failed: nothing to finish */
     goto fail;
   }
+  if (quarantine_get(p->h->quarantine, name) &&
+      quarantine_lift(p->h->quarantine, name, "deployed a different build") == 0)
+    log_info(name, NULL, "quarantine of %s lifted: a different build (sha256 %.12s...) loaded",
+             name, v->sha256);
 
   struct version *old = s->cur;
   v->number = ++s->loads;
@@ -290,7 +331,7 @@ static void run_dir_empty(DIR *d) {
 
 /* Removes the per-process runtime folders (--port 0) of processes that no longer exist:
  * a host killed with -9 could not remove its own. */
-static void run_dir_reap(const char *base) {
+static void run_dir_reap(const char *base, pid_t mine) {
   char prefix[64];
   int n = snprintf(prefix, sizeof prefix, "wshost-%u-pid", (unsigned)geteuid());
   DIR *b = opendir(base);
@@ -302,7 +343,7 @@ static void run_dir_reap(const char *base) {
       continue;
     char *end;
     long pid = strtol(e->d_name + n, &end, 10);
-    if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+    if (*end || pid <= 0 || pid == mine || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
       continue;
     int fd = openat(dirfd(b), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -330,7 +371,8 @@ static int run_dir_prepare(struct plugins *p) {
   if (p->h->cfg.port)
     snprintf(p->run, sizeof p->run, "%s/wshost-%u-%d", base, (unsigned)geteuid(), p->h->cfg.port);
   else
-    snprintf(p->run, sizeof p->run, "%s/wshost-%u-pid%d", base, (unsigned)geteuid(), (int)getpid());
+    snprintf(p->run, sizeof p->run, "%s/wshost-%u-pid%d", base, (unsigned)geteuid(),
+             p->h->host_pid ? p->h->host_pid : (int)getpid());
   if (mkdir(p->run, 0700) < 0 && errno != EEXIST)
     return -errno;
   struct stat st;
@@ -344,7 +386,7 @@ static int run_dir_prepare(struct plugins *p) {
     return -errno;
   run_dir_empty(d);
   closedir(d);
-  run_dir_reap(base);
+  run_dir_reap(base, p->h->host_pid ? (pid_t)p->h->host_pid : getpid());
   return 0;
 }
 
@@ -421,7 +463,11 @@ int plugins_call(struct plugins *p, const char *name, FunctionContext *ctx, int 
   if (!*found)
     return 0;
   uint64_t t0 = metrics_now_ns();
+  /* What the crash handler reports if this call takes the process down. */
+  struct crash_frame saved;
+  crash_enter(&saved, s->name, s->cur->number, s->cur->sha256, ctx->request_id);
   int rc = s->cur->desc->main(ctx);
+  crash_leave(&saved);
   metrics_function_call(&p->h->metrics, name, metrics_now_ns() - t0, rc);
   return rc;
 }
@@ -461,6 +507,7 @@ static void status_one(void *arg, const char *key, void *value) {
     json_object_set_new(o, "abi", json_integer(s->cur->desc->abi_version));
     json_object_set_new(o, "loaded_at_ms", json_integer(s->loaded_at_ms));
     json_object_set_new(o, "file", json_string(file));
+    json_object_set_new(o, "sha256", json_string(s->cur->sha256));
   }
   json_object_set_new(o, "last_error", s->last_error[0] ? json_string(s->last_error) : json_null());
   if (s->last_error[0])

@@ -4,6 +4,7 @@
  * costs the same however many idle connections there are, unlike lws's default poll() loop. */
 #include "server.h"
 
+#include "accept.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 int64_t host_now_ms(void) {
   struct timespec t;
@@ -122,7 +124,8 @@ int server_start(struct host *h) {
   }
   void *loops[1] = {h->loop};
   memset(&info, 0, sizeof info);
-  info.port = h->cfg.port;
+  /* The supervisor bound the port; accept.c accepts on it and hands connections to lws. */
+  info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
   info.protocols = protocols;
   info.user = h;
   /* lws joins our loop (plugin libwebsockets-evlib_ev) and leaves signals to us. Not libuv:
@@ -135,7 +138,9 @@ int server_start(struct host *h) {
   info.pcontext = &h->lws;
   info.max_http_header_data =
       (unsigned short)(h->cfg.max_header > 65535 ? 65535 : h->cfg.max_header);
-  info.fd_limit_per_thread = 0;
+  /* lws indexes its table by descriptor number up to this; a value under the soft limit
+   * would switch Debian's lws to scanning the whole table on every lookup. */
+  info.fd_limit_per_thread = (unsigned)h->nofile;
   /* Slow clients: a connection whose TLS handshake or request headers are not complete
    * within timeout_secs_ah_idle is dropped (slowloris); a body that stalls, after
    * timeout_secs (both measured, tests/e2e/test_badinput.py). */
@@ -155,9 +160,9 @@ int server_start(struct host *h) {
   h->lws = lws_create_context(&info);
   if (!h->lws) {
     log_error(NULL, NULL,
-              "cannot listen on port %d%s, or lws cannot load its libev loop "
-              "(package libwebsockets-evlib-ev); see above",
-              h->cfg.port, h->cfg.tls_cert ? ", or load the TLS certificate and key" : "");
+              "cannot start lws: it cannot load its libev loop (package "
+              "libwebsockets-evlib-ev)%s; see above",
+              h->cfg.tls_cert ? ", or the TLS certificate and key" : "");
     ev_loop_destroy(h->loop);
     h->loop = NULL;
     return -1;
@@ -171,13 +176,13 @@ int server_start(struct host *h) {
   ev_signal_start(h->loop, &h->sigint);
   signal(SIGPIPE, SIG_IGN);
   lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, 20 * LWS_US_PER_MS);
+  accept_start(h);
   return 0;
 }
 
 int server_run(struct host *h) {
-  log_info(NULL, NULL, "listening on port %d%s", lws_get_vhost_listen_port(h->vhost),
+  log_info(NULL, NULL, "serving process %d accepting%s", (int)getpid(),
            h->cfg.tls_cert ? " (TLS)" : "");
-  notify_ready(lws_get_vhost_listen_port(h->vhost));
   notify_watchdog_start(h->loop, &h->watchdog);
   /* Returns when the drain timer breaks the loop. */
   ev_run(h->loop, 0);
@@ -189,6 +194,7 @@ void server_stop(struct host *h) {
   if (!h->lws)
     return;
   lws_sul_cancel(&h->store_timer);
+  accept_stop(h);
   ev_signal_stop(h->loop, &h->sigterm);
   ev_signal_stop(h->loop, &h->sigint);
   ev_timer_stop(h->loop, &h->drain);

@@ -6,6 +6,7 @@
 #include "invocation.h"
 #include "log.h"
 #include "plugins.h"
+#include "quarantine.h"
 #include "rooms.h"
 
 #include <stdlib.h>
@@ -451,6 +452,10 @@ int ws_confirm_upgrade(struct host *h, struct lws *wsi) {
   if (h->nconns >= h->cfg.max_connections) {
     log_warn(WS_FUNCTION, NULL, "upgrade refused: %d connections is the limit", h->nconns);
     return http_reject(wsi, 503, "too many connections");
+  }
+  if (!plugins_loaded(h->plugins, WS_FUNCTION) && quarantine_get(h->quarantine, WS_FUNCTION)) {
+    log_warn(WS_FUNCTION, NULL, "upgrade refused: %s is quarantined after a crash", WS_FUNCTION);
+    return http_reject(wsi, 503, "Function Unavailable");
   }
   if (!plugins_loaded(h->plugins, WS_FUNCTION))
     return http_reject(wsi, 503, "no __websocket__ function loaded");

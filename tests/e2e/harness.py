@@ -89,6 +89,27 @@ class Fail(AssertionError):
     pass
 
 
+def proc_stat(pid):
+    """(state, ppid, utime+stime in clock ticks) from /proc/<pid>/stat, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def children_of(pid):
+    """Live (not zombie) children of pid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st and st[1] == pid and st[0] != "Z":
+                out.append(int(d))
+    return out
+
+
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
     """Polls pred() until it returns a truthy value (returned) or timeout (Fail)."""
     deadline = time.monotonic() + timeout
@@ -245,6 +266,12 @@ class Host:
         self.proc.kill()
         self.returncode = self.proc.wait(5)
         return self.returncode
+
+    def serving_pid(self, timeout=5.0):
+        """The pid of the serving process: the host's PID (self.proc.pid) is its supervisor,
+        which forks the process that runs plugins and holds the connections."""
+        return wait_until(lambda: children_of(self.proc.pid), timeout,
+                          what="the serving process")[0]
 
     def cleanup(self):
         """Stops the host if still running. Returns a problem description or None."""

@@ -473,7 +473,7 @@ async def test_slow_reader_inside_an_event():
 
 
 def rss_kib(h):
-    with open(f"/proc/{h.proc.pid}/status") as f:
+    with open(f"/proc/{h.serving_pid()}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])

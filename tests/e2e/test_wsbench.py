@@ -48,7 +48,7 @@ def test_room_reaches_every_member():
 def test_idle_holds_and_measures_the_server():
     with Host() as h:
         r = wsbench("-p", h.port, "-m", "idle", "-c", 40, "-d", 0.2, "-g", 1, "-k", 3,
-                    "-R", h.proc.pid)
+                    "-R", h.serving_pid())
         assert r["up"] == "40" and r["failed"] == "0", r
         assert int(r["rss_after_kb"]) > 0 and "bytes_per_conn" in r, r
 

@@ -1,0 +1,359 @@
+/* crash.c: what runs when a fatal signal arrives. Owns the running record (which function,
+ * version and request is on the CPU) and the handler that reports it before the process goes.
+ *
+ * The handler only calls what is async-signal-safe in practice: clock_gettime, write, send,
+ * and backtrace()/backtrace_symbols_fd(), which are not on POSIX's list but are safe once
+ * backtrace() has run (its first call loads libgcc_s with malloc: crash_install makes that
+ * call). backtrace_symbols_fd resolves names through glibc's _dl_addr (as dladdr does): it
+ * takes the loader's recursive lock, so a crash inside dlopen on another thread could stall
+ * it; we accept that for named frames, and the supervisor's SIGKILL after the drain timeout
+ * bounds it. Everything is formatted by hand into a stack buffer: no malloc, no stdio. */
+#include "crash.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <execinfo.h>
+#include <link.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CRASH_MAPS 256
+
+/* Where one loaded version's code lies. */
+struct crash_map_entry {
+  uintptr_t lo, hi, key;
+  int version;
+  char function[129];
+  char sha256[CRASH_SHA_HEX];
+};
+
+/* The one place the signal handler can find what is running: process-wide by nature. */
+static struct {
+  struct crash_frame now;
+  int report_fd, record_fd;
+  long loop_tid; /* the thread that runs plugin calls (the event loop's) */
+  struct crash_map_entry maps[CRASH_MAPS];
+} g = {.report_fd = -1, .record_fd = -1};
+
+struct find_object {
+  uintptr_t addr, lo, hi;
+  int found;
+};
+
+static int find_object_cb(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  struct find_object *f = arg;
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD)
+      continue;
+    uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+    if (a < lo)
+      lo = a;
+    if (a + ph->p_memsz > hi)
+      hi = a + ph->p_memsz;
+  }
+  if (f->addr >= lo && f->addr < hi) {
+    f->lo = lo;
+    f->hi = hi;
+    f->found = 1;
+    return 1;
+  }
+  return 0;
+}
+
+int crash_map(const void *addr, const char *function, int version, const char *sha256) {
+  struct find_object f = {(uintptr_t)addr, 0, 0, 0};
+  dl_iterate_phdr(find_object_cb, &f);
+  if (!f.found)
+    return -ENOENT;
+  for (int i = 0; i < CRASH_MAPS; i++) {
+    struct crash_map_entry *m = &g.maps[i];
+    if (m->key)
+      continue;
+    m->lo = f.lo;
+    m->hi = f.hi;
+    m->version = version;
+    snprintf(m->function, sizeof m->function, "%s", function);
+    snprintf(m->sha256, sizeof m->sha256, "%s", sha256);
+    m->key = (uintptr_t)addr; /* last: the entry is whole before the handler can match it */
+    return 0;
+  }
+  return -ENOSPC;
+}
+
+void crash_unmap(const void *addr) {
+  for (int i = 0; i < CRASH_MAPS; i++)
+    if (g.maps[i].key == (uintptr_t)addr)
+      g.maps[i].key = 0;
+}
+
+/* The loaded version whose code the innermost frame that is in one belongs to. */
+static const struct crash_map_entry *map_of_frames(void *const *frames, int n) {
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < CRASH_MAPS; j++) {
+      const struct crash_map_entry *m = &g.maps[j];
+      uintptr_t pc = (uintptr_t)frames[i];
+      if (m->key && pc >= m->lo && pc < m->hi)
+        return m;
+    }
+  return NULL;
+}
+
+static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+
+const char *crash_signal_name(int signo) {
+  switch (signo) {
+  case SIGSEGV:
+    return "SIGSEGV";
+  case SIGBUS:
+    return "SIGBUS";
+  case SIGFPE:
+    return "SIGFPE";
+  case SIGILL:
+    return "SIGILL";
+  case SIGABRT:
+    return "SIGABRT";
+  case SIGKILL:
+    return "SIGKILL";
+  case SIGTERM:
+    return "SIGTERM";
+  default:
+    return "signal";
+  }
+}
+
+void crash_enter(struct crash_frame *saved, const char *function, int version, const char *sha256,
+                 const char *request_id) {
+  *saved = g.now;
+  g.now.function = function;
+  g.now.version = version;
+  g.now.sha256 = sha256;
+  g.now.request_id = request_id;
+}
+
+void crash_leave(const struct crash_frame *saved) {
+  g.now = *saved;
+}
+
+/* A bounded writer into a stack buffer. */
+struct out {
+  char *p, *end;
+};
+
+static void put(struct out *o, const char *s) {
+  while (s && *s && o->p < o->end)
+    *o->p++ = *s++;
+}
+
+/* Names, request ids and hashes are checked where they come from; the log and the JSON line
+ * must stay one line of plain text whatever happened to memory since. */
+static void put_safe(struct out *o, const char *s, size_t max) {
+  for (size_t i = 0; s && s[i] && i < max && o->p < o->end; i++) {
+    char c = s[i];
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '-' || c == '_' || c == '.' || c == ':';
+    *o->p++ = ok ? c : '?';
+  }
+}
+
+static void put_u(struct out *o, uint64_t v, int base, int width) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v % (unsigned)base];
+    v /= (unsigned)base;
+  } while (v && n < (int)sizeof tmp);
+  while (n < width && n < (int)sizeof tmp)
+    tmp[n++] = '0';
+  while (n && o->p < o->end)
+    *o->p++ = tmp[--n];
+}
+
+/* The log's time format (log.c), from days since the epoch (Hinnant's civil_from_days). */
+static void put_time(struct out *o, int64_t ms) {
+  int64_t s = ms / 1000, z = s / 86400 + 719468, sod = s % 86400;
+  int64_t era = z / 146097, doe = z - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+  int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+  int64_t y = yoe + era * 400 + (m <= 2);
+  put_u(o, (uint64_t)y, 10, 4);
+  put(o, "-");
+  put_u(o, (uint64_t)m, 10, 2);
+  put(o, "-");
+  put_u(o, (uint64_t)d, 10, 2);
+  put(o, "T");
+  put_u(o, (uint64_t)(sod / 3600), 10, 2);
+  put(o, ":");
+  put_u(o, (uint64_t)(sod / 60 % 60), 10, 2);
+  put(o, ":");
+  put_u(o, (uint64_t)(sod % 60), 10, 2);
+  put(o, ".");
+  put_u(o, (uint64_t)(ms % 1000), 10, 3);
+  put(o, "Z");
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return;
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+static void on_fatal(int signo, siginfo_t *si, void *uctx) {
+  (void)uctx;
+  int saved_errno = errno;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  uint64_t addr = (uint64_t)(uintptr_t)si->si_addr;
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  /* The call record belongs to the loop's thread. A crash on another thread (a plugin's own,
+   * or the host's) is pinned on a function only if its backtrace runs through one. */
+  struct crash_frame f = g.now;
+  /* A signal someone else sent (kill -SEGV, the OOM killer's cousins) says nothing about the
+   * code that happened to run: no function is blamed. A fault (si_code > 0) or our own
+   * raise/abort (sent by this pid) is the running code's. */
+  int sent = si->si_code <= 0 && si->si_pid != getpid();
+  if (sent)
+    f = (struct crash_frame){NULL, NULL, NULL, 0};
+  else if (g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
+    const struct crash_map_entry *m = map_of_frames(frames, n);
+    f = (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
+                             m ? m->version : 0};
+  }
+  char buf[1024];
+  struct out o = {buf, buf + sizeof buf - 1};
+
+  /* 1. The error line, in the log's format, then the frames (one line each). */
+  put_time(&o, now);
+  put(&o, " error ");
+  if (f.function)
+    put_safe(&o, f.function, 128);
+  else
+    put(&o, "-");
+  put(&o, " ");
+  if (f.request_id)
+    put_safe(&o, f.request_id, 63);
+  else
+    put(&o, "-");
+  put(&o, f.function ? " function crashed: " : " host crashed outside any function: ");
+  put(&o, crash_signal_name(signo));
+  put(&o, " (signal ");
+  put_u(&o, (uint64_t)signo, 10, 1);
+  if (sent) {
+    put(&o, ") sent by pid ");
+    put_u(&o, (uint64_t)si->si_pid, 10, 1);
+    addr = 0;
+  } else {
+    put(&o, ") at address 0x");
+    put_u(&o, addr, 16, 1);
+  }
+  if (f.function) {
+    put(&o, " in ");
+    put_safe(&o, f.function, 128);
+    put(&o, " version ");
+    put_u(&o, (uint64_t)f.version, 10, 1);
+    put(&o, " (sha256 ");
+    put_safe(&o, f.sha256, 64);
+    put(&o, ") request ");
+    put_safe(&o, f.request_id, 63);
+  }
+  put(&o, ", pid ");
+  put_u(&o, (uint64_t)getpid(), 10, 1);
+  put(&o, "; backtrace:\n");
+  write_all(STDERR_FILENO, buf, (size_t)(o.p - buf));
+  backtrace_symbols_fd(frames, n, STDERR_FILENO);
+
+  /* 2. The crash file: one JSON line the next serving process reads (quarantine.c). */
+  if (g.record_fd >= 0) {
+    o.p = buf;
+    put(&o, "{\"kind\":\"crash\",\"t\":");
+    put_u(&o, (uint64_t)now, 10, 1);
+    put(&o, ",\"signal\":");
+    put_u(&o, (uint64_t)signo, 10, 1);
+    put(&o, ",\"signal_name\":\"");
+    put(&o, crash_signal_name(signo));
+    put(&o, "\",\"addr\":\"0x");
+    put_u(&o, addr, 16, 1);
+    put(&o, "\",\"pid\":");
+    put_u(&o, (uint64_t)getpid(), 10, 1);
+    if (f.function) {
+      put(&o, ",\"function\":\"");
+      put_safe(&o, f.function, 128);
+      put(&o, "\",\"version\":");
+      put_u(&o, (uint64_t)f.version, 10, 1);
+      put(&o, ",\"sha256\":\"");
+      put_safe(&o, f.sha256, 64);
+      put(&o, "\",\"request_id\":\"");
+      put_safe(&o, f.request_id, 63);
+      put(&o, "\"");
+    }
+    put(&o, "}\n");
+    write_all(g.record_fd, buf, (size_t)(o.p - buf));
+  }
+
+  /* 3. The supervisor: one datagram. */
+  if (g.report_fd >= 0) {
+    struct crash_report r;
+    memset(&r, 0, sizeof r);
+    r.magic = CRASH_MAGIC;
+    r.signo = signo;
+    r.pid = (int32_t)getpid();
+    r.time_ms = now;
+    r.addr = addr;
+    if (f.function) {
+      r.version = f.version;
+      o = (struct out){r.function, r.function + sizeof r.function - 1};
+      put_safe(&o, f.function, 128);
+      o = (struct out){r.request_id, r.request_id + sizeof r.request_id - 1};
+      put_safe(&o, f.request_id, 63);
+      o = (struct out){r.sha256, r.sha256 + sizeof r.sha256 - 1};
+      put_safe(&o, f.sha256, 64);
+    }
+    ssize_t w = send(g.report_fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+  }
+
+  /* SA_RESETHAND restored the default action: a fault re-executes and kills; a raised or
+   * sent signal is raised again, pending until we return. */
+  errno = saved_errno;
+  raise(signo);
+}
+
+int crash_install(int report_fd, int record_fd) {
+  g.report_fd = report_fd;
+  g.record_fd = record_fd;
+  g.loop_tid = syscall(SYS_gettid);
+  /* Warm-up: backtrace's first call loads libgcc_s (malloc, dlopen): not in the handler. */
+  void *warm[2];
+  backtrace(warm, 2);
+  /* A stack overflow in a function leaves no stack to run the handler on: it gets its own. */
+  static char altstack[64 * 1024];
+  stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
+  if (sigaltstack(&ss, NULL) < 0)
+    return -errno;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_fatal;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+    if (sigaction(fatal[i], &sa, NULL) < 0)
+      return -errno;
+  return 0;
+}

@@ -1,0 +1,49 @@
+/* crash.h: what runs when a fatal signal arrives. Owns the record of which function, version
+ * and request is running (set around every plugin call) and the handler that reports it. */
+#ifndef WSHOST_CRASH_H
+#define WSHOST_CRASH_H
+
+#include <stdint.h>
+
+#define CRASH_MAGIC 0x77736372u /* "wscr" */
+#define CRASH_SHA_HEX 65
+
+/* What the handler sends the supervisor (one datagram on the control socket): enough to tell
+ * a crash in a function (the quarantine ends it) from one the host cannot pin on anyone. */
+struct crash_report {
+  uint32_t magic;
+  int32_t signo;
+  int32_t version; /* 0: no function was running */
+  int32_t pid;
+  int64_t time_ms;
+  uint64_t addr;
+  char function[129];
+  char request_id[64];
+  char sha256[CRASH_SHA_HEX];
+};
+
+/* The running record, saved and restored around each call (calls may nest: a load's init may
+ * run while an event is in flight on another version). Pointers must outlive the call. */
+struct crash_frame {
+  const char *function, *request_id, *sha256;
+  int version;
+};
+
+/* Installs the handler for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT on an alternate stack.
+ * report_fd: the supervisor's control socket (-1: none); record_fd: the crash file, opened for
+ * append (-1: none). Both stay open for the life of the process. 0 or -errno. */
+int crash_install(int report_fd, int record_fd);
+/* Marks function/version (sha256 hex of its file)/request as running; *saved gets what ran
+ * before, for crash_leave. */
+void crash_enter(struct crash_frame *saved, const char *function, int version, const char *sha256,
+                 const char *request_id);
+void crash_leave(const struct crash_frame *saved);
+/* Records where a loaded version's code lies (the object containing addr), so a crash on a
+ * thread that is not running a call (a plugin's own thread, its fini) is still pinned on it
+ * by the backtrace. Call after dlopen; crash_unmap before dlclose. 0, or -ENOSPC/-ENOENT. */
+int crash_map(const void *addr, const char *function, int version, const char *sha256);
+void crash_unmap(const void *addr);
+/* Name of a fatal signal ("SIGSEGV"), "signal" for others. */
+const char *crash_signal_name(int signo);
+
+#endif

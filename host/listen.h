@@ -1,0 +1,21 @@
+/* listen.h: the listening socket and the descriptor budget. The supervisor binds the socket
+ * once and hands it to each serving process; nothing here knows lws. */
+#ifndef WSHOST_LISTEN_H
+#define WSHOST_LISTEN_H
+
+/* Descriptors kept back from connections: the database (and its WAL, shm and checkpoint
+ * connection), plugin loads (copy + dlopen), inotify, the loop's own fds, the log. */
+#define LISTEN_FD_RESERVE_MIN 24
+
+/* Raises the soft RLIMIT_NOFILE to the hard one (capped at 1 << 20: lws sizes a table by it).
+ * Returns the soft limit now in force; *before gets the one found. */
+long listen_raise_nofile(long *before);
+/* Descriptors the host may spend on connections for a soft limit of nofile. */
+long listen_fd_budget(long nofile);
+/* Binds and listens on port (0: the kernel picks) on every address (IPv6 dual stack when the
+ * kernel has it, IPv4 otherwise); non-blocking, close-on-exec. Retries a port in use for
+ * retry_ms (a dying host's serving process may still hold it). The fd, or -errno; *bound gets
+ * the port. */
+int listen_open(int port, int retry_ms, int *bound);
+
+#endif

@@ -1,0 +1,30 @@
+/* quarantine.h: crash records and the versions they quarantine. Owns the crash file beside
+ * the database (<db>-crashes.jsonl): one JSON line per crash (written by the signal handler of
+ * the process that crashed) or lift; the next serving process replays it. */
+#ifndef WSHOST_QUARANTINE_H
+#define WSHOST_QUARANTINE_H
+
+#include <jansson.h>
+
+/* Crashes /_/status lists (the newest last). */
+#define QUARANTINE_CRASHES_SHOWN 20
+
+struct quarantine;
+
+/* The crash file's path for a database path (":memory:": data/wshost-memory-crashes.jsonl). */
+void quarantine_path(const char *db_path, char *buf, size_t len);
+/* Reads the file (a missing one is empty) and opens it for appending. 0 or -errno. */
+int quarantine_open(const char *db_path, struct quarantine **out);
+void quarantine_close(struct quarantine *q);
+/* The append fd the crash handler writes to (-1 when the file could not be opened). */
+int quarantine_fd(const struct quarantine *q);
+/* The crash record that quarantines function name, or NULL (borrowed). */
+const json_t *quarantine_get(const struct quarantine *q, const char *name);
+/* 1 if the version of name with this file hash (hex) must not be loaded. */
+int quarantine_blocks(const struct quarantine *q, const char *name, const char *sha256);
+/* Lifts name's quarantine and records why ("admin", "deployed ..."). 0, or -ENOENT. */
+int quarantine_lift(struct quarantine *q, const char *name, const char *by);
+/* {"quarantined": {name: crash record}, "crashes": [last crash records]}; new reference. */
+json_t *quarantine_status(const struct quarantine *q);
+
+#endif

@@ -1,0 +1,351 @@
+/* supervisor.c: the small parent process that owns the listening socket and keeps one serving
+ * process running. It never loads a plugin, opens the database or links lws into its loop:
+ * a fork of it is a clean start (the nginx master / Kore parent model). */
+#include "supervisor.h"
+
+#include "crash.h"
+#include "listen.h"
+#include "log.h"
+#include "notify.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READY_MAGIC 0x77737264u /* "wsrd" */
+
+struct ready_msg {
+  uint32_t magic;
+  int32_t port;
+};
+
+struct sup {
+  struct config *cfg;
+  serve_fn serve;
+  struct serve_args args;
+  sigset_t old_mask;
+  int sfd;
+  pid_t child;
+  int ctl;         /* our end of the child's control socket */
+  int ever_ready;  /* a serving process has been ready once */
+  int child_ready; /* the current one is */
+  int stopping;    /* SIGTERM/SIGINT seen */
+  int exit_code;   /* what we exit with */
+  int64_t stop_deadline, next_start, child_started;
+  int64_t crashes[CRASH_LOOP_K * 2]; /* times of recent counted crashes (ring) */
+  unsigned ncrashes;
+  int backoff_ms;
+  struct crash_report last; /* report of the crash being handled (magic 0: none) */
+  char last_quarantined[129 + CRASH_SHA_HEX];
+};
+
+static int64_t mono_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The host is ready: the listening socket is served. Once per host, not per serving process:
+ * systemd hears READY from the main process (this one), the watchdog from the serving loop. */
+static void host_ready(int port) {
+  /* The readiness line the e2e harness and operators wait for. */
+  log_info(NULL, NULL, "listening on port %d", port);
+  notify_ready(port);
+}
+
+void supervisor_ready(const struct serve_args *a) {
+  if (a->ctl_fd < 0) {
+    host_ready(a->port);
+    return;
+  }
+  struct ready_msg m = {READY_MAGIC, a->port};
+  if (send(a->ctl_fd, &m, sizeof m, MSG_NOSIGNAL) < 0)
+    log_warn(NULL, NULL, "cannot tell the supervisor we are ready: %s", strerror(errno));
+}
+
+/* The child side of fork: dies with the supervisor, gets the signal mask back, serves. */
+static void child_main(struct sup *s, int ctl) {
+  /* If the supervisor dies, even by SIGKILL, so do we: no orphan keeps the port or the
+   * database. The getppid check covers a supervisor that died before prctl ran. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != s->args.host_pid)
+    _exit(1);
+  close(s->sfd);
+  if (s->ctl >= 0)
+    close(s->ctl);
+  sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
+  struct serve_args a = s->args;
+  a.ctl_fd = ctl;
+  int rc = s->serve(s->cfg, &a);
+  exit(rc);
+}
+
+static int spawn(struct sup *s) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+    log_error(NULL, NULL, "supervisor: socketpair: %s", strerror(errno));
+    return -errno;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    int e = errno;
+    close(sv[0]);
+    close(sv[1]);
+    log_error(NULL, NULL, "supervisor: fork: %s", strerror(e));
+    return -e;
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    child_main(s, sv[1]);
+  }
+  close(sv[1]);
+  s->child = pid;
+  s->ctl = sv[0];
+  s->child_ready = 0;
+  s->child_started = mono_ms();
+  memset(&s->last, 0, sizeof s->last);
+  return 0;
+}
+
+/* Reads what the serving process said: ready, or the report of its crash. */
+static void read_ctl(struct sup *s) {
+  union {
+    struct ready_msg r;
+    struct crash_report c;
+  } m;
+  ssize_t n;
+  while (s->ctl >= 0 && (n = recv(s->ctl, &m, sizeof m, MSG_DONTWAIT)) > 0) {
+    if ((size_t)n == sizeof m.r && m.r.magic == READY_MAGIC) {
+      s->child_ready = 1;
+      if (!s->ever_ready) {
+        s->ever_ready = 1;
+        host_ready(m.r.port);
+      } else
+        log_info(NULL, NULL, "serving process %d is back, %lld ms after it was started",
+                 (int)s->child, (long long)(mono_ms() - s->child_started));
+    } else if ((size_t)n == sizeof m.c && m.c.magic == CRASH_MAGIC) {
+      s->last = m.c;
+      s->last.function[sizeof s->last.function - 1] = 0;
+      s->last.sha256[sizeof s->last.sha256 - 1] = 0;
+      s->last.request_id[sizeof s->last.request_id - 1] = 0;
+    }
+  }
+}
+
+static int recent_crashes(struct sup *s, int64_t now) {
+  int n = 0;
+  unsigned len = sizeof s->crashes / sizeof s->crashes[0];
+  for (unsigned i = 0; i < len && i < s->ncrashes; i++)
+    if (now - s->crashes[(s->ncrashes - 1 - i) % len] <= CRASH_LOOP_T_MS)
+      n++;
+  return n;
+}
+
+/* Decides when the next serving process starts after an unplanned exit. */
+static void after_crash(struct sup *s, pid_t pid, int status) {
+  int64_t now = mono_ms();
+  char what[64];
+  if (WIFSIGNALED(status))
+    snprintf(what, sizeof what, "killed by %s (signal %d)", crash_signal_name(WTERMSIG(status)),
+             WTERMSIG(status));
+  else
+    snprintf(what, sizeof what, "exited with status %d", WEXITSTATUS(status));
+  /* A crash in a function quarantines that version: it cannot happen again, so the next
+   * process starts at once. The same version crashing twice means the quarantine did not
+   * hold (crash file unwritable?): then it counts like any other crash. */
+  char key[sizeof s->last_quarantined];
+  snprintf(key, sizeof key, "%s/%s", s->last.function, s->last.sha256);
+  int quarantinable = s->last.magic == CRASH_MAGIC && s->last.function[0] && s->last.sha256[0] &&
+                      strcmp(key, s->last_quarantined);
+  if (quarantinable) {
+    memcpy(s->last_quarantined, key, sizeof key);
+    log_error(s->last.function, s->last.request_id,
+              "serving process %d %s in %s version %d: version quarantined, restarting now",
+              (int)pid, what, s->last.function, s->last.version);
+    s->next_start = now;
+    return;
+  }
+  unsigned len = sizeof s->crashes / sizeof s->crashes[0];
+  s->crashes[s->ncrashes++ % len] = now;
+  int n = recent_crashes(s, now);
+  if (n <= 1)
+    s->backoff_ms = 0;
+  else if (!s->backoff_ms)
+    s->backoff_ms = SUPERVISOR_BACKOFF_MIN_MS;
+  else if ((s->backoff_ms *= 2) > SUPERVISOR_BACKOFF_MAX_MS)
+    s->backoff_ms = SUPERVISOR_BACKOFF_MAX_MS;
+  s->next_start = now + s->backoff_ms;
+  if (n >= CRASH_LOOP_K)
+    log_error(NULL, NULL,
+              "CRASH LOOP: serving process %d %s, %d crashes in %d s with nothing to "
+              "quarantine; next start in %d ms (backing off up to %d s)",
+              (int)pid, what, n, CRASH_LOOP_T_MS / 1000, s->backoff_ms,
+              SUPERVISOR_BACKOFF_MAX_MS / 1000);
+  else
+    log_error(NULL, NULL, "serving process %d %s; restarting in %d ms", (int)pid, what,
+              s->backoff_ms);
+}
+
+static void reap(struct sup *s) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    if (pid != s->child)
+      continue;
+    read_ctl(s); /* a crash report is written before the process goes: read it first */
+    close(s->ctl);
+    s->ctl = -1;
+    s->child = 0;
+    if (s->stopping) {
+      /* Killed by the SIGTERM/SIGINT we passed on (it came before its handlers were set, in
+       * start-up): that is the stop that was asked for. */
+      int asked = WIFSIGNALED(status) &&
+                  (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGINT) && s->exit_code == 0;
+      s->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : asked ? 0 : 128 + WTERMSIG(status);
+      continue;
+    }
+    if (WIFEXITED(status) && !s->ever_ready) {
+      /* Start-up failed (database, plugins folder, TLS files...): it says why; retrying the
+       * same settings would only repeat it. */
+      s->exit_code = WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
+      s->stopping = 1;
+      continue;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      /* Stopped on its own (a SIGTERM sent to it directly): the host stops with it. */
+      log_info(NULL, NULL, "serving process %d stopped; supervisor stopping", (int)pid);
+      s->exit_code = 0;
+      s->stopping = 1;
+      continue;
+    }
+    after_crash(s, pid, status);
+  }
+}
+
+static void on_signal(struct sup *s, int signo) {
+  if (signo == SIGCHLD) {
+    reap(s);
+    return;
+  }
+  if (s->stopping) {
+    if (s->child)
+      kill(s->child, signo);
+    return;
+  }
+  s->stopping = 1;
+  s->exit_code = 0;
+  if (s->child) {
+    log_info(NULL, NULL, "supervisor: %s: passing it to serving process %d (drain)",
+             crash_signal_name(signo), (int)s->child);
+    kill(s->child, signo);
+    s->stop_deadline = mono_ms() + SUPERVISOR_STOP_MS;
+  }
+}
+
+static int run(struct sup *s) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigprocmask(SIG_BLOCK, &set, &s->old_mask);
+  s->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (s->sfd < 0) {
+    log_error(NULL, NULL, "supervisor: signalfd: %s", strerror(errno));
+    return 1;
+  }
+  s->ctl = -1;
+  s->next_start = mono_ms();
+  for (;;) {
+    int64_t now = mono_ms();
+    if (!s->child && s->stopping)
+      break;
+    if (!s->child && now >= s->next_start && spawn(s) < 0)
+      s->next_start = now + 1000; /* fork failing (memory, pids): retry, not spin */
+    int timeout = -1;
+    if (!s->child)
+      timeout = (int)(s->next_start - now > 0 ? s->next_start - now : 0);
+    if (s->child && s->stopping) {
+      if (now >= s->stop_deadline) {
+        log_error(NULL, NULL, "supervisor: serving process %d did not stop within %d ms: SIGKILL",
+                  (int)s->child, SUPERVISOR_STOP_MS);
+        kill(s->child, SIGKILL);
+        s->stop_deadline = now + 60000;
+      }
+      timeout = (int)(s->stop_deadline - now > 0 ? s->stop_deadline - now : 0);
+    }
+    struct pollfd p[2] = {{s->sfd, POLLIN, 0}, {s->ctl, POLLIN, 0}};
+    int n = poll(p, s->ctl >= 0 ? 2 : 1, timeout);
+    if (n < 0 && errno != EINTR) {
+      log_error(NULL, NULL, "supervisor: poll: %s", strerror(errno));
+      sleep(1);
+      continue;
+    }
+    if (n > 0 && s->ctl >= 0 && (p[1].revents & POLLIN))
+      read_ctl(s);
+    if (n > 0 && (p[0].revents & POLLIN)) {
+      struct signalfd_siginfo si;
+      while (read(s->sfd, &si, sizeof si) == sizeof si)
+        if (si.ssi_signo != SIGHUP) /* HUP: the terminal went; the service does not */
+          on_signal(s, (int)si.ssi_signo);
+    }
+    /* The child's end closed without SIGCHLD yet: poll would report it forever. */
+    if (n > 0 && s->ctl >= 0 && (p[1].revents & (POLLHUP | POLLERR)) && !(p[1].revents & POLLIN))
+      p[1].fd = -1, nanosleep(&(struct timespec){0, 5 * 1000000}, NULL);
+  }
+  close(s->sfd);
+  return s->exit_code;
+}
+
+static int bind_port(struct config *cfg, struct serve_args *a) {
+  long before, nofile = listen_raise_nofile(&before);
+  /* A fixed port may still be held for a moment by the serving process of a host that was
+   * just killed (it dies with its supervisor, a few ms later): wait up to 2 s for it. */
+  int fd = listen_open(cfg->port, cfg->port ? 2000 : 0, &a->port);
+  if (fd < 0) {
+    log_error(NULL, NULL, "cannot listen on port %d: %s%s", cfg->port, strerror(-fd),
+              fd == -EADDRINUSE ? " (the port is in use)" : "");
+    return -1;
+  }
+  if (nofile != before)
+    log_info(NULL, NULL, "descriptor limit raised from %ld to %ld", before, nofile);
+  a->listen_fd = fd;
+  a->ctl_fd = -1;
+  a->host_pid = getpid();
+  return 0;
+}
+
+int supervisor_run(struct config *cfg, serve_fn serve) {
+  static struct sup s;
+  memset(&s, 0, sizeof s);
+  s.cfg = cfg;
+  s.serve = serve;
+  if (bind_port(cfg, &s.args) < 0)
+    return 1;
+  log_info(NULL, NULL, "supervisor %d: serving process restarts after a crash", (int)getpid());
+  int rc = run(&s);
+  close(s.args.listen_fd);
+  log_info(NULL, NULL, "supervisor: stopped (exit %d)", rc);
+  return rc;
+}
+
+int supervisor_none(struct config *cfg, serve_fn serve) {
+  struct serve_args a;
+  if (bind_port(cfg, &a) < 0)
+    return 1;
+  log_info(NULL, NULL, "no supervisor (--no-supervisor): a crash ends the host");
+  int rc = serve(cfg, &a);
+  close(a.listen_fd);
+  return rc;
+}

@@ -1,0 +1,41 @@
+/* supervisor.h: the small parent process that owns the listening socket and keeps one serving
+ * process running (restart with backoff, signals passed on, crash reports read). */
+#ifndef WSHOST_SUPERVISOR_H
+#define WSHOST_SUPERVISOR_H
+
+#include "config.h"
+
+#include <sys/types.h>
+
+/* Restart policy. A crash inside a function is quarantined, so it cannot repeat: the next
+ * serving process starts at once. Other crashes (or the same version crashing again, i.e. the
+ * quarantine did not hold) count towards a crash loop: CRASH_LOOP_K within CRASH_LOOP_T_MS
+ * is logged as one and each further start waits twice as long, up to SUPERVISOR_BACKOFF_MAX_MS. */
+#define CRASH_LOOP_K 5
+#define CRASH_LOOP_T_MS 30000
+#define SUPERVISOR_BACKOFF_MIN_MS 250
+#define SUPERVISOR_BACKOFF_MAX_MS 30000
+/* SIGTERM: the serving process drains (server.c: 3 s); past this it gets SIGKILL. */
+#define SUPERVISOR_STOP_MS 6000
+
+/* What a serving process gets from whoever started it. */
+struct serve_args {
+  int listen_fd;  /* bound and listening; the serving process accepts on it */
+  int ctl_fd;     /* control socket to the supervisor, -1 without one */
+  int port;       /* the port listen_fd is bound to */
+  pid_t host_pid; /* the supervisor's pid (the host's, as operators see it) */
+};
+
+typedef int (*serve_fn)(struct config *cfg, const struct serve_args *a);
+
+/* Runs the supervisor until the host is asked to stop: binds cfg->port, then forks serving
+ * processes that run serve(). Returns the process exit code. Workers (--isolation process)
+ * will be further children started the same way, each with its own control socket. */
+int supervisor_run(struct config *cfg, serve_fn serve);
+/* Without a supervisor (--no-supervisor): binds and runs serve() in this process. */
+int supervisor_none(struct config *cfg, serve_fn serve);
+/* Called by the serving process once it accepts: tells the supervisor, which logs
+ * "listening on port N" the first time (the readiness line; sd_notify READY belongs there). */
+void supervisor_ready(const struct serve_args *a);
+
+#endif
