@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_I64, OPT_STR, OPT_BOOL, OPT_LOGLEVEL };
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_I64, OPT_STR, OPT_BOOL, OPT_LOGLEVEL, OPT_LOGFORMAT };
 
 struct opt {
   const char *name; /* flag without "--"; the variable is WSHOST_ + upper case, '-' -> '_' */
@@ -47,6 +47,10 @@ static const struct opt opts[] = {
     O("tls-cert", OPT_STR, tls_cert, NULL, "PEM certificate: serve wss:// and https://"),
     O("tls-key", OPT_STR, tls_key, NULL, "PEM private key for --tls-cert"),
     O("log-level", OPT_LOGLEVEL, log_level, "info", "debug, info, warn or error"),
+    O("log-format", OPT_LOGFORMAT, log_format, "text",
+      "text (time level source function request-id message) or json (one object per line)"),
+    O("drain-timeout", OPT_INT, drain_timeout, "3",
+      "seconds SIGTERM lets connections close; the process ends by then + 2 s, even if stuck"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -63,6 +67,13 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *v, const
     if (l < 0)
       break;
     *(int *)p = l;
+    return 0;
+  }
+  case OPT_LOGFORMAT: {
+    int f = v ? log_format_parse(v) : -1;
+    if (f < 0)
+      break;
+    *(int *)p = f;
     return 0;
   }
   case OPT_BOOL:

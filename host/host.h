@@ -72,11 +72,10 @@ struct host {
   struct host_stats stats;
   lws_sorted_usec_list_t store_timer;
   /* The event loop lws runs on (server.c owns it): epoll through libev, so an event costs
-   * the same with 10 000 idle connections as with 10. Signals and the drain check are
-   * watchers on it, not process-wide handlers. */
+   * the same with 10 000 idle connections as with 10. The drain check is a watcher on it;
+   * signals are real handlers (signals.c) that wake it. */
   struct ev_loop *loop;
-  ev_signal sigterm, sigint;
-  ev_timer drain;
+  ev_timer drain, log_tick;
   int64_t drain_deadline_ms;
 };
 

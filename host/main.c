@@ -33,6 +33,7 @@ int main(int argc, char **argv) {
   if (rc)
     return rc > 0 ? 0 : 2;
   log_set_level((enum log_level)h->cfg.log_level);
+  log_set_format((enum log_format)h->cfg.log_format);
   h->started_ms = host_now_ms();
   map_init(&h->conns);
   map_init(&h->users);
@@ -66,5 +67,6 @@ int main(int argc, char **argv) {
   map_free(&h->conns);
   map_free(&h->users);
   log_info(NULL, NULL, "stopped");
+  log_flush_repeats(1);
   return 0;
 }
