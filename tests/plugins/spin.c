@@ -4,8 +4,8 @@
 #include <string.h>
 
 CLOUD_FUNCTION(ctx) {
-  if (cloud_method_is(ctx, "WebSocket:message") && !ctx->params.is_binary &&
-      ctx->params.len == 4 && !memcmp(ctx->params.data, "spin", 4)) {
+  if (cloud_method_is(ctx, "WebSocket:message") && !ctx->params.is_binary && ctx->params.len == 4 &&
+      !memcmp(ctx->params.data, "spin", 4)) {
     volatile unsigned long n = 0;
     for (;;)
       n++;
