@@ -36,6 +36,7 @@ struct conn {
   char peer_close_reason[124];
   char remote[64];
   int64_t opened_ms;
+  char request_id[32]; /* the upgrade's: on every log line about the connection itself */
 };
 
 /* The live connections of one user. */

@@ -39,6 +39,12 @@ async def test_every_text_line_has_time_level_source_function_request_id():
     refused = [l for l in lines if "refused: no valid bearer token" in l]
     assert refused and all(re.search(r" admin _ [0-9a-f]{8}-[0-9a-f]+ admin GET", l)
                            for l in refused), refused
+    # So does a line about a connection (the id of its upgrade) or one of its events.
+    about_conn = [l for l in lines
+                  if re.search(r" (connection \d+ of user|resume as \S+ from)", l)]
+    assert len(about_conn) >= 3, lines
+    for l in about_conn:
+        assert re.search(r" ws __websocket__ [0-9a-f]{8}-[0-9a-f]+ ", l), l
 
 
 async def test_json_lines_parse_and_name_their_fields():
