@@ -103,7 +103,7 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *v, const
     return 0;
   }
   }
-  fprintf(stderr, "wshost: bad value '%s' for %s\n", v ? v : "", from);
+  log_error(NULL, NULL, "bad value '%s' for %s", v ? v : "", from);
   return -1;
 }
 
@@ -157,12 +157,12 @@ int config_parse(struct config *cfg, int argc, char **argv) {
         val = eq + 1;
     }
     if (!o) {
-      fprintf(stderr, "wshost: unknown option '%s' (see --help)\n", arg);
+      log_error(NULL, NULL, "unknown option '%s' (see --help)", arg);
       return -1;
     }
     if (!val && o->kind != OPT_BOOL) {
       if (a + 1 >= argc) {
-        fprintf(stderr, "wshost: %s needs a value\n", arg);
+        log_error(NULL, NULL, "%s needs a value", arg);
         return -1;
       }
       val = argv[++a];
@@ -172,12 +172,11 @@ int config_parse(struct config *cfg, int argc, char **argv) {
   }
   if (cfg->port < 0 || cfg->port > 65535 || cfg->max_message < 1 || cfg->max_connections < 1 ||
       cfg->outbox_max < 1) {
-    fprintf(stderr,
-            "wshost: --port, --max-message, --max-connections, --outbox-max out of range\n");
+    log_error(NULL, NULL, "--port, --max-message, --max-connections, --outbox-max out of range");
     return -1;
   }
   if (!cfg->tls_cert != !cfg->tls_key) {
-    fprintf(stderr, "wshost: --tls-cert and --tls-key go together\n");
+    log_error(NULL, NULL, "--tls-cert and --tls-key go together");
     return -1;
   }
   return 0;
