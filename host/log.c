@@ -17,6 +17,7 @@ static const char *const names[] = {"debug", "info", "warn", "error"};
 /* The repeat limiter: one slot per call site (hashed; a collision evicts the older site after
  * writing its summary). Its lock also orders the writes, so a summary precedes what follows. */
 #define SLOTS 256
+#define PROBE 8
 #define LAST_MAX 240
 struct site {
   const void *key;
@@ -273,9 +274,26 @@ static int admit(const void *key, const char *source, enum log_level level, cons
                  const char *request_id, const char *msg, size_t len, int64_t now) {
   uintptr_t k = (uintptr_t)key ^ ((uintptr_t)level << 3);
   k ^= k >> 17;
-  k *= 0x9e3779b97f4a7c15u;
-  struct site *s = &sites[(k >> 24) % SLOTS];
-  if (s->key != key || s->level != level) {
+  k *= (uintptr_t)0x9e3779b97f4a7c15u;
+  /* Open addressing over PROBE slots: two busy sites that hash alike must not keep evicting
+   * each other (each eviction would restart the other's second and let its lines through).
+   * When all are taken the one quiet longest goes, after its summary. */
+  size_t at = (k >> 24) % SLOTS;
+  struct site *s = NULL, *oldest = NULL;
+  for (size_t i = 0; i < PROBE && !s; i++) {
+    struct site *c = &sites[(at + i) % SLOTS];
+    if (c->key == key && c->level == level)
+      s = c;
+    else if (!c->key && !oldest)
+      oldest = c;
+  }
+  for (size_t i = 0; i < PROBE && !s && !oldest; i++) {
+    struct site *c = &sites[(at + i) % SLOTS];
+    if (!oldest || c->window_ms < oldest->window_ms)
+      oldest = c;
+  }
+  if (!s) {
+    s = oldest;
     if (s->repeats)
       write_summary(s, now);
     memset(s, 0, sizeof *s);

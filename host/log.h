@@ -12,7 +12,7 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 /* Lines one call site may write per second; past it they are counted and a summary line
  * ("... repeated N times") follows once the second is over. */
-#define LOG_BURST 50
+#define LOG_BURST 20
 #define LOG_WINDOW_MS 1000
 
 void log_set_level(enum log_level level);
