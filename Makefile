@@ -1,4 +1,5 @@
-# Entry points for people: `make run`, `make test`, `make build`, `make bench`, `make fuzz`.
+# Entry points for people: `make run`, `make test`, `make build`, `make bench`, `make fuzz`,
+# `make soak` (SOAK_MINUTES=5: tools/soak against build/wshost, fails on a lost message).
 # CMake does the building; this file installs what is missing and wraps it.
 BUILD ?= build
 PORT ?= 8080
@@ -7,7 +8,9 @@ CMAKE_FLAGS ?=
 PREFIX ?= /usr/local
 DEB_OUT ?= $(BUILD)
 
-.PHONY: all deps build run test test-asan bench fuzz format clean install deb test-tsan
+SOAK_MINUTES ?= 5
+
+.PHONY: all deps build run test test-asan test-tsan bench fuzz soak format clean install deb
 
 all: build
 
@@ -56,6 +59,9 @@ bench: build
 
 fuzz: deps
 	tools/fuzz/run $(FUZZ_SECONDS)
+
+soak: build
+	tools/soak --minutes $(SOAK_MINUTES) --bin $(BUILD)/wshost
 
 format:
 	clang-format -i host/*.c host/*.h sdk/include/*.h plugins/*.c tests/unit/*.c tests/plugins/*.c tools/*.c

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_I64, OPT_STR, OPT_BOOL, OPT_LOGLEVEL };
+enum opt_kind { OPT_INT, OPT_SIZE, OPT_I64, OPT_STR, OPT_BOOL, OPT_LOGLEVEL, OPT_LOGFORMAT };
 
 struct opt {
   const char *name; /* flag without "--"; the variable is WSHOST_ + upper case, '-' -> '_' */
@@ -53,6 +53,10 @@ static const struct opt opts[] = {
     O("log-level", OPT_LOGLEVEL, log_level, "info", "debug, info, warn or error"),
     O("no-supervisor", OPT_BOOL, no_supervisor, "0",
       "serve in this process, without the supervisor that restarts it after a crash (debugging)"),
+    O("log-format", OPT_LOGFORMAT, log_format, "text",
+      "text (time level source function request-id message) or json (one object per line)"),
+    O("drain-timeout", OPT_INT, drain_timeout, "3",
+      "seconds SIGTERM lets connections close; the process ends by then + 2 s, even if stuck"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -69,6 +73,13 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *v, const
     if (l < 0)
       break;
     *(int *)p = l;
+    return 0;
+  }
+  case OPT_LOGFORMAT: {
+    int f = v ? log_format_parse(v) : -1;
+    if (f < 0)
+      break;
+    *(int *)p = f;
     return 0;
   }
   case OPT_BOOL:
@@ -98,7 +109,7 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *v, const
     return 0;
   }
   }
-  fprintf(stderr, "wshost: bad value '%s' for %s\n", v ? v : "", from);
+  log_error(NULL, NULL, "bad value '%s' for %s", v ? v : "", from);
   return -1;
 }
 
@@ -152,12 +163,12 @@ int config_parse(struct config *cfg, int argc, char **argv) {
         val = eq + 1;
     }
     if (!o) {
-      fprintf(stderr, "wshost: unknown option '%s' (see --help)\n", arg);
+      log_error(NULL, NULL, "unknown option '%s' (see --help)", arg);
       return -1;
     }
     if (!val && o->kind != OPT_BOOL) {
       if (a + 1 >= argc) {
-        fprintf(stderr, "wshost: %s needs a value\n", arg);
+        log_error(NULL, NULL, "%s needs a value", arg);
         return -1;
       }
       val = argv[++a];
@@ -167,12 +178,11 @@ int config_parse(struct config *cfg, int argc, char **argv) {
   }
   if (cfg->port < 0 || cfg->port > 65535 || cfg->max_message < 1 || cfg->max_connections < 1 ||
       cfg->outbox_max < 1) {
-    fprintf(stderr,
-            "wshost: --port, --max-message, --max-connections, --outbox-max out of range\n");
+    log_error(NULL, NULL, "--port, --max-message, --max-connections, --outbox-max out of range");
     return -1;
   }
   if (!cfg->tls_cert != !cfg->tls_key) {
-    fprintf(stderr, "wshost: --tls-cert and --tls-key go together\n");
+    log_error(NULL, NULL, "--tls-cert and --tls-key go together");
     return -1;
   }
   return 0;

@@ -43,6 +43,7 @@ struct conn {
   char peer_close_reason[124];
   char remote[64];
   int64_t opened_ms;
+  char request_id[32]; /* the upgrade's: on every log line about the connection itself */
 };
 
 /* The live connections of one user. */
@@ -80,11 +81,10 @@ struct host {
   struct metrics metrics; /* GET /_/metrics (metrics.c) */
   lws_sorted_usec_list_t store_timer;
   /* The event loop lws runs on (server.c owns it): epoll through libev, so an event costs
-   * the same with 10 000 idle connections as with 10. Signals and the drain check are
-   * watchers on it, not process-wide handlers. */
+   * the same with 10 000 idle connections as with 10. The drain check is a watcher on it;
+   * signals are real handlers (signals.c) that wake it. */
   struct ev_loop *loop;
-  ev_signal sigterm, sigint;
-  ev_timer drain;
+  ev_timer drain, log_tick;
   ev_timer watchdog; /* systemd WatchdogSec= pings (notify.c) */
   int64_t drain_deadline_ms;
   /* Issue 11: what the plugin being called is doing (invocation.c), rooms, timers, deferred

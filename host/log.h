@@ -1,25 +1,56 @@
-/* log.h: one line per event on stderr: time, level, function, request id, message.
- * Owns the log level (the one process-wide setting outside struct host: logging must work
- * before the host exists and from every module). */
+/* log.h: one line per event on stderr: time, level, source, function, request id, message.
+ * Owns the log level, format and the repeat limiter (the process-wide settings outside struct
+ * host: logging must work before the host exists, from every module and from every thread). */
 #ifndef WSHOST_LOG_H
 #define WSHOST_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
+/* Lines one call site may write per second; past it they are counted and a summary line
+ * ("... repeated N times") follows once the second is over. */
+#define LOG_BURST 20
+#define LOG_WINDOW_MS 1000
 
 void log_set_level(enum log_level level);
 /* Parses "debug", "info", "warn", "error". -1 if unknown. */
 int log_level_parse(const char *name);
 int log_enabled(enum log_level level);
-void log_msg(enum log_level level, const char *function, const char *request_id, const char *fmt,
-             ...) __attribute__((format(printf, 4, 5)));
-void log_msgv(enum log_level level, const char *function, const char *request_id, const char *fmt,
-              va_list ap);
+void log_set_format(enum log_format format);
+/* Parses "text", "json". -1 if unknown. */
+int log_format_parse(const char *name);
 
-#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
-#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
-#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+/* The source is the host file that logs ("store" for store.c), taken from __FILE__ by the
+ * macros below, so every line says where it comes from without each call saying it. */
+#define log_msg(...) log_emit(__FILE__, __VA_ARGS__)
+#define log_msgv(...) log_emitv(__FILE__, __VA_ARGS__)
+#define log_debug(...) log_emit(__FILE__, LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_emit(__FILE__, LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_emit(__FILE__, LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_emit(__FILE__, LOG_ERROR, __VA_ARGS__)
+
+/* function and request_id may be NULL ("-" in text, absent in JSON). Safe from any thread:
+ * one write(2) per line; repeats of one call site (fmt) are limited as said above. */
+void log_emit(const char *source, enum log_level level, const char *function,
+              const char *request_id, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void log_emitv(const char *source, enum log_level level, const char *function,
+               const char *request_id, const char *fmt, va_list ap);
+
+/* Writes the summaries of repeats whose second is over (all: every pending one); the loop
+ * calls it every second, and main with all=1 before exit. */
+void log_flush_repeats(int all);
+
+/* lws's log emitter (lws_set_log_level(..., log_lws_emit)): its lines get our format and limit. */
+void log_lws_emit(int lws_level, const char *line);
+
+/* One line from a signal handler: no locks, no stdio, no limiter. */
+void log_emergency(enum log_level level, const char *source, const char *message);
+
+/* Tests: where lines go (default 2) and the clock the limiter uses (NULL: the real one). */
+void log_set_fd(int fd);
+void log_set_clock(int64_t (*now_ms)(void));
 
 #endif

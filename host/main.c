@@ -107,6 +107,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   metrics_free(&h->metrics);
   quarantine_close(h->quarantine);
   log_info(NULL, NULL, "stopped");
+  log_flush_repeats(1);
   return 0;
 }
 
@@ -116,5 +117,6 @@ int main(int argc, char **argv) {
   if (rc)
     return rc > 0 ? 0 : 2;
   log_set_level((enum log_level)cfg.log_level);
+  log_set_format((enum log_format)cfg.log_format);
   return cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
 }

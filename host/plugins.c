@@ -9,6 +9,7 @@
 
 #include "api.h"
 #include "crash.h"
+#include "elfcheck.h"
 #include "http_parse.h"
 #include "log.h"
 #include "quarantine.h"
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -147,6 +149,37 @@ static int copy_private(struct plugins *p, int fd, const char *name, char *out, 
   return rc;
 }
 
+/* elf_check on the private copy. 0 or negative with why filled. */
+static int check_copy(const char *copy, char *why, size_t whylen) {
+  int fd = open(copy, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    int e = errno;
+    snprintf(why, whylen, "cannot read the copy %.200s: %s", copy, strerror(e));
+    if (fd >= 0)
+      close(fd);
+    return -e;
+  }
+  if (st.st_size == 0) {
+    close(fd);
+    snprintf(why, whylen, "empty file");
+    return -ENOEXEC;
+  }
+  /* Our own copy, which nobody else writes: mapping it cannot fault. */
+  void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (m == MAP_FAILED) {
+    snprintf(why, whylen, "cannot map the copy: %s", strerror(errno));
+    return -EIO;
+  }
+  char elf_why[400];
+  int rc = elf_check(m, (size_t)st.st_size, elf_why, sizeof elf_why);
+  munmap(m, (size_t)st.st_size);
+  if (rc < 0)
+    snprintf(why, whylen, "%s", elf_why);
+  return rc;
+}
+
 static void refuse(struct slot *s, const char *path, const char *why) {
   snprintf(s->last_error, sizeof s->last_error, "%s", why);
   s->last_error_ms = host_now_ms();
@@ -233,6 +266,10 @@ int plugins_reload(struct plugins *p, const char *name) {
     snprintf(why, sizeof why, "cannot copy to %.200s: %s", p->run, strerror(-rc));
     goto fail;
   }
+  /* The copy, not the original, is what dlopen maps: check it, so a file cut short (a deploy
+   * that wrote in place and paused) is refused here instead of faulting inside dlopen. */
+  if ((rc = check_copy(v->copy, why, sizeof why)) < 0)
+    goto fail;
   if (quarantine_blocks(p->h->quarantine, name, v->sha256)) {
     const json_t *q = quarantine_get(p->h->quarantine, name);
     snprintf(why, sizeof why,

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "notify.h"
 #include "plugins.h"
+#include "signals.h"
 #include "ws.h"
 
 #include <signal.h>
@@ -100,18 +101,24 @@ static void drain_check(struct ev_loop *loop, ev_timer *t, int revents) {
     ev_break(loop, EVBREAK_ALL);
 }
 
-static void on_signal(struct ev_loop *loop, ev_signal *sig, int revents) {
-  (void)revents;
-  struct host *h = sig->data;
+static void on_signal(int signum, void *arg) {
+  struct host *h = arg;
   if (h->stopping)
     return;
   h->stopping = 1;
-  log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping", sig->signum,
-           h->nconns);
+  log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping", signum, h->nconns);
   notify_stopping();
   ws_close_all(h, 1001, "server shutting down");
-  h->drain_deadline_ms = host_now_ms() + 3000;
-  ev_timer_start(loop, &h->drain);
+  h->drain_deadline_ms = host_now_ms() + (int64_t)h->cfg.drain_timeout * 1000;
+  ev_timer_start(h->loop, &h->drain);
+}
+
+/* Summaries of rate-limited log lines ("... repeated N times") once their second is over. */
+static void log_tick(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)t;
+  (void)revents;
+  log_flush_repeats(0);
 }
 
 int server_start(struct host *h) {
@@ -156,7 +163,7 @@ int server_start(struct host *h) {
     info.ssl_private_key_filepath = h->cfg.tls_key;
   }
   info.vhost_name = "wshost";
-  lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+  lws_set_log_level(LLL_ERR | LLL_WARN, log_lws_emit);
   h->lws = lws_create_context(&info);
   if (!h->lws) {
     log_error(NULL, NULL,
@@ -168,12 +175,15 @@ int server_start(struct host *h) {
     return -1;
   }
   h->vhost = lws_get_vhost_by_name(h->lws, "wshost");
-  ev_signal_init(&h->sigterm, on_signal, SIGTERM);
-  ev_signal_init(&h->sigint, on_signal, SIGINT);
   ev_timer_init(&h->drain, drain_check, 0, 0.01);
-  h->sigterm.data = h->sigint.data = h->drain.data = h;
-  ev_signal_start(h->loop, &h->sigterm);
-  ev_signal_start(h->loop, &h->sigint);
+  h->drain.data = h;
+  /* A real handler, not an ev_signal: SIGTERM must work while a function holds the loop. */
+  int rc = signals_start(h->loop, h->cfg.drain_timeout, on_signal, h);
+  if (rc < 0)
+    log_warn(NULL, NULL, "cannot install signal handlers: %s", strerror(-rc));
+  ev_timer_init(&h->log_tick, log_tick, 1, 1);
+  ev_timer_start(h->loop, &h->log_tick);
+  ev_unref(h->loop); /* the tick alone does not keep the loop running */
   signal(SIGPIPE, SIG_IGN);
   lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, 20 * LWS_US_PER_MS);
   accept_start(h);
@@ -195,8 +205,9 @@ void server_stop(struct host *h) {
     return;
   lws_sul_cancel(&h->store_timer);
   accept_stop(h);
-  ev_signal_stop(h->loop, &h->sigterm);
-  ev_signal_stop(h->loop, &h->sigint);
+  signals_stop();
+  ev_ref(h->loop);
+  ev_timer_stop(h->loop, &h->log_tick);
   ev_timer_stop(h->loop, &h->drain);
   /* On a foreign loop lws stops its watchers and frees the context (clearing h->lws); the
    * loop runs once more in case anything is left to finish, then goes. */

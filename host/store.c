@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cloud.h"
+#include "log.h"
 #include "sha256.h"
 
 #define SCHEMA_VERSION 1
@@ -232,7 +233,7 @@ int user_id_valid(const char *id) {
 }
 
 static int db_fail(struct store *s, const char *what) {
-  fprintf(stderr, "store: %s: %s\n", what, sqlite3_errmsg(s->db));
+  log_error(NULL, NULL, "%s: %s", what, sqlite3_errmsg(s->db));
   return CLOUD_EIO;
 }
 
@@ -306,7 +307,7 @@ int store_flush_due_ms(const struct store *s) {
 static int exec(struct store *s, const char *sql, const char *what) {
   char *err = NULL;
   if (sqlite3_exec(s->db, sql, NULL, NULL, &err) != SQLITE_OK) {
-    fprintf(stderr, "store: %s: %s\n", what, err ? err : sqlite3_errmsg(s->db));
+    log_error(NULL, NULL, "%s: %s", what, err ? err : sqlite3_errmsg(s->db));
     sqlite3_free(err);
     return CLOUD_EIO;
   }
@@ -329,8 +330,8 @@ static int migrate(struct store *s) {
   if (exec(s, "BEGIN IMMEDIATE", "migrate") || pragma_int(s, "PRAGMA user_version", &version))
     goto fail;
   if (version > SCHEMA_VERSION) {
-    fprintf(stderr, "store: database schema version %lld is newer than this host's (%d)\n",
-            (long long)version, SCHEMA_VERSION);
+    log_error(NULL, NULL, "database schema version %lld is newer than this host's (%d)",
+              (long long)version, SCHEMA_VERSION);
     goto fail;
   }
   if (version < 1 &&
@@ -377,7 +378,7 @@ static int boot_start(struct store *s) {
   if (exec(s, "COMMIT", "boot"))
     goto fail;
   if (stale > 0)
-    fprintf(stderr, "store: closed %d connection(s) left open by an earlier run\n", stale);
+    log_info(NULL, NULL, "closed %d connection(s) left open by an earlier run", stale);
   return 0;
 fail:
   db_fail(s, "boot");
@@ -417,7 +418,7 @@ static void *checkpoint_main(void *arg) {
   sqlite3 *db = NULL;
   if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
       SQLITE_OK) {
-    fprintf(stderr, "store: checkpoint thread cannot open %s\n", s->path);
+    log_error(NULL, NULL, "checkpoint thread cannot open %s", s->path);
     sqlite3_close(db);
     return NULL;
   }
@@ -436,7 +437,7 @@ static void *checkpoint_main(void *arg) {
     /* PASSIVE: copies what it can without waiting for the writer or readers. */
     int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      fprintf(stderr, "store: checkpoint: %s\n", sqlite3_errmsg(db));
+      log_error(NULL, NULL, "checkpoint: %s", sqlite3_errmsg(db));
     pthread_mutex_lock(&s->ckpt_mu);
   }
   pthread_mutex_unlock(&s->ckpt_mu);
@@ -473,7 +474,7 @@ int store_open(struct store **out, const struct store_options *opt) {
   int memory = strcmp(opt->path, ":memory:") == 0, rc;
   if (!memory) {
     if ((rc = make_parent(opt->path)) < 0) {
-      fprintf(stderr, "store: cannot create the directory of %s: %s\n", opt->path, strerror(-rc));
+      log_error(NULL, NULL, "cannot create the directory of %s: %s", opt->path, strerror(-rc));
       return rc;
     }
     /* Token hashes and user ids are nobody else's business: create the file owner-only
@@ -481,7 +482,7 @@ int store_open(struct store **out, const struct store_options *opt) {
     int fd = open(opt->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
       rc = -errno;
-      fprintf(stderr, "store: cannot open %s: %s\n", opt->path, strerror(errno));
+      log_error(NULL, NULL, "cannot open %s: %s", opt->path, strerror(errno));
       return rc;
     }
     close(fd);
@@ -498,8 +499,8 @@ int store_open(struct store **out, const struct store_options *opt) {
   if (sqlite3_open_v2(opt->path, &s->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       NULL) != SQLITE_OK) {
-    fprintf(stderr, "store: cannot open %s: %s\n", opt->path,
-            s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    log_error(NULL, NULL, "cannot open %s: %s", opt->path,
+              s->db ? sqlite3_errmsg(s->db) : "out of memory");
     goto fail;
   }
   sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
@@ -512,8 +513,8 @@ int store_open(struct store **out, const struct store_options *opt) {
     rc = sqlite3_step(st);
     const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
     if (!mode || strcmp(mode, "wal") != 0) {
-      fprintf(stderr, "store: %s: cannot use WAL mode (%s)\n", opt->path,
-              mode ? mode : sqlite3_errmsg(s->db));
+      log_error(NULL, NULL, "%s: cannot use WAL mode (%s)", opt->path,
+                mode ? mode : sqlite3_errmsg(s->db));
       sqlite3_finalize(st);
       goto fail;
     }
@@ -582,7 +583,7 @@ void store_close(struct store *s) {
   for (int i = 0; i < ST__N; i++)
     sqlite3_finalize(s->st[i]);
   if (s->db && sqlite3_close(s->db) != SQLITE_OK)
-    fprintf(stderr, "store: close: %s\n", sqlite3_errmsg(s->db));
+    log_error(NULL, NULL, "close: %s", sqlite3_errmsg(s->db));
   free(s->path);
   free(s);
 }

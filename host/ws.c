@@ -84,7 +84,7 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
   int rc = sendq_push(&c->q, data, len, is_binary);
   if (rc == CLOUD_EFULL) {
     h->metrics.sendq_overflows++;
-    log_warn(WS_FUNCTION, NULL,
+    log_warn(WS_FUNCTION, c->request_id,
              "closing slow reader: connection %llu of user %s from %s has %zu bytes queued",
              (unsigned long long)c->id, c->user_id, c->remote, c->q.bytes);
     c->close_code = 1008;
@@ -206,6 +206,7 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
     return -1;
   c->id = ++h->next_conn_id;
   c->opened_ms = host_now_ms();
+  host_request_id(h, c->request_id, sizeof c->request_id);
   c->host = h;
   c->wsi = wsi;
   sendq_init(&c->q, h->cfg.max_send_queue);
@@ -231,11 +232,12 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
       memcpy(c->user_id, want_id, strlen(want_id) + 1); /* valid ids fit */
       resumed = 1;
     } else
-      log_warn(WS_FUNCTION, NULL, "resume as %.64s from %s refused: %s; assigning a new user",
-               want_id, c->remote, ok < 0 ? "store error" : "unknown user or wrong token");
+      log_warn(WS_FUNCTION, c->request_id,
+               "resume as %.64s from %s refused: %s; assigning a new user", want_id, c->remote,
+               ok < 0 ? "store error" : "unknown user or wrong token");
   }
   if (!resumed && store_user_create(h->store, c->user_id, fresh_token) < 0) {
-    log_error(WS_FUNCTION, NULL, "cannot create a user for %s", c->remote);
+    log_error(WS_FUNCTION, c->request_id, "cannot create a user for %s", c->remote);
     return -1;
   }
   c->fresh_user = !resumed;
@@ -254,7 +256,7 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   c->established = 1;
   int64_t row = store_conn_open(h->store, c->user_id, c->remote);
   c->row = row > 0 ? row : 0;
-  log_debug(WS_FUNCTION, NULL, "connection %llu of user %s from %s opened%s",
+  log_debug(WS_FUNCTION, c->request_id, "connection %llu of user %s from %s opened%s",
             (unsigned long long)c->id, c->user_id, c->remote, resumed ? " (resumed)" : "");
   json_decref(ctx.headers);
   json_decref(ctx.query);
@@ -267,7 +269,7 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   int n = store_outbox_drain(h->store, c->user_id, deliver_queued, c);
   h->metrics.outbox_delivered += n > 0 ? (uint64_t)n : 0;
   if (n > 0)
-    log_info(WS_FUNCTION, NULL, "delivered %d queued messages to user %s", n, c->user_id);
+    log_info(WS_FUNCTION, c->request_id, "delivered %d queued messages to user %s", n, c->user_id);
   return 0;
 }
 
@@ -292,7 +294,7 @@ static void ws_closed(struct host *h, struct session *s) {
   /* After the close event, so its handler could still name the rooms (cloud_socket_rooms). */
   rooms_leave_all(h, c->id);
   /* One info line per connection, at its end, with what the opening line (debug) had. */
-  log_info(WS_FUNCTION, NULL,
+  log_info(WS_FUNCTION, c->request_id,
            "connection %llu of user %s from %s closed (%d%s%.123s) after %lld ms",
            (unsigned long long)c->id, c->user_id, c->remote, code, *reason ? " " : "", reason,
            (long long)(host_now_ms() - c->opened_ms));
@@ -311,7 +313,7 @@ static int ws_fail(struct conn *c, struct lws *wsi, int code, const char *why) {
   c->close_code = code;
   snprintf(c->close_reason, sizeof c->close_reason, "%s", why);
   ws_event(c, "WebSocket:error", &ctx);
-  log_warn(WS_FUNCTION, NULL, "closing connection %llu of user %s with %d: %s",
+  log_warn(WS_FUNCTION, c->request_id, "closing connection %llu of user %s with %d: %s",
            (unsigned long long)c->id, c->user_id, code, why);
   lws_close_reason(wsi, code, (unsigned char *)c->close_reason, strlen(c->close_reason));
   return -1;

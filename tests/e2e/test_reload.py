@@ -381,7 +381,7 @@ async def test_delete_websocket_function_then_restore():
         assert st["loaded"] is False and "version" not in st, st
         assert shared_value(h, "lifecycle") == ["init 1", "fini 1"]
 
-        dropped = r"warn +__websocket__ \S+ WebSocket:message dropped: no __websocket__\.so loaded"
+        dropped = r"warn +ws __websocket__ \S+ WebSocket:message dropped: no __websocket__\.so loaded"
         for i, ws in enumerate(conns):
             await ws.send(f"lost{i}")
         for ws in conns:
