@@ -152,9 +152,21 @@ char *http_url(const char *path, json_t *query) {
   return url;
 }
 
+/* Request bodies are read at a pace and within a budget (issue 9, finding 6): a body must
+ * bring min_body_rate bytes/s in every window after the first, and all bodies buffered at
+ * once stay under max_body_total. A request answered before its body was read keeps reading
+ * and dropping it for at most LINGER_MS and LINGER_BYTES, as nginx's lingering close does:
+ * closing with unread bytes makes the kernel send a reset, and most clients (Node, Python)
+ * then lose the answer that was already on its way. */
+#define BODY_WINDOW_MS 5000
+#define LINGER_MS 5000
+#define LINGER_BYTES ((size_t)64 << 20)
+
 static void req_free(struct http_req *r) {
   if (!r)
     return;
+  lws_sul_cancel(&r->body_timer);
+  r->host->http_body_bytes -= r->body_cap;
   free(r->path);
   json_decref(r->query);
   json_decref(r->headers);
@@ -337,13 +349,39 @@ static int body_expected(struct http_req *r) {
  * two that differ, one next to Transfer-Encoding, a coding other than chunked) is refused and
  * the connection closed, so no second request can hide in it. lws 4.1 does not check. It does
  * not decode chunked request bodies either (the request would hang until its timeout): 411. */
+/* RFC 9112 5.1: whitespace between a field name and its colon must get a 400, or
+ * "Content-Length : 40" is a body to one server and none to the next (request smuggling).
+ * lws 4.1 stops matching a known name at the space and files the line as an unknown header
+ * named "content-length :", which lws_hdr_custom_length finds; only names lws knows can be
+ * asked for, which covers every name whose meaning matters to framing. */
+static int spaced_field_name(struct lws *wsi) {
+  static const char *const gaps[] = {" :", "\t:", "  :", " \t:", "\t :"};
+  char name[96];
+  for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+    const char *tok = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+    size_t n = tok ? strlen(tok) : 0;
+    if (n < 2 || tok[0] == ':' || tok[n - 1] != ':' || n + 2 > sizeof name)
+      continue;
+    for (size_t g = 0; g < sizeof gaps / sizeof *gaps; g++) {
+      size_t gl = strlen(gaps[g]);
+      memcpy(name, tok, n - 1);
+      memcpy(name + n - 1, gaps[g], gl + 1);
+      if (lws_hdr_custom_length(wsi, name, (int)(n - 1 + gl)) >= 0)
+        return 1;
+    }
+  }
+  return 0;
+}
+
 static int framing_refused(struct http_req *r) {
   char v[32];
   int ncl = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
   int nte = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
   const char *why = NULL;
   int status = 400;
-  if (ncl > 0 && nte > 0)
+  if (spaced_field_name(r->wsi))
+    why = "whitespace between a header name and its colon";
+  else if (ncl > 0 && nte > 0)
     why = "both Content-Length and Transfer-Encoding";
   else if (ncl > 0) {
     int ok = ncl < (int)sizeof v &&
@@ -375,6 +413,8 @@ static int framing_refused(struct http_req *r) {
   return 1;
 }
 
+static void body_check(lws_sorted_usec_list_t *sul);
+
 static int http_begin(struct host *h, struct lws *wsi, struct session *s, const char *uri) {
   struct http_req *r = calloc(1, sizeof *r);
   if (!r)
@@ -399,6 +439,9 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   set_request_id(r);
   if (framing_refused(r))
     return 0;
+  if (body_expected(r) && r->content_length > 0)
+    lws_sul_schedule(lws_get_context(wsi), 0, &r->body_timer, body_check,
+                     BODY_WINDOW_MS * LWS_US_PER_MS);
   r->route = http_route(r->path, r->name);
 
   if (r->route == ROUTE_NOT_FOUND ||
@@ -428,7 +471,36 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   return 0;
 }
 
+static void body_check(lws_sorted_usec_list_t *sul) {
+  struct http_req *r = lws_container_of(sul, struct http_req, body_timer);
+  struct host *h = r->host;
+  if (r->deadline_ms && host_now_ms() >= r->deadline_ms) {
+    lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    return;
+  }
+  size_t floor = h->cfg.min_body_rate * (BODY_WINDOW_MS / 1000);
+  if (!r->ready && !r->body_done && r->body_checks++ > 0 && r->window_bytes < floor) {
+    respond_error(r, 408, "Request Timeout", "request body too slow", 0);
+    r->close_after = 1;
+    r->slow = 1;
+    /* A peer too slow to send may be too slow to read its answer as well. */
+    r->deadline_ms = host_now_ms() + LINGER_MS;
+    log_info(r->name, r->request_id, "%s %s 408 %s: %zu body bytes in %d ms (at least %zu/s)",
+             r->method, r->path, r->remote, r->window_bytes, BODY_WINDOW_MS, h->cfg.min_body_rate);
+    respond(r);
+  }
+  r->window_bytes = 0;
+  if (!r->body_done || r->deadline_ms)
+    lws_sul_schedule(lws_get_context(r->wsi), 0, &r->body_timer, body_check,
+                     BODY_WINDOW_MS * LWS_US_PER_MS);
+}
+
 static int http_body(struct http_req *r, const void *in, size_t len) {
+  if (r->lingering) {
+    r->drained += len;
+    return r->drained > LINGER_BYTES || host_now_ms() >= r->deadline_ms ? -1 : 0;
+  }
+  r->window_bytes += len;
   if (r->ready)
     return 0; /* already answered (413): the rest is discarded */
   if (r->body_len + len > r->host->cfg.max_body) {
@@ -440,12 +512,26 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
     return 0;
   }
   if (r->body_len + len + 1 > r->body_cap) {
-    size_t cap = r->body_cap ? r->body_cap : 4096;
-    while (cap < r->body_len + len + 1)
+    struct host *h = r->host;
+    size_t want = r->body_len + len + 1, cap = r->body_cap ? r->body_cap : 4096;
+    while (cap < want)
       cap *= 2;
+    /* The announced length is all that is needed: no doubling past it. */
+    if (r->content_length > 0 && want <= (size_t)r->content_length + 1 &&
+        cap > (size_t)r->content_length + 1)
+      cap = (size_t)r->content_length + 1;
+    if (h->http_body_bytes - r->body_cap + cap > h->cfg.max_body_total) {
+      respond_error(r, 503, "Service Unavailable", "too many request bytes in flight; retry", 0);
+      r->close_after = 1;
+      log_info(r->name, r->request_id, "%s %s 503 %s: %zu body bytes buffered (limit %zu)",
+               r->method, r->path, r->remote, h->http_body_bytes, h->cfg.max_body_total);
+      respond(r);
+      return 0;
+    }
     char *b = realloc(r->body, cap);
     if (!b)
       return -1;
+    h->http_body_bytes += cap - r->body_cap;
     r->body = b;
     r->body_cap = cap;
   }
@@ -484,6 +570,19 @@ static int http_write(struct lws *wsi, struct http_req *r) {
       lws_write(wsi, r->resp + LWS_PRE, r->resp_len, LWS_WRITE_HTTP_FINAL) < (int)r->resp_len)
     return -1;
   int close_after = r->close_after;
+  if (close_after && !r->slow && !r->body_done && r->content_length > 0) {
+    /* Answered before the body was read (413, 503, 404): read the rest and drop it, then
+     * close; what is buffered goes now. */
+    r->lingering = 1;
+    r->deadline_ms = host_now_ms() + LINGER_MS;
+    r->host->http_body_bytes -= r->body_cap;
+    free(r->body);
+    r->body = NULL;
+    r->body_len = r->body_cap = 0;
+    lws_sul_schedule(lws_get_context(wsi), 0, &r->body_timer, body_check,
+                     LINGER_MS * LWS_US_PER_MS);
+    return 0;
+  }
   struct session *s = lws_wsi_user(wsi);
   s->req = NULL;
   req_free(r);
@@ -505,7 +604,12 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
   case LWS_CALLBACK_HTTP_BODY:
     return s->req ? http_body(s->req, in, len) : 0;
   case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-    if (s->req && !s->req->ready)
+    if (!s->req)
+      return 0;
+    s->req->body_done = 1;
+    if (s->req->lingering)
+      return -1; /* everything read: the close sends no reset */
+    if (!s->req->ready)
       dispatch(s->req);
     return 0;
   case LWS_CALLBACK_HTTP_WRITEABLE:

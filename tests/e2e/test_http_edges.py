@@ -1,0 +1,161 @@
+"""HTTP edges of issue 9 (findings 6 and 8): slow request bodies hold neither memory nor
+connections (--max-body-total, --min-body-rate), a request answered before its body was read
+is answered in a way every client can read (lingering close), and header lines lws 4.1 gets
+wrong are answered with a status."""
+
+import http.client
+import select
+import socket
+import threading
+import time
+
+from harness import *  # noqa: F401,F403
+from harness import _parse_http_response
+
+
+def proc_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise Fail(f"no {field} in /proc/{pid}/status")
+
+
+def slow_body(port, total, fast, out, key, timeout=60):
+    """POST /echo announcing `total` bytes, sends `fast` of them at once and then one byte a
+    second; out[key] = the status of the response (None: closed without one)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall((f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                   f"Content-Length: {total}\r\n\r\n").encode())
+        s.setblocking(False)
+        sent, got, closed, last = 0, b"", False, 0.0
+        block = b"a" * 65536
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, w, _ = select.select([s], [s] if sent < total else [], [], 0.2)
+            if r:
+                try:
+                    d = s.recv(65536)
+                except (ConnectionResetError, BlockingIOError):
+                    d = b""
+                closed = not d
+                got += d
+                resp = _parse_http_response(got, closed)
+                if resp:
+                    out[key] = resp.status
+                    return
+                if closed:
+                    break
+            if w:
+                now = time.monotonic()
+                if sent < fast:
+                    n = min(len(block), fast - sent)
+                elif now - last >= 1.0:
+                    n, last = 1, now
+                else:
+                    continue
+                try:
+                    sent += s.send(block[:n])
+                except BlockingIOError:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    sent = total
+        out[key] = None
+    finally:
+        s.close()
+
+
+def test_slow_bodies_bounded():
+    """Finding 6: 24 bodies of 4 MB each sent all but the end fast and then a byte a second.
+    Before: every one held its 4 MiB for as long as it trickled (each byte reset lws's 20 s
+    timeout). Now the host's peak RSS grows by less than --max-body-total plus slack, each
+    slow client gets 503 (over the total) or 408 (too slow), and a GET is served meanwhile."""
+    with Host(flags=["--max-body-total", str(8 << 20), "--min-body-rate", "10000"]) as h:
+        pid = h.proc.pid
+        base = proc_kb(pid, "VmRSS")
+        out = {}
+        n, total = 24, 4_000_000
+        threads = [threading.Thread(target=slow_body, args=(h.port, total, total - 1000, out, i))
+                   for i in range(n)]
+        for t in threads:
+            t.start()
+        time.sleep(3)  # all of them are trickling or refused by now
+        r = h.http("GET", "/echo?during=1", timeout=20)
+        assert r.status == 200 and r.json["query"] == {"during": "1"}, r
+        for t in threads:
+            t.join(60)
+        peak = proc_kb(pid, "VmHWM")
+        statuses = sorted(out.values(), key=str)
+        assert len(out) == n and all(s in (408, 503) for s in out.values()), statuses
+        assert 408 in statuses and 503 in statuses, statuses
+        assert peak - base < 40 * 1024, f"RSS grew from {base} kB to a peak of {peak} kB"
+        r = h.http("POST", "/echo", body="after", headers={"Content-Type": "text/plain"})
+        assert r.status == 200 and r.json["body_raw"] == "after", r
+        assert "408" in h.log() and "503" in h.log()
+
+
+def test_early_answer_readable_by_a_client_that_sends_everything():
+    """Finding 8: an 11 MiB body is answered 413 before it is read. Before: the host closed at
+    once with 11 MiB unread, the kernel sent a reset, and http.client (like Node's fetch) got
+    EPIPE/ECONNRESET instead of the answer. Now the host reads and drops the rest first."""
+    with Host() as h:
+        for path in ("/echo", "/no-such-function"):
+            conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=30)
+            try:
+                conn.request("POST", path, body=b"x" * (11 << 20),
+                             headers={"Content-Type": "application/octet-stream"})
+                r = conn.getresponse()
+                r.read()
+            finally:
+                conn.close()
+            assert r.status == (413 if path == "/echo" else 404), (path, r.status)
+        r = h.http("GET", "/echo")
+        assert r.status == 200, r
+
+
+def test_linger_is_bounded():
+    """The rest of a refused body is read for at most a few seconds: a client that announces
+    11 MiB and then sends nothing is closed after its 413, not held."""
+    with Host() as h:
+        s = socket.create_connection(("127.0.0.1", h.port), timeout=20)
+        t0 = time.monotonic()
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11534336\r\n\r\nabc")
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        dt = time.monotonic() - t0
+        s.close()
+        assert got.startswith(b"HTTP/1.1 413"), got[:100]
+        assert dt < 15, f"held {dt:.1f} s after the 413"
+
+
+def test_space_before_colon_400():
+    """Finding 8: `Content-Length : 4` was taken as no body (and "abcd" as the next request);
+    RFC 9112 5.1 wants 400. Same for Transfer-Encoding and a tab."""
+    with Host() as h:
+        for head in (b"Content-Length : 4", b"Content-Length\t: 4", b"Transfer-Encoding : chunked",
+                     b"Host  : x"):
+            s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n\r\nabcd")
+            got = b""
+            try:
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    got += d
+            except (ConnectionResetError, socket.timeout):
+                pass
+            s.close()
+            assert got.startswith(b"HTTP/1.1 400"), (head, got[:200])
+            assert b"whitespace between a header name and its colon" in got, got
+        r = h.http("POST", "/echo", body="abcd", headers={"Content-Type": "text/plain"})
+        assert r.status == 200 and r.json["body_raw"] == "abcd", r
+
+
+if __name__ == "__main__":
+    run(globals())
