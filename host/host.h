@@ -31,6 +31,7 @@ struct conn {
   int fresh_user;       /* user_id was created for this connection */
   int established;      /* the connection event ran; close events are due */
   int close_code;       /* close the host or plugin asked for, 0 if none */
+  int close_sent;       /* lws has been told to send it */
   char close_reason[124];
   int peer_close_code; /* what the client's close frame said, 0 if none */
   char peer_close_reason[124];

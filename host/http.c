@@ -4,6 +4,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "peer.h"
 #include "plugins.h"
 #include "ws.h"
 
@@ -591,6 +592,33 @@ static int http_write(struct lws *wsi, struct http_req *r) {
   return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* lws 4.1 closes a connection whose request head never completed without a word: the
+ * client sees an empty reply. Its only callback on such a connection is CLOSED_HTTP, with no
+ * session (none is bound before a request). When nothing was ever sent on the connection and
+ * the peer is still there, answer for lws: 408 when the head stopped coming (lws's 10 s
+ * header timeout; this also answers a header name lws mis-parses, see README). A head lws
+ * refused (too many fields, too long) cannot be answered here: lws has shut the socket down
+ * before this callback (close.c just_kill_connection), and the write fails. Plain TCP only:
+ * under TLS the bytes would have to go through lws. */
+static void head_refused(struct host *h, struct lws *wsi) {
+  struct peer_state ps;
+  if (lws_is_ssl(wsi) || peer_probe(wsi, &ps) < 0 || !ps.open || ps.bytes_sent || ps.idle_ms < 1000)
+    return;
+  static const char body[] =
+      "{\"error\":\"Request Timeout\",\"message\":\"request head not complete\"}";
+  char resp[256];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                   "content-length: %zu\r\nconnection: close\r\n\r\n%s",
+                   sizeof body - 1, body);
+  if (peer_write_last(wsi, resp, (size_t)n) < 0)
+    return;
+  char remote[64];
+  lws_get_peer_simple(wsi, remote, sizeof remote);
+  h->stats.http_requests++;
+  log_info(NULL, NULL, "408 %s: request head not complete after %u ms", remote, ps.idle_ms);
+}
+
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
                   size_t len) {
   struct host *h = lws_context_user(lws_get_context(wsi));
@@ -623,7 +651,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
     if (s && s->req) {
       req_free(s->req);
       s->req = NULL;
-    }
+    } else if (!s)
+      head_refused(h, wsi);
     return 0;
   default:
     return 0;

@@ -54,6 +54,7 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_RECEIVE:
   case LWS_CALLBACK_SERVER_WRITEABLE:
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+  case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
   case LWS_CALLBACK_CLOSED:
     return ws_callback(wsi, reason, s, in, len);
   case LWS_CALLBACK_HTTP:

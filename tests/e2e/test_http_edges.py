@@ -157,5 +157,39 @@ def test_space_before_colon_400():
         assert r.status == 200 and r.json["body_raw"] == "abcd", r
 
 
+def test_header_name_prefix_of_a_known_one():
+    """`Acc:`, `Cont:`, `Ho:`: lws 4.1 matches the name against its table of known names and,
+    on the colon after a prefix, files the rest of the head as one unknown name (parsers.c,
+    WSI_TOKEN_NAME_PART). Followed by another header the request completes and is served;
+    as the last header the head never completes: before, the connection was dropped after
+    10 s without a word; now the client gets a 408 it can read."""
+    with Host() as h:
+        for name in (b"Acc", b"Cont", b"Ho"):
+            got, closed = b"", False
+            s = socket.create_connection(("127.0.0.1", h.port), timeout=20)
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n" + name + b": 1\r\nX-After: 2\r\n\r\n")
+            while not _parse_http_response(got, closed):
+                d = s.recv(65536)
+                closed = not d
+                got += d
+                if closed:
+                    break
+            s.close()
+            r = _parse_http_response(got, closed)
+            assert r and r.status == 200, (name, got[:200])
+        s = socket.create_connection(("127.0.0.1", h.port), timeout=25)
+        t0 = time.monotonic()
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nAcc: 1\r\n\r\n")
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        s.close()
+        assert got.startswith(b"HTTP/1.1 408"), got[:200]
+        assert time.monotonic() - t0 < 20
+
+
 if __name__ == "__main__":
     run(globals())
