@@ -72,6 +72,7 @@ struct host {
   char admin_token[128];
   struct host_stats stats;
   size_t http_body_bytes; /* request body bytes buffered now, all requests (http.c) */
+  struct map head_guards; /* struct lws * -> first heads being read (head_guard.c) */
   lws_sorted_usec_list_t store_timer;
   /* The event loop lws runs on (server.c owns it): epoll through libev, so an event costs
    * the same with 10 000 idle connections as with 10. Signals and the drain check are

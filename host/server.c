@@ -4,6 +4,7 @@
  * costs the same however many idle connections there are, unlike lws's default poll() loop. */
 #include "server.h"
 
+#include "head_guard.h"
 #include "http.h"
 #include "log.h"
 #include "plugins.h"
@@ -65,6 +66,12 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     return http_callback(wsi, reason, s, in, len);
+  case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+    head_guard_start(lws_context_user(lws_get_context(wsi)), wsi);
+    return 0;
+  case LWS_CALLBACK_WSI_DESTROY:
+    head_guard_end(lws_context_user(lws_get_context(wsi)), wsi);
+    return 0;
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);
   }
