@@ -17,6 +17,7 @@
 #include "head_guard.h"
 
 #include "log.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <linux/sockios.h>
@@ -40,7 +41,8 @@ struct guard {
   struct lws *wsi;
   int fd;
   char *buf;
-  size_t len, cap;
+  size_t base, len, cap; /* buf holds stream bytes [base, len); room for cap */
+  size_t head_end;       /* a WebSocket upgrade: where its first frame starts, else 0 */
 };
 
 static void guard_free(struct guard *g) {
@@ -143,6 +145,35 @@ static void refuse(struct guard *g, int status, const char *why) {
   guard_free(g);
 }
 
+/* 1 if the head asks for a WebSocket upgrade (an Upgrade header naming websocket). */
+static int is_upgrade(const char *head, size_t len) {
+  for (const char *p = head; p && p < head + len; p = memchr(p, '\n', (size_t)(head + len - p))) {
+    p += *p == '\n';
+    if ((size_t)(head + len - p) > 8 && !strncasecmp(p, "upgrade:", 8)) {
+      const char *v = p + 8, *e = memchr(v, '\n', (size_t)(head + len - v));
+      for (; v && e && v + 9 <= e; v++)
+        if (!strncasecmp(v, "websocket", 9))
+          return 1;
+      return 0;
+    }
+  }
+  return 0;
+}
+
+/* RFC 6455 5.1: a server MUST close the connection on a frame from the client that is not
+ * masked; lws 4.1 reads the mask bit into a private field and unmasks nothing
+ * (ops-ws.c LWS_RXPS_04_FRAME_HDR_LEN). Only the first frame is looked at: the watch ends
+ * there, so the cost per connection stays one head and one frame header. A client that masks
+ * its first frame and not a later one is not caught. */
+static void frame_check(struct guard *g) {
+  if (g->len < g->head_end + 2)
+    return;
+  int masked = (unsigned char)g->buf[g->head_end + 1 - g->base] & 0x80;
+  if (!masked && ws_refuse(g->wsi, 1002, "unmasked frame from the client") == 0)
+    log_debug(NULL, NULL, "unmasked client frame refused");
+  guard_free(g);
+}
+
 /* Bytes the kernel has received on fd, and how many of them lws has read. -1 if unknown. */
 static int stream_position(int fd, uint64_t *received, uint64_t *consumed) {
   struct tcp_info a, b;
@@ -176,7 +207,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     guard_free(g); /* lws read bytes never seen here: stop rather than misalign */
     return;
   }
-  size_t limit = g->cap, want = received > limit ? limit - g->len : (size_t)received - g->len;
+  size_t limit = g->base + g->cap,
+         want = received > limit ? limit - g->len : (size_t)received - g->len;
   if (!want) {
     /* Nothing new: lws is not reading yet. Level-triggered, so do not spin on it. */
     ev_io_stop(loop, &g->io);
@@ -187,7 +219,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
   char *tmp = malloc(skip + want);
   ssize_t n = tmp ? recv(g->fd, tmp, skip + want, MSG_PEEK | MSG_DONTWAIT) : -1;
   if (n > (ssize_t)skip) {
-    memcpy(g->buf + g->len, tmp + skip, (size_t)n - skip);
+    memcpy(g->buf + (g->len - g->base), tmp + skip, (size_t)n - skip);
     g->len += (size_t)n - skip;
   }
   free(tmp);
@@ -195,14 +227,26 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
     guard_free(g);
     return;
   }
+  if (g->head_end) {
+    frame_check(g);
+    return;
+  }
   const char *why = NULL;
   for (size_t i = 0; i + 1 < g->len; i++)
     if (g->buf[i] == '\n' && (g->buf[i + 1] == '\n' ||
                               (g->buf[i + 1] == '\r' && i + 2 < g->len && g->buf[i + 2] == '\n'))) {
       int status = head_check(g->buf, i + 1, &why);
+      size_t end = i + (g->buf[i + 1] == '\n' ? 2 : 3);
       if (status)
         refuse(g, status, why);
-      else
+      else if (is_upgrade(g->buf, end) && g->len == end) {
+        /* Stay for the first frame's mask bit, with two bytes of room instead of a head's. */
+        g->head_end = g->base = end;
+        g->cap = 2;
+        char *b = realloc(g->buf, g->cap);
+        if (b)
+          g->buf = b;
+      } else
         guard_free(g); /* a head lws reads right: the rest is lws's */
       return;
     }

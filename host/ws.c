@@ -337,6 +337,15 @@ static void ws_lws_refused(struct lws *wsi, struct conn *c) {
   lws_close_reason(wsi, 1002, (unsigned char *)c->close_reason, strlen(c->close_reason));
 }
 
+int ws_refuse(struct lws *wsi, int code, const char *why) {
+  struct session *s = lws_wsi_user(wsi);
+  struct conn *c = s ? s->conn : NULL;
+  if (!c || c->close_code)
+    return CLOUD_ECLOSED;
+  ws_fail(c, wsi, code, why);
+  return 0;
+}
+
 static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in, size_t len) {
   if (c->close_code)
     return 0; /* closing: what still arrives is not delivered */

@@ -1,7 +1,6 @@
 """WebSocket edges of issue 9 (finding 8), in raw frames: each protocol error gets a close
 frame with a code the client can read (RFC 6455 7.4.1), not a dropped TCP connection, and the
-plugin's WebSocket:close sees the same code. (An unmasked client frame is not among them:
-lws 4.1 does not tell the host; README, "Limits and bad input", and docs/DECISIONS.md.)"""
+plugin's WebSocket:close sees the same code."""
 
 import asyncio
 
@@ -26,6 +25,23 @@ def raw_user(h, **kw):
     w = RawWS(h.port, timeout=10, **kw)
     op, greeting = w.recv_message()
     return w, json.loads(greeting)["user_id"]
+
+
+def test_unmasked_first_frame_1002():
+    """RFC 6455 5.1: the server MUST fail the connection on an unmasked client frame. lws 4.1
+    accepted it and delivered the message; now the first frame of a connection is checked
+    (head_guard.c): close 1002, nothing delivered, the plugin sees 1002."""
+    with edge_host() as h:
+        w, uid = raw_user(h)
+        w.send_frame(OP_TEXT, "unmasked hello", mask=False)
+        m = w.recv_message()
+        assert m == ("close", (1002, "unmasked frame from the client")), m
+        w.close()
+        assert plugin_close_code(h, uid) == 1002
+        w, _ = raw_user(h)  # a masking client is served
+        w.send_frame(OP_TEXT, "masked hello")
+        assert w.recv_message() == (OP_TEXT, "masked hello")
+        w.close()
 
 
 def test_ping_over_125_bytes_1002():
