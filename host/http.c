@@ -346,34 +346,30 @@ static int body_expected(struct http_req *r) {
   return lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
 }
 
+/* RFC 9112 5.1: whitespace between a field name and its colon must get a 400, or
+ * "Content-Length : 40" is a body to one server and none to the next (request smuggling).
+ * lws 4.1 stops matching a known name at the space and files the line as an unknown header
+ * named "content-length :", which lws_hdr_custom_length finds by that name. The first head of
+ * a plain connection is checked whole by head_guard.c; this covers later ones and TLS, for
+ * the names that decide framing and routing. */
+static int spaced_field_name(struct lws *wsi) {
+  static const char *const names[] = {"content-length", "transfer-encoding", "host",
+                                      "connection",     "upgrade",           "expect"};
+  static const char *const gaps[] = {" :", "\t:", "  :", " \t:", "\t :"};
+  char name[64];
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    for (size_t g = 0; g < sizeof gaps / sizeof *gaps; g++) {
+      int n = snprintf(name, sizeof name, "%s%s", names[i], gaps[g]);
+      if (lws_hdr_custom_length(wsi, name, n) >= 0)
+        return 1;
+    }
+  return 0;
+}
+
 /* RFC 9112 6.1-6.3: a body whose length is unclear (a Content-Length that is not a number,
  * two that differ, one next to Transfer-Encoding, a coding other than chunked) is refused and
  * the connection closed, so no second request can hide in it. lws 4.1 does not check. It does
  * not decode chunked request bodies either (the request would hang until its timeout): 411. */
-/* RFC 9112 5.1: whitespace between a field name and its colon must get a 400, or
- * "Content-Length : 40" is a body to one server and none to the next (request smuggling).
- * lws 4.1 stops matching a known name at the space and files the line as an unknown header
- * named "content-length :", which lws_hdr_custom_length finds; only names lws knows can be
- * asked for, which covers every name whose meaning matters to framing. */
-static int spaced_field_name(struct lws *wsi) {
-  static const char *const gaps[] = {" :", "\t:", "  :", " \t:", "\t :"};
-  char name[96];
-  for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
-    const char *tok = (const char *)lws_token_to_string((enum lws_token_indexes)t);
-    size_t n = tok ? strlen(tok) : 0;
-    if (n < 2 || tok[0] == ':' || tok[n - 1] != ':' || n + 2 > sizeof name)
-      continue;
-    for (size_t g = 0; g < sizeof gaps / sizeof *gaps; g++) {
-      size_t gl = strlen(gaps[g]);
-      memcpy(name, tok, n - 1);
-      memcpy(name + n - 1, gaps[g], gl + 1);
-      if (lws_hdr_custom_length(wsi, name, (int)(n - 1 + gl)) >= 0)
-        return 1;
-    }
-  }
-  return 0;
-}
-
 static int framing_refused(struct http_req *r) {
   char v[32];
   int ncl = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
@@ -596,10 +592,10 @@ static int http_write(struct lws *wsi, struct http_req *r) {
  * client sees an empty reply. Its only callback on such a connection is CLOSED_HTTP, with no
  * session (none is bound before a request). When nothing was ever sent on the connection and
  * the peer is still there, answer for lws: 408 when the head stopped coming (lws's 10 s
- * header timeout; this also answers a header name lws mis-parses, see README). A head lws
- * refused (too many fields, too long) cannot be answered here: lws has shut the socket down
- * before this callback (close.c just_kill_connection), and the write fails. Plain TCP only:
- * under TLS the bytes would have to go through lws. */
+ * header timeout). A head lws refused (too many fields, too long) cannot be answered here:
+ * lws has shut the socket down before this callback (close.c just_kill_connection) and the
+ * write fails; head_guard.c answers those before lws reads them. Plain TCP only: under TLS
+ * the bytes would have to go through lws. */
 static void head_refused(struct host *h, struct lws *wsi) {
   struct peer_state ps;
   if (lws_is_ssl(wsi) || peer_probe(wsi, &ps) < 0 || !ps.open || ps.bytes_sent || ps.idle_ms < 1000)
