@@ -264,9 +264,9 @@ void head_guard_start(struct host *h, struct lws *wsi) {
   g->h = h;
   g->wsi = wsi;
   g->fd = fd;
-  /* lws fails a head whose fields pass max_http_header_data; the request line and the line
-   * ends are not all counted there, hence some slack before the host calls it too long. */
-  g->cap = h->cfg.max_header + 1024;
+  /* lws fails a head whose stored part (target, values, unknown names) passes
+   * max_http_header_data; the host counts the whole head, which is a little stricter. */
+  g->cap = h->cfg.max_header;
   g->buf = malloc(g->cap);
   if (!g->buf || map_set(&h->head_guards, &wsi, sizeof wsi, g) < 0) {
     free(g->buf);
