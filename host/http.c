@@ -156,11 +156,13 @@ char *http_url(const char *path, json_t *query) {
 /* Request bodies are read at a pace and within a budget (issue 9, finding 6): a body must
  * bring min_body_rate bytes/s in every window after the first, and all bodies buffered at
  * once stay under max_body_total. A request answered before its body was read keeps reading
- * and dropping it for at most LINGER_MS and LINGER_BYTES, as nginx's lingering close does:
+ * and dropping it for at most LINGER_MS and LINGER_BYTES, and as long as bytes keep coming
+ * (LINGER_IDLE_MS), as nginx's lingering close does:
  * closing with unread bytes makes the kernel send a reset, and most clients (Node, Python)
  * then lose the answer that was already on its way. */
 #define BODY_WINDOW_MS 5000
 #define LINGER_MS 5000
+#define LINGER_IDLE_MS 1000 /* a lingering client that sends nothing this long is done */
 #define LINGER_BYTES ((size_t)64 << 20)
 
 static void req_free(struct http_req *r) {
@@ -471,8 +473,14 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
 static void body_check(lws_sorted_usec_list_t *sul) {
   struct http_req *r = lws_container_of(sul, struct http_req, body_timer);
   struct host *h = r->host;
-  if (r->deadline_ms && host_now_ms() >= r->deadline_ms) {
+  if ((r->deadline_ms && host_now_ms() >= r->deadline_ms) || (r->lingering && !r->window_bytes)) {
     lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    return;
+  }
+  if (r->lingering) {
+    r->window_bytes = 0;
+    lws_sul_schedule(lws_get_context(r->wsi), 0, &r->body_timer, body_check,
+                     LINGER_IDLE_MS * LWS_US_PER_MS);
     return;
   }
   size_t floor = h->cfg.min_body_rate * (BODY_WINDOW_MS / 1000);
@@ -495,6 +503,7 @@ static void body_check(lws_sorted_usec_list_t *sul) {
 static int http_body(struct http_req *r, const void *in, size_t len) {
   if (r->lingering) {
     r->drained += len;
+    r->window_bytes += len;
     return r->drained > LINGER_BYTES || host_now_ms() >= r->deadline_ms ? -1 : 0;
   }
   r->window_bytes += len;
@@ -571,13 +580,14 @@ static int http_write(struct lws *wsi, struct http_req *r) {
     /* Answered before the body was read (413, 503, 404): read the rest and drop it, then
      * close; what is buffered goes now. */
     r->lingering = 1;
+    r->window_bytes = 0;
     r->deadline_ms = host_now_ms() + LINGER_MS;
     r->host->http_body_bytes -= r->body_cap;
     free(r->body);
     r->body = NULL;
     r->body_len = r->body_cap = 0;
     lws_sul_schedule(lws_get_context(wsi), 0, &r->body_timer, body_check,
-                     LINGER_MS * LWS_US_PER_MS);
+                     LINGER_IDLE_MS * LWS_US_PER_MS);
     return 0;
   }
   struct session *s = lws_wsi_user(wsi);
