@@ -15,6 +15,8 @@ struct config {
   size_t max_message;           /* inbound WebSocket message, bytes (close 1009 past it) */
   size_t max_send_queue;        /* per connection, bytes (slow reader closed past it) */
   size_t max_body;              /* HTTP body, bytes (413 past it) */
+  size_t max_body_total;        /* HTTP bodies being read, all requests together (503 past it) */
+  size_t min_body_rate;         /* bytes/s a body must keep up after its grace (408 below) */
   size_t max_header;            /* HTTP request headers, bytes */
   int max_connections;          /* WebSocket connections (503 past it) */
   int ping_interval;            /* seconds of silence before a ping */

@@ -38,6 +38,7 @@ struct conn {
   int fresh_user;       /* user_id was created for this connection */
   int established;      /* the connection event ran; close events are due */
   int close_code;       /* close the host or plugin asked for, 0 if none */
+  int close_sent;       /* lws has been told to send it */
   char close_reason[124];
   int peer_close_code; /* what the client's close frame said, 0 if none */
   char peer_close_reason[124];
@@ -79,6 +80,8 @@ struct host {
   char admin_token[128];
   struct host_stats stats;
   struct metrics metrics; /* GET /_/metrics (metrics.c) */
+  size_t http_body_bytes; /* request body bytes buffered now, all requests (http.c) */
+  struct map head_guards; /* struct lws * -> first heads being read (head_guard.c) */
   lws_sorted_usec_list_t store_timer;
   /* The event loop lws runs on (server.c owns it): epoll through libev, so an event costs
    * the same with 10 000 idle connections as with 10. The drain check is a watcher on it;

@@ -6,6 +6,7 @@
 #include "defer.h"
 #include "invocation.h"
 #include "log.h"
+#include "peer.h"
 #include "plugins.h"
 #include "quarantine.h"
 #include "ws.h"
@@ -155,10 +156,24 @@ char *http_url(const char *path, json_t *query) {
   return url;
 }
 
+/* Request bodies are read at a pace and within a budget (issue 9, finding 6): a body must
+ * bring min_body_rate bytes/s in every window after the first, and all bodies buffered at
+ * once stay under max_body_total. A request answered before its body was read keeps reading
+ * and dropping it for at most LINGER_MS and LINGER_BYTES, and as long as bytes keep coming
+ * (LINGER_IDLE_MS), as nginx's lingering close does:
+ * closing with unread bytes makes the kernel send a reset, and most clients (Node, Python)
+ * then lose the answer that was already on its way. */
+#define BODY_WINDOW_MS 5000
+#define LINGER_MS 5000
+#define LINGER_IDLE_MS 1000 /* a lingering client that sends nothing this long is done */
+#define LINGER_BYTES ((size_t)64 << 20)
+
 static void req_free(struct http_req *r) {
   if (!r)
     return;
   defer_detach(r->defer);
+  lws_sul_cancel(&r->body_timer);
+  r->host->http_body_bytes -= r->body_cap;
   free(r->path);
   json_decref(r->query);
   json_decref(r->headers);
@@ -351,6 +366,26 @@ static int body_expected(struct http_req *r) {
   return lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
 }
 
+/* RFC 9112 5.1: whitespace between a field name and its colon must get a 400, or
+ * "Content-Length : 40" is a body to one server and none to the next (request smuggling).
+ * lws 4.1 stops matching a known name at the space and files the line as an unknown header
+ * named "content-length :", which lws_hdr_custom_length finds by that name. The first head of
+ * a plain connection is checked whole by head_guard.c; this covers later ones and TLS, for
+ * the names that decide framing and routing. */
+static int spaced_field_name(struct lws *wsi) {
+  static const char *const names[] = {"content-length", "transfer-encoding", "host",
+                                      "connection",     "upgrade",           "expect"};
+  static const char *const gaps[] = {" :", "\t:", "  :", " \t:", "\t :"};
+  char name[64];
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    for (size_t g = 0; g < sizeof gaps / sizeof *gaps; g++) {
+      int n = snprintf(name, sizeof name, "%s%s", names[i], gaps[g]);
+      if (lws_hdr_custom_length(wsi, name, n) >= 0)
+        return 1;
+    }
+  return 0;
+}
+
 /* RFC 9112 6.1-6.3: a body whose length is unclear (a Content-Length that is not a number,
  * two that differ, one next to Transfer-Encoding, a coding other than chunked) is refused and
  * the connection closed, so no second request can hide in it. lws 4.1 does not check. It does
@@ -361,7 +396,9 @@ static int framing_refused(struct http_req *r) {
   int nte = lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
   const char *why = NULL;
   int status = 400;
-  if (ncl > 0 && nte > 0)
+  if (spaced_field_name(r->wsi))
+    why = "whitespace between a header name and its colon";
+  else if (ncl > 0 && nte > 0)
     why = "both Content-Length and Transfer-Encoding";
   else if (ncl > 0) {
     int ok = ncl < (int)sizeof v &&
@@ -393,6 +430,8 @@ static int framing_refused(struct http_req *r) {
   return 1;
 }
 
+static void body_check(lws_sorted_usec_list_t *sul);
+
 static int http_begin(struct host *h, struct lws *wsi, struct session *s, const char *uri) {
   struct http_req *r = calloc(1, sizeof *r);
   if (!r)
@@ -417,6 +456,9 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   set_request_id(r);
   if (framing_refused(r))
     return 0;
+  if (body_expected(r) && r->content_length > 0)
+    lws_sul_schedule(lws_get_context(wsi), 0, &r->body_timer, body_check,
+                     BODY_WINDOW_MS * LWS_US_PER_MS);
   r->route = http_route(r->path, r->name);
 
   if (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name) &&
@@ -456,7 +498,43 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   return 0;
 }
 
+static void body_check(lws_sorted_usec_list_t *sul) {
+  struct http_req *r = lws_container_of(sul, struct http_req, body_timer);
+  struct host *h = r->host;
+  if ((r->deadline_ms && host_now_ms() >= r->deadline_ms) || (r->lingering && !r->window_bytes)) {
+    lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    return;
+  }
+  if (r->lingering) {
+    r->window_bytes = 0;
+    lws_sul_schedule(lws_get_context(r->wsi), 0, &r->body_timer, body_check,
+                     LINGER_IDLE_MS * LWS_US_PER_MS);
+    return;
+  }
+  size_t floor = h->cfg.min_body_rate * (BODY_WINDOW_MS / 1000);
+  if (!r->ready && !r->body_done && r->body_checks++ > 0 && r->window_bytes < floor) {
+    respond_error(r, 408, "Request Timeout", "request body too slow", 0);
+    r->close_after = 1;
+    r->slow = 1;
+    /* A peer too slow to send may be too slow to read its answer as well. */
+    r->deadline_ms = host_now_ms() + LINGER_MS;
+    log_info(r->name, r->request_id, "%s %s 408 %s: %zu body bytes in %d ms (at least %zu/s)",
+             r->method, r->path, r->remote, r->window_bytes, BODY_WINDOW_MS, h->cfg.min_body_rate);
+    respond(r);
+  }
+  r->window_bytes = 0;
+  if (!r->body_done || r->deadline_ms)
+    lws_sul_schedule(lws_get_context(r->wsi), 0, &r->body_timer, body_check,
+                     BODY_WINDOW_MS * LWS_US_PER_MS);
+}
+
 static int http_body(struct http_req *r, const void *in, size_t len) {
+  if (r->lingering) {
+    r->drained += len;
+    r->window_bytes += len;
+    return r->drained > LINGER_BYTES || host_now_ms() >= r->deadline_ms ? -1 : 0;
+  }
+  r->window_bytes += len;
   if (r->ready)
     return 0; /* already answered (413): the rest is discarded */
   if (r->body_len + len > r->host->cfg.max_body) {
@@ -468,12 +546,26 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
     return 0;
   }
   if (r->body_len + len + 1 > r->body_cap) {
-    size_t cap = r->body_cap ? r->body_cap : 4096;
-    while (cap < r->body_len + len + 1)
+    struct host *h = r->host;
+    size_t want = r->body_len + len + 1, cap = r->body_cap ? r->body_cap : 4096;
+    while (cap < want)
       cap *= 2;
+    /* The announced length is all that is needed: no doubling past it. */
+    if (r->content_length > 0 && want <= (size_t)r->content_length + 1 &&
+        cap > (size_t)r->content_length + 1)
+      cap = (size_t)r->content_length + 1;
+    if (h->http_body_bytes - r->body_cap + cap > h->cfg.max_body_total) {
+      respond_error(r, 503, "Service Unavailable", "too many request bytes in flight; retry", 0);
+      r->close_after = 1;
+      log_info(r->name, r->request_id, "%s %s 503 %s: %zu body bytes buffered (limit %zu)",
+               r->method, r->path, r->remote, h->http_body_bytes, h->cfg.max_body_total);
+      respond(r);
+      return 0;
+    }
     char *b = realloc(r->body, cap);
     if (!b)
       return -1;
+    h->http_body_bytes += cap - r->body_cap;
     r->body = b;
     r->body_cap = cap;
   }
@@ -512,12 +604,53 @@ static int http_write(struct lws *wsi, struct http_req *r) {
       lws_write(wsi, r->resp + LWS_PRE, r->resp_len, LWS_WRITE_HTTP_FINAL) < (int)r->resp_len)
     return -1;
   int close_after = r->close_after;
+  if (close_after && !r->slow && !r->body_done && r->content_length > 0) {
+    /* Answered before the body was read (413, 503, 404): read the rest and drop it, then
+     * close; what is buffered goes now. */
+    r->lingering = 1;
+    r->window_bytes = 0;
+    r->deadline_ms = host_now_ms() + LINGER_MS;
+    r->host->http_body_bytes -= r->body_cap;
+    free(r->body);
+    r->body = NULL;
+    r->body_len = r->body_cap = 0;
+    lws_sul_schedule(lws_get_context(wsi), 0, &r->body_timer, body_check,
+                     LINGER_IDLE_MS * LWS_US_PER_MS);
+    return 0;
+  }
   struct session *s = lws_wsi_user(wsi);
   s->req = NULL;
   req_free(r);
   if (close_after)
     return -1;
   return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* lws 4.1 closes a connection whose request head never completed without a word: the
+ * client sees an empty reply. Its only callback on such a connection is CLOSED_HTTP, with no
+ * session (none is bound before a request). When nothing was ever sent on the connection and
+ * the peer is still there, answer for lws: 408 when the head stopped coming (lws's 10 s
+ * header timeout). A head lws refused (too many fields, too long) cannot be answered here:
+ * lws has shut the socket down before this callback (close.c just_kill_connection) and the
+ * write fails; head_guard.c answers those before lws reads them. Plain TCP only: under TLS
+ * the bytes would have to go through lws. */
+static void head_refused(struct host *h, struct lws *wsi) {
+  struct peer_state ps;
+  if (lws_is_ssl(wsi) || peer_probe(wsi, &ps) < 0 || !ps.open || ps.bytes_sent || ps.idle_ms < 1000)
+    return;
+  static const char body[] =
+      "{\"error\":\"Request Timeout\",\"message\":\"request head not complete\"}";
+  char resp[256];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                   "content-length: %zu\r\nconnection: close\r\n\r\n%s",
+                   sizeof body - 1, body);
+  if (peer_write_last(wsi, resp, (size_t)n) < 0)
+    return;
+  char remote[64];
+  lws_get_peer_simple(wsi, remote, sizeof remote);
+  h->stats.http_requests++;
+  log_info(NULL, NULL, "408 %s: request head not complete after %u ms", remote, ps.idle_ms);
 }
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
@@ -533,7 +666,12 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
   case LWS_CALLBACK_HTTP_BODY:
     return s->req ? http_body(s->req, in, len) : 0;
   case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-    if (s->req && !s->req->ready)
+    if (!s->req)
+      return 0;
+    s->req->body_done = 1;
+    if (s->req->lingering)
+      return -1; /* everything read: the close sends no reset */
+    if (!s->req->ready)
       dispatch(s->req);
     return 0;
   case LWS_CALLBACK_HTTP_WRITEABLE:
@@ -547,7 +685,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
     if (s && s->req) {
       req_free(s->req);
       s->req = NULL;
-    }
+    } else if (!s)
+      head_refused(h, wsi);
     return 0;
   default:
     return 0;

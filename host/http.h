@@ -19,6 +19,16 @@ struct http_req {
   char *body;
   size_t body_len, body_cap;
   int64_t content_length; /* -1 unknown */
+  /* Body pace: checked every BODY_WINDOW_MS while a body is being read. */
+  lws_sorted_usec_list_t body_timer;
+  size_t window_bytes; /* body bytes since the last check */
+  int body_checks;     /* checks so far; the first window is the grace */
+  int body_done;       /* the whole body has arrived */
+  /* Answered before the body was read: the rest is read and dropped (up to a bound) before
+   * the connection closes, so the client is not reset before it reads the answer. */
+  int lingering, slow;
+  size_t drained;
+  int64_t deadline_ms; /* closed then at the latest, 0: none */
   /* Response */
   int status;
   unsigned char *resp; /* LWS_PRE bytes of room, then resp_len bytes */

@@ -5,6 +5,7 @@
 #include "server.h"
 
 #include "accept.h"
+#include "head_guard.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
@@ -58,6 +59,7 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_RECEIVE:
   case LWS_CALLBACK_SERVER_WRITEABLE:
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+  case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
   case LWS_CALLBACK_CLOSED:
     return ws_callback(wsi, reason, s, in, len);
   case LWS_CALLBACK_HTTP:
@@ -68,6 +70,12 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     return http_callback(wsi, reason, s, in, len);
+  case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+    head_guard_start(lws_context_user(lws_get_context(wsi)), wsi);
+    return 0;
+  case LWS_CALLBACK_WSI_DESTROY:
+    head_guard_end(lws_context_user(lws_get_context(wsi)), wsi);
+    return 0;
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);
   }

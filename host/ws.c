@@ -5,6 +5,7 @@
 #include "http.h"
 #include "invocation.h"
 #include "log.h"
+#include "peer.h"
 #include "plugins.h"
 #include "quarantine.h"
 #include "rooms.h"
@@ -315,8 +316,43 @@ static int ws_fail(struct conn *c, struct lws *wsi, int code, const char *why) {
   ws_event(c, "WebSocket:error", &ctx);
   log_warn(WS_FUNCTION, c->request_id, "closing connection %llu of user %s with %d: %s",
            (unsigned long long)c->id, c->user_id, code, why);
-  lws_close_reason(wsi, code, (unsigned char *)c->close_reason, strlen(c->close_reason));
-  return -1;
+  /* Not -1 here: lws would send the close frame and hang up at once, while the peer may
+   * still be sending the rest of its message; those unread bytes make the kernel answer with
+   * a reset, and the peer loses the close frame (it saw 1006, not 1009). Closing from
+   * SERVER_WRITEABLE instead takes lws's polite path: close frame, then frames read and
+   * dropped until the peer's close (or 5 s). */
+  lws_callback_on_writable(wsi);
+  lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+  return 0;
+}
+
+/* lws 4.1 finds some protocol errors itself (a control frame over 125 bytes, ops-ws.c
+ * illegal_ctl_length; a close frame it cannot echo) and hangs up without a close frame. It
+ * tells us only through this, the last callback before its close path
+ * (close.c: protocol_unbind_cb, then close_via_role_protocol, which sends a close frame when
+ * a reason has been set). A close neither side asked for, on a socket that is still open and
+ * just carried data, is one of those: give it 1002. An idle connection lws hangs up (no pong)
+ * or one the peer closed keeps its plain end. */
+static void ws_lws_refused(struct lws *wsi, struct conn *c) {
+  struct peer_state ps;
+  if (c->close_code || c->peer_close_code || peer_probe(wsi, &ps) < 0 || !ps.open ||
+      ps.idle_ms > 1000)
+    return;
+  c->close_code = 1002;
+  c->close_sent = 1;
+  snprintf(c->close_reason, sizeof c->close_reason, "protocol error");
+  log_warn(WS_FUNCTION, NULL, "closing connection %llu of user %s with 1002: lws refused a frame",
+           (unsigned long long)c->id, c->user_id);
+  lws_close_reason(wsi, 1002, (unsigned char *)c->close_reason, strlen(c->close_reason));
+}
+
+int ws_refuse(struct lws *wsi, int code, const char *why) {
+  struct session *s = lws_wsi_user(wsi);
+  struct conn *c = s ? s->conn : NULL;
+  if (!c || c->close_code)
+    return CLOUD_ECLOSED;
+  ws_fail(c, wsi, code, why);
+  return 0;
 }
 
 static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in, size_t len) {
@@ -376,6 +412,12 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
     return 0;
   }
   if (c->close_code) {
+    /* Once: lws then sends the close frame and waits for the peer's (reading and dropping
+     * frames meanwhile). A second -1 while it waits would hang up at once, with the peer's
+     * unread frames turning into a reset that loses the close frame. */
+    if (c->close_sent)
+      return 0;
+    c->close_sent = 1;
     lws_close_reason(wsi, c->close_code, (unsigned char *)c->close_reason, strlen(c->close_reason));
     return -1;
   }
@@ -415,10 +457,19 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
       memcpy(c->peer_close_reason, p + 2, n);
       c->peer_close_reason[n] = 0;
     } else if (c && len == 1) {
-      c->peer_close_code = 1002; /* a close payload of one byte is malformed: hang up */
+      /* RFC 6455 5.5.1: a close body is a 2-byte code or nothing. lws has no code to echo
+       * here; close with 1002 of our own (returning -1 with a reason set sends it). */
+      c->peer_close_code = c->close_code = 1002;
+      c->close_sent = 1;
+      snprintf(c->close_reason, sizeof c->close_reason, "close frame with a 1-byte body");
+      lws_close_reason(wsi, 1002, (unsigned char *)c->close_reason, strlen(c->close_reason));
       return -1;
     } else if (c)
       c->peer_close_code = 1005;
+    return 0;
+  case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+    if (c)
+      ws_lws_refused(wsi, c);
     return 0;
   case LWS_CALLBACK_CLOSED:
     ws_closed(h, s);

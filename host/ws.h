@@ -21,6 +21,11 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
                     int is_binary);
 /* user_id_valid (the ids cloud_bind_user and a resume accept) lives in store.h. */
 
+/* A protocol error lws cannot see (head_guard.c: an unmasked client frame): the plugin gets
+ * WebSocket:error, the client close code, and nothing more of the connection is delivered.
+ * 0, or CLOUD_ECLOSED when wsi has no open connection. */
+int ws_refuse(struct lws *wsi, int code, const char *why);
+
 /* Sends close 1001 to every connection (SIGTERM). */
 void ws_close_all(struct host *h, int code, const char *reason);
 
