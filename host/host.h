@@ -36,6 +36,12 @@ struct conn {
   char peer_close_reason[124];
   char remote[64];
   int64_t opened_ms;
+  /* The outbox drain (ws.c): rows are loaded into q as it empties, each frame tagged with its
+   * row id; a row is acknowledged (deleted) once its frame was written whole. */
+  int draining;          /* queued rows may remain: live sends to the user go behind them */
+  int64_t drain_after;   /* last row id loaded into q */
+  int64_t drain_acked;   /* last row id written to the socket */
+  int64_t drain_deleted; /* last row id handed to store_outbox_ack */
 };
 
 /* The live connections of one user. */

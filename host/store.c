@@ -15,11 +15,24 @@
 #include <unistd.h>
 
 #include "cloud.h"
+#include "log.h"
 #include "sha256.h"
 
 #define SCHEMA_VERSION 1
-/* An operator's write may hold the lock for a moment; the event loop must not wait long. */
-#define BUSY_TIMEOUT_MS 1000
+/* The loop's connection waits for a lock held by someone else (an operator's sqlite3 shell, a
+ * checkpoint) only this long: a write that cannot proceed is queued and retried (ops below). */
+#define BUSY_TIMEOUT_MS 2
+#define CKPT_BUSY_TIMEOUT_MS 1000 /* the checkpoint thread may wait: it blocks nobody */
+#define RETRY_MIN_MS 20           /* first retry of writes held back by a lock, doubling */
+#define RETRY_MAX_MS 500
+#define OPS_MAX 200000  /* writes held back at most (~300 bytes each) */
+#define PRUNE_BATCH 200 /* rows one maintenance step deletes per table */
+/* WAL bytes kept after a checkpoint reset it; more is truncated (PRAGMA journal_size_limit). */
+#define WAL_SIZE_LIMIT (4 * 1024 * 1024)
+#define WAL_LIMIT_STR "4194304"
+#define DEFAULT_USER_TTL_S (30 * 24 * 3600)
+#define DEFAULT_CONN_HISTORY_S (7 * 24 * 3600)
+#define DEFAULT_MAX_USERS 1000000
 #define DEFAULT_OUTBOX_MAX 1000
 #define DEFAULT_OUTBOX_TTL_S (7 * 24 * 3600)
 #define DEFAULT_BATCH_MS 20
@@ -68,6 +81,10 @@ static const char schema_v1[] =
     "  SELECT user_id, count(*), min(connected_at) FROM connections\n"
     "  WHERE disconnected_at IS NULL GROUP BY user_id;\n";
 /* SCHEMA_V1 END */
+/* Added to v1 without a version bump (an index changes no query's answer): pruning closed
+ * connections by age must not scan the whole table. */
+static const char index_closed[] = "CREATE INDEX IF NOT EXISTS connections_closed ON connections "
+                                   "(disconnected_at) WHERE disconnected_at IS NOT NULL";
 
 enum {
   ST_BEGIN,
@@ -91,6 +108,10 @@ enum {
   ST_COUNTS,
   ST_USER_DELETE,
   ST_CONN_PRUNE,
+  ST_USER_PRUNE,
+  ST_USER_EVICT,
+  ST_USER_COUNT,
+  ST_CONN_MAX,
   ST__N
 };
 
@@ -104,17 +125,19 @@ static const char *const stmt_sql[ST__N] = {
     [ST_USER_HASH] = "SELECT token_hash FROM users WHERE id = ?1",
     [ST_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
     [ST_USER_TOUCH] = "UPDATE users SET last_seen = ?2 WHERE id = ?1",
-    [ST_CONN_INSERT] = "INSERT INTO connections (user_id, boot_id, remote_addr, connected_at) "
-                       "VALUES (?1, ?2, ?3, ?4)",
+    /* The host numbers connection rows itself, so a row can be named before it is written. */
+    [ST_CONN_INSERT] = "INSERT INTO connections (id, user_id, boot_id, remote_addr, connected_at) "
+                       "VALUES (?5, ?1, ?2, ?3, ?4)",
     [ST_CONN_CLOSE] = "UPDATE connections SET disconnected_at = ?2 "
                       "WHERE id = ?1 AND disconnected_at IS NULL RETURNING user_id",
     [ST_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE user_id = ?1 AND expires_at > ?2",
     [ST_OUTBOX_INSERT] = "INSERT INTO outbox (user_id, payload, is_binary, created_at, expires_at) "
                          "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_OUTBOX_SELECT] = "SELECT id, payload, is_binary FROM outbox "
-                         "WHERE user_id = ?1 AND expires_at > ?2 ORDER BY id",
+                         "WHERE user_id = ?1 AND expires_at > ?2 AND id > ?3 ORDER BY id LIMIT ?4",
     [ST_OUTBOX_DELETE] = "DELETE FROM outbox WHERE user_id = ?1 AND id <= ?2",
-    [ST_OUTBOX_EXPIRE] = "DELETE FROM outbox WHERE expires_at <= ?1",
+    [ST_OUTBOX_EXPIRE] = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
+                         "WHERE expires_at <= ?1 LIMIT ?2)",
     [ST_USERS_ALL] =
         "SELECT u.id, u.created_at, u.last_seen, u.token_hash IS NOT NULL, o.connections, o.since "
         "FROM users u LEFT JOIN online_users o ON o.user_id = u.id "
@@ -135,9 +158,38 @@ static const char *const stmt_sql[ST__N] = {
     [ST_USER_DELETE] = "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM outbox "
                        "WHERE user_id = ?1) AND NOT EXISTS (SELECT 1 FROM connections "
                        "WHERE user_id = ?1)",
-    /* History of closed connections is kept as long as queued messages are. */
-    [ST_CONN_PRUNE] = "DELETE FROM connections WHERE disconnected_at IS NOT NULL AND "
-                      "disconnected_at < ?1",
+    /* Maintenance deletes in small batches (index-driven) so no step holds the lock long. */
+    [ST_CONN_PRUNE] = "DELETE FROM connections WHERE id IN (SELECT id FROM connections "
+                      "WHERE disconnected_at IS NOT NULL AND disconnected_at < ?1 LIMIT ?2)",
+    /* Host-assigned users (a token) gone since ?1 with nothing queued and nothing open. An
+     * app-bound id (cloud_bind_user) is the app's: never pruned. */
+    [ST_USER_PRUNE] =
+        "DELETE FROM users WHERE id IN (SELECT u.id FROM users u WHERE u.last_seen < ?1 AND "
+        "u.token_hash IS NOT NULL AND NOT EXISTS (SELECT 1 FROM connections c WHERE "
+        "c.user_id = u.id AND c.disconnected_at IS NULL) AND NOT EXISTS (SELECT 1 FROM outbox o "
+        "WHERE o.user_id = u.id) ORDER BY u.last_seen LIMIT ?2)",
+    /* --max-users reached: the longest idle of the same kind of users makes room. */
+    [ST_USER_EVICT] =
+        "DELETE FROM users WHERE id IN (SELECT u.id FROM users u WHERE u.token_hash IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM connections c WHERE c.user_id = u.id AND "
+        "c.disconnected_at IS NULL) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE "
+        "o.user_id = u.id) ORDER BY u.last_seen LIMIT ?1)",
+    [ST_USER_COUNT] = "SELECT count(*) FROM users",
+    [ST_CONN_MAX] = "SELECT coalesce(max(id), 0) FROM connections",
+};
+
+/* A batched write. Each is kept in memory until the transaction that applied it committed:
+ * a lock held by someone else, or a commit SQLite rolled back, costs a retry, never the write.
+ * Order is kept: ops are applied in the order they were made. */
+enum op_kind { OP_USER_INSERT, OP_USER_DELETE, OP_CONN_OPEN, OP_CONN_CLOSE, OP_OUTBOX_ACK };
+struct op {
+  enum op_kind kind;
+  int64_t row; /* connection row, or outbox id acknowledged up to */
+  int64_t at;  /* unix ms */
+  char user[STORE_ID_MAX + 1];
+  char remote[64];
+  uint8_t hash[SHA256_LEN];
+  uint64_t seq;
 };
 
 struct store {
@@ -146,10 +198,26 @@ struct store {
   char boot_id[33];
   int outbox_max;
   int64_t outbox_ttl_ms;
-  int batch_ms;        /* < 0: every write commits at once */
-  int in_txn;          /* a write transaction is open */
-  int sync_pending;    /* it holds writes a client must not see uncommitted */
-  int64_t txn_started; /* monotonic ms when it was opened */
+  int batch_ms;                   /* < 0: every write commits at once */
+  int in_txn;                     /* a write transaction is open */
+  int sync_pending;               /* it holds writes a client must not see uncommitted */
+  int64_t txn_started;            /* monotonic ms when it was opened */
+  struct op *ops;                 /* batched writes not yet committed, oldest first */
+  size_t nops, ops_cap, napplied; /* ops[0..napplied) are applied in the open transaction */
+  uint64_t op_seq, dropped_seq;   /* the last op refused for its content, and why */
+  int dropped_rc;
+  int64_t retry_at; /* monotonic ms: a lock stopped us; do not try BEGIN before this */
+  int retry_ms;
+  int64_t next_conn_row;
+  int64_t nusers; /* users rows, counted at open and kept up to date */
+  int64_t max_users, user_ttl_ms, conn_history_ms;
+  int64_t maintain_at; /* monotonic ms of the next maintenance step */
+  /* A fault the host cannot repair (file deleted, replaced, unwritable): new work that
+   * would be lost is refused. Set once, logged once. */
+  char fault[160];
+  int fd; /* our own handle on the file, to notice it vanished or was replaced */
+  dev_t dev;
+  ino_t ino;
   /* WAL checkpoints run on a thread of their own with a connection of their own: a
    * checkpoint writes and fsyncs the database file, which must not stall the event loop. */
   char *path;
@@ -228,8 +296,23 @@ int user_id_valid(const char *id) {
   return n > 0;
 }
 
+static void set_fault(struct store *s, const char *fmt, const char *a, const char *b) {
+  if (s->fault[0])
+    return;
+  snprintf(s->fault, sizeof s->fault, fmt, a, b);
+  log_error(NULL, NULL, "store: %s: new users and queued messages are refused", s->fault);
+}
+
+/* A busy or locked database is a wait (-EAGAIN, retried); the rest is an error. Errors that
+ * mean the file cannot take writes any more are a fault. */
 static int db_fail(struct store *s, const char *what) {
-  fprintf(stderr, "store: %s: %s\n", what, sqlite3_errmsg(s->db));
+  int code = sqlite3_errcode(s->db);
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+    return -EAGAIN;
+  log_warn(NULL, NULL, "store: %s: %s", what, sqlite3_errmsg(s->db));
+  if (code == SQLITE_READONLY || code == SQLITE_IOERR || code == SQLITE_FULL ||
+      code == SQLITE_CANTOPEN || code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
+    set_fault(s, "%s: %s", what, sqlite3_errmsg(s->db));
   return CLOUD_EIO;
 }
 
@@ -252,6 +335,34 @@ static void done(sqlite3_stmt *st) {
 /* Every write goes into one open transaction; store_flush commits it. The batch saves an
  * fsync-less commit per connection event, and BEGIN IMMEDIATE takes the write lock up front
  * so the commit itself never waits. Readers are not blocked in WAL mode. */
+static int op_apply(struct store *s, struct op *o);
+static int touch_user(struct store *s, const char *id, int len, int64_t now);
+
+/* Applies the ops not yet applied in the open transaction. One that SQLite refuses for its
+ * content (a constraint) is dropped with a line; a wait or an I/O error stops the replay. */
+static int ops_apply(struct store *s) {
+  while (s->napplied < s->nops) {
+    int rc = op_apply(s, &s->ops[s->napplied]);
+    if (rc == -EAGAIN || (rc < 0 && s->fault[0]))
+      return rc;
+    if (rc < 0) {
+      s->dropped_seq = s->ops[s->napplied].seq;
+      s->dropped_rc = rc;
+      memmove(&s->ops[s->napplied], &s->ops[s->napplied + 1],
+              (s->nops - s->napplied - 1) * sizeof *s->ops);
+      s->nops--;
+      continue;
+    }
+    s->napplied++;
+  }
+  return 0;
+}
+
+/* Every write goes into one open transaction; store_flush commits it. The batch saves an
+ * fsync-less commit per connection event, and BEGIN IMMEDIATE takes the write lock up front
+ * so the commit itself never waits. Readers are not blocked in WAL mode. When another
+ * process holds the lock, BEGIN gives up after BUSY_TIMEOUT_MS and the ops wait in memory:
+ * -EAGAIN, and no new attempt before retry_at (backing off), so the loop never spins on it. */
 static int txn_begin(struct store *s) {
   if (s->in_txn && s->batch_ms >= 0 && mono_ms() - s->txn_started >= s->batch_ms) {
     /* Overdue (the host's timer did not fire yet): commit now rather than grow the batch. */
@@ -260,12 +371,24 @@ static int txn_begin(struct store *s) {
       return rc;
   }
   if (s->in_txn)
-    return 0;
-  if (run(s, ST_BEGIN, "begin"))
-    return CLOUD_EIO;
+    return ops_apply(s);
+  if (s->retry_at && mono_ms() < s->retry_at)
+    return -EAGAIN;
+  int rc = run(s, ST_BEGIN, "begin");
+  if (rc == -EAGAIN) {
+    s->retry_ms = s->retry_ms ? s->retry_ms * 2 : RETRY_MIN_MS;
+    if (s->retry_ms > RETRY_MAX_MS)
+      s->retry_ms = RETRY_MAX_MS;
+    s->retry_at = mono_ms() + s->retry_ms;
+    return rc;
+  }
+  if (rc)
+    return rc;
+  s->retry_at = 0;
+  s->retry_ms = 0;
   s->in_txn = 1;
   s->txn_started = mono_ms();
-  return 0;
+  return ops_apply(s);
 }
 
 /* After a batched write: commit at once only when batching is off. */
@@ -273,27 +396,73 @@ static int txn_batched(struct store *s) {
   return s->batch_ms < 0 ? store_flush(s) : 0;
 }
 
-int store_flush(struct store *s) {
-  if (!s || !s->in_txn)
+/* Queues o and applies it now if the write lock can be had; a wait is not an error for a
+ * batched write (it is retried). Returns what applying it returned, 0 when it waits. */
+static int write_op(struct store *s, const struct op *o) {
+  if (s->fault[0])
+    return CLOUD_EIO;
+  if (s->nops >= OPS_MAX) {
+    log_error(NULL, NULL, "store: %zu writes wait for the database lock; refusing more", s->nops);
+    return CLOUD_EIO;
+  }
+  if (s->nops == s->ops_cap) {
+    size_t cap = s->ops_cap ? s->ops_cap * 2 : 64;
+    struct op *n = realloc(s->ops, cap * sizeof *n);
+    if (!n)
+      return CLOUD_ENOMEM;
+    s->ops = n;
+    s->ops_cap = cap;
+  }
+  s->ops[s->nops] = *o;
+  s->ops[s->nops++].seq = ++s->op_seq;
+  int rc = txn_begin(s);
+  if (rc == -EAGAIN)
     return 0;
+  if (rc < 0)
+    return rc;
+  if (s->dropped_seq == s->op_seq)
+    return s->dropped_rc; /* refused for its content: the caller hears why */
+  return txn_batched(s);
+}
+
+int store_flush(struct store *s) {
+  if (!s)
+    return 0;
+  if (!s->in_txn) {
+    if (s->nops == 0)
+      return 0;
+    int rc = txn_begin(s); /* ops held back by a lock: retry */
+    if (rc)
+      return rc;
+  }
   int rc = sqlite3_step(s->st[ST_COMMIT]);
   sqlite3_reset(s->st[ST_COMMIT]);
   if (rc == SQLITE_DONE) {
     s->in_txn = 0;
-    s->sync_pending = 0;
+    /* Ops a wait stopped before they were applied stay for the next transaction. */
+    memmove(s->ops, s->ops + s->napplied, (s->nops - s->napplied) * sizeof *s->ops);
+    s->nops -= s->napplied;
+    s->napplied = 0;
+    if (!s->nops)
+      s->sync_pending = 0;
     return 0;
   }
-  db_fail(s, "commit");
+  rc = db_fail(s, "commit");
   if (sqlite3_get_autocommit(s->db)) {
-    /* SQLite rolled the batch back itself (disk full, I/O error): those writes are lost. */
+    /* SQLite rolled the batch back itself: the ops are still here, applied again later. */
     s->in_txn = 0;
+    s->napplied = 0;
   }
-  return CLOUD_EIO;
+  return rc;
 }
 
 int store_flush_due_ms(const struct store *s) {
-  if (!s || !s->in_txn)
+  if (!s || (!s->in_txn && !s->nops))
     return -1;
+  if (!s->in_txn) {
+    int64_t left = s->retry_at - mono_ms();
+    return left > 0 ? (int)left : 0;
+  }
   int64_t left = s->txn_started + (s->batch_ms > 0 ? s->batch_ms : 0) - mono_ms();
   return left > 0 ? (int)left : 0;
 }
@@ -332,6 +501,8 @@ static int migrate(struct store *s) {
       (exec(s, schema_v1, "create schema") || exec(s, "PRAGMA user_version = 1", "create schema")))
     goto fail;
   /* Later versions: if (version < 2) { ALTER ...; PRAGMA user_version = 2 } */
+  if (exec(s, index_closed, "create index"))
+    goto fail;
   return exec(s, "COMMIT", "migrate");
 fail:
   sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -381,9 +552,12 @@ fail:
   return CLOUD_EIO;
 }
 
-/* mkdir -p of the file's directory; SQLite would only say "unable to open database file". */
-static int make_parent(const char *path) {
+/* mkdir -p of the file's directory; SQLite would only say "unable to open database file".
+ * 0700: the folder holds token hashes and the admin token. */
+int store_make_dir(const char *path) {
   char dir[4096];
+  if (!path || !strcmp(path, ":memory:"))
+    return 0;
   size_t n = strlen(path);
   if (n >= sizeof dir)
     return -ENAMETOOLONG;
@@ -396,11 +570,11 @@ static int make_parent(const char *path) {
     if (*p != '/')
       continue;
     *p = '\0';
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
       return -errno;
     *p = '/';
   }
-  if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST)
     return -errno;
   return 0;
 }
@@ -416,7 +590,16 @@ static void *checkpoint_main(void *arg) {
     sqlite3_close(db);
     return NULL;
   }
-  sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+  sqlite3_busy_timeout(db, CKPT_BUSY_TIMEOUT_MS);
+  /* A connection that has not read the database does not know it is in WAL mode, and a
+   * checkpoint on it is a silent no-op (SQLITE_OK, nothing copied): that is why the WAL once
+   * grew to 959 MB. Reading the schema opens the WAL; the size limit truncates the file
+   * whenever a checkpoint lets it restart. */
+  if (sqlite3_exec(
+          db, "PRAGMA journal_size_limit = " WAL_LIMIT_STR "; SELECT count(*) FROM sqlite_master",
+          NULL, NULL, NULL) != SQLITE_OK)
+    log_warn(NULL, NULL, "store: checkpoint thread cannot read %s: %s", s->path,
+             sqlite3_errmsg(db));
   pthread_mutex_lock(&s->ckpt_mu);
   while (!s->ckpt_stop) {
     struct timespec until;
@@ -429,9 +612,17 @@ static void *checkpoint_main(void *arg) {
       break;
     pthread_mutex_unlock(&s->ckpt_mu);
     /* PASSIVE: copies what it can without waiting for the writer or readers. */
-    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int log_frames = 0, ckpt_frames = 0;
+    int rc =
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &ckpt_frames);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      fprintf(stderr, "store: checkpoint: %s\n", sqlite3_errmsg(db));
+      log_warn(NULL, NULL, "store: checkpoint: %s", sqlite3_errmsg(db));
+    else if (rc == SQLITE_OK && log_frames >= 0 && ckpt_frames == log_frames &&
+             (int64_t)log_frames * 4096 > 4 * (int64_t)WAL_SIZE_LIMIT) {
+      /* Everything is copied but the WAL is still big (readers kept the writer from
+       * restarting it): TRUNCATE waits here, on this thread, never on the loop's. */
+      sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    }
     pthread_mutex_lock(&s->ckpt_mu);
   }
   pthread_mutex_unlock(&s->ckpt_mu);
@@ -467,7 +658,7 @@ int store_open(struct store **out, const struct store_options *opt) {
   *out = NULL;
   int memory = strcmp(opt->path, ":memory:") == 0, rc;
   if (!memory) {
-    if ((rc = make_parent(opt->path)) < 0) {
+    if ((rc = store_make_dir(opt->path)) < 0) {
       fprintf(stderr, "store: cannot create the directory of %s: %s\n", opt->path, strerror(-rc));
       return rc;
     }
@@ -488,6 +679,11 @@ int store_open(struct store **out, const struct store_options *opt) {
   s->outbox_max = opt->outbox_max > 0 ? opt->outbox_max : DEFAULT_OUTBOX_MAX;
   s->outbox_ttl_ms = (opt->outbox_ttl_s > 0 ? opt->outbox_ttl_s : DEFAULT_OUTBOX_TTL_S) * 1000;
   s->batch_ms = opt->batch_ms != 0 ? opt->batch_ms : DEFAULT_BATCH_MS;
+  s->user_ttl_ms = (opt->user_ttl_s > 0 ? opt->user_ttl_s : DEFAULT_USER_TTL_S) * 1000;
+  s->conn_history_ms =
+      (opt->conn_history_s > 0 ? opt->conn_history_s : DEFAULT_CONN_HISTORY_S) * 1000;
+  s->max_users = opt->max_users > 0 ? opt->max_users : opt->max_users < 0 ? 0 : DEFAULT_MAX_USERS;
+  s->fd = -1;
 
   if (sqlite3_open_v2(opt->path, &s->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -515,7 +711,11 @@ int store_open(struct store **out, const struct store_options *opt) {
   }
   /* NORMAL in WAL mode: a commit survives a process crash; only power loss may take the
    * last few commits. foreign_keys: an outbox row or connection for no user is a bug. */
-  if (exec(s, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", "pragmas") || migrate(s))
+  if (exec(s,
+           "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; "
+           "PRAGMA journal_size_limit = " WAL_LIMIT_STR,
+           "pragmas") ||
+      migrate(s))
     goto fail;
   for (int i = 0; i < ST__N; i++) {
     if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
@@ -528,7 +728,21 @@ int store_open(struct store **out, const struct store_options *opt) {
     store_close(s);
     return rc;
   }
+  {
+    sqlite3_stmt *st = s->st[ST_CONN_MAX];
+    rc = sqlite3_step(st);
+    s->next_conn_row = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) + 1 : 1;
+    done(st);
+    st = s->st[ST_USER_COUNT];
+    rc = sqlite3_step(st);
+    s->nusers = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    done(st);
+  }
   if (!memory) {
+    struct stat st;
+    s->fd = open(opt->path, O_RDONLY | O_CLOEXEC);
+    if (s->fd >= 0 && fstat(s->fd, &st) == 0)
+      s->dev = st.st_dev, s->ino = st.st_ino;
     if (!(s->path = strdup(opt->path)) ||
         exec(s, "PRAGMA wal_autocheckpoint = 0", "wal_autocheckpoint") || checkpoint_start(s) < 0) {
       store_close(s);
@@ -577,6 +791,9 @@ void store_close(struct store *s) {
     sqlite3_finalize(s->st[i]);
   if (s->db && sqlite3_close(s->db) != SQLITE_OK)
     fprintf(stderr, "store: close: %s\n", sqlite3_errmsg(s->db));
+  if (s->fd >= 0)
+    close(s->fd);
+  free(s->ops);
   free(s->path);
   free(s);
 }
@@ -596,27 +813,96 @@ int store_user_create(struct store *s, char *id_out, char *token_out) {
   b64url(raw, 16, id_out);
   b64url(raw + 16, 32, token_out);
   sha256(token_out, STORE_TOKEN_LEN, hash);
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_stmt *st = s->st[ST_USER_INSERT];
-  sqlite3_bind_text(st, 1, id_out, STORE_ID_LEN, SQLITE_STATIC);
-  sqlite3_bind_blob(st, 2, hash, sizeof hash, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, now_ms());
-  rc = run(s, ST_USER_INSERT, "user create");
   explicit_bzero(raw, sizeof raw);
-  if (rc)
+  struct op o = {.kind = OP_USER_INSERT, .at = now_ms()};
+  memcpy(o.user, id_out, STORE_ID_LEN + 1);
+  memcpy(o.hash, hash, sizeof hash);
+  if ((rc = write_op(s, &o)) < 0)
     return rc;
   /* Committed with the next store_sync, which the host runs before any byte leaves for a
    * client: one commit covers every user created in the same turn of the event loop. */
   s->sync_pending = 1;
-  return txn_batched(s);
+  return 0;
+}
+
+static int op_apply(struct store *s, struct op *o) {
+  sqlite3_stmt *st;
+  int rc;
+  switch (o->kind) {
+  case OP_USER_INSERT:
+    /* At --max-users the longest idle empty host-assigned users make room: a storm of new
+     * or failed-resume connections cannot grow the table past the bound. */
+    if (s->max_users > 0 && s->nusers >= s->max_users) {
+      sqlite3_bind_int64(s->st[ST_USER_EVICT], 1, s->nusers - s->max_users + 1);
+      if ((rc = run(s, ST_USER_EVICT, "user evict")))
+        return rc;
+      s->nusers -= sqlite3_changes(s->db);
+    }
+    st = s->st[ST_USER_INSERT];
+    sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, o->hash, sizeof o->hash, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, o->at);
+    if ((rc = run(s, ST_USER_INSERT, "user create")))
+      return rc;
+    s->nusers++;
+    return 0;
+  case OP_USER_DELETE:
+    sqlite3_bind_text(s->st[ST_USER_DELETE], 1, o->user, -1, SQLITE_STATIC);
+    if ((rc = run(s, ST_USER_DELETE, "user delete")))
+      return rc;
+    s->nusers -= sqlite3_changes(s->db);
+    return 0;
+  case OP_CONN_OPEN:
+    st = s->st[ST_CONN_INSERT];
+    sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, s->boot_id, -1, SQLITE_STATIC);
+    if (o->remote[0])
+      sqlite3_bind_text(st, 3, o->remote, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, o->at);
+    sqlite3_bind_int64(st, 5, o->row);
+    rc = sqlite3_step(st);
+    done(st);
+    if (rc != SQLITE_DONE) {
+      if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return CLOUD_ENOUSER;
+      return db_fail(s, "connection open");
+    }
+    return 0;
+  case OP_CONN_CLOSE: {
+    st = s->st[ST_CONN_CLOSE];
+    sqlite3_bind_int64(st, 1, o->row);
+    sqlite3_bind_int64(st, 2, o->at);
+    char user[STORE_ID_MAX + 1];
+    int ulen = 0;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      ulen = sqlite3_column_bytes(st, 0);
+      if (ulen > STORE_ID_MAX)
+        ulen = STORE_ID_MAX;
+      memcpy(user, sqlite3_column_text(st, 0), (size_t)ulen);
+      rc = sqlite3_step(st); /* RETURNING: the update is done when the statement finishes */
+    }
+    done(st);
+    if (rc != SQLITE_DONE)
+      return db_fail(s, "connection close");
+    return ulen > 0 ? touch_user(s, user, ulen, o->at) : 0;
+  }
+  case OP_OUTBOX_ACK:
+    st = s->st[ST_OUTBOX_DELETE];
+    sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, o->row);
+    return run(s, ST_OUTBOX_DELETE, "outbox delete");
+  }
+  return CLOUD_EINVAL;
 }
 
 int store_sync(struct store *s) {
   if (!s || !s->sync_pending)
     return 0;
-  s->sync_pending = 0;
-  return store_flush(s);
+  int rc = store_flush(s);
+  if (rc != -EAGAIN) /* committed, or failed for good: holding bytes would not help */
+    s->sync_pending = 0;
+  return rc;
 }
 
 int store_user_check(struct store *s, const char *id, const char *token) {
@@ -661,15 +947,11 @@ int store_user_ensure(struct store *s, const char *id) {
 }
 
 int store_user_delete(struct store *s, const char *id) {
-  int rc;
   if (!s || !user_id_valid(id))
     return CLOUD_EINVAL;
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_bind_text(s->st[ST_USER_DELETE], 1, id, -1, SQLITE_STATIC);
-  if ((rc = run(s, ST_USER_DELETE, "user delete")))
-    return rc;
-  return txn_batched(s);
+  struct op o = {.kind = OP_USER_DELETE};
+  memcpy(o.user, id, strlen(id) + 1);
+  return write_op(s, &o);
 }
 
 int store_user_exists(struct store *s, const char *id) {
@@ -694,58 +976,24 @@ static int touch_user(struct store *s, const char *id, int len, int64_t now) {
 }
 
 int64_t store_conn_open(struct store *s, const char *user_id, const char *remote_addr) {
-  int rc;
-  int64_t now = now_ms();
   if (!s || !user_id_valid(user_id))
     return CLOUD_EINVAL;
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_stmt *st = s->st[ST_CONN_INSERT];
-  sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, s->boot_id, -1, SQLITE_STATIC);
+  struct op o = {.kind = OP_CONN_OPEN, .at = now_ms(), .row = s->next_conn_row};
+  memcpy(o.user, user_id, strlen(user_id) + 1);
   if (remote_addr)
-    sqlite3_bind_text(st, 3, remote_addr, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 4, now);
-  rc = sqlite3_step(st);
-  done(st);
-  if (rc != SQLITE_DONE) {
-    if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-      return CLOUD_ENOUSER;
-    return db_fail(s, "connection open");
-  }
-  int64_t row = sqlite3_last_insert_rowid(s->db);
+    snprintf(o.remote, sizeof o.remote, "%s", remote_addr);
   /* last_seen is written when a connection closes: one users-row write per connection. */
-  if ((rc = txn_batched(s)))
+  int rc = write_op(s, &o);
+  if (rc < 0)
     return rc;
-  return row;
+  return s->next_conn_row++;
 }
 
 int store_conn_close(struct store *s, int64_t conn_row) {
-  int rc;
-  int64_t now = now_ms();
   if (!s || conn_row <= 0)
     return CLOUD_EINVAL;
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_stmt *st = s->st[ST_CONN_CLOSE];
-  sqlite3_bind_int64(st, 1, conn_row);
-  sqlite3_bind_int64(st, 2, now);
-  char user[STORE_ID_MAX + 1];
-  int ulen = 0;
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) {
-    ulen = sqlite3_column_bytes(st, 0);
-    if (ulen > STORE_ID_MAX)
-      ulen = STORE_ID_MAX;
-    memcpy(user, sqlite3_column_text(st, 0), (size_t)ulen);
-    rc = sqlite3_step(st); /* RETURNING: the update is done when the statement finishes */
-  }
-  done(st);
-  if (rc != SQLITE_DONE)
-    return db_fail(s, "connection close");
-  if (ulen > 0 && (rc = touch_user(s, user, ulen, now)))
-    return rc;
-  return txn_batched(s);
+  struct op o = {.kind = OP_CONN_CLOSE, .at = now_ms(), .row = conn_row};
+  return write_op(s, &o);
 }
 
 int store_outbox_push(struct store *s, const char *user_id, const void *data, size_t len,
@@ -754,6 +1002,8 @@ int store_outbox_push(struct store *s, const char *user_id, const void *data, si
   int64_t now = now_ms();
   if (!s || !user_id_valid(user_id) || (!data && len) || len > INT32_MAX)
     return CLOUD_EINVAL;
+  if (s->fault[0])
+    return CLOUD_EIO; /* "queued" would be a lie */
   if ((rc = store_user_exists(s, user_id)) <= 0)
     return rc < 0 ? rc : CLOUD_ENOUSER;
   if ((n = store_outbox_count(s, user_id)) < 0)
@@ -761,7 +1011,7 @@ int store_outbox_push(struct store *s, const char *user_id, const void *data, si
   if (n >= s->outbox_max)
     return CLOUD_EFULL;
   if ((rc = txn_begin(s)))
-    return rc;
+    return CLOUD_EIO; /* locked by someone else: refused now rather than claimed and lost */
   sqlite3_stmt *st = s->st[ST_OUTBOX_INSERT];
   sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
   /* Text stays TEXT so `SELECT payload FROM outbox` is readable in the sqlite3 shell. */
@@ -773,44 +1023,82 @@ int store_outbox_push(struct store *s, const char *user_id, const void *data, si
   sqlite3_bind_int64(st, 4, now);
   sqlite3_bind_int64(st, 5, now + s->outbox_ttl_ms);
   if ((rc = run(s, ST_OUTBOX_INSERT, "outbox push")))
-    return rc;
+    return rc < 0 ? CLOUD_EIO : rc;
   /* The caller was told "queued": commit it (and the batch with it) before returning. */
-  return store_flush(s);
+  return store_flush(s) < 0 ? CLOUD_EIO : 0;
 }
 
-int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn, void *arg) {
-  int delivered = 0, rc;
-  int64_t last = 0;
+/* Acknowledged rows whose delete has not committed yet still count as delivered. */
+static int64_t acked_upto(const struct store *s, const char *user_id) {
+  int64_t upto = 0;
+  for (size_t i = 0; i < s->nops; i++)
+    if (s->ops[i].kind == OP_OUTBOX_ACK && s->ops[i].row > upto && !strcmp(s->ops[i].user, user_id))
+      upto = s->ops[i].row;
+  return upto;
+}
+
+int store_outbox_load(struct store *s, const char *user_id, int64_t after, int max,
+                      store_outbox_row_fn fn, void *arg) {
+  int taken = 0, rc;
   if (!s || !fn)
     return CLOUD_EINVAL;
   if (!user_id_valid(user_id))
     return 0;
+  int64_t acked = acked_upto(s, user_id);
   sqlite3_stmt *st = s->st[ST_OUTBOX_SELECT];
   sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, now_ms());
+  sqlite3_bind_int64(st, 3, after > acked ? after : acked);
+  sqlite3_bind_int(st, 4, max > 0 ? max : -1);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const void *data = sqlite3_column_blob(st, 1);
     size_t len = (size_t)sqlite3_column_bytes(st, 1);
-    if (fn(arg, data ? data : "", len, sqlite3_column_int(st, 2)) != 0)
+    if (fn(arg, sqlite3_column_int64(st, 0), data ? data : "", len, sqlite3_column_int(st, 2)))
       break;
-    last = sqlite3_column_int64(st, 0);
-    delivered++;
+    taken++;
   }
   done(st);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-    db_fail(s, "outbox drain");
-  if (delivered == 0)
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : CLOUD_EIO;
-  /* Delivered rows go even if reading the rest failed: sending them twice is worse.
-   * Expired rows before `last` go with them; they were dead anyway. */
-  if ((rc = txn_begin(s)))
-    return rc;
-  st = s->st[ST_OUTBOX_DELETE];
-  sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 2, last);
-  if ((rc = run(s, ST_OUTBOX_DELETE, "outbox delete")) || (rc = store_flush(s)))
-    return rc;
-  return delivered;
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    rc = db_fail(s, "outbox load");
+    return taken ? taken : rc;
+  }
+  return taken;
+}
+
+int store_outbox_ack(struct store *s, const char *user_id, int64_t upto) {
+  if (!s || !user_id_valid(user_id) || upto <= 0)
+    return CLOUD_EINVAL;
+  /* Expired rows before upto go with them; they were dead anyway. */
+  struct op o = {.kind = OP_OUTBOX_ACK, .row = upto};
+  memcpy(o.user, user_id, strlen(user_id) + 1);
+  return write_op(s, &o);
+}
+
+struct drain_all {
+  store_outbox_fn fn;
+  void *arg;
+  int64_t last;
+};
+
+static int drain_one(void *arg, int64_t id, const void *data, size_t len, int is_binary) {
+  struct drain_all *d = arg;
+  if (d->fn(d->arg, data, len, is_binary))
+    return 1;
+  d->last = id;
+  return 0;
+}
+
+int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn, void *arg) {
+  if (!s || !fn)
+    return CLOUD_EINVAL;
+  struct drain_all d = {fn, arg, 0};
+  int n = store_outbox_load(s, user_id, 0, 0, drain_one, &d);
+  if (n <= 0)
+    return n;
+  int rc = store_outbox_ack(s, user_id, d.last);
+  if (rc == 0)
+    rc = store_flush(s);
+  return rc < 0 && rc != -EAGAIN ? rc : n;
 }
 
 int store_outbox_count(struct store *s, const char *user_id) {
@@ -827,22 +1115,79 @@ int store_outbox_count(struct store *s, const char *user_id) {
   return rc == SQLITE_ROW ? n : db_fail(s, "outbox count");
 }
 
+/* One DELETE ... LIMIT statement with a cutoff. Returns rows deleted or negative. */
+static int prune_step(struct store *s, int id, int64_t cutoff, const char *what) {
+  int rc;
+  sqlite3_bind_int64(s->st[id], 1, cutoff);
+  sqlite3_bind_int(s->st[id], 2, PRUNE_BATCH);
+  if ((rc = run(s, id, what)))
+    return rc;
+  return sqlite3_changes(s->db);
+}
+
 int store_expire(struct store *s) {
   int rc;
   if (!s)
     return CLOUD_EINVAL;
+  if (s->fault[0])
+    return CLOUD_EIO;
   if ((rc = txn_begin(s)))
     return rc;
-  sqlite3_bind_int64(s->st[ST_OUTBOX_EXPIRE], 1, now_ms());
-  if ((rc = run(s, ST_OUTBOX_EXPIRE, "outbox expire")))
-    return rc;
-  int n = sqlite3_changes(s->db);
-  sqlite3_bind_int64(s->st[ST_CONN_PRUNE], 1, now_ms() - s->outbox_ttl_ms);
-  if ((rc = run(s, ST_CONN_PRUNE, "connection prune")))
-    return rc;
+  int64_t now = now_ms();
+  int n = prune_step(s, ST_OUTBOX_EXPIRE, now, "outbox expire");
+  if (n < 0)
+    return n;
+  int c = prune_step(s, ST_CONN_PRUNE, now - s->conn_history_ms, "connection prune");
+  if (c < 0)
+    return c;
+  int u = prune_step(s, ST_USER_PRUNE, now - s->user_ttl_ms, "user prune");
+  if (u < 0)
+    return u;
+  s->nusers -= u;
+  if (u || c)
+    log_debug(NULL, NULL, "store: pruned %d users, %d connection rows", u, c);
   if ((rc = txn_batched(s)))
     return rc;
-  return n;
+  return n + c + u;
+}
+
+/* The file we opened must still be the one at the path: deleted (st_nlink 0) or replaced
+ * (another inode), every write from now on goes nowhere a restart would find. */
+static void check_file(struct store *s) {
+  struct stat fst, pst;
+  if (s->fd < 0 || s->fault[0])
+    return;
+  if (fstat(s->fd, &fst) == 0 && fst.st_nlink == 0)
+    set_fault(s, "database file %s%s was deleted", s->path, "");
+  else if (stat(s->path, &pst) < 0)
+    set_fault(s, "database file %s is gone: %s", s->path, strerror(errno));
+  else if (pst.st_ino != s->ino || pst.st_dev != s->dev)
+    set_fault(s, "database file %s%s was replaced by another file", s->path, "");
+}
+
+int store_maintain(struct store *s) {
+  if (!s)
+    return CLOUD_EINVAL;
+  int64_t now = mono_ms();
+  if (now < s->maintain_at)
+    return 0;
+  s->maintain_at = now + 1000;
+  check_file(s);
+  int n, total = 0;
+  /* Small steps while there is a backlog, each its own commit, bounded per call. */
+  for (int i = 0; i < 5 && (n = store_expire(s)) > 0; i++) {
+    total += n;
+    store_flush(s);
+  }
+  return total;
+}
+
+const char *store_fault(const struct store *s) {
+  return s && s->fault[0] ? s->fault : NULL;
+}
+
+int store_waiting(const struct store *s) {
+  return s && !s->in_txn && s->nops > 0 && s->retry_at > 0;
 }
 
 static json_t *int_or_null(sqlite3_stmt *st, int col) {

@@ -148,14 +148,26 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
-  int sent = 0;
+  int sent = 0, held = 0;
+  /* A connection still draining the outbox must not see this before the older queued
+   * messages: it goes into the outbox behind them, and the drain brings it. */
   if (u)
-    for (struct conn *c = u->head; c; c = c->user_next)
-      if (conn_send(c, data, len, is_binary) == 0)
+    for (struct conn *c = u->head; c; c = c->user_next) {
+      if (c->draining && !c->close_code)
+        held++;
+      else if (conn_send(c, data, len, is_binary) == 0)
         sent++;
-  if (sent)
+    }
+  if (sent && !held)
     return sent;
-  return store_outbox_push(h->store, user_id, data, len, is_binary);
+  int rc = store_outbox_push(h->store, user_id, data, len, is_binary);
+  if (rc < 0)
+    return sent ? sent : rc;
+  if (held)
+    for (struct conn *c = u->head; c; c = c->user_next)
+      if (c->draining)
+        lws_callback_on_writable(c->wsi);
+  return sent + held;
 }
 
 void ws_close_all(struct host *h, int code, const char *reason) {
@@ -170,8 +182,56 @@ void ws_close_all(struct host *h, int code, const char *reason) {
     }
 }
 
-static int deliver_queued(void *arg, const void *data, size_t len, int is_binary) {
-  return conn_send(arg, data, len, is_binary) ? 1 : 0;
+/* The outbox drain. Rows are loaded only while the send queue has room (half of it, so live
+ * frames of other kinds still fit), a batch at a time, again from the writable callback as
+ * the socket takes them: a backlog larger than the queue is paced, never a reason to close
+ * the reader. */
+#define DRAIN_BATCH 64
+
+struct drain_fill_state {
+  struct conn *c;
+  int full;
+};
+
+static int drain_take(void *arg, int64_t id, const void *data, size_t len, int is_binary) {
+  struct drain_fill_state *d = arg;
+  struct conn *c = d->c;
+  if (c->q.count && c->q.bytes + len > c->q.max_bytes / 2) {
+    d->full = 1;
+    return 1;
+  }
+  if (sendq_push(&c->q, data, len, is_binary) < 0) {
+    d->full = 1;
+    return 1;
+  }
+  c->q.tail->tag = id;
+  c->drain_after = id;
+  return 0;
+}
+
+static void drain_fill(struct conn *c) {
+  struct host *h = c->host;
+  if (!c->draining || c->close_code)
+    return;
+  struct drain_fill_state d = {c, 0};
+  int n = store_outbox_load(h->store, c->user_id, c->drain_after, DRAIN_BATCH, drain_take, &d);
+  if (n < 0) {
+    /* The store cannot read now: try again shortly rather than end the drain. */
+    lws_set_timer_usecs(c->wsi, 100 * LWS_US_PER_MS);
+    return;
+  }
+  if (n > 0)
+    lws_callback_on_writable(c->wsi);
+  else if (!d.full)
+    c->draining = 0; /* nothing after drain_after: live sends go straight to the socket */
+}
+
+/* Rows whose frames were written go, batched with the store's other writes (and retried by
+ * the store while its database is locked). */
+static void drain_ack(struct conn *c) {
+  if (c->drain_acked > c->drain_deleted &&
+      store_outbox_ack(c->host->store, c->user_id, c->drain_acked) >= 0)
+    c->drain_deleted = c->drain_acked;
 }
 
 /* A string of header `token` or NULL. */
@@ -260,10 +320,14 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   memset(fresh_token, 0, sizeof fresh_token);
   memset(token, 0, sizeof token);
 
-  /* Messages queued while the user was away go out right after the greeting, in order. */
-  int n = store_outbox_drain(h->store, c->user_id, deliver_queued, c);
-  if (n > 0)
-    log_info(WS_FUNCTION, NULL, "delivered %d queued messages to user %s", n, c->user_id);
+  /* Messages queued while the user was away go out right after the greeting, in order,
+   * paced by the socket (drain_fill). */
+  int n = store_outbox_count(h->store, c->user_id);
+  if (n > 0) {
+    log_info(WS_FUNCTION, NULL, "delivering %d queued messages to user %s", n, c->user_id);
+    c->draining = 1;
+    drain_fill(c);
+  }
   return 0;
 }
 
@@ -276,6 +340,10 @@ static void ws_closed(struct host *h, struct session *s) {
   map_del(&h->conns, &c->id, sizeof c->id);
   h->nconns--;
   h->stats.ws_closed++;
+  /* A closing connection is no longer live for cloud_send_to_user: what its close handler
+   * sends to its own user is queued, not put into a queue about to be freed. */
+  user_unlink(h, c);
+  drain_ack(c);
   if (c->established) {
     FunctionContext ctx = {0};
     ctx.params.code = c->peer_close_code ? c->peer_close_code
@@ -289,7 +357,6 @@ static void ws_closed(struct host *h, struct session *s) {
            (unsigned long long)c->id, c->user_id, c->remote,
            c->peer_close_code ? c->peer_close_code : c->close_code,
            (long long)(host_now_ms() - c->opened_ms));
-  user_unlink(h, c);
   if (c->row)
     store_conn_close(h->store, c->row);
   sendq_clear(&c->q);
@@ -344,20 +411,26 @@ static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in,
 static int ws_writeable(struct lws *wsi, struct conn *c) {
   struct sendq_frame *f;
   int wrote = 0;
-  /* A greeting may carry a new user's id and token: it leaves only once the user is stored. */
-  if (sendq_peek(&c->q) && store_sync(c->host->store) < 0)
-    log_error(WS_FUNCTION, NULL, "store commit failed: new users may not survive a crash");
+  /* store_sync ran before this callback (server.c): new users are committed. */
   while ((f = sendq_peek(&c->q))) {
     int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
                       f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    if (n < (int)f->len)
+    if (n < (int)f->len) {
+      drain_ack(c);
       return -1;
+    }
+    /* Whole: lws has it (what it could not write now it buffers and writes itself). */
+    if (f->tag > c->drain_acked)
+      c->drain_acked = f->tag;
     sendq_pop(&c->q);
     wrote = 1;
     /* lws_send_pipe_choked costs a poll(2): ask only when there is more to write. */
     if (sendq_peek(&c->q) && lws_send_pipe_choked(wsi))
       break;
   }
+  drain_ack(c);
+  if (c->draining && c->q.bytes < c->q.max_bytes / 2)
+    drain_fill(c);
   /* The close frame waits for a callback of its own: the last frame may still sit in lws's
    * buffer, and closing now would drop it and the close frame with it. */
   if (sendq_peek(&c->q) || (wrote && c->close_code)) {
@@ -382,6 +455,10 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
     return c ? ws_receive(h, wsi, c, in, len) : -1;
   case LWS_CALLBACK_SERVER_WRITEABLE:
     return c ? ws_writeable(wsi, c) : 0;
+  case LWS_CALLBACK_TIMER: /* a drain step the store could not do earlier */
+    if (c)
+      drain_fill(c);
+    return 0;
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     if (c && len >= 2) {
       unsigned char *p = in;
@@ -440,6 +517,9 @@ int ws_confirm_upgrade(struct host *h, struct lws *wsi) {
     return refused;
   if (h->stopping)
     return http_reject(wsi, 503, "shutting down");
+  /* A new user would be stored nowhere a restart finds it. */
+  if (store_fault(h->store))
+    return http_reject(wsi, 503, "storage unavailable");
   if (h->nconns >= h->cfg.max_connections) {
     log_warn(WS_FUNCTION, NULL, "upgrade refused: %d connections is the limit", h->nconns);
     return http_reject(wsi, 503, "too many connections");
