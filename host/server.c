@@ -51,9 +51,11 @@ void host_request_id(struct host *h, char *buf, size_t len) {
  * writable callbacks): a frame may name a user created in this turn (a greeting carries the
  * new id and token), so it leaves only once that user is committed. While someone else holds
  * the database lock the bytes wait, and the callback comes again a little later. */
-static int egress_ready(struct lws *wsi) {
+static int egress_ready(struct lws *wsi, struct session *s) {
   struct host *h = lws_context_user(lws_get_context(wsi));
-  int rc = store_sync(h->store);
+  /* A WebSocket waits only for users created before its frames were queued, so echoes on
+   * other connections go on while one greeting waits for a locked database. */
+  int rc = s && s->conn ? store_sync_upto(h->store, s->conn->need_seq) : store_sync(h->store);
   if (rc == -EAGAIN) {
     lws_set_timer_usecs(wsi, 50 * LWS_US_PER_MS);
     return 0;
@@ -69,7 +71,7 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   switch (reason) {
   case LWS_CALLBACK_SERVER_WRITEABLE:
   case LWS_CALLBACK_HTTP_WRITEABLE:
-    if (!egress_ready(wsi))
+    if (!egress_ready(wsi, s))
       return 0;
     return reason == LWS_CALLBACK_HTTP_WRITEABLE ? http_callback(wsi, reason, s, in, len)
                                                  : ws_callback(wsi, reason, s, in, len);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@
 /* WAL bytes kept after a checkpoint reset it; more is truncated (PRAGMA journal_size_limit). */
 #define WAL_SIZE_LIMIT (4 * 1024 * 1024)
 #define WAL_LIMIT_STR "4194304"
+#define CKPT_FRAMES 1000 /* WAL frames (of 4 KB pages) that call for a checkpoint now */
+#define CKPT_HOLD_MS 250
 #define DEFAULT_USER_TTL_S (30 * 24 * 3600)
 #define DEFAULT_CONN_HISTORY_S (7 * 24 * 3600)
 #define DEFAULT_MAX_USERS 1000000
@@ -205,6 +208,7 @@ struct store {
   struct op *ops;                 /* batched writes not yet committed, oldest first */
   size_t nops, ops_cap, napplied; /* ops[0..napplied) are applied in the open transaction */
   uint64_t op_seq, dropped_seq;   /* the last op refused for its content, and why */
+  uint64_t user_seq;              /* op_seq of the last user created */
   int dropped_rc;
   int64_t retry_at; /* monotonic ms: a lock stopped us; do not try BEGIN before this */
   int retry_ms;
@@ -225,6 +229,11 @@ struct store {
   int ckpt_started, ckpt_stop;
   pthread_mutex_t ckpt_mu;
   pthread_cond_t ckpt_cv;
+  /* A PASSIVE checkpoint racing a writer that commits every few ms never finds the WAL
+   * wholly copied, so the WAL is never restarted and only grows (959 MB once). Past
+   * CKPT_FRAMES the loop holds its batched writes (in memory, as for a lock) until the
+   * thread has copied everything, at most CKPT_HOLD_MS. Monotonic ms; 0: no hold. */
+  _Atomic int64_t ckpt_hold_until;
 };
 
 static int64_t now_ms(void) {
@@ -336,6 +345,24 @@ static void done(sqlite3_stmt *st) {
  * fsync-less commit per connection event, and BEGIN IMMEDIATE takes the write lock up front
  * so the commit itself never waits. Readers are not blocked in WAL mode. */
 static int op_apply(struct store *s, struct op *o);
+
+static int ckpt_holding(struct store *s) {
+  int64_t until = atomic_load(&s->ckpt_hold_until);
+  return until && mono_ms() < until;
+}
+
+/* After each commit of the loop's connection (SQLite calls it with the WAL's size). */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
+  (void)db, (void)name;
+  struct store *s = arg;
+  if (frames > CKPT_FRAMES && s->ckpt_started && !ckpt_holding(s)) {
+    atomic_store(&s->ckpt_hold_until, mono_ms() + CKPT_HOLD_MS);
+    pthread_mutex_lock(&s->ckpt_mu);
+    pthread_cond_signal(&s->ckpt_cv);
+    pthread_mutex_unlock(&s->ckpt_mu);
+  }
+  return SQLITE_OK;
+}
 static int touch_user(struct store *s, const char *id, int len, int64_t now);
 
 /* Applies the ops not yet applied in the open transaction. One that SQLite refuses for its
@@ -415,6 +442,8 @@ static int write_op(struct store *s, const struct op *o) {
   }
   s->ops[s->nops] = *o;
   s->ops[s->nops++].seq = ++s->op_seq;
+  if (!s->in_txn && ckpt_holding(s))
+    return 0;
   int rc = txn_begin(s);
   if (rc == -EAGAIN)
     return 0;
@@ -431,6 +460,8 @@ int store_flush(struct store *s) {
   if (!s->in_txn) {
     if (s->nops == 0)
       return 0;
+    if (ckpt_holding(s))
+      return -EAGAIN;
     int rc = txn_begin(s); /* ops held back by a lock: retry */
     if (rc)
       return rc;
@@ -617,12 +648,9 @@ static void *checkpoint_main(void *arg) {
         sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &ckpt_frames);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
       log_warn(NULL, NULL, "store: checkpoint: %s", sqlite3_errmsg(db));
-    else if (rc == SQLITE_OK && log_frames >= 0 && ckpt_frames == log_frames &&
-             (int64_t)log_frames * 4096 > 4 * (int64_t)WAL_SIZE_LIMIT) {
-      /* Everything is copied but the WAL is still big (readers kept the writer from
-       * restarting it): TRUNCATE waits here, on this thread, never on the loop's. */
-      sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-    }
+    /* The loop may write again: its next transaction starts on a wholly copied WAL, which
+     * lets SQLite restart the WAL from its beginning (and cut it to journal_size_limit). */
+    atomic_store(&s->ckpt_hold_until, 0);
     pthread_mutex_lock(&s->ckpt_mu);
   }
   pthread_mutex_unlock(&s->ckpt_mu);
@@ -636,12 +664,15 @@ static int checkpoint_start(struct store *s) {
   if (pthread_create(&s->ckpt, NULL, checkpoint_main, s))
     return CLOUD_ENOMEM;
   s->ckpt_started = 1;
+  sqlite3_wal_hook(s->db, wal_hook, s);
   return 0;
 }
 
 static void checkpoint_stop(struct store *s) {
   if (!s->ckpt_started)
     return;
+  sqlite3_wal_hook(s->db, NULL, NULL);
+  atomic_store(&s->ckpt_hold_until, 0);
   pthread_mutex_lock(&s->ckpt_mu);
   s->ckpt_stop = 1;
   pthread_cond_signal(&s->ckpt_cv);
@@ -819,6 +850,7 @@ int store_user_create(struct store *s, char *id_out, char *token_out) {
   memcpy(o.hash, hash, sizeof hash);
   if ((rc = write_op(s, &o)) < 0)
     return rc;
+  s->user_seq = s->op_seq;
   /* Committed with the next store_sync, which the host runs before any byte leaves for a
    * client: one commit covers every user created in the same turn of the event loop. */
   s->sync_pending = 1;
@@ -896,11 +928,30 @@ static int op_apply(struct store *s, struct op *o) {
   return CLOUD_EINVAL;
 }
 
+/* Every op up to this sequence number is committed (or was refused and dropped). */
+static uint64_t committed_seq(const struct store *s) {
+  return s->nops ? s->ops[0].seq - 1 : s->op_seq;
+}
+
+uint64_t store_user_seq(const struct store *s) {
+  return s ? s->user_seq : 0;
+}
+
+int store_sync_upto(struct store *s, uint64_t seq) {
+  if (!s || committed_seq(s) >= seq)
+    return 0;
+  int rc = store_flush(s);
+  if (committed_seq(s) >= seq)
+    return 0;
+  /* Failed for good (a fault): holding the bytes would not help; the caller logs it. */
+  return rc == 0 ? -EAGAIN : rc;
+}
+
 int store_sync(struct store *s) {
   if (!s || !s->sync_pending)
     return 0;
-  int rc = store_flush(s);
-  if (rc != -EAGAIN) /* committed, or failed for good: holding bytes would not help */
+  int rc = store_sync_upto(s, s->user_seq);
+  if (rc != -EAGAIN)
     s->sync_pending = 0;
   return rc;
 }

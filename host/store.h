@@ -91,6 +91,12 @@ int store_outbox_count(struct store *s, const char *user_id);
  * effect (new users). The host calls it before writing to any socket (server.c, the one
  * place every outgoing frame passes); -EAGAIN while the database is locked: hold the bytes. */
 int store_sync(struct store *s);
+/* The same for one connection's bytes: commits up to the user created when `seq` (from
+ * store_user_seq when the bytes were queued) was current; 0 when done, -EAGAIN while the
+ * database is locked. Other connections' frames leave meanwhile. */
+int store_sync_upto(struct store *s, uint64_t seq);
+/* A sequence number covering every user created so far. */
+uint64_t store_user_seq(const struct store *s);
 /* Commits pending batched writes now. Called by the batch timer and at shutdown. */
 int store_flush(struct store *s);
 /* Milliseconds until pending writes must be flushed, -1 if nothing is pending. */

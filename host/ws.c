@@ -6,8 +6,10 @@
 #include "log.h"
 #include "plugins.h"
 
+#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 _Static_assert(SENDQ_PRE >= LWS_PRE, "send queue frames need lws's pre-padding");
 
@@ -80,6 +82,7 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
   int rc = sendq_push(&c->q, data, len, is_binary);
+  c->need_seq = store_user_seq(h->store);
   if (rc == CLOUD_EFULL) {
     log_warn(WS_FUNCTION, NULL,
              "closing slow reader: connection %llu of user %s from %s has %zu bytes queued",
@@ -226,9 +229,57 @@ static void drain_fill(struct conn *c) {
     c->draining = 0; /* nothing after drain_after: live sends go straight to the socket */
 }
 
-/* Rows whose frames were written go, batched with the store's other writes (and retried by
- * the store while its database is locked). */
-static void drain_ack(struct conn *c) {
+/* A row counts as delivered once the peer's TCP acknowledged the bytes of its frame, not when
+ * lws_write returned: what sits in our kernel's send queue is lost if the peer drops, and
+ * the row must then stay for the next connection. SIOCOUTQ says how many written bytes the
+ * peer has not acknowledged yet; lws's own buffer (a partial write) holds at most part of
+ * the last frame. Over TLS the byte counts differ: there a whole lws_write is the mark. */
+static void wire_confirm(struct conn *c, int closing) {
+  if (!c->nmarks)
+    return;
+  /* When the peer closed cleanly, lws echoed its close frame after all our data and shut the
+   * socket down: that frame (2 bytes of header, the payload) and the FIN (one sequence
+   * number, counted by SIOCOUTQ) may still be unacknowledged, and are not ours. Any other
+   * close: every unacknowledged byte counts as ours. */
+  uint64_t slack = 0;
+  if (closing && c->peer_close_code && c->peer_close_code != 1006)
+    slack = 2 + (c->peer_close_code == 1005 ? 0 : 2 + strlen(c->peer_close_reason)) + 1;
+  uint64_t delivered = c->wire_bytes;
+  int outq = 0, fd = lws_get_socket_fd(c->wsi);
+  if (!lws_is_ssl(c->wsi)) {
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0)
+      return;
+    if (lws_partial_buffered(c->wsi))
+      delivered = c->nmarks > 1 ? c->marks[c->nmarks - 2].end : 0;
+    uint64_t ours = (uint64_t)outq > slack ? (uint64_t)outq - slack : 0;
+    delivered = delivered > ours ? delivered - ours : 0;
+  }
+  size_t i = 0;
+  while (i < c->nmarks && c->marks[i].end <= delivered)
+    c->drain_acked = c->marks[i++].row;
+  if (i) {
+    memmove(c->marks, c->marks + i, (c->nmarks - i) * sizeof *c->marks);
+    c->nmarks -= i;
+  }
+}
+
+/* The frame of outbox row `row` was handed to lws_write whole. */
+static void wire_mark(struct conn *c, int64_t row) {
+  if (c->nmarks == c->marks_cap) {
+    size_t cap = c->marks_cap ? c->marks_cap * 2 : 64;
+    struct wire_mark *m = realloc(c->marks, cap * sizeof *m);
+    if (!m)
+      return; /* not acknowledged: delivered again next time, never lost */
+    c->marks = m;
+    c->marks_cap = cap;
+  }
+  c->marks[c->nmarks++] = (struct wire_mark){row, c->wire_bytes};
+}
+
+/* Rows whose frames arrived go, batched with the store's other writes (and retried by the
+ * store while its database is locked). */
+static void drain_ack(struct conn *c, int closing) {
+  wire_confirm(c, closing);
   if (c->drain_acked > c->drain_deleted &&
       store_outbox_ack(c->host->store, c->user_id, c->drain_acked) >= 0)
     c->drain_deleted = c->drain_acked;
@@ -343,7 +394,7 @@ static void ws_closed(struct host *h, struct session *s) {
   /* A closing connection is no longer live for cloud_send_to_user: what its close handler
    * sends to its own user is queued, not put into a queue about to be freed. */
   user_unlink(h, c);
-  drain_ack(c);
+  drain_ack(c, 1);
   if (c->established) {
     FunctionContext ctx = {0};
     ctx.params.code = c->peer_close_code ? c->peer_close_code
@@ -361,6 +412,7 @@ static void ws_closed(struct host *h, struct session *s) {
     store_conn_close(h->store, c->row);
   sendq_clear(&c->q);
   msgbuf_free(&c->rx);
+  free(c->marks);
   free(c);
 }
 
@@ -416,21 +468,25 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
     int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
                       f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     if (n < (int)f->len) {
-      drain_ack(c);
+      drain_ack(c, 0);
       return -1;
     }
-    /* Whole: lws has it (what it could not write now it buffers and writes itself). */
-    if (f->tag > c->drain_acked)
-      c->drain_acked = f->tag;
+    /* Whole: lws has it (what it could not write now it buffers and writes itself). The
+     * server's frame header is 2, 4 or 10 bytes (RFC 6455 5.2; no mask, no extensions). */
+    c->wire_bytes += f->len + (f->len < 126 ? 2 : f->len < 65536 ? 4 : 10);
+    if (f->tag)
+      wire_mark(c, f->tag);
     sendq_pop(&c->q);
     wrote = 1;
     /* lws_send_pipe_choked costs a poll(2): ask only when there is more to write. */
     if (sendq_peek(&c->q) && lws_send_pipe_choked(wsi))
       break;
   }
-  drain_ack(c);
+  drain_ack(c, 0);
   if (c->draining && c->q.bytes < c->q.max_bytes / 2)
     drain_fill(c);
+  if (c->nmarks) /* bytes in flight: look again when the peer may have taken them */
+    lws_set_timer_usecs(wsi, 20 * LWS_US_PER_MS);
   /* The close frame waits for a callback of its own: the last frame may still sit in lws's
    * buffer, and closing now would drop it and the close frame with it. */
   if (sendq_peek(&c->q) || (wrote && c->close_code)) {
@@ -455,9 +511,13 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
     return c ? ws_receive(h, wsi, c, in, len) : -1;
   case LWS_CALLBACK_SERVER_WRITEABLE:
     return c ? ws_writeable(wsi, c) : 0;
-  case LWS_CALLBACK_TIMER: /* a drain step the store could not do earlier */
-    if (c)
+  case LWS_CALLBACK_TIMER: /* in-flight outbox frames to confirm, or a drain step to retry */
+    if (c) {
+      drain_ack(c, 0);
+      if (c->nmarks)
+        lws_set_timer_usecs(wsi, 20 * LWS_US_PER_MS);
       drain_fill(c);
+    }
     return 0;
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     if (c && len >= 2) {
@@ -517,6 +577,9 @@ int ws_confirm_upgrade(struct host *h, struct lws *wsi) {
     return refused;
   if (h->stopping)
     return http_reject(wsi, 503, "shutting down");
+  /* Its greeting would wait for the lock: say so now rather than hold a silent socket. */
+  if (store_waiting(h->store))
+    return http_reject(wsi, 503, "storage busy, retry");
   /* A new user would be stored nowhere a restart finds it. */
   if (store_fault(h->store))
     return http_reject(wsi, 503, "storage unavailable");
