@@ -868,7 +868,19 @@ static int op_apply(struct store *s, struct op *o) {
       sqlite3_bind_int64(s->st[ST_USER_EVICT], 1, s->nusers - s->max_users + 1);
       if ((rc = run(s, ST_USER_EVICT, "user evict")))
         return rc;
-      s->nusers -= sqlite3_changes(s->db);
+      int freed = sqlite3_changes(s->db);
+      s->nusers -= freed;
+      if (!freed) {
+        /* Nothing evictable. The count may have drifted (an operator deleted rows): recount
+         * before saying no; if it is right, every user is online or holds messages and the
+         * bound holds: no new user. */
+        st = s->st[ST_USER_COUNT];
+        if (sqlite3_step(st) == SQLITE_ROW)
+          s->nusers = sqlite3_column_int64(st, 0);
+        done(st);
+        if (s->nusers >= s->max_users)
+          return CLOUD_EFULL;
+      }
     }
     st = s->st[ST_USER_INSERT];
     sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
@@ -994,6 +1006,7 @@ int store_user_ensure(struct store *s, const char *id) {
   sqlite3_bind_int64(s->st[ST_USER_ENSURE], 2, now_ms());
   if ((rc = run(s, ST_USER_ENSURE, "user ensure")))
     return rc;
+  s->nusers += sqlite3_changes(s->db);
   return store_flush(s);
 }
 
