@@ -471,7 +471,8 @@ int store_flush(struct store *s) {
   if (rc == SQLITE_DONE) {
     s->in_txn = 0;
     /* Ops a wait stopped before they were applied stay for the next transaction. */
-    memmove(s->ops, s->ops + s->napplied, (s->nops - s->napplied) * sizeof *s->ops);
+    if (s->nops > s->napplied)
+      memmove(s->ops, s->ops + s->napplied, (s->nops - s->napplied) * sizeof *s->ops);
     s->nops -= s->napplied;
     s->napplied = 0;
     if (!s->nops)
