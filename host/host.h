@@ -36,7 +36,7 @@ struct conn {
   char peer_close_reason[124];
   char remote[64];
   int64_t opened_ms;
-  uint64_t need_seq; /* store_user_seq when a frame was last queued: commit before it leaves */
+  uint64_t need_seq; /* store_user_seq of its fresh user: committed before a byte leaves */
   /* The outbox drain (ws.c): rows are loaded into q as it empties, each frame tagged with its
    * row id; a row is acknowledged (deleted) once its frame was written whole. */
   int draining;            /* queued rows may remain: live sends to the user go behind them */

@@ -53,9 +53,13 @@ void host_request_id(struct host *h, char *buf, size_t len) {
  * the database lock the bytes wait, and the callback comes again a little later. */
 static int egress_ready(struct lws *wsi, struct session *s) {
   struct host *h = lws_context_user(lws_get_context(wsi));
-  /* A WebSocket waits only for users created before its frames were queued, so echoes on
-   * other connections go on while one greeting waits for a locked database. */
+  /* A WebSocket waits only for its own new user (whose token its greeting carries), so echoes
+   * on other connections go on while one greeting waits for a locked database. */
   int rc = s && s->conn ? store_sync_upto(h->store, s->conn->need_seq) : store_sync(h->store);
+  /* While another process holds the database, HTTP answers (/_/healthz among them) are not
+   * held: only an admin view could show a user not yet committed. */
+  if (rc == -EAGAIN && !(s && s->conn) && store_waiting(h->store))
+    rc = 0;
   if (rc == -EAGAIN) {
     lws_set_timer_usecs(wsi, 50 * LWS_US_PER_MS);
     return 0;

@@ -403,6 +403,9 @@ static int txn_begin(struct store *s) {
     return -EAGAIN;
   int rc = run(s, ST_BEGIN, "begin");
   if (rc == -EAGAIN) {
+    if (!s->retry_ms)
+      log_warn(NULL, NULL, "store: %s is locked by another process: writes wait in memory",
+               s->path ? s->path : "the database");
     s->retry_ms = s->retry_ms ? s->retry_ms * 2 : RETRY_MIN_MS;
     if (s->retry_ms > RETRY_MAX_MS)
       s->retry_ms = RETRY_MAX_MS;
@@ -411,6 +414,8 @@ static int txn_begin(struct store *s) {
   }
   if (rc)
     return rc;
+  if (s->retry_ms)
+    log_info(NULL, NULL, "store: lock released; %zu waiting writes applied", s->nops);
   s->retry_at = 0;
   s->retry_ms = 0;
   s->in_txn = 1;
@@ -792,6 +797,12 @@ void store_close(struct store *s) {
   if (!s)
     return;
   checkpoint_stop(s);
+  if (s->db) {
+    /* Shutting down, the loop is done: waiting for another process's lock now is what
+     * keeps the writes held back in memory. */
+    sqlite3_busy_timeout(s->db, 5000);
+    s->retry_at = 0;
+  }
   if (s->db && s->boot_id[0] && s->st[ST_BEGIN]) {
     /* A clean stop: nothing of ours stays online, and the boot is marked as not crashed. */
     static const char sql[] =

@@ -82,7 +82,6 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
   int rc = sendq_push(&c->q, data, len, is_binary);
-  c->need_seq = store_user_seq(h->store);
   if (rc == CLOUD_EFULL) {
     log_warn(WS_FUNCTION, NULL,
              "closing slow reader: connection %llu of user %s from %s has %zu bytes queued",
@@ -347,6 +346,8 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
     return -1;
   }
   c->fresh_user = !resumed;
+  /* Its frames (the greeting first: it carries the token) leave once this user is stored. */
+  c->need_seq = resumed ? 0 : store_user_seq(h->store);
   user_link(h, c);
 
   FunctionContext ctx = {0};

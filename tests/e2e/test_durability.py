@@ -308,5 +308,40 @@ async def test_exclusive_lock_neither_stalls_echoes_nor_duplicates():
             await w.close()
 
 
+def hold_lock(db, held, release):
+    con = sqlite3.connect(db, isolation_level=None, timeout=10)
+    con.execute("BEGIN EXCLUSIVE")
+    held.set()
+    release.wait(20)
+    con.execute("COMMIT")
+    con.close()
+
+
+async def test_new_user_during_lock_is_greeted_after_commit_and_healthz_answers():
+    with echo_host() as h:
+        echoer, _ = await h.user()
+        held, release = threading.Event(), threading.Event()
+        t = threading.Thread(target=hold_lock, args=(h.db, held, release))
+        t.start()
+        try:
+            await asyncio.to_thread(held.wait, 10)
+            # The first user after the lock began cannot be committed: its greeting (which
+            # carries the id and token) waits; the connection is not dropped.
+            newcomer = asyncio.ensure_future(h.user())
+            await asyncio.sleep(1.0)
+            assert not newcomer.done(), "a greeting left before its user was committed"
+            r = await h.ahttp("GET", "/_/healthz")
+            assert r.status == 200, f"/_/healthz held or failed during the lock: {r}"
+            await echoer.send("still echoing")
+            assert await recv(echoer, 5) == "still echoing"
+        finally:
+            release.set()
+            t.join()
+        ws, g = await asyncio.wait_for(newcomer, 20)
+        assert h.sql("SELECT count(*) FROM users WHERE id = ?", (g["user_id"],))[0][0] == 1
+        await ws.close()
+        await echoer.close()
+
+
 if __name__ == "__main__":
     run(globals())
