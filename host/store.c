@@ -26,8 +26,9 @@
 #define CKPT_BUSY_TIMEOUT_MS 1000 /* the checkpoint thread may wait: it blocks nobody */
 #define RETRY_MIN_MS 20           /* first retry of writes held back by a lock, doubling */
 #define RETRY_MAX_MS 500
-#define OPS_MAX 200000  /* writes held back at most (~300 bytes each) */
-#define PRUNE_BATCH 200 /* rows one maintenance step deletes per table */
+#define OPS_MAX 200000   /* writes held back at most (~300 bytes each) */
+#define PRUNE_BATCH 200  /* rows one maintenance step deletes per table */
+#define PRUNE_WINDOW 200 /* users one maintenance step examines */
 /* WAL bytes kept after a checkpoint reset it; more is truncated (PRAGMA journal_size_limit). */
 #define WAL_SIZE_LIMIT (4 * 1024 * 1024)
 #define WAL_LIMIT_STR "4194304"
@@ -112,6 +113,7 @@ enum {
   ST_USER_DELETE,
   ST_CONN_PRUNE,
   ST_USER_PRUNE,
+  ST_USER_PRUNE_WINDOW,
   ST_USER_EVICT,
   ST_USER_COUNT,
   ST_CONN_MAX,
@@ -166,11 +168,18 @@ static const char *const stmt_sql[ST__N] = {
                       "WHERE disconnected_at IS NOT NULL AND disconnected_at < ?1 LIMIT ?2)",
     /* Host-assigned users (a token) gone since ?1 with nothing queued and nothing open. An
      * app-bound id (cloud_bind_user) is the app's: never pruned. */
+    /* A window of at most ?3 candidates after (last_seen, rowid) (?2, ?4), the order of the
+     * users_last_seen index: users that stay (something queued, a connection open) are not
+     * examined again every second; the window moves on, and wraps at the cutoff. */
     [ST_USER_PRUNE] =
-        "DELETE FROM users WHERE id IN (SELECT u.id FROM users u WHERE u.last_seen < ?1 AND "
-        "u.token_hash IS NOT NULL AND NOT EXISTS (SELECT 1 FROM connections c WHERE "
-        "c.user_id = u.id AND c.disconnected_at IS NULL) AND NOT EXISTS (SELECT 1 FROM outbox o "
-        "WHERE o.user_id = u.id) ORDER BY u.last_seen LIMIT ?2)",
+        "DELETE FROM users WHERE id IN (SELECT w.id FROM (SELECT id FROM users WHERE "
+        "(last_seen, rowid) > (?2, ?4) AND last_seen < ?1 AND token_hash IS NOT NULL "
+        "ORDER BY last_seen, rowid LIMIT ?3) w WHERE NOT EXISTS (SELECT 1 FROM connections c "
+        "WHERE c.user_id = w.id AND c.disconnected_at IS NULL) AND NOT EXISTS (SELECT 1 FROM "
+        "outbox o WHERE o.user_id = w.id))",
+    [ST_USER_PRUNE_WINDOW] =
+        "SELECT last_seen, rowid FROM users WHERE (last_seen, rowid) > (?2, ?4) AND last_seen "
+        "< ?1 AND token_hash IS NOT NULL ORDER BY last_seen, rowid LIMIT 1 OFFSET ?3 - 1",
     /* --max-users reached: the longest idle of the same kind of users makes room. */
     [ST_USER_EVICT] =
         "DELETE FROM users WHERE id IN (SELECT u.id FROM users u WHERE u.token_hash IS NOT NULL "
@@ -215,7 +224,8 @@ struct store {
   int64_t next_conn_row;
   int64_t nusers; /* users rows, counted at open and kept up to date */
   int64_t max_users, user_ttl_ms, conn_history_ms;
-  int64_t maintain_at; /* monotonic ms of the next maintenance step */
+  int64_t maintain_at;             /* monotonic ms of the next maintenance step */
+  int64_t prune_from, prune_rowid; /* (last_seen, rowid) after which the next window starts */
   /* A fault the host cannot repair (file deleted, replaced, unwritable): new work that
    * would be lost is refused. Set once, logged once. */
   char fault[160];
@@ -721,6 +731,7 @@ int store_open(struct store **out, const struct store_options *opt) {
       (opt->conn_history_s > 0 ? opt->conn_history_s : DEFAULT_CONN_HISTORY_S) * 1000;
   s->max_users = opt->max_users > 0 ? opt->max_users : opt->max_users < 0 ? 0 : DEFAULT_MAX_USERS;
   s->fd = -1;
+  s->prune_from = -1;
 
   if (sqlite3_open_v2(opt->path, &s->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -1201,6 +1212,32 @@ static int prune_step(struct store *s, int id, int64_t cutoff, const char *what)
   return sqlite3_changes(s->db);
 }
 
+static int prune_users(struct store *s, int64_t cutoff) {
+  /* Where this window ends (its last row), read before the delete changes it; no row: the
+   * window is short, it reaches the cutoff, and the next one starts over from the oldest. */
+  sqlite3_stmt *st = s->st[ST_USER_PRUNE_WINDOW];
+  sqlite3_bind_int64(st, 1, cutoff);
+  sqlite3_bind_int64(st, 2, s->prune_from);
+  sqlite3_bind_int(st, 3, PRUNE_WINDOW);
+  sqlite3_bind_int64(st, 4, s->prune_rowid);
+  int rc = sqlite3_step(st);
+  int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+  int64_t last_rowid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+  done(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return db_fail(s, "user prune");
+  st = s->st[ST_USER_PRUNE];
+  sqlite3_bind_int64(st, 1, cutoff);
+  sqlite3_bind_int64(st, 2, s->prune_from);
+  sqlite3_bind_int(st, 3, PRUNE_WINDOW);
+  sqlite3_bind_int64(st, 4, s->prune_rowid);
+  if ((rc = run(s, ST_USER_PRUNE, "user prune")))
+    return rc;
+  s->prune_from = last;
+  s->prune_rowid = last_rowid;
+  return sqlite3_changes(s->db);
+}
+
 int store_expire(struct store *s) {
   int rc;
   if (!s)
@@ -1216,7 +1253,7 @@ int store_expire(struct store *s) {
   int c = prune_step(s, ST_CONN_PRUNE, now - s->conn_history_ms, "connection prune");
   if (c < 0)
     return c;
-  int u = prune_step(s, ST_USER_PRUNE, now - s->user_ttl_ms, "user prune");
+  int u = prune_users(s, now - s->user_ttl_ms);
   if (u < 0)
     return u;
   s->nusers -= u;

@@ -782,6 +782,38 @@ static void test_max_users_evicts_idle_users(void **state) {
   store_close(s);
 }
 
+/* Pruning looks at a moving window of idle users: 250 that must stay (each holds a queued
+ * message, all with the same last_seen) do not keep the ones behind them from going. */
+static void test_prune_window_moves_past_users_that_stay(void **state) {
+  struct fx *f = *state;
+  struct store_options o = {.path = f->path, .batch_ms = -1, .user_ttl_s = 1};
+  struct store *s = NULL;
+  assert_int_equal(store_open(&s, &o), 0);
+  sqlite3 *db = peer(f->path, 0);
+  q_exec(db, "BEGIN");
+  for (int i = 0; i < 255; i++) {
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES ('u%03d', x'00', 1, "
+             "1); %s",
+             i,
+             i < 250 ? "INSERT INTO outbox (user_id, payload, is_binary, created_at, expires_at) "
+                       "VALUES (last_insert_rowid() || '', 'm', 0, 1, 9e15)"
+                     : "");
+    q_exec(db, sql);
+  }
+  q_exec(db, "UPDATE outbox SET user_id = (SELECT id FROM users WHERE rowid = outbox.user_id)");
+  q_exec(db, "COMMIT");
+  assert_int_equal(q_int(db, "SELECT count(*) FROM outbox o JOIN users u ON u.id = o.user_id"),
+                   250);
+  for (int i = 0; i < 6; i++)
+    assert_true(store_expire(s) >= 0);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM users"), 250);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM users WHERE id >= 'u250'"), 0);
+  sqlite3_close(db);
+  store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_schema_and_view, setup, teardown),
@@ -803,6 +835,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_admin_json, setup, teardown),
       cmocka_unit_test_setup_teardown(test_writes_wait_for_a_lock, setup, teardown),
       cmocka_unit_test_setup_teardown(test_max_users_evicts_idle_users, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_prune_window_moves_past_users_that_stay, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
