@@ -189,6 +189,7 @@ void ws_close_all(struct host *h, int code, const char *reason) {
  * the socket takes them: a backlog larger than the queue is paced, never a reason to close
  * the reader. */
 #define DRAIN_BATCH 64
+#define DRAIN_IN_FLIGHT_MAX 4096
 
 struct drain_fill_state {
   struct conn *c;
@@ -213,7 +214,9 @@ static int drain_take(void *arg, int64_t id, const void *data, size_t len, int i
 
 static void drain_fill(struct conn *c) {
   struct host *h = c->host;
-  if (!c->draining || c->close_code)
+  /* Frames written but not yet acknowledged are bounded too (small messages, a big kernel
+   * buffer): the timer that confirms them calls again. */
+  if (!c->draining || c->close_code || c->nmarks >= DRAIN_IN_FLIGHT_MAX)
     return;
   struct drain_fill_state d = {c, 0};
   int n = store_outbox_load(h->store, c->user_id, c->drain_after, DRAIN_BATCH, drain_take, &d);
