@@ -1022,15 +1022,16 @@ int store_user_ensure(struct store *s, const char *id) {
   if (!s || !user_id_valid(id))
     return CLOUD_EINVAL;
   if ((rc = store_user_exists(s, id)) != 0)
-    return rc < 0 ? rc : 0;
+    return rc == -EAGAIN ? CLOUD_EIO : rc < 0 ? rc : 0;
   if ((rc = txn_begin(s)))
-    return rc;
+    return rc == -EAGAIN ? CLOUD_EIO : rc; /* locked: the SDK caller hears CLOUD_EIO */
   sqlite3_bind_text(s->st[ST_USER_ENSURE], 1, id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(s->st[ST_USER_ENSURE], 2, now_ms());
   if ((rc = run(s, ST_USER_ENSURE, "user ensure")))
     return rc;
   s->nusers += sqlite3_changes(s->db);
-  return store_flush(s);
+  rc = store_flush(s);
+  return rc == -EAGAIN ? CLOUD_EIO : rc;
 }
 
 int store_user_delete(struct store *s, const char *id) {
@@ -1092,9 +1093,9 @@ int store_outbox_push(struct store *s, const char *user_id, const void *data, si
   if (s->fault[0])
     return CLOUD_EIO; /* "queued" would be a lie */
   if ((rc = store_user_exists(s, user_id)) <= 0)
-    return rc < 0 ? rc : CLOUD_ENOUSER;
+    return rc == -EAGAIN ? CLOUD_EIO : rc < 0 ? rc : CLOUD_ENOUSER;
   if ((n = store_outbox_count(s, user_id)) < 0)
-    return n;
+    return n == -EAGAIN ? CLOUD_EIO : n;
   if (n >= s->outbox_max)
     return CLOUD_EFULL;
   if ((rc = txn_begin(s)))

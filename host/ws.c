@@ -378,8 +378,9 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   /* Messages queued while the user was away go out right after the greeting, in order,
    * paced by the socket (drain_fill). */
   int n = store_outbox_count(h->store, c->user_id);
-  if (n > 0) {
-    log_info(WS_FUNCTION, NULL, "delivering %d queued messages to user %s", n, c->user_id);
+  if (n != 0) { /* < 0: the store could not say; the drain finds out (and retries) */
+    if (n > 0)
+      log_info(WS_FUNCTION, NULL, "delivering %d queued messages to user %s", n, c->user_id);
     c->draining = 1;
     drain_fill(c);
   }
