@@ -1245,6 +1245,8 @@ int store_expire(struct store *s) {
     return CLOUD_EINVAL;
   if (s->fault[0])
     return CLOUD_EIO;
+  if (ckpt_holding(s)) /* maintenance can wait for the checkpoint */
+    return 0;
   if ((rc = txn_begin(s)))
     return rc;
   int64_t now = now_ms();
