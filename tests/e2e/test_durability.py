@@ -172,7 +172,7 @@ def test_wal_stays_bounded_under_churn():
             t.join()
         users = h.sql("SELECT count(*) FROM users")[0][0]
         print(f"churned {r['churned']}, {users} users, WAL peak {peak[0] >> 10} KB")
-        assert int(r["churned"]) > 1000, f"too little churn to tell: {r}"
+        assert int(r["churned"]) > 500, f"too little churn to tell: {r}"
         assert peak[0] < bound, f"WAL reached {peak[0] >> 20} MB ({users} users): " \
                                 "checkpoints are not keeping up"
 
