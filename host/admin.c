@@ -83,6 +83,11 @@ static void status(struct http_req *r) {
   json_object_set(o, "crashes", json_object_get(q, "crashes"));
   json_object_set(o, "quarantine", json_object_get(q, "quarantined"));
   json_decref(q);
+  const char *fault = store_fault(h->store);
+  json_object_set_new(json_object_get(o, "store"), "fault",
+                      fault ? json_string(fault) : json_null());
+  json_object_set_new(json_object_get(o, "store"), "waiting_for_lock",
+                      json_boolean(store_waiting(h->store)));
   set_json(r, 200, o);
 }
 
@@ -172,6 +177,8 @@ static void push(struct http_req *r) {
     set_json(r, 404, json_pack("{ss}", "error", "no such user"));
   else if (rc == CLOUD_EFULL)
     set_json(r, 507, json_pack("{ss}", "error", "outbox full"));
+  else if (rc == CLOUD_EIO) /* not queued: the store is locked or faulty; the caller retries */
+    set_json(r, 503, json_pack("{ss si}", "error", "store unavailable", "code", rc));
   else
     set_json(r, 500, json_pack("{ss si}", "error", "push failed", "code", rc));
   json_decref(b);
@@ -181,9 +188,13 @@ void admin_handle(struct http_req *r) {
   struct host *h = r->host;
   const char *n = r->name;
   int get = !strcmp(r->method, "GET");
-  if (!strcmp(n, "healthz") && get)
-    set_json(r, 200, json_pack("{sb}", "ok", !h->stopping));
-  else if (!strcmp(n, "status") && get)
+  if (!strcmp(n, "healthz") && get) {
+    const char *fault = store_fault(h->store);
+    if (fault)
+      set_json(r, 503, json_pack("{sb ss}", "ok", 0, "store", fault));
+    else
+      set_json(r, 200, json_pack("{sb}", "ok", !h->stopping));
+  } else if (!strcmp(n, "status") && get)
     status(r);
   else if (!strcmp(n, "client.js") && get)
     serve_client_js(r);
@@ -228,10 +239,11 @@ int admin_token_init(struct host *h) {
   }
   char dir[4096], path[4200];
   snprintf(dir, sizeof dir, "%s", strcmp(h->cfg.db_path, ":memory:") ? h->cfg.db_path : "data/x");
-  const char *folder = dirname(dir);
   /* With --db :memory: nothing else creates data/: the token file still needs a home. */
-  if (mkdir(folder, 0700) < 0 && errno != EEXIST)
-    log_warn(NULL, NULL, "cannot create %s: %s", folder, strerror(errno));
+  int rc = store_make_dir(dir);
+  if (rc < 0)
+    log_warn(NULL, NULL, "cannot create the folder of %s: %s", dir, strerror(-rc));
+  const char *folder = dirname(dir);
   snprintf(path, sizeof path, "%s/admin-token", folder);
   FILE *f = fopen(path, "r");
   if (f) {

@@ -23,6 +23,9 @@ struct config {
   int pong_timeout;             /* seconds to wait for the pong */
   int outbox_max;               /* queued messages per offline user */
   int64_t outbox_ttl;           /* seconds a queued message lives */
+  int64_t user_ttl;             /* seconds before an idle empty host-assigned user is pruned */
+  int64_t conn_history;         /* seconds closed connection rows are kept */
+  int64_t max_users;            /* users rows at most (0: no bound) */
   int reload_debounce_ms;       /* quiet time after a plugin file changed before it is loaded */
   int defer_timeout;            /* seconds a deferred HTTP response may take (504 past it) */
   int admin_loopback_only;

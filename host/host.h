@@ -45,6 +45,22 @@ struct conn {
   char remote[64];
   int64_t opened_ms;
   char request_id[32]; /* the upgrade's: on every log line about the connection itself */
+  uint64_t need_seq;   /* store_user_seq of its fresh user: committed before a byte leaves */
+  /* The outbox drain (ws.c): rows are loaded into q as it empties, each frame tagged with its
+   * row id; a row is acknowledged (deleted) once its frame was written whole. */
+  int draining;            /* queued rows may remain: live sends to the user go behind them */
+  int64_t drain_after;     /* last row id loaded into q */
+  int64_t drain_acked;     /* last row id the peer's TCP has taken */
+  int64_t drain_deleted;   /* last row id handed to store_outbox_ack */
+  uint64_t wire_bytes;     /* frame bytes handed to lws_write since the connection opened */
+  struct wire_mark *marks; /* written outbox frames whose bytes may still be in flight */
+  size_t nmarks, marks_cap;
+};
+
+/* An outbox frame written to the socket: its row and where its bytes end on the wire. */
+struct wire_mark {
+  int64_t row;
+  uint64_t end;
 };
 
 /* The live connections of one user. */

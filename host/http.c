@@ -576,7 +576,6 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
 }
 
 static int http_write(struct lws *wsi, struct http_req *r) {
-  store_sync(r->host->store); /* a response may name a user created in this turn */
   unsigned char hdr[LWS_PRE + 8192], *start = hdr + LWS_PRE, *p = start,
                                      *end = hdr + sizeof hdr - 1;
   if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,

@@ -19,22 +19,9 @@
 #include "xthread.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-
-/* Creates the folder of the database file when it is missing (data/ on a fresh clone). */
-static void make_db_dir(const char *db) {
-  if (!strcmp(db, ":memory:"))
-    return;
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s", db);
-  char *d = dirname(dir);
-  if (mkdir(d, 0700) < 0 && errno != EEXIST)
-    log_warn(NULL, NULL, "cannot create %s: %s", d, strerror(errno));
-}
 
 /* The serving process: everything that runs plugins. */
 static int serve(struct config *cfg, const struct serve_args *a) {
@@ -61,12 +48,15 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   h->shared = json_object();
   api_bind(h);
 
-  make_db_dir(h->cfg.db_path);
+  /* store_open creates the database's folder (data/ on a fresh clone). */
   struct store_options so = {.path = h->cfg.db_path,
                              .outbox_max = h->cfg.outbox_max,
                              .outbox_ttl_s = h->cfg.outbox_ttl,
                              .batch_ms = 20,
-                             .commit_latency = &h->metrics.store_commit};
+                             .commit_latency = &h->metrics.store_commit,
+                             .user_ttl_s = h->cfg.user_ttl,
+                             .conn_history_s = h->cfg.conn_history,
+                             .max_users = h->cfg.max_users ? h->cfg.max_users : -1};
   if ((rc = store_open(&h->store, &so)) < 0) {
     log_error(NULL, NULL, "cannot open database %s (%d)", h->cfg.db_path, rc);
     return 1;

@@ -22,6 +22,7 @@ int sendq_push(struct sendq *q, const void *data, size_t len, int is_binary) {
   f->next = NULL;
   f->len = len;
   f->is_binary = is_binary;
+  f->tag = 0;
   if (len)
     memcpy(f->buf + SENDQ_PRE, data, len);
   f->buf[SENDQ_PRE + len] = 0;

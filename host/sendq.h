@@ -12,6 +12,7 @@ struct sendq_frame {
   struct sendq_frame *next;
   size_t len;
   int is_binary;
+  long long tag;       /* the caller's (0 from sendq_push): ws.c puts an outbox row id here */
   unsigned char buf[]; /* SENDQ_PRE bytes of room, then len bytes of payload */
 };
 

@@ -13,6 +13,7 @@
 #include "signals.h"
 #include "ws.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/random.h>
@@ -51,13 +52,43 @@ void host_request_id(struct host *h, char *buf, size_t len) {
   buf[9 + n] = 0;
 }
 
+/* The one place every outgoing frame passes (WebSocket and HTTP alike write only from their
+ * writable callbacks): a frame may name a user created in this turn (a greeting carries the
+ * new id and token), so it leaves only once that user is committed. While someone else holds
+ * the database lock the bytes wait, and the callback comes again a little later. */
+static int egress_ready(struct lws *wsi, struct session *s) {
+  struct host *h = lws_context_user(lws_get_context(wsi));
+  /* A WebSocket waits only for its own new user (whose token its greeting carries), so echoes
+   * on other connections go on while one greeting waits for a locked database. */
+  int rc = s && s->conn ? store_sync_upto(h->store, s->conn->need_seq) : store_sync(h->store);
+  /* While another process holds the database, HTTP answers (/_/healthz among them) are not
+   * held: only an admin view could show a user not yet committed. */
+  if (rc == -EAGAIN && !(s && s->conn) && store_waiting(h->store))
+    rc = 0;
+  if (rc == -EAGAIN) {
+    lws_set_timer_usecs(wsi, 50 * LWS_US_PER_MS);
+    return 0;
+  }
+  if (rc < 0)
+    log_error(NULL, NULL, "store commit failed: new users may not survive a crash");
+  return 1;
+}
+
 static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                          size_t len) {
   struct session *s = user;
   switch (reason) {
+  case LWS_CALLBACK_SERVER_WRITEABLE:
+  case LWS_CALLBACK_HTTP_WRITEABLE:
+    if (!egress_ready(wsi, s))
+      return 0;
+    return reason == LWS_CALLBACK_HTTP_WRITEABLE ? http_callback(wsi, reason, s, in, len)
+                                                 : ws_callback(wsi, reason, s, in, len);
+  case LWS_CALLBACK_TIMER:
+    lws_callback_on_writable(wsi);
+    return s && s->conn ? ws_callback(wsi, reason, s, in, len) : 0;
   case LWS_CALLBACK_ESTABLISHED:
   case LWS_CALLBACK_RECEIVE:
-  case LWS_CALLBACK_SERVER_WRITEABLE:
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
   case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
   case LWS_CALLBACK_CLOSED:
@@ -65,7 +96,6 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_HTTP:
   case LWS_CALLBACK_HTTP_BODY:
   case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-  case LWS_CALLBACK_HTTP_WRITEABLE:
   case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
@@ -88,14 +118,14 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-/* Commits batched store writes; expires old outbox rows now and then. */
+/* Commits batched store writes (and retries those a lock held back); once a second a small
+ * maintenance step: expiry, pruning, the database file check. */
 static void store_tick(lws_sorted_usec_list_t *sul) {
   struct host *h = lws_container_of(sul, struct host, store_timer);
   static const int tick_ms = 20;
   if (store_flush_due_ms(h->store) >= 0)
     store_flush(h->store);
-  if (h->next_request % 4096 == 0 || (host_now_ms() / tick_ms) % 3000 == 0)
-    store_expire(h->store);
+  store_maintain(h->store);
   lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, tick_ms * LWS_US_PER_MS);
 }
 

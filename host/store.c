@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +22,23 @@
 #include "sha256.h"
 
 #define SCHEMA_VERSION 1
-/* An operator's write may hold the lock for a moment; the event loop must not wait long. */
-#define BUSY_TIMEOUT_MS 1000
+/* The loop's connection waits for a lock held by someone else (an operator's sqlite3 shell, a
+ * checkpoint) only this long: a write that cannot proceed is queued and retried (ops below). */
+#define BUSY_TIMEOUT_MS 2
+#define CKPT_BUSY_TIMEOUT_MS 1000 /* the checkpoint thread may wait: it blocks nobody */
+#define RETRY_MIN_MS 20           /* first retry of writes held back by a lock, doubling */
+#define RETRY_MAX_MS 500
+#define OPS_MAX 200000   /* writes held back at most (~300 bytes each) */
+#define PRUNE_BATCH 200  /* rows one maintenance step deletes per table */
+#define PRUNE_WINDOW 200 /* users one maintenance step examines */
+/* WAL bytes kept after a checkpoint reset it; more is truncated (PRAGMA journal_size_limit). */
+#define WAL_SIZE_LIMIT (4 * 1024 * 1024)
+#define WAL_LIMIT_STR "4194304"
+#define CKPT_FRAMES 1000 /* WAL frames (of 4 KB pages) that call for a checkpoint now */
+#define CKPT_HOLD_MS 250
+#define DEFAULT_USER_TTL_S (30 * 24 * 3600)
+#define DEFAULT_CONN_HISTORY_S (7 * 24 * 3600)
+#define DEFAULT_MAX_USERS 1000000
 #define DEFAULT_OUTBOX_MAX 1000
 #define DEFAULT_OUTBOX_TTL_S (7 * 24 * 3600)
 #define DEFAULT_BATCH_MS 20
@@ -71,6 +87,10 @@ static const char schema_v1[] =
     "  SELECT user_id, count(*), min(connected_at) FROM connections\n"
     "  WHERE disconnected_at IS NULL GROUP BY user_id;\n";
 /* SCHEMA_V1 END */
+/* Added to v1 without a version bump (an index changes no query's answer): pruning closed
+ * connections by age must not scan the whole table. */
+static const char index_closed[] = "CREATE INDEX IF NOT EXISTS connections_closed ON connections "
+                                   "(disconnected_at) WHERE disconnected_at IS NOT NULL";
 
 enum {
   ST_BEGIN,
@@ -94,6 +114,11 @@ enum {
   ST_COUNTS,
   ST_USER_DELETE,
   ST_CONN_PRUNE,
+  ST_USER_PRUNE,
+  ST_USER_PRUNE_WINDOW,
+  ST_USER_EVICT,
+  ST_USER_COUNT,
+  ST_CONN_MAX,
   ST__N
 };
 
@@ -107,17 +132,19 @@ static const char *const stmt_sql[ST__N] = {
     [ST_USER_HASH] = "SELECT token_hash FROM users WHERE id = ?1",
     [ST_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
     [ST_USER_TOUCH] = "UPDATE users SET last_seen = ?2 WHERE id = ?1",
-    [ST_CONN_INSERT] = "INSERT INTO connections (user_id, boot_id, remote_addr, connected_at) "
-                       "VALUES (?1, ?2, ?3, ?4)",
+    /* The host numbers connection rows itself, so a row can be named before it is written. */
+    [ST_CONN_INSERT] = "INSERT INTO connections (id, user_id, boot_id, remote_addr, connected_at) "
+                       "VALUES (?5, ?1, ?2, ?3, ?4)",
     [ST_CONN_CLOSE] = "UPDATE connections SET disconnected_at = ?2 "
                       "WHERE id = ?1 AND disconnected_at IS NULL RETURNING user_id",
     [ST_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE user_id = ?1 AND expires_at > ?2",
     [ST_OUTBOX_INSERT] = "INSERT INTO outbox (user_id, payload, is_binary, created_at, expires_at) "
                          "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_OUTBOX_SELECT] = "SELECT id, payload, is_binary FROM outbox "
-                         "WHERE user_id = ?1 AND expires_at > ?2 ORDER BY id",
+                         "WHERE user_id = ?1 AND expires_at > ?2 AND id > ?3 ORDER BY id LIMIT ?4",
     [ST_OUTBOX_DELETE] = "DELETE FROM outbox WHERE user_id = ?1 AND id <= ?2",
-    [ST_OUTBOX_EXPIRE] = "DELETE FROM outbox WHERE expires_at <= ?1",
+    [ST_OUTBOX_EXPIRE] = "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox "
+                         "WHERE expires_at <= ?1 LIMIT ?2)",
     [ST_USERS_ALL] =
         "SELECT u.id, u.created_at, u.last_seen, u.token_hash IS NOT NULL, o.connections, o.since "
         "FROM users u LEFT JOIN online_users o ON o.user_id = u.id "
@@ -138,9 +165,45 @@ static const char *const stmt_sql[ST__N] = {
     [ST_USER_DELETE] = "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM outbox "
                        "WHERE user_id = ?1) AND NOT EXISTS (SELECT 1 FROM connections "
                        "WHERE user_id = ?1)",
-    /* History of closed connections is kept as long as queued messages are. */
-    [ST_CONN_PRUNE] = "DELETE FROM connections WHERE disconnected_at IS NOT NULL AND "
-                      "disconnected_at < ?1",
+    /* Maintenance deletes in small batches (index-driven) so no step holds the lock long. */
+    [ST_CONN_PRUNE] = "DELETE FROM connections WHERE id IN (SELECT id FROM connections "
+                      "WHERE disconnected_at IS NOT NULL AND disconnected_at < ?1 LIMIT ?2)",
+    /* Host-assigned users (a token) gone since ?1 with nothing queued and nothing open. An
+     * app-bound id (cloud_bind_user) is the app's: never pruned. */
+    /* A window of at most ?3 candidates after (last_seen, rowid) (?2, ?4), the order of the
+     * users_last_seen index: users that stay (something queued, a connection open) are not
+     * examined again every second; the window moves on, and wraps at the cutoff. */
+    [ST_USER_PRUNE] =
+        "DELETE FROM users WHERE id IN (SELECT w.id FROM (SELECT id FROM users WHERE "
+        "(last_seen, rowid) > (?2, ?4) AND last_seen < ?1 AND token_hash IS NOT NULL "
+        "ORDER BY last_seen, rowid LIMIT ?3) w WHERE NOT EXISTS (SELECT 1 FROM connections c "
+        "WHERE c.user_id = w.id AND c.disconnected_at IS NULL) AND NOT EXISTS (SELECT 1 FROM "
+        "outbox o WHERE o.user_id = w.id))",
+    [ST_USER_PRUNE_WINDOW] =
+        "SELECT last_seen, rowid FROM users WHERE (last_seen, rowid) > (?2, ?4) AND last_seen "
+        "< ?1 AND token_hash IS NOT NULL ORDER BY last_seen, rowid LIMIT 1 OFFSET ?3 - 1",
+    /* --max-users reached: the longest idle of the same kind of users makes room. */
+    [ST_USER_EVICT] =
+        "DELETE FROM users WHERE id IN (SELECT u.id FROM users u WHERE u.token_hash IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM connections c WHERE c.user_id = u.id AND "
+        "c.disconnected_at IS NULL) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE "
+        "o.user_id = u.id) ORDER BY u.last_seen LIMIT ?1)",
+    [ST_USER_COUNT] = "SELECT count(*) FROM users",
+    [ST_CONN_MAX] = "SELECT coalesce(max(id), 0) FROM connections",
+};
+
+/* A batched write. Each is kept in memory until the transaction that applied it committed:
+ * a lock held by someone else, or a commit SQLite rolled back, costs a retry, never the write.
+ * Order is kept: ops are applied in the order they were made. */
+enum op_kind { OP_USER_INSERT, OP_USER_DELETE, OP_CONN_OPEN, OP_CONN_CLOSE, OP_OUTBOX_ACK };
+struct op {
+  enum op_kind kind;
+  int64_t row; /* connection row, or outbox id acknowledged up to */
+  int64_t at;  /* unix ms */
+  char user[STORE_ID_MAX + 1];
+  char remote[64];
+  uint8_t hash[SHA256_LEN];
+  uint64_t seq;
 };
 
 struct store {
@@ -149,10 +212,28 @@ struct store {
   char boot_id[33];
   int outbox_max;
   int64_t outbox_ttl_ms;
-  int batch_ms;        /* < 0: every write commits at once */
-  int in_txn;          /* a write transaction is open */
-  int sync_pending;    /* it holds writes a client must not see uncommitted */
-  int64_t txn_started; /* monotonic ms when it was opened */
+  int batch_ms;                   /* < 0: every write commits at once */
+  int in_txn;                     /* a write transaction is open */
+  int sync_pending;               /* it holds writes a client must not see uncommitted */
+  int64_t txn_started;            /* monotonic ms when it was opened */
+  struct op *ops;                 /* batched writes not yet committed, oldest first */
+  size_t nops, ops_cap, napplied; /* ops[0..napplied) are applied in the open transaction */
+  uint64_t op_seq, dropped_seq;   /* the last op refused for its content, and why */
+  uint64_t user_seq;              /* op_seq of the last user created */
+  int dropped_rc;
+  int64_t retry_at; /* monotonic ms: a lock stopped us; do not try BEGIN before this */
+  int retry_ms;
+  int64_t next_conn_row;
+  int64_t nusers; /* users rows, counted at open and kept up to date */
+  int64_t max_users, user_ttl_ms, conn_history_ms;
+  int64_t maintain_at;             /* monotonic ms of the next maintenance step */
+  int64_t prune_from, prune_rowid; /* (last_seen, rowid) after which the next window starts */
+  /* A fault the host cannot repair (file deleted, replaced, unwritable): new work that
+   * would be lost is refused. Set once, logged once. */
+  char fault[160];
+  int fd; /* our own handle on the file, to notice it vanished or was replaced */
+  dev_t dev;
+  ino_t ino;
   /* WAL checkpoints run on a thread of their own with a connection of their own: a
    * checkpoint writes and fsyncs the database file, which must not stall the event loop. */
   char *path;
@@ -161,6 +242,11 @@ struct store {
   pthread_mutex_t ckpt_mu;
   pthread_cond_t ckpt_cv;
   struct metrics_hist *commit_latency; /* NULL: commits are not timed */
+  /* A PASSIVE checkpoint racing a writer that commits every few ms never finds the WAL
+   * wholly copied, so the WAL is never restarted and only grows (959 MB once). Past
+   * CKPT_FRAMES the loop holds its batched writes (in memory, as for a lock) until the
+   * thread has copied everything, at most CKPT_HOLD_MS. Monotonic ms; 0: no hold. */
+  _Atomic int64_t ckpt_hold_until;
 };
 
 static int64_t now_ms(void) {
@@ -232,8 +318,23 @@ int user_id_valid(const char *id) {
   return n > 0;
 }
 
+static void set_fault(struct store *s, const char *fmt, const char *a, const char *b) {
+  if (s->fault[0])
+    return;
+  snprintf(s->fault, sizeof s->fault, fmt, a, b);
+  log_error(NULL, NULL, "store: %s: new users and queued messages are refused", s->fault);
+}
+
+/* A busy or locked database is a wait (-EAGAIN, retried); the rest is an error. Errors that
+ * mean the file cannot take writes any more are a fault. */
 static int db_fail(struct store *s, const char *what) {
-  log_error(NULL, NULL, "%s: %s", what, sqlite3_errmsg(s->db));
+  int code = sqlite3_errcode(s->db);
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+    return -EAGAIN;
+  log_warn(NULL, NULL, "%s: %s", what, sqlite3_errmsg(s->db));
+  if (code == SQLITE_READONLY || code == SQLITE_IOERR || code == SQLITE_FULL ||
+      code == SQLITE_CANTOPEN || code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
+    set_fault(s, "%s: %s", what, sqlite3_errmsg(s->db));
   return CLOUD_EIO;
 }
 
@@ -256,6 +357,52 @@ static void done(sqlite3_stmt *st) {
 /* Every write goes into one open transaction; store_flush commits it. The batch saves an
  * fsync-less commit per connection event, and BEGIN IMMEDIATE takes the write lock up front
  * so the commit itself never waits. Readers are not blocked in WAL mode. */
+static int op_apply(struct store *s, struct op *o);
+
+static int ckpt_holding(struct store *s) {
+  int64_t until = atomic_load(&s->ckpt_hold_until);
+  return until && mono_ms() < until;
+}
+
+/* After each commit of the loop's connection (SQLite calls it with the WAL's size). */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
+  (void)db, (void)name;
+  struct store *s = arg;
+  if (frames > CKPT_FRAMES && s->ckpt_started && !ckpt_holding(s)) {
+    atomic_store(&s->ckpt_hold_until, mono_ms() + CKPT_HOLD_MS);
+    pthread_mutex_lock(&s->ckpt_mu);
+    pthread_cond_signal(&s->ckpt_cv);
+    pthread_mutex_unlock(&s->ckpt_mu);
+  }
+  return SQLITE_OK;
+}
+static int touch_user(struct store *s, const char *id, int len, int64_t now);
+
+/* Applies the ops not yet applied in the open transaction. One that SQLite refuses for its
+ * content (a constraint) is dropped with a line; a wait or an I/O error stops the replay. */
+static int ops_apply(struct store *s) {
+  while (s->napplied < s->nops) {
+    int rc = op_apply(s, &s->ops[s->napplied]);
+    if (rc == -EAGAIN || (rc < 0 && s->fault[0]))
+      return rc;
+    if (rc < 0) {
+      s->dropped_seq = s->ops[s->napplied].seq;
+      s->dropped_rc = rc;
+      memmove(&s->ops[s->napplied], &s->ops[s->napplied + 1],
+              (s->nops - s->napplied - 1) * sizeof *s->ops);
+      s->nops--;
+      continue;
+    }
+    s->napplied++;
+  }
+  return 0;
+}
+
+/* Every write goes into one open transaction; store_flush commits it. The batch saves an
+ * fsync-less commit per connection event, and BEGIN IMMEDIATE takes the write lock up front
+ * so the commit itself never waits. Readers are not blocked in WAL mode. When another
+ * process holds the lock, BEGIN gives up after BUSY_TIMEOUT_MS and the ops wait in memory:
+ * -EAGAIN, and no new attempt before retry_at (backing off), so the loop never spins on it. */
 static int txn_begin(struct store *s) {
   if (s->in_txn && s->batch_ms >= 0 && mono_ms() - s->txn_started >= s->batch_ms) {
     /* Overdue (the host's timer did not fire yet): commit now rather than grow the batch. */
@@ -264,12 +411,29 @@ static int txn_begin(struct store *s) {
       return rc;
   }
   if (s->in_txn)
-    return 0;
-  if (run(s, ST_BEGIN, "begin"))
-    return CLOUD_EIO;
+    return ops_apply(s);
+  if (s->retry_at && mono_ms() < s->retry_at)
+    return -EAGAIN;
+  int rc = run(s, ST_BEGIN, "begin");
+  if (rc == -EAGAIN) {
+    if (!s->retry_ms)
+      log_warn(NULL, NULL, "store: %s is locked by another process: writes wait in memory",
+               s->path ? s->path : "the database");
+    s->retry_ms = s->retry_ms ? s->retry_ms * 2 : RETRY_MIN_MS;
+    if (s->retry_ms > RETRY_MAX_MS)
+      s->retry_ms = RETRY_MAX_MS;
+    s->retry_at = mono_ms() + s->retry_ms;
+    return rc;
+  }
+  if (rc)
+    return rc;
+  if (s->retry_ms)
+    log_info(NULL, NULL, "store: lock released; %zu waiting writes applied", s->nops);
+  s->retry_at = 0;
+  s->retry_ms = 0;
   s->in_txn = 1;
   s->txn_started = mono_ms();
-  return 0;
+  return ops_apply(s);
 }
 
 /* After a batched write: commit at once only when batching is off. */
@@ -277,29 +441,80 @@ static int txn_batched(struct store *s) {
   return s->batch_ms < 0 ? store_flush(s) : 0;
 }
 
-int store_flush(struct store *s) {
-  if (!s || !s->in_txn)
+/* Queues o and applies it now if the write lock can be had; a wait is not an error for a
+ * batched write (it is retried). Returns what applying it returned, 0 when it waits. */
+static int write_op(struct store *s, const struct op *o) {
+  if (s->fault[0])
+    return CLOUD_EIO;
+  if (s->nops >= OPS_MAX) {
+    log_error(NULL, NULL, "store: %zu writes wait for the database lock; refusing more", s->nops);
+    return CLOUD_EIO;
+  }
+  if (s->nops == s->ops_cap) {
+    size_t cap = s->ops_cap ? s->ops_cap * 2 : 64;
+    struct op *n = realloc(s->ops, cap * sizeof *n);
+    if (!n)
+      return CLOUD_ENOMEM;
+    s->ops = n;
+    s->ops_cap = cap;
+  }
+  s->ops[s->nops] = *o;
+  s->ops[s->nops++].seq = ++s->op_seq;
+  if (!s->in_txn && ckpt_holding(s))
     return 0;
+  int rc = txn_begin(s);
+  if (rc == -EAGAIN)
+    return 0;
+  if (rc < 0)
+    return rc;
+  if (s->dropped_seq == s->op_seq)
+    return s->dropped_rc; /* refused for its content: the caller hears why */
+  return txn_batched(s);
+}
+
+int store_flush(struct store *s) {
+  if (!s)
+    return 0;
+  if (!s->in_txn) {
+    if (s->nops == 0)
+      return 0;
+    if (ckpt_holding(s))
+      return -EAGAIN;
+    int rc = txn_begin(s); /* ops held back by a lock: retry */
+    if (rc)
+      return rc;
+  }
   uint64_t t0 = metrics_now_ns();
   int rc = sqlite3_step(s->st[ST_COMMIT]);
   sqlite3_reset(s->st[ST_COMMIT]);
   metrics_hist_observe(s->commit_latency, metrics_now_ns() - t0);
   if (rc == SQLITE_DONE) {
     s->in_txn = 0;
-    s->sync_pending = 0;
+    /* Ops a wait stopped before they were applied stay for the next transaction. */
+    if (s->nops > s->napplied)
+      memmove(s->ops, s->ops + s->napplied, (s->nops - s->napplied) * sizeof *s->ops);
+    s->nops -= s->napplied;
+    s->napplied = 0;
+    if (!s->nops)
+      s->sync_pending = 0;
     return 0;
   }
-  db_fail(s, "commit");
+  rc = db_fail(s, "commit");
   if (sqlite3_get_autocommit(s->db)) {
-    /* SQLite rolled the batch back itself (disk full, I/O error): those writes are lost. */
+    /* SQLite rolled the batch back itself: the ops are still here, applied again later. */
     s->in_txn = 0;
+    s->napplied = 0;
   }
-  return CLOUD_EIO;
+  return rc;
 }
 
 int store_flush_due_ms(const struct store *s) {
-  if (!s || !s->in_txn)
+  if (!s || (!s->in_txn && !s->nops))
     return -1;
+  if (!s->in_txn) {
+    int64_t left = s->retry_at - mono_ms();
+    return left > 0 ? (int)left : 0;
+  }
   int64_t left = s->txn_started + (s->batch_ms > 0 ? s->batch_ms : 0) - mono_ms();
   return left > 0 ? (int)left : 0;
 }
@@ -338,6 +553,8 @@ static int migrate(struct store *s) {
       (exec(s, schema_v1, "create schema") || exec(s, "PRAGMA user_version = 1", "create schema")))
     goto fail;
   /* Later versions: if (version < 2) { ALTER ...; PRAGMA user_version = 2 } */
+  if (exec(s, index_closed, "create index"))
+    goto fail;
   return exec(s, "COMMIT", "migrate");
 fail:
   sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -387,9 +604,12 @@ fail:
   return CLOUD_EIO;
 }
 
-/* mkdir -p of the file's directory; SQLite would only say "unable to open database file". */
-static int make_parent(const char *path) {
+/* mkdir -p of the file's directory; SQLite would only say "unable to open database file".
+ * 0700: the folder holds token hashes and the admin token. */
+int store_make_dir(const char *path) {
   char dir[4096];
+  if (!path || !strcmp(path, ":memory:"))
+    return 0;
   size_t n = strlen(path);
   if (n >= sizeof dir)
     return -ENAMETOOLONG;
@@ -402,11 +622,11 @@ static int make_parent(const char *path) {
     if (*p != '/')
       continue;
     *p = '\0';
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
       return -errno;
     *p = '/';
   }
-  if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST)
     return -errno;
   return 0;
 }
@@ -422,7 +642,16 @@ static void *checkpoint_main(void *arg) {
     sqlite3_close(db);
     return NULL;
   }
-  sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+  sqlite3_busy_timeout(db, CKPT_BUSY_TIMEOUT_MS);
+  /* A connection that has not read the database does not know it is in WAL mode, and a
+   * checkpoint on it is a silent no-op (SQLITE_OK, nothing copied): that is why the WAL once
+   * grew to 959 MB. Reading the schema opens the WAL; the size limit truncates the file
+   * whenever a checkpoint lets it restart. */
+  if (sqlite3_exec(
+          db, "PRAGMA journal_size_limit = " WAL_LIMIT_STR "; SELECT count(*) FROM sqlite_master",
+          NULL, NULL, NULL) != SQLITE_OK)
+    log_warn(NULL, NULL, "store: checkpoint thread cannot read %s: %s", s->path,
+             sqlite3_errmsg(db));
   pthread_mutex_lock(&s->ckpt_mu);
   while (!s->ckpt_stop) {
     struct timespec until;
@@ -435,9 +664,14 @@ static void *checkpoint_main(void *arg) {
       break;
     pthread_mutex_unlock(&s->ckpt_mu);
     /* PASSIVE: copies what it can without waiting for the writer or readers. */
-    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int log_frames = 0, ckpt_frames = 0;
+    int rc =
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &ckpt_frames);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      log_error(NULL, NULL, "checkpoint: %s", sqlite3_errmsg(db));
+      log_warn(NULL, NULL, "checkpoint: %s", sqlite3_errmsg(db));
+    /* The loop may write again: its next transaction starts on a wholly copied WAL, which
+     * lets SQLite restart the WAL from its beginning (and cut it to journal_size_limit). */
+    atomic_store(&s->ckpt_hold_until, 0);
     pthread_mutex_lock(&s->ckpt_mu);
   }
   pthread_mutex_unlock(&s->ckpt_mu);
@@ -451,12 +685,15 @@ static int checkpoint_start(struct store *s) {
   if (pthread_create(&s->ckpt, NULL, checkpoint_main, s))
     return CLOUD_ENOMEM;
   s->ckpt_started = 1;
+  sqlite3_wal_hook(s->db, wal_hook, s);
   return 0;
 }
 
 static void checkpoint_stop(struct store *s) {
   if (!s->ckpt_started)
     return;
+  sqlite3_wal_hook(s->db, NULL, NULL);
+  atomic_store(&s->ckpt_hold_until, 0);
   pthread_mutex_lock(&s->ckpt_mu);
   s->ckpt_stop = 1;
   pthread_cond_signal(&s->ckpt_cv);
@@ -473,7 +710,7 @@ int store_open(struct store **out, const struct store_options *opt) {
   *out = NULL;
   int memory = strcmp(opt->path, ":memory:") == 0, rc;
   if (!memory) {
-    if ((rc = make_parent(opt->path)) < 0) {
+    if ((rc = store_make_dir(opt->path)) < 0) {
       log_error(NULL, NULL, "cannot create the directory of %s: %s", opt->path, strerror(-rc));
       return rc;
     }
@@ -495,6 +732,12 @@ int store_open(struct store **out, const struct store_options *opt) {
   s->outbox_ttl_ms = (opt->outbox_ttl_s > 0 ? opt->outbox_ttl_s : DEFAULT_OUTBOX_TTL_S) * 1000;
   s->batch_ms = opt->batch_ms != 0 ? opt->batch_ms : DEFAULT_BATCH_MS;
   s->commit_latency = opt->commit_latency;
+  s->user_ttl_ms = (opt->user_ttl_s > 0 ? opt->user_ttl_s : DEFAULT_USER_TTL_S) * 1000;
+  s->conn_history_ms =
+      (opt->conn_history_s > 0 ? opt->conn_history_s : DEFAULT_CONN_HISTORY_S) * 1000;
+  s->max_users = opt->max_users > 0 ? opt->max_users : opt->max_users < 0 ? 0 : DEFAULT_MAX_USERS;
+  s->fd = -1;
+  s->prune_from = -1;
 
   if (sqlite3_open_v2(opt->path, &s->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -522,7 +765,11 @@ int store_open(struct store **out, const struct store_options *opt) {
   }
   /* NORMAL in WAL mode: a commit survives a process crash; only power loss may take the
    * last few commits. foreign_keys: an outbox row or connection for no user is a bug. */
-  if (exec(s, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", "pragmas") || migrate(s))
+  if (exec(s,
+           "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; "
+           "PRAGMA journal_size_limit = " WAL_LIMIT_STR,
+           "pragmas") ||
+      migrate(s))
     goto fail;
   for (int i = 0; i < ST__N; i++) {
     if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
@@ -535,7 +782,21 @@ int store_open(struct store **out, const struct store_options *opt) {
     store_close(s);
     return rc;
   }
+  {
+    sqlite3_stmt *st = s->st[ST_CONN_MAX];
+    rc = sqlite3_step(st);
+    s->next_conn_row = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) + 1 : 1;
+    done(st);
+    st = s->st[ST_USER_COUNT];
+    rc = sqlite3_step(st);
+    s->nusers = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    done(st);
+  }
   if (!memory) {
+    struct stat st;
+    s->fd = open(opt->path, O_RDONLY | O_CLOEXEC);
+    if (s->fd >= 0 && fstat(s->fd, &st) == 0)
+      s->dev = st.st_dev, s->ino = st.st_ino;
     if (!(s->path = strdup(opt->path)) ||
         exec(s, "PRAGMA wal_autocheckpoint = 0", "wal_autocheckpoint") || checkpoint_start(s) < 0) {
       store_close(s);
@@ -553,6 +814,12 @@ void store_close(struct store *s) {
   if (!s)
     return;
   checkpoint_stop(s);
+  if (s->db) {
+    /* Shutting down, the loop is done: waiting for another process's lock now is what
+     * keeps the writes held back in memory. */
+    sqlite3_busy_timeout(s->db, 5000);
+    s->retry_at = 0;
+  }
   if (s->db && s->boot_id[0] && s->st[ST_BEGIN]) {
     /* A clean stop: nothing of ours stays online, and the boot is marked as not crashed. */
     static const char sql[] =
@@ -584,6 +851,9 @@ void store_close(struct store *s) {
     sqlite3_finalize(s->st[i]);
   if (s->db && sqlite3_close(s->db) != SQLITE_OK)
     log_error(NULL, NULL, "close: %s", sqlite3_errmsg(s->db));
+  if (s->fd >= 0)
+    close(s->fd);
+  free(s->ops);
   free(s->path);
   free(s);
 }
@@ -603,27 +873,128 @@ int store_user_create(struct store *s, char *id_out, char *token_out) {
   b64url(raw, 16, id_out);
   b64url(raw + 16, 32, token_out);
   sha256(token_out, STORE_TOKEN_LEN, hash);
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_stmt *st = s->st[ST_USER_INSERT];
-  sqlite3_bind_text(st, 1, id_out, STORE_ID_LEN, SQLITE_STATIC);
-  sqlite3_bind_blob(st, 2, hash, sizeof hash, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, now_ms());
-  rc = run(s, ST_USER_INSERT, "user create");
   explicit_bzero(raw, sizeof raw);
-  if (rc)
+  struct op o = {.kind = OP_USER_INSERT, .at = now_ms()};
+  memcpy(o.user, id_out, STORE_ID_LEN + 1);
+  memcpy(o.hash, hash, sizeof hash);
+  if ((rc = write_op(s, &o)) < 0)
     return rc;
+  s->user_seq = s->op_seq;
   /* Committed with the next store_sync, which the host runs before any byte leaves for a
    * client: one commit covers every user created in the same turn of the event loop. */
   s->sync_pending = 1;
-  return txn_batched(s);
+  return 0;
+}
+
+static int op_apply(struct store *s, struct op *o) {
+  sqlite3_stmt *st;
+  int rc;
+  switch (o->kind) {
+  case OP_USER_INSERT:
+    /* At --max-users the longest idle empty host-assigned users make room: a storm of new
+     * or failed-resume connections cannot grow the table past the bound. */
+    if (s->max_users > 0 && s->nusers >= s->max_users) {
+      sqlite3_bind_int64(s->st[ST_USER_EVICT], 1, s->nusers - s->max_users + 1);
+      if ((rc = run(s, ST_USER_EVICT, "user evict")))
+        return rc;
+      int freed = sqlite3_changes(s->db);
+      s->nusers -= freed;
+      if (!freed) {
+        /* Nothing evictable. The count may have drifted (an operator deleted rows): recount
+         * before saying no; if it is right, every user is online or holds messages and the
+         * bound holds: no new user. */
+        st = s->st[ST_USER_COUNT];
+        if (sqlite3_step(st) == SQLITE_ROW)
+          s->nusers = sqlite3_column_int64(st, 0);
+        done(st);
+        if (s->nusers >= s->max_users)
+          return CLOUD_EFULL;
+      }
+    }
+    st = s->st[ST_USER_INSERT];
+    sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 2, o->hash, sizeof o->hash, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, o->at);
+    if ((rc = run(s, ST_USER_INSERT, "user create")))
+      return rc;
+    s->nusers++;
+    return 0;
+  case OP_USER_DELETE:
+    sqlite3_bind_text(s->st[ST_USER_DELETE], 1, o->user, -1, SQLITE_STATIC);
+    if ((rc = run(s, ST_USER_DELETE, "user delete")))
+      return rc;
+    s->nusers -= sqlite3_changes(s->db);
+    return 0;
+  case OP_CONN_OPEN:
+    st = s->st[ST_CONN_INSERT];
+    sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, s->boot_id, -1, SQLITE_STATIC);
+    if (o->remote[0])
+      sqlite3_bind_text(st, 3, o->remote, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, o->at);
+    sqlite3_bind_int64(st, 5, o->row);
+    rc = sqlite3_step(st);
+    done(st);
+    if (rc != SQLITE_DONE) {
+      if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
+        return CLOUD_ENOUSER;
+      return db_fail(s, "connection open");
+    }
+    return 0;
+  case OP_CONN_CLOSE: {
+    st = s->st[ST_CONN_CLOSE];
+    sqlite3_bind_int64(st, 1, o->row);
+    sqlite3_bind_int64(st, 2, o->at);
+    char user[STORE_ID_MAX + 1];
+    int ulen = 0;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      ulen = sqlite3_column_bytes(st, 0);
+      if (ulen > STORE_ID_MAX)
+        ulen = STORE_ID_MAX;
+      memcpy(user, sqlite3_column_text(st, 0), (size_t)ulen);
+      rc = sqlite3_step(st); /* RETURNING: the update is done when the statement finishes */
+    }
+    done(st);
+    if (rc != SQLITE_DONE)
+      return db_fail(s, "connection close");
+    return ulen > 0 ? touch_user(s, user, ulen, o->at) : 0;
+  }
+  case OP_OUTBOX_ACK:
+    st = s->st[ST_OUTBOX_DELETE];
+    sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, o->row);
+    return run(s, ST_OUTBOX_DELETE, "outbox delete");
+  }
+  return CLOUD_EINVAL;
+}
+
+/* Every op up to this sequence number is committed (or was refused and dropped). */
+static uint64_t committed_seq(const struct store *s) {
+  return s->nops ? s->ops[0].seq - 1 : s->op_seq;
+}
+
+uint64_t store_user_seq(const struct store *s) {
+  return s ? s->user_seq : 0;
+}
+
+int store_sync_upto(struct store *s, uint64_t seq) {
+  if (!s || committed_seq(s) >= seq)
+    return 0;
+  int rc = store_flush(s);
+  if (committed_seq(s) >= seq)
+    return 0;
+  /* Failed for good (a fault): holding the bytes would not help; the caller logs it. */
+  return rc == 0 ? -EAGAIN : rc;
 }
 
 int store_sync(struct store *s) {
   if (!s || !s->sync_pending)
     return 0;
-  s->sync_pending = 0;
-  return store_flush(s);
+  int rc = store_sync_upto(s, s->user_seq);
+  if (rc != -EAGAIN)
+    s->sync_pending = 0;
+  return rc;
 }
 
 int store_user_check(struct store *s, const char *id, const char *token) {
@@ -657,26 +1028,24 @@ int store_user_ensure(struct store *s, const char *id) {
   if (!s || !user_id_valid(id))
     return CLOUD_EINVAL;
   if ((rc = store_user_exists(s, id)) != 0)
-    return rc < 0 ? rc : 0;
+    return rc == -EAGAIN ? CLOUD_EIO : rc < 0 ? rc : 0;
   if ((rc = txn_begin(s)))
-    return rc;
+    return rc == -EAGAIN ? CLOUD_EIO : rc; /* locked: the SDK caller hears CLOUD_EIO */
   sqlite3_bind_text(s->st[ST_USER_ENSURE], 1, id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(s->st[ST_USER_ENSURE], 2, now_ms());
   if ((rc = run(s, ST_USER_ENSURE, "user ensure")))
     return rc;
-  return store_flush(s);
+  s->nusers += sqlite3_changes(s->db);
+  rc = store_flush(s);
+  return rc == -EAGAIN ? CLOUD_EIO : rc;
 }
 
 int store_user_delete(struct store *s, const char *id) {
-  int rc;
   if (!s || !user_id_valid(id))
     return CLOUD_EINVAL;
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_bind_text(s->st[ST_USER_DELETE], 1, id, -1, SQLITE_STATIC);
-  if ((rc = run(s, ST_USER_DELETE, "user delete")))
-    return rc;
-  return txn_batched(s);
+  struct op o = {.kind = OP_USER_DELETE};
+  memcpy(o.user, id, strlen(id) + 1);
+  return write_op(s, &o);
 }
 
 int store_user_exists(struct store *s, const char *id) {
@@ -701,58 +1070,24 @@ static int touch_user(struct store *s, const char *id, int len, int64_t now) {
 }
 
 int64_t store_conn_open(struct store *s, const char *user_id, const char *remote_addr) {
-  int rc;
-  int64_t now = now_ms();
   if (!s || !user_id_valid(user_id))
     return CLOUD_EINVAL;
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_stmt *st = s->st[ST_CONN_INSERT];
-  sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, s->boot_id, -1, SQLITE_STATIC);
+  struct op o = {.kind = OP_CONN_OPEN, .at = now_ms(), .row = s->next_conn_row};
+  memcpy(o.user, user_id, strlen(user_id) + 1);
   if (remote_addr)
-    sqlite3_bind_text(st, 3, remote_addr, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 4, now);
-  rc = sqlite3_step(st);
-  done(st);
-  if (rc != SQLITE_DONE) {
-    if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-      return CLOUD_ENOUSER;
-    return db_fail(s, "connection open");
-  }
-  int64_t row = sqlite3_last_insert_rowid(s->db);
+    snprintf(o.remote, sizeof o.remote, "%s", remote_addr);
   /* last_seen is written when a connection closes: one users-row write per connection. */
-  if ((rc = txn_batched(s)))
+  int rc = write_op(s, &o);
+  if (rc < 0)
     return rc;
-  return row;
+  return s->next_conn_row++;
 }
 
 int store_conn_close(struct store *s, int64_t conn_row) {
-  int rc;
-  int64_t now = now_ms();
   if (!s || conn_row <= 0)
     return CLOUD_EINVAL;
-  if ((rc = txn_begin(s)))
-    return rc;
-  sqlite3_stmt *st = s->st[ST_CONN_CLOSE];
-  sqlite3_bind_int64(st, 1, conn_row);
-  sqlite3_bind_int64(st, 2, now);
-  char user[STORE_ID_MAX + 1];
-  int ulen = 0;
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) {
-    ulen = sqlite3_column_bytes(st, 0);
-    if (ulen > STORE_ID_MAX)
-      ulen = STORE_ID_MAX;
-    memcpy(user, sqlite3_column_text(st, 0), (size_t)ulen);
-    rc = sqlite3_step(st); /* RETURNING: the update is done when the statement finishes */
-  }
-  done(st);
-  if (rc != SQLITE_DONE)
-    return db_fail(s, "connection close");
-  if (ulen > 0 && (rc = touch_user(s, user, ulen, now)))
-    return rc;
-  return txn_batched(s);
+  struct op o = {.kind = OP_CONN_CLOSE, .at = now_ms(), .row = conn_row};
+  return write_op(s, &o);
 }
 
 int store_outbox_push(struct store *s, const char *user_id, const void *data, size_t len,
@@ -761,14 +1096,16 @@ int store_outbox_push(struct store *s, const char *user_id, const void *data, si
   int64_t now = now_ms();
   if (!s || !user_id_valid(user_id) || (!data && len) || len > INT32_MAX)
     return CLOUD_EINVAL;
+  if (s->fault[0])
+    return CLOUD_EIO; /* "queued" would be a lie */
   if ((rc = store_user_exists(s, user_id)) <= 0)
-    return rc < 0 ? rc : CLOUD_ENOUSER;
+    return rc == -EAGAIN ? CLOUD_EIO : rc < 0 ? rc : CLOUD_ENOUSER;
   if ((n = store_outbox_count(s, user_id)) < 0)
-    return n;
+    return n == -EAGAIN ? CLOUD_EIO : n;
   if (n >= s->outbox_max)
     return CLOUD_EFULL;
   if ((rc = txn_begin(s)))
-    return rc;
+    return CLOUD_EIO; /* locked by someone else: refused now rather than claimed and lost */
   sqlite3_stmt *st = s->st[ST_OUTBOX_INSERT];
   sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
   /* Text stays TEXT so `SELECT payload FROM outbox` is readable in the sqlite3 shell. */
@@ -780,44 +1117,82 @@ int store_outbox_push(struct store *s, const char *user_id, const void *data, si
   sqlite3_bind_int64(st, 4, now);
   sqlite3_bind_int64(st, 5, now + s->outbox_ttl_ms);
   if ((rc = run(s, ST_OUTBOX_INSERT, "outbox push")))
-    return rc;
+    return rc < 0 ? CLOUD_EIO : rc;
   /* The caller was told "queued": commit it (and the batch with it) before returning. */
-  return store_flush(s);
+  return store_flush(s) < 0 ? CLOUD_EIO : 0;
 }
 
-int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn, void *arg) {
-  int delivered = 0, rc;
-  int64_t last = 0;
+/* Acknowledged rows whose delete has not committed yet still count as delivered. */
+static int64_t acked_upto(const struct store *s, const char *user_id) {
+  int64_t upto = 0;
+  for (size_t i = 0; i < s->nops; i++)
+    if (s->ops[i].kind == OP_OUTBOX_ACK && s->ops[i].row > upto && !strcmp(s->ops[i].user, user_id))
+      upto = s->ops[i].row;
+  return upto;
+}
+
+int store_outbox_load(struct store *s, const char *user_id, int64_t after, int max,
+                      store_outbox_row_fn fn, void *arg) {
+  int taken = 0, rc;
   if (!s || !fn)
     return CLOUD_EINVAL;
   if (!user_id_valid(user_id))
     return 0;
+  int64_t acked = acked_upto(s, user_id);
   sqlite3_stmt *st = s->st[ST_OUTBOX_SELECT];
   sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, now_ms());
+  sqlite3_bind_int64(st, 3, after > acked ? after : acked);
+  sqlite3_bind_int(st, 4, max > 0 ? max : -1);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const void *data = sqlite3_column_blob(st, 1);
     size_t len = (size_t)sqlite3_column_bytes(st, 1);
-    if (fn(arg, data ? data : "", len, sqlite3_column_int(st, 2)) != 0)
+    if (fn(arg, sqlite3_column_int64(st, 0), data ? data : "", len, sqlite3_column_int(st, 2)))
       break;
-    last = sqlite3_column_int64(st, 0);
-    delivered++;
+    taken++;
   }
   done(st);
-  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-    db_fail(s, "outbox drain");
-  if (delivered == 0)
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : CLOUD_EIO;
-  /* Delivered rows go even if reading the rest failed: sending them twice is worse.
-   * Expired rows before `last` go with them; they were dead anyway. */
-  if ((rc = txn_begin(s)))
-    return rc;
-  st = s->st[ST_OUTBOX_DELETE];
-  sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 2, last);
-  if ((rc = run(s, ST_OUTBOX_DELETE, "outbox delete")) || (rc = store_flush(s)))
-    return rc;
-  return delivered;
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    rc = db_fail(s, "outbox load");
+    return taken ? taken : rc;
+  }
+  return taken;
+}
+
+int store_outbox_ack(struct store *s, const char *user_id, int64_t upto) {
+  if (!s || !user_id_valid(user_id) || upto <= 0)
+    return CLOUD_EINVAL;
+  /* Expired rows before upto go with them; they were dead anyway. */
+  struct op o = {.kind = OP_OUTBOX_ACK, .row = upto};
+  memcpy(o.user, user_id, strlen(user_id) + 1);
+  return write_op(s, &o);
+}
+
+struct drain_all {
+  store_outbox_fn fn;
+  void *arg;
+  int64_t last;
+};
+
+static int drain_one(void *arg, int64_t id, const void *data, size_t len, int is_binary) {
+  struct drain_all *d = arg;
+  if (d->fn(d->arg, data, len, is_binary))
+    return 1;
+  d->last = id;
+  return 0;
+}
+
+int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn, void *arg) {
+  if (!s || !fn)
+    return CLOUD_EINVAL;
+  struct drain_all d = {fn, arg, 0};
+  int n = store_outbox_load(s, user_id, 0, 0, drain_one, &d);
+  if (n <= 0)
+    return n;
+  int rc = store_outbox_ack(s, user_id, d.last);
+  if (rc == 0)
+    rc = store_flush(s);
+  return rc < 0 && rc != -EAGAIN ? rc : n;
 }
 
 int store_outbox_count(struct store *s, const char *user_id) {
@@ -834,22 +1209,107 @@ int store_outbox_count(struct store *s, const char *user_id) {
   return rc == SQLITE_ROW ? n : db_fail(s, "outbox count");
 }
 
+/* One DELETE ... LIMIT statement with a cutoff. Returns rows deleted or negative. */
+static int prune_step(struct store *s, int id, int64_t cutoff, const char *what) {
+  int rc;
+  sqlite3_bind_int64(s->st[id], 1, cutoff);
+  sqlite3_bind_int(s->st[id], 2, PRUNE_BATCH);
+  if ((rc = run(s, id, what)))
+    return rc;
+  return sqlite3_changes(s->db);
+}
+
+static int prune_users(struct store *s, int64_t cutoff) {
+  /* Where this window ends (its last row), read before the delete changes it; no row: the
+   * window is short, it reaches the cutoff, and the next one starts over from the oldest. */
+  sqlite3_stmt *st = s->st[ST_USER_PRUNE_WINDOW];
+  sqlite3_bind_int64(st, 1, cutoff);
+  sqlite3_bind_int64(st, 2, s->prune_from);
+  sqlite3_bind_int(st, 3, PRUNE_WINDOW);
+  sqlite3_bind_int64(st, 4, s->prune_rowid);
+  int rc = sqlite3_step(st);
+  int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+  int64_t last_rowid = rc == SQLITE_ROW ? sqlite3_column_int64(st, 1) : 0;
+  done(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return db_fail(s, "user prune");
+  st = s->st[ST_USER_PRUNE];
+  sqlite3_bind_int64(st, 1, cutoff);
+  sqlite3_bind_int64(st, 2, s->prune_from);
+  sqlite3_bind_int(st, 3, PRUNE_WINDOW);
+  sqlite3_bind_int64(st, 4, s->prune_rowid);
+  if ((rc = run(s, ST_USER_PRUNE, "user prune")))
+    return rc;
+  s->prune_from = last;
+  s->prune_rowid = last_rowid;
+  return sqlite3_changes(s->db);
+}
+
 int store_expire(struct store *s) {
   int rc;
   if (!s)
     return CLOUD_EINVAL;
+  if (s->fault[0])
+    return CLOUD_EIO;
+  if (ckpt_holding(s)) /* maintenance can wait for the checkpoint */
+    return 0;
   if ((rc = txn_begin(s)))
     return rc;
-  sqlite3_bind_int64(s->st[ST_OUTBOX_EXPIRE], 1, now_ms());
-  if ((rc = run(s, ST_OUTBOX_EXPIRE, "outbox expire")))
-    return rc;
-  int n = sqlite3_changes(s->db);
-  sqlite3_bind_int64(s->st[ST_CONN_PRUNE], 1, now_ms() - s->outbox_ttl_ms);
-  if ((rc = run(s, ST_CONN_PRUNE, "connection prune")))
-    return rc;
+  int64_t now = now_ms();
+  int n = prune_step(s, ST_OUTBOX_EXPIRE, now, "outbox expire");
+  if (n < 0)
+    return n;
+  int c = prune_step(s, ST_CONN_PRUNE, now - s->conn_history_ms, "connection prune");
+  if (c < 0)
+    return c;
+  int u = prune_users(s, now - s->user_ttl_ms);
+  if (u < 0)
+    return u;
+  s->nusers -= u;
+  if (u || c)
+    log_debug(NULL, NULL, "store: pruned %d users, %d connection rows", u, c);
   if ((rc = txn_batched(s)))
     return rc;
-  return n;
+  return n + c + u;
+}
+
+/* The file we opened must still be the one at the path: deleted (st_nlink 0) or replaced
+ * (another inode), every write from now on goes nowhere a restart would find. */
+static void check_file(struct store *s) {
+  struct stat fst, pst;
+  if (s->fd < 0 || s->fault[0])
+    return;
+  if (fstat(s->fd, &fst) == 0 && fst.st_nlink == 0)
+    set_fault(s, "database file %s%s was deleted", s->path, "");
+  else if (stat(s->path, &pst) < 0)
+    set_fault(s, "database file %s is gone: %s", s->path, strerror(errno));
+  else if (pst.st_ino != s->ino || pst.st_dev != s->dev)
+    set_fault(s, "database file %s%s was replaced by another file", s->path, "");
+}
+
+int store_maintain(struct store *s) {
+  if (!s)
+    return CLOUD_EINVAL;
+  int64_t now = mono_ms();
+  if (now < s->maintain_at)
+    return 0;
+  s->maintain_at = now + 1000;
+  check_file(s);
+  int n, total = 0;
+  /* Small steps while there is a backlog, each its own commit, bounded per call. */
+  for (int i = 0; i < 5 && (n = store_expire(s)) > 0; i++) {
+    total += n;
+    store_flush(s);
+  }
+  return total;
+}
+
+const char *store_fault(const struct store *s) {
+  return s && s->fault[0] ? s->fault : NULL;
+}
+
+int store_waiting(const struct store *s) {
+  return s && !s->in_txn && s->nops > 0 && s->retry_at > 0;
 }
 
 static json_t *int_or_null(sqlite3_stmt *st, int col) {

@@ -20,10 +20,15 @@ struct metrics_hist;
 int user_id_valid(const char *id);
 
 struct store_options {
-  const char *path;     /* database file; ":memory:" for no persistence */
-  int outbox_max;       /* messages queued per user (default 1000) */
-  int64_t outbox_ttl_s; /* seconds a queued message lives (default 7 days) */
-  int batch_ms;         /* how long connection writes may wait for their commit */
+  const char *path;       /* database file; ":memory:" for no persistence */
+  int outbox_max;         /* messages queued per user (default 1000) */
+  int64_t outbox_ttl_s;   /* seconds a queued message lives (default 7 days) */
+  int batch_ms;           /* how long connection writes may wait for their commit */
+  int64_t user_ttl_s;     /* host-assigned users idle this long with nothing queued are pruned
+                             (default 30 days) */
+  int64_t conn_history_s; /* closed connection rows kept this long (default 7 days) */
+  int64_t max_users;      /* users rows at most (default 1 000 000, < 0: no bound); past it
+                             the longest idle empty host-assigned users are evicted */
   /* Each commit's duration goes here (GET /_/metrics); NULL: nowhere. */
   struct metrics_hist *commit_latency;
 };
@@ -31,6 +36,9 @@ struct store_options {
 /* Opens (creating and migrating the schema, WAL mode) and starts a new boot: connections of
  * earlier boots are marked closed. 0 or -errno / CLOUD_EIO; *out set on success. */
 int store_open(struct store **out, const struct store_options *opt);
+/* Creates the folder of a database file (mkdir -p, mode 0700 for what it creates); nothing for
+ * ":memory:". The one place the host makes that folder. 0 or -errno. */
+int store_make_dir(const char *path);
 /* Commits what is pending and closes. NULL is fine. */
 void store_close(struct store *s);
 /* The boot id of this process (random, hex). */
@@ -63,7 +71,18 @@ int store_conn_close(struct store *s, int64_t conn_row);
  * Committed before it returns: a queued message survives kill -9. */
 int store_outbox_push(struct store *s, const char *user_id, const void *data, size_t len,
                       int is_binary);
-/* Calls fn for each unexpired message of the user, oldest first, then deletes those
+/* Calls fn for unexpired messages of the user with id > after, oldest first, at most max (0:
+ * all); fn returns non-zero to stop (that row is not counted). Rows stay until acknowledged;
+ * rows acknowledged but not yet deleted are skipped. Returns how many fn took, or negative. */
+typedef int (*store_outbox_row_fn)(void *arg, int64_t id, const void *data, size_t len,
+                                   int is_binary);
+int store_outbox_load(struct store *s, const char *user_id, int64_t after, int max,
+                      store_outbox_row_fn fn, void *arg);
+/* The user's rows up to id `upto` reached the socket: deleted with the next batch commit, and
+ * kept as a write in memory (retried) while the database is locked. 0 or negative. */
+int store_outbox_ack(struct store *s, const char *user_id, int64_t upto);
+/* store_outbox_load of everything, then an ack of what fn took, committed (tests, tools).
+ * Calls fn for each unexpired message of the user, oldest first, then deletes those
  * delivered. fn returns 0 to go on, non-zero to stop (that message and later stay queued).
  * Returns the number delivered or negative. */
 typedef int (*store_outbox_fn)(void *arg, const void *data, size_t len, int is_binary);
@@ -72,14 +91,29 @@ int store_outbox_drain(struct store *s, const char *user_id, store_outbox_fn fn,
 int store_outbox_count(struct store *s, const char *user_id);
 
 /* Commits the open batch if it holds writes that must be durable before a client sees their
- * effect (new users). The host calls it before writing to any socket. */
+ * effect (new users). The host calls it before writing to any socket (server.c, the one
+ * place every outgoing frame passes); -EAGAIN while the database is locked: hold the bytes. */
 int store_sync(struct store *s);
+/* The same for one connection's bytes: commits up to the user created when `seq` (from
+ * store_user_seq when the bytes were queued) was current; 0 when done, -EAGAIN while the
+ * database is locked. Other connections' frames leave meanwhile. */
+int store_sync_upto(struct store *s, uint64_t seq);
+/* A sequence number covering every user created so far. */
+uint64_t store_user_seq(const struct store *s);
 /* Commits pending batched writes now. Called by the batch timer and at shutdown. */
 int store_flush(struct store *s);
 /* Milliseconds until pending writes must be flushed, -1 if nothing is pending. */
 int store_flush_due_ms(const struct store *s);
-/* Deletes expired outbox rows. Returns how many. */
+/* One maintenance step: deletes a batch of expired outbox rows, closed connections older than
+ * conn_history_s and users idle past user_ttl_s. Returns rows deleted or negative. */
 int store_expire(struct store *s);
+/* Called often from the loop; at most once a second does a few store_expire steps and checks
+ * that the database file is still the one opened. Returns rows deleted. */
+int store_maintain(struct store *s);
+/* Why the store refuses new work (file deleted, replaced, unwritable), or NULL when healthy. */
+const char *store_fault(const struct store *s);
+/* 1 while writes wait for a lock someone else holds on the database. */
+int store_waiting(const struct store *s);
 
 /* Admin views. Each returns a new reference, or NULL on failure. */
 json_t *store_users_json(struct store *s, int online_only, int limit);

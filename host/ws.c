@@ -10,8 +10,10 @@
 #include "quarantine.h"
 #include "rooms.h"
 
+#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 _Static_assert(SENDQ_PRE >= LWS_PRE, "send queue frames need lws's pre-padding");
 
@@ -152,14 +154,26 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
-  int sent = 0;
+  int sent = 0, held = 0;
+  /* A connection still draining the outbox must not see this before the older queued
+   * messages: it goes into the outbox behind them, and the drain brings it. */
   if (u)
-    for (struct conn *c = u->head; c; c = c->user_next)
-      if (conn_send(c, data, len, is_binary) == 0)
+    for (struct conn *c = u->head; c; c = c->user_next) {
+      if (c->draining && !c->close_code)
+        held++;
+      else if (conn_send(c, data, len, is_binary) == 0)
         sent++;
-  if (sent)
+    }
+  if (sent && !held)
     return sent;
-  return store_outbox_push(h->store, user_id, data, len, is_binary);
+  int rc = store_outbox_push(h->store, user_id, data, len, is_binary);
+  if (rc < 0)
+    return sent ? sent : rc;
+  if (held)
+    for (struct conn *c = u->head; c; c = c->user_next)
+      if (c->draining)
+        lws_callback_on_writable(c->wsi);
+  return sent + held;
 }
 
 void ws_close_all(struct host *h, int code, const char *reason) {
@@ -174,8 +188,107 @@ void ws_close_all(struct host *h, int code, const char *reason) {
     }
 }
 
-static int deliver_queued(void *arg, const void *data, size_t len, int is_binary) {
-  return conn_send(arg, data, len, is_binary) ? 1 : 0;
+/* The outbox drain. Rows are loaded only while the send queue has room (half of it, so live
+ * frames of other kinds still fit), a batch at a time, again from the writable callback as
+ * the socket takes them: a backlog larger than the queue is paced, never a reason to close
+ * the reader. */
+#define DRAIN_BATCH 64
+#define DRAIN_IN_FLIGHT_MAX 4096
+
+struct drain_fill_state {
+  struct conn *c;
+  int full;
+};
+
+static int drain_take(void *arg, int64_t id, const void *data, size_t len, int is_binary) {
+  struct drain_fill_state *d = arg;
+  struct conn *c = d->c;
+  if (c->q.count && c->q.bytes + len > c->q.max_bytes / 2) {
+    d->full = 1;
+    return 1;
+  }
+  if (sendq_push(&c->q, data, len, is_binary) < 0) {
+    d->full = 1;
+    return 1;
+  }
+  c->q.tail->tag = id;
+  c->drain_after = id;
+  return 0;
+}
+
+static void drain_fill(struct conn *c) {
+  struct host *h = c->host;
+  /* Frames written but not yet acknowledged are bounded too (small messages, a big kernel
+   * buffer): the timer that confirms them calls again. */
+  if (!c->draining || c->close_code || c->nmarks >= DRAIN_IN_FLIGHT_MAX)
+    return;
+  struct drain_fill_state d = {c, 0};
+  int n = store_outbox_load(h->store, c->user_id, c->drain_after, DRAIN_BATCH, drain_take, &d);
+  if (n < 0) {
+    /* The store cannot read now: try again shortly rather than end the drain. */
+    lws_set_timer_usecs(c->wsi, 100 * LWS_US_PER_MS);
+    return;
+  }
+  if (n > 0)
+    lws_callback_on_writable(c->wsi);
+  else if (!d.full)
+    c->draining = 0; /* nothing after drain_after: live sends go straight to the socket */
+}
+
+/* A row counts as delivered once the peer's TCP acknowledged the bytes of its frame, not when
+ * lws_write returned: what sits in our kernel's send queue is lost if the peer drops, and
+ * the row must then stay for the next connection. SIOCOUTQ says how many written bytes the
+ * peer has not acknowledged yet; lws's own buffer (a partial write) holds at most part of
+ * the last frame. Over TLS the byte counts differ: there a whole lws_write is the mark. */
+static void wire_confirm(struct conn *c, int closing) {
+  if (!c->nmarks)
+    return;
+  /* When the peer closed cleanly, lws echoed its close frame after all our data and shut the
+   * socket down: that frame (2 bytes of header, the payload) and the FIN (one sequence
+   * number, counted by SIOCOUTQ) may still be unacknowledged, and are not ours. Any other
+   * close: every unacknowledged byte counts as ours. */
+  uint64_t slack = 0;
+  if (closing && c->peer_close_code && c->peer_close_code != 1006)
+    slack = 2 + (c->peer_close_code == 1005 ? 0 : 2 + strlen(c->peer_close_reason)) + 1;
+  uint64_t delivered = c->wire_bytes;
+  int outq = 0, fd = lws_get_socket_fd(c->wsi);
+  if (!lws_is_ssl(c->wsi)) {
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &outq) < 0)
+      return;
+    if (lws_partial_buffered(c->wsi))
+      delivered = c->nmarks > 1 ? c->marks[c->nmarks - 2].end : 0;
+    uint64_t ours = (uint64_t)outq > slack ? (uint64_t)outq - slack : 0;
+    delivered = delivered > ours ? delivered - ours : 0;
+  }
+  size_t i = 0;
+  while (i < c->nmarks && c->marks[i].end <= delivered)
+    c->drain_acked = c->marks[i++].row;
+  if (i) {
+    memmove(c->marks, c->marks + i, (c->nmarks - i) * sizeof *c->marks);
+    c->nmarks -= i;
+  }
+}
+
+/* The frame of outbox row `row` was handed to lws_write whole. */
+static void wire_mark(struct conn *c, int64_t row) {
+  if (c->nmarks == c->marks_cap) {
+    size_t cap = c->marks_cap ? c->marks_cap * 2 : 64;
+    struct wire_mark *m = realloc(c->marks, cap * sizeof *m);
+    if (!m)
+      return; /* not acknowledged: delivered again next time, never lost */
+    c->marks = m;
+    c->marks_cap = cap;
+  }
+  c->marks[c->nmarks++] = (struct wire_mark){row, c->wire_bytes};
+}
+
+/* Rows whose frames arrived go, batched with the store's other writes (and retried by the
+ * store while its database is locked). */
+static void drain_ack(struct conn *c, int closing) {
+  wire_confirm(c, closing);
+  if (c->drain_acked > c->drain_deleted &&
+      store_outbox_ack(c->host->store, c->user_id, c->drain_acked) >= 0)
+    c->drain_deleted = c->drain_acked;
 }
 
 /* A string of header `token` or NULL. */
@@ -242,6 +355,8 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
     return -1;
   }
   c->fresh_user = !resumed;
+  /* Its frames (the greeting first: it carries the token) leave once this user is stored. */
+  c->need_seq = resumed ? 0 : store_user_seq(h->store);
   user_link(h, c);
 
   FunctionContext ctx = {0};
@@ -266,11 +381,16 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   memset(fresh_token, 0, sizeof fresh_token);
   memset(token, 0, sizeof token);
 
-  /* Messages queued while the user was away go out right after the greeting, in order. */
-  int n = store_outbox_drain(h->store, c->user_id, deliver_queued, c);
-  h->metrics.outbox_delivered += n > 0 ? (uint64_t)n : 0;
-  if (n > 0)
-    log_info(WS_FUNCTION, c->request_id, "delivered %d queued messages to user %s", n, c->user_id);
+  /* Messages queued while the user was away go out right after the greeting, in order,
+   * paced by the socket (drain_fill). */
+  int n = store_outbox_count(h->store, c->user_id);
+  if (n != 0) { /* < 0: the store could not say; the drain finds out (and retries) */
+    if (n > 0)
+      log_info(WS_FUNCTION, c->request_id, "delivering %d queued messages to user %s", n,
+               c->user_id);
+    c->draining = 1;
+    drain_fill(c);
+  }
   return 0;
 }
 
@@ -286,6 +406,10 @@ static void ws_closed(struct host *h, struct session *s) {
   /* The code and reason the plugin gets are the ones the log line shows. */
   int code = c->peer_close_code ? c->peer_close_code : c->close_code ? c->close_code : 1006;
   const char *reason = c->peer_close_code ? c->peer_close_reason : c->close_reason;
+  /* A closing connection is no longer live for cloud_send_to_user: what its close handler
+   * sends to its own user is queued, not put into a queue about to be freed. */
+  user_unlink(h, c);
+  drain_ack(c, 1);
   if (c->established) {
     FunctionContext ctx = {0};
     ctx.params.code = code;
@@ -299,11 +423,11 @@ static void ws_closed(struct host *h, struct session *s) {
            "connection %llu of user %s from %s closed (%d%s%.123s) after %lld ms",
            (unsigned long long)c->id, c->user_id, c->remote, code, *reason ? " " : "", reason,
            (long long)(host_now_ms() - c->opened_ms));
-  user_unlink(h, c);
   if (c->row)
     store_conn_close(h->store, c->row);
   sendq_clear(&c->q);
   msgbuf_free(&c->rx);
+  free(c->marks);
   free(c);
 }
 
@@ -390,21 +514,33 @@ static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in,
 static int ws_writeable(struct lws *wsi, struct conn *c) {
   struct sendq_frame *f;
   int wrote = 0;
-  /* A greeting may carry a new user's id and token: it leaves only once the user is stored. */
-  if (sendq_peek(&c->q) && store_sync(c->host->store) < 0)
-    log_error(WS_FUNCTION, NULL, "store commit failed: new users may not survive a crash");
+  /* store_sync ran before this callback (server.c): new users are committed. */
   while ((f = sendq_peek(&c->q))) {
     int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
                       f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    if (n < (int)f->len)
+    if (n < (int)f->len) {
+      drain_ack(c, 0);
       return -1;
+    }
     c->host->metrics.ws_out_messages++, c->host->metrics.ws_out_bytes += f->len;
+    /* Whole: lws has it (what it could not write now it buffers and writes itself). The
+     * server's frame header is 2, 4 or 10 bytes (RFC 6455 5.2; no mask, no extensions). */
+    c->wire_bytes += f->len + (f->len < 126 ? 2 : f->len < 65536 ? 4 : 10);
+    if (f->tag) {
+      wire_mark(c, f->tag);
+      c->host->metrics.outbox_delivered++;
+    }
     sendq_pop(&c->q);
     wrote = 1;
     /* lws_send_pipe_choked costs a poll(2): ask only when there is more to write. */
     if (sendq_peek(&c->q) && lws_send_pipe_choked(wsi))
       break;
   }
+  drain_ack(c, 0);
+  if (c->draining && c->q.bytes < c->q.max_bytes / 2)
+    drain_fill(c);
+  if (c->nmarks) /* bytes in flight: look again when the peer may have taken them */
+    lws_set_timer_usecs(wsi, 20 * LWS_US_PER_MS);
   /* The close frame waits for a callback of its own: the last frame may still sit in lws's
    * buffer, and closing now would drop it and the close frame with it. */
   if (sendq_peek(&c->q) || (wrote && c->close_code)) {
@@ -435,6 +571,14 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
     return c ? ws_receive(h, wsi, c, in, len) : -1;
   case LWS_CALLBACK_SERVER_WRITEABLE:
     return c ? ws_writeable(wsi, c) : 0;
+  case LWS_CALLBACK_TIMER: /* in-flight outbox frames to confirm, or a drain step to retry */
+    if (c) {
+      drain_ack(c, 0);
+      if (c->nmarks)
+        lws_set_timer_usecs(wsi, 20 * LWS_US_PER_MS);
+      drain_fill(c);
+    }
+    return 0;
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     if (c && len >= 2) {
       unsigned char *p = in;
@@ -502,6 +646,12 @@ int ws_confirm_upgrade(struct host *h, struct lws *wsi) {
     return refused;
   if (h->stopping)
     return http_reject(wsi, 503, "shutting down");
+  /* Its greeting would wait for the lock: say so now rather than hold a silent socket. */
+  if (store_waiting(h->store))
+    return http_reject(wsi, 503, "storage busy, retry");
+  /* A new user would be stored nowhere a restart finds it. */
+  if (store_fault(h->store))
+    return http_reject(wsi, 503, "storage unavailable");
   if (h->nconns >= h->cfg.max_connections) {
     log_warn(WS_FUNCTION, NULL, "upgrade refused: %d connections is the limit", h->nconns);
     return http_reject(wsi, 503, "too many connections");

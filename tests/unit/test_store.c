@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cloud.h"
@@ -700,6 +701,119 @@ static void test_admin_json(void **state) {
   store_close(s);
 }
 
+struct first_row {
+  int64_t id;
+  char data[16];
+  int n;
+};
+
+static int take_row(void *arg, int64_t id, const void *data, size_t len, int is_binary) {
+  (void)is_binary;
+  struct first_row *r = arg;
+  if (r->n++ == 0) {
+    r->id = id;
+    snprintf(r->data, sizeof r->data, "%.*s", (int)len, (const char *)data);
+  }
+  return 0;
+}
+
+static int64_t mono_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Another process holds the write lock (BEGIN EXCLUSIVE): batched writes wait in memory and
+ * return at once, a push that cannot be committed is refused, an acknowledged row is not
+ * loaded again, and everything lands once the lock is gone. */
+static void test_writes_wait_for_a_lock(void **state) {
+  struct fx *f = *state;
+  struct store *s = open_store(f->path, 0, 60000);
+  assert_int_equal(store_user_ensure(s, "u1"), 0);
+  assert_int_equal(store_outbox_push(s, "u1", "a", 1, 0), 0);
+  assert_int_equal(store_outbox_push(s, "u1", "b", 1, 0), 0);
+  sqlite3 *db = peer(f->path, 0);
+  q_exec(db, "BEGIN EXCLUSIVE");
+  int64_t t0 = mono_now_ms();
+  int64_t c = store_conn_open(s, "u1", "10.0.0.9");
+  assert_true(c > 0);
+  struct first_row r = {0};
+  assert_int_equal(store_outbox_load(s, "u1", 0, 1, take_row, &r), 1);
+  assert_string_equal(r.data, "a");
+  assert_int_equal(store_outbox_ack(s, "u1", r.id), 0);
+  assert_int_equal(store_flush(s), -EAGAIN);
+  assert_true(store_waiting(s));
+  assert_int_equal(store_outbox_push(s, "u1", "c", 1, 0), CLOUD_EIO);
+  struct first_row r2 = {0};
+  assert_int_equal(store_outbox_load(s, "u1", 0, 0, take_row, &r2), 1);
+  assert_string_equal(r2.data, "b"); /* "a" is acknowledged: never delivered twice */
+  assert_true(mono_now_ms() - t0 < 500);
+  q_exec(db, "COMMIT");
+  for (int i = 0; i < 100 && store_flush(s) == -EAGAIN; i++)
+    usleep(20000);
+  assert_false(store_waiting(s));
+  assert_int_equal(q_int(db, "SELECT count(*) FROM outbox"), 1);
+  assert_int_equal(q_int(db, "SELECT connections FROM online_users WHERE user_id = 'u1'"), 1);
+  sqlite3_close(db);
+  store_close(s);
+}
+
+/* --max-users: the longest idle empty host-assigned users make room; the bound holds. */
+static void test_max_users_evicts_idle_users(void **state) {
+  struct fx *f = *state;
+  struct store_options o = {.path = f->path, .batch_ms = -1, .max_users = 5};
+  struct store *s = NULL;
+  assert_int_equal(store_open(&s, &o), 0);
+  char id[STORE_ID_LEN + 1], token[STORE_TOKEN_LEN + 1], first[STORE_ID_LEN + 1];
+  assert_int_equal(store_user_create(s, first, token), 0);
+  int64_t c = store_conn_open(s, first, NULL); /* online: never evicted */
+  assert_true(c > 0);
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(store_user_create(s, id, token), 0);
+  assert_int_equal(store_flush(s), 0);
+  sqlite3 *db = peer(f->path, 1);
+  assert_true(q_int(db, "SELECT count(*) FROM users") <= 5);
+  char sql[120];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM users WHERE id = '%s'", first);
+  assert_int_equal(q_int(db, sql), 1);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM users WHERE id = '%s'", id);
+  assert_int_equal(q_int(db, sql), 1); /* the newest stays */
+  sqlite3_close(db);
+  store_close(s);
+}
+
+/* Pruning looks at a moving window of idle users: 250 that must stay (each holds a queued
+ * message, all with the same last_seen) do not keep the ones behind them from going. */
+static void test_prune_window_moves_past_users_that_stay(void **state) {
+  struct fx *f = *state;
+  struct store_options o = {.path = f->path, .batch_ms = -1, .user_ttl_s = 1};
+  struct store *s = NULL;
+  assert_int_equal(store_open(&s, &o), 0);
+  sqlite3 *db = peer(f->path, 0);
+  q_exec(db, "BEGIN");
+  for (int i = 0; i < 255; i++) {
+    char sql[300];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES ('u%03d', x'00', 1, "
+             "1); %s",
+             i,
+             i < 250 ? "INSERT INTO outbox (user_id, payload, is_binary, created_at, expires_at) "
+                       "VALUES (last_insert_rowid() || '', 'm', 0, 1, 9e15)"
+                     : "");
+    q_exec(db, sql);
+  }
+  q_exec(db, "UPDATE outbox SET user_id = (SELECT id FROM users WHERE rowid = outbox.user_id)");
+  q_exec(db, "COMMIT");
+  assert_int_equal(q_int(db, "SELECT count(*) FROM outbox o JOIN users u ON u.id = o.user_id"),
+                   250);
+  for (int i = 0; i < 6; i++)
+    assert_true(store_expire(s) >= 0);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM users"), 250);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM users WHERE id >= 'u250'"), 0);
+  sqlite3_close(db);
+  store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_schema_and_view, setup, teardown),
@@ -719,6 +833,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_push_commits_open_batch, setup, teardown),
       cmocka_unit_test(test_memory),
       cmocka_unit_test_setup_teardown(test_admin_json, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_writes_wait_for_a_lock, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_max_users_evicts_idle_users, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_prune_window_moves_past_users_that_stay, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
