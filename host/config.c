@@ -51,6 +51,13 @@ static const struct opt opts[] = {
     O("tls-cert", OPT_STR, tls_cert, NULL, "PEM certificate: serve wss:// and https://"),
     O("tls-key", OPT_STR, tls_key, NULL, "PEM private key for --tls-cert"),
     O("log-level", OPT_LOGLEVEL, log_level, "info", "debug, info, warn or error"),
+    O("jwt-secret", OPT_STR, jwt_secret, NULL,
+      "HS256 secret (32+ bytes): a valid Bearer/access_token JWT fills ctx->user"),
+    O("jwt-public-key", OPT_STR, jwt_public_key, NULL,
+      "PEM public key file (RSA: RS256, EC P-256: ES256) instead of --jwt-secret"),
+    O("jwt-leeway", OPT_INT, jwt_leeway, "30", "seconds of clock skew allowed on exp and nbf"),
+    O("env-file", OPT_STR, env_file, NULL,
+      "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; must not be world-readable)"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

@@ -28,6 +28,8 @@ struct config {
   const char *allowed_origins; /* comma-separated; NULL = any */
   const char *tls_cert, *tls_key;
   int log_level;
+  const char *jwt_secret, *jwt_public_key, *env_file;
+  int jwt_leeway;
 };
 
 /* Fills cfg from defaults, then environment, then argv. 0 to run, 1 when --help was printed,

@@ -42,6 +42,7 @@ struct conn {
   char peer_close_reason[124];
   char remote[64];
   int64_t opened_ms;
+  json_t *claims; /* the upgrade's JWT claims (ctx->user), NULL without one */
 };
 
 /* The live connections of one user. */
@@ -82,7 +83,7 @@ struct host {
    * the same with 10 000 idle connections as with 10. Signals and the drain check are
    * watchers on it, not process-wide handlers. */
   struct ev_loop *loop;
-  ev_signal sigterm, sigint;
+  ev_signal sigterm, sigint, sighup;
   ev_timer drain;
   ev_timer watchdog; /* systemd WatchdogSec= pings (notify.c) */
   int64_t drain_deadline_ms;
@@ -91,6 +92,10 @@ struct host {
   struct invocation *inv;
   struct rooms *rooms;
   struct timers *timers;
+  /* Issue 12: JWT verification (NULL without --jwt-*), the --env-file values (NULL without). */
+  struct auth_jwt *jwt;
+  struct envfile *env;
+  int init_result; /* what __init__ returned last (0 without one), for /_/status */
   struct defers *defers;
   struct xthread *xq;
 };

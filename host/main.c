@@ -2,9 +2,11 @@
  * loop, and the orderly way down (SIGTERM drains). Owns struct host. */
 #include "admin.h"
 #include "api.h"
+#include "auth.h"
 #include "config.h"
 #include "defer.h"
 #include "host.h"
+#include "initfn.h"
 #include "invocation.h"
 #include "log.h"
 #include "plugins.h"
@@ -44,6 +46,8 @@ int main(int argc, char **argv) {
   h->shared = json_object();
   api_bind(h);
 
+  if (auth_open(h) < 0)
+    return 2;
   make_db_dir(h->cfg.db_path);
   struct store_options so = {.path = h->cfg.db_path,
                              .outbox_max = h->cfg.outbox_max,
@@ -63,6 +67,9 @@ int main(int argc, char **argv) {
     store_close(h->store);
     return 1;
   }
+  /* Laf's __init__ runs before the first request is served: the loop has not run yet. */
+  plugins_on_swap(h->plugins, initfn_on_swap, h);
+  initfn_run(h, "at start");
   if ((rc = plugins_watch(h->plugins, h->vhost)) < 0)
     log_warn(NULL, NULL, "cannot watch %s (%s): no hot reload", h->cfg.plugins_dir, strerror(-rc));
   server_run(h);
@@ -82,6 +89,7 @@ int main(int argc, char **argv) {
   map_free(&h->conns);
   map_free(&h->users);
   metrics_free(&h->metrics);
+  auth_close(h);
   log_info(NULL, NULL, "stopped");
   return 0;
 }

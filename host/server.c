@@ -4,6 +4,7 @@
  * costs the same however many idle connections there are, unlike lws's default poll() loop. */
 #include "server.h"
 
+#include "auth.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
@@ -65,6 +66,10 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     return http_callback(wsi, reason, s, in, len);
+  case LWS_CALLBACK_WSI_DESTROY:
+    /* An upgrade admitted with JWT claims that never became a connection. */
+    json_decref(http_upgrade_claims(wsi));
+    return 0;
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);
   }
@@ -110,6 +115,13 @@ static void on_signal(struct ev_loop *loop, ev_signal *sig, int revents) {
   ws_close_all(h, 1001, "server shutting down");
   h->drain_deadline_ms = host_now_ms() + 3000;
   ev_timer_start(loop, &h->drain);
+}
+
+/* SIGHUP: the functions' configuration (--env-file) is read again. */
+static void on_sighup(struct ev_loop *loop, ev_signal *sig, int revents) {
+  (void)loop;
+  (void)revents;
+  auth_env_reload(sig->data);
 }
 
 int server_start(struct host *h) {
@@ -165,6 +177,9 @@ int server_start(struct host *h) {
   h->vhost = lws_get_vhost_by_name(h->lws, "wshost");
   ev_signal_init(&h->sigterm, on_signal, SIGTERM);
   ev_signal_init(&h->sigint, on_signal, SIGINT);
+  ev_signal_init(&h->sighup, on_sighup, SIGHUP);
+  h->sighup.data = h;
+  ev_signal_start(h->loop, &h->sighup);
   ev_timer_init(&h->drain, drain_check, 0, 0.01);
   h->sigterm.data = h->sigint.data = h->drain.data = h;
   ev_signal_start(h->loop, &h->sigterm);
@@ -191,6 +206,7 @@ void server_stop(struct host *h) {
   lws_sul_cancel(&h->store_timer);
   ev_signal_stop(h->loop, &h->sigterm);
   ev_signal_stop(h->loop, &h->sigint);
+  ev_signal_stop(h->loop, &h->sighup);
   ev_timer_stop(h->loop, &h->drain);
   /* On a foreign loop lws stops its watchers and frees the context (clearing h->lws); the
    * loop runs once more in case anything is left to finish, then goes. */
