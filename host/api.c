@@ -8,6 +8,7 @@
 #include "api.h"
 
 #include "defer.h"
+#include "envfile.h"
 #include "http.h"
 #include "invocation.h"
 #include "log.h"
@@ -259,7 +260,7 @@ static int a_timer_stop(const char *name) {
 
 static cloud_deferred *a_defer(FunctionContext *ctx) {
   struct http_req *r = ctx_req(ctx);
-  if (!r)
+  if (!r || r->no_defer)
     return NULL;
   cloud_deferred *d = defer_begin(bound, r, r->name);
   if (d)
@@ -282,6 +283,10 @@ static const char *a_request_header(FunctionContext *ctx, const char *name) {
   if (c && !c->in_connect_event)
     return NULL; /* lws keeps the headers only until the connection is established */
   return http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : ctx->headers, name);
+}
+
+static const char *a_env(const char *name) {
+  return invocation_on_loop() ? envfile_get(bound->env, name) : NULL;
 }
 
 static const cloud_api table = {
@@ -311,6 +316,7 @@ static const cloud_api table = {
     .log_levelv = a_log_levelv,
     .defer = a_defer,
     .deferred_respond = a_deferred_respond,
+    .env = a_env,
 };
 
 const cloud_api *api_table(void) {

@@ -66,6 +66,13 @@ static const struct opt opts[] = {
       "text (time level source function request-id message) or json (one object per line)"),
     O("drain-timeout", OPT_INT, drain_timeout, "3",
       "seconds SIGTERM lets connections close; the process ends by then + 2 s, even if stuck"),
+    O("jwt-secret", OPT_STR, jwt_secret, NULL,
+      "HS256 secret (32+ bytes): a valid Bearer/access_token JWT fills ctx->user"),
+    O("jwt-public-key", OPT_STR, jwt_public_key, NULL,
+      "PEM public key file (RSA: RS256, EC P-256: ES256) instead of --jwt-secret"),
+    O("jwt-leeway", OPT_INT, jwt_leeway, "30", "seconds of clock skew allowed on exp and nbf"),
+    O("env-file", OPT_STR, env_file, NULL,
+      "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; must not be world-readable)"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

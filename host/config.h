@@ -36,6 +36,8 @@ struct config {
   int no_supervisor; /* serve in this process: a crash ends the host (debugging) */
   int log_format;    /* enum log_format: text or json lines */
   int drain_timeout; /* seconds SIGTERM waits for connections; the process ends by then + 2 */
+  const char *jwt_secret, *jwt_public_key, *env_file;
+  int jwt_leeway;
 };
 
 /* Fills cfg from defaults, then environment, then argv. 0 to run, 1 when --help was printed,

@@ -55,6 +55,7 @@ struct conn {
   uint64_t wire_bytes;     /* frame bytes handed to lws_write since the connection opened */
   struct wire_mark *marks; /* written outbox frames whose bytes may still be in flight */
   size_t nmarks, marks_cap;
+  json_t *claims; /* the upgrade's JWT claims (ctx->user), NULL without one */
 };
 
 /* An outbox frame written to the socket: its row and where its bytes end on the wire. */
@@ -103,6 +104,7 @@ struct host {
    * the same with 10 000 idle connections as with 10. The drain check is a watcher on it;
    * signals are real handlers (signals.c) that wake it. */
   struct ev_loop *loop;
+  ev_signal sighup;
   ev_timer drain, log_tick;
   ev_timer watchdog; /* systemd WatchdogSec= pings (notify.c) */
   int64_t drain_deadline_ms;
@@ -111,6 +113,10 @@ struct host {
   struct invocation *inv;
   struct rooms *rooms;
   struct timers *timers;
+  /* Issue 12: JWT verification (NULL without --jwt-*), the --env-file values (NULL without). */
+  struct auth_jwt *jwt;
+  struct envfile *env;
+  int init_result; /* what __init__ returned last (0 without one), for /_/status */
   struct defers *defers;
   struct xthread *xq;
   /* The listening socket comes from the supervisor (supervisor.c); accept.c accepts on it

@@ -3,7 +3,9 @@
 #include "http.h"
 
 #include "admin.h"
+#include "auth.h"
 #include "defer.h"
+#include "intercept.h"
 #include "invocation.h"
 #include "log.h"
 #include "peer.h"
@@ -246,33 +248,78 @@ int http_reject(struct lws *wsi, int status, const char *message) {
   return http_reject_with(wsi, status, message, NULL, NULL);
 }
 
-int http_reject_with(struct lws *wsi, int status, const char *message, const char *header,
-                     const char *value) {
-  unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
+static const char *reason_phrase(int status) {
+  switch (status) {
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 426:
+    return "Upgrade Required";
+  case 429:
+    return "Too Many Requests";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return "Error";
+  }
+}
+
+/* Writes a whole response to an upgrade request and returns 1 (what CONFIRM_UPGRADE wants for
+ * "answered"). extra: an array of [name, value] or NULL. */
+static int upgrade_answer(struct lws *wsi, int status, const char *ctype, const void *body,
+                          size_t len, json_t *extra) {
+  unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE, *p = start,
                                      *end = buf + sizeof buf - 1;
-  char body[LWS_PRE + 256];
-  metrics_upgrade_refused(&((struct host *)lws_context_user(lws_get_context(wsi)))->metrics, status,
-                          message);
-  int n = snprintf(body + LWS_PRE, sizeof body - LWS_PRE, "{\"error\":\"%s\"}", message);
   /* Our own status line: at upgrade time lws has not recorded the request's version yet and
    * would answer "HTTP/1.0", which WebSocket clients (RFC 6455 wants 1.1) reject as invalid. */
   p += lws_snprintf((char *)p, (size_t)(end - p), "HTTP/1.1 %d %s\r\n", status,
-                    status == 403   ? "Forbidden"
-                    : status == 503 ? "Service Unavailable"
-                                    : "Error");
-  if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
-                                   (unsigned char *)"application/json", 16, &p, end) ||
-      lws_add_http_header_content_length(wsi, (lws_filepos_t)n, &p, end) ||
-      lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p,
-                                   end) ||
-      (header &&
-       lws_add_http_header_by_name(wsi, (const unsigned char *)header, (const unsigned char *)value,
-                                   (int)strlen(value), &p, end)) ||
-      lws_finalize_write_http_header(wsi, start, &p, end))
+                    reason_phrase(status));
+  if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, (const unsigned char *)ctype,
+                                   (int)strlen(ctype), &p, end) ||
+      lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p, end) ||
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p, end))
     return -1;
-  if (lws_write(wsi, (unsigned char *)body + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_FINAL) < n)
+  size_t i;
+  json_t *kv;
+  json_array_foreach(extra, i, kv) {
+    char name[128];
+    const char *v = json_string_value(json_array_get(kv, 1));
+    snprintf(name, sizeof name, "%s:", json_string_value(json_array_get(kv, 0)));
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)v,
+                                    (int)strlen(v), &p, end))
+      return -1;
+  }
+  if (lws_finalize_write_http_header(wsi, start, &p, end))
     return -1;
-  return 1;
+  unsigned char *b = malloc(LWS_PRE + len + 1);
+  if (!b)
+    return -1;
+  memcpy(b + LWS_PRE, body, len);
+  int n = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+  free(b);
+  return n < (int)len ? -1 : 1;
+}
+
+int http_reject_with(struct lws *wsi, int status, const char *message, const char *header,
+                     const char *value) {
+  char body[256];
+  metrics_upgrade_refused(&((struct host *)lws_context_user(lws_get_context(wsi)))->metrics, status,
+                          message);
+  int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", message);
+  json_t *extra = header ? json_pack("[[ss]]", header, value) : NULL;
+  if (extra) /* lws wants "name:" and adds its colon itself here: drop ours */
+    json_array_set_new(json_array_get(extra, 0), 0,
+                       json_stringn(header, strlen(header) - (header[strlen(header) - 1] == ':')));
+  int rc = upgrade_answer(wsi, status, "application/json", body, (size_t)n, extra);
+  json_decref(extra);
+  return rc;
 }
 
 /* Valid ids are echoed; anything else (too long, odd bytes) is replaced by our own. */
@@ -313,8 +360,24 @@ static void run_function(struct http_req *r) {
   ctx.body_raw = r->body;
   ctx.body_len = r->body_len;
   ctx.url = url ? url : r->path;
-  int found;
-  int rc = invoke(h, INV_HTTP, r, r->name, &ctx, &found);
+  const char *why;
+  json_t *user = NULL;
+  if (auth_check(h, auth_bearer(json_string_value(json_object_get(r->headers, "authorization"))),
+                 &user, &why) < 0) {
+    log_warn(r->name, r->request_id, "%s %s: 401, JWT refused: %s", r->method, r->path, why);
+    respond_error(r, 401, "Unauthorized", why, 1);
+    json_decref(body);
+    free(url);
+    return;
+  }
+  ctx.user = user;
+  int found = 0, rc = 0;
+  /* The interceptor's answer, if it gives one, is the response; the target never runs. */
+  if (!intercept(h, r, &ctx))
+    rc = invoke(h, INV_HTTP, r, r->name, &ctx, &found);
+  else
+    found = 1;
+  json_decref(user);
   json_decref(body);
   free(url);
   if (r->deferred) { /* the response comes later (defer.c) */
@@ -352,6 +415,78 @@ void http_deferred_done(struct http_req *r) {
   log_info(r->name, r->request_id, "%s %s %d %s (deferred)", r->method, r->path, r->status,
            r->remote);
   respond(r);
+}
+
+/* The JWT of an upgrade: ?access_token= (what a browser can send), else a Bearer header. */
+static const char *upgrade_token(struct http_req *r) {
+  const char *t = json_string_value(json_object_get(r->query, "access_token"));
+  return t ? t : auth_bearer(json_string_value(json_object_get(r->headers, "authorization")));
+}
+
+int http_admit_upgrade(struct host *h, struct lws *wsi) {
+  struct http_req r = {.host = h, .wsi = wsi, .method = "GET", .no_defer = 1};
+  lws_get_peer_simple(wsi, r.remote, sizeof r.remote);
+  snprintf(r.name, sizeof r.name, "__websocket__");
+  int rc = -1;
+  char path[1024] = "/";
+  if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0)
+    snprintf(path, sizeof path, "/");
+  r.path = path;
+  r.headers = http_headers_json(wsi);
+  r.query = http_query_json(wsi);
+  if (!r.headers || !r.query)
+    goto out;
+  set_request_id(&r);
+  const char *why;
+  json_t *user = NULL;
+  if (auth_check(h, upgrade_token(&r), &user, &why) < 0) {
+    log_warn(r.name, r.request_id, "upgrade from %s: 401, JWT refused: %s", r.remote, why);
+    rc = http_reject(wsi, 401, "Unauthorized");
+    goto out;
+  }
+  const char *sub = json_string_value(json_object_get(user, "sub"));
+  if (user && json_object_get(user, "sub") && (!sub || !user_id_valid(sub))) {
+    log_warn(r.name, r.request_id, "upgrade from %s: 401, JWT sub is not a user id", r.remote);
+    json_decref(user);
+    rc = http_reject(wsi, 401, "Unauthorized");
+    goto out;
+  }
+  FunctionContext ctx = {.size = sizeof ctx,
+                         .function_name = r.name,
+                         .request_id = r.request_id,
+                         .method = "GET",
+                         .query = r.query,
+                         .headers = r.headers,
+                         .user = user};
+  char *url = http_url(r.path, r.query);
+  ctx.url = url ? url : r.path;
+  int answered = intercept(h, &r, &ctx);
+  free(url);
+  if (answered) {
+    json_decref(user);
+    log_info(INTERCEPTOR, r.request_id, "upgrade from %s: %d from the interceptor", r.remote,
+             r.status);
+    metrics_upgrade_refused(&h->metrics, r.status, "interceptor");
+    rc =
+        upgrade_answer(wsi, r.status, r.content_type, r.resp + LWS_PRE, r.resp_len, r.resp_headers);
+    goto out;
+  }
+  /* The claims wait on the wsi for the connection event: lws frees the per-session memory
+   * when it binds the WebSocket protocol, the opaque pointer it keeps. */
+  lws_set_opaque_user_data(wsi, user);
+  rc = 0;
+out:
+  json_decref(r.headers);
+  json_decref(r.query);
+  json_decref(r.resp_headers);
+  free(r.resp);
+  return rc;
+}
+
+json_t *http_upgrade_claims(struct lws *wsi) {
+  json_t *claims = lws_get_opaque_user_data(wsi);
+  lws_set_opaque_user_data(wsi, NULL);
+  return claims;
 }
 
 static int body_expected(struct http_req *r) {
@@ -677,8 +812,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
     if (s->req && s->req->ready)
       return http_write(wsi, s->req);
     return 0;
-  case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-    return ws_confirm_upgrade(h, wsi);
+  case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+    int rc = ws_confirm_upgrade(h, wsi);
+    return rc ? rc : http_admit_upgrade(h, wsi);
+  }
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     if (s && s->req) {

@@ -38,6 +38,7 @@ struct http_req {
   int responded, close_after, ready;
   /* cloud_defer: the response comes later, through http_deferred_done (defer.c owns it). */
   int deferred;
+  int no_defer; /* an upgrade's interceptor: nothing can wait, the upgrade is answered now */
   struct deferred *defer;
   char remote[64];
 };
@@ -52,6 +53,13 @@ int http_reject(struct lws *wsi, int status, const char *message);
 /* The same with one more response header ("name:" with its colon, as lws wants it). */
 int http_reject_with(struct lws *wsi, int status, const char *message, const char *header,
                      const char *value);
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, after the handshake checks: the JWT (?access_token= or
+ * Authorization: Bearer) and __interceptor__. 0: go on (the claims, if any, wait on the wsi
+ * for the connection: http_upgrade_claims). 1: refused, the answer is written. */
+int http_admit_upgrade(struct host *h, struct lws *wsi);
+/* The claims http_admit_upgrade kept for wsi, handed over (a new reference), or NULL. */
+json_t *http_upgrade_claims(struct lws *wsi);
 
 /* Request views shared with the WebSocket connection event. New references / strings. */
 json_t *http_headers_json(struct lws *wsi);

@@ -6,14 +6,14 @@
 #include "host.h"
 #include "http_parse.h"
 
-enum inv_kind { INV_WS = 1, INV_HTTP, INV_TIMER };
+enum inv_kind { INV_WS = 1, INV_HTTP, INV_TIMER, INV_INIT };
 
 /* Lives on the dispatcher's stack for the length of one plugin call. The SDK calls that take
  * a FunctionContext find their object here, never through fields the plugin can write: a
  * plugin that clears ctx->socket or forges ctx->host redirects nothing. */
 struct invocation {
   enum inv_kind kind;
-  void *obj;                      /* struct conn * (WS), struct http_req * (HTTP), NULL (timer) */
+  void *obj; /* struct conn * (WS), struct http_req * (HTTP), NULL (timer, __init__) */
   const FunctionContext *ctx;     /* the context handed to the plugin */
   char function[FN_NAME_MAX + 1]; /* the function called (host-owned copy) */
   struct invocation *prev;        /* an enclosing call, if any */

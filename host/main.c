@@ -3,10 +3,12 @@
  * (SIGTERM drains). Owns struct host. */
 #include "admin.h"
 #include "api.h"
+#include "auth.h"
 #include "config.h"
 #include "crash.h"
 #include "defer.h"
 #include "host.h"
+#include "initfn.h"
 #include "invocation.h"
 #include "listen.h"
 #include "log.h"
@@ -48,6 +50,8 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   h->shared = json_object();
   api_bind(h);
 
+  if (auth_open(h) < 0)
+    return 2;
   /* store_open creates the database's folder (data/ on a fresh clone). */
   struct store_options so = {.path = h->cfg.db_path,
                              .outbox_max = h->cfg.outbox_max,
@@ -75,6 +79,9 @@ static int serve(struct config *cfg, const struct serve_args *a) {
     quarantine_close(h->quarantine);
     return 1;
   }
+  /* Laf's __init__ runs before the first request is served: the loop has not run yet. */
+  plugins_on_swap(h->plugins, initfn_on_swap, h);
+  initfn_run(h, "at start");
   if ((rc = plugins_watch(h->plugins, h->vhost)) < 0)
     log_warn(NULL, NULL, "cannot watch %s (%s): no hot reload", h->cfg.plugins_dir, strerror(-rc));
   supervisor_ready(a);
@@ -96,6 +103,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   map_free(&h->users);
   metrics_free(&h->metrics);
   quarantine_close(h->quarantine);
+  auth_close(h);
   log_info(NULL, NULL, "stopped");
   log_flush_repeats(1);
   return 0;

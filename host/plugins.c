@@ -61,6 +61,8 @@ struct plugins {
   struct lws *watch;
   lws_sorted_usec_list_t debounce;
   unsigned copy_seq;
+  void (*on_swap)(void *arg, const char *name); /* after the watch swapped a version in */
+  void *on_swap_arg;
 };
 
 static struct slot *slot_get(struct plugins *p, const char *name, int create) {
@@ -527,6 +529,11 @@ void plugins_unpin(struct plugins *p, void *pin) {
   version_unload(v);
 }
 
+void plugins_on_swap(struct plugins *p, void (*fn)(void *arg, const char *name), void *arg) {
+  p->on_swap = fn;
+  p->on_swap_arg = arg;
+}
+
 int plugins_loaded(const struct plugins *p, const char *name) {
   struct slot *s = map_get(&p->slots, name, strlen(name));
   return s && s->cur;
@@ -570,7 +577,10 @@ static void debounce_fire(lws_sorted_usec_list_t *sul) {
         continue;
       if (now - s->changed_ms >= quiet) {
         s->changed_ms = 0;
-        metrics_reload(&p->h->metrics, plugins_reload(p, s->name));
+        int rc = plugins_reload(p, s->name);
+        metrics_reload(&p->h->metrics, rc);
+        if (rc == 0 && p->on_swap && plugins_loaded(p, s->name))
+          p->on_swap(p->on_swap_arg, s->name);
       } else if (wait < 0 || quiet - (now - s->changed_ms) < wait)
         wait = quiet - (now - s->changed_ms);
     }

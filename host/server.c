@@ -6,6 +6,7 @@
 
 #include "accept.h"
 #include "head_guard.h"
+#include "auth.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
@@ -105,6 +106,8 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
     return 0;
   case LWS_CALLBACK_WSI_DESTROY:
     head_guard_end(lws_context_user(lws_get_context(wsi)), wsi);
+    /* An upgrade admitted with JWT claims that never became a connection. */
+    json_decref(http_upgrade_claims(wsi));
     return 0;
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -157,6 +160,13 @@ static void log_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)t;
   (void)revents;
   log_flush_repeats(0);
+}
+
+/* SIGHUP: the functions' configuration (--env-file) is read again. */
+static void on_sighup(struct ev_loop *loop, ev_signal *sig, int revents) {
+  (void)loop;
+  (void)revents;
+  auth_env_reload(sig->data);
 }
 
 int server_start(struct host *h) {
@@ -213,6 +223,9 @@ int server_start(struct host *h) {
     return -1;
   }
   h->vhost = lws_get_vhost_by_name(h->lws, "wshost");
+  ev_signal_init(&h->sighup, on_sighup, SIGHUP);
+  h->sighup.data = h;
+  ev_signal_start(h->loop, &h->sighup);
   ev_timer_init(&h->drain, drain_check, 0, 0.01);
   h->drain.data = h;
   /* A real handler, not an ev_signal: SIGTERM must work while a function holds the loop. */
@@ -246,6 +259,7 @@ void server_stop(struct host *h) {
   signals_stop();
   ev_ref(h->loop);
   ev_timer_stop(h->loop, &h->log_tick);
+  ev_signal_stop(h->loop, &h->sighup);
   ev_timer_stop(h->loop, &h->drain);
   /* On a foreign loop lws stops its watchers and frees the context (clearing h->lws); the
    * loop runs once more in case anything is left to finish, then goes. */

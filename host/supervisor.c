@@ -83,6 +83,9 @@ static void child_main(struct sup *s, int ctl) {
   close(s->sfd);
   if (s->ctl >= 0)
     close(s->ctl);
+  /* SIGHUP re-reads --env-file in the serving process: ignored until its watcher is up, so an
+   * early one does not end it. */
+  signal(SIGHUP, SIG_IGN);
   sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
   struct serve_args a = s->args;
   a.ctl_fd = ctl;
@@ -297,7 +300,10 @@ static int run(struct sup *s) {
     if (n > 0 && (p[0].revents & POLLIN)) {
       struct signalfd_siginfo si;
       while (read(s->sfd, &si, sizeof si) == sizeof si)
-        if (si.ssi_signo != SIGHUP) /* HUP: the terminal went; the service does not */
+        if (si.ssi_signo == SIGHUP) { /* configuration: the serving process re-reads it */
+          if (s->child > 0)
+            kill(s->child, SIGHUP);
+        } else
           on_signal(s, (int)si.ssi_signo);
     }
     /* The child's end closed without SIGCHLD yet: poll would report it forever. */

@@ -34,6 +34,7 @@ static void ws_event(struct conn *c, const char *method, FunctionContext *ctx) {
   ctx->method = method;
   ctx->socket.id = c->id;
   ctx->user_id = c->user_id;
+  ctx->user = c->claims;
   int found;
   int rc = invoke(h, INV_WS, c, WS_FUNCTION, ctx, &found);
   if (!found)
@@ -339,8 +340,14 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   char want_id[STORE_ID_MAX + 2] = "", token[STORE_TOKEN_LEN + 8] = "";
   char fresh_token[STORE_TOKEN_LEN + 1] = "";
   int resumed = 0;
-  if (query_arg(wsi, "user_id=", want_id, sizeof want_id) &&
-      query_arg(wsi, "token=", token, sizeof token)) {
+  /* A JWT's sub is the user (checked at the upgrade, http_admit_upgrade): no token needed. */
+  c->claims = http_upgrade_claims(wsi);
+  const char *sub = json_string_value(json_object_get(c->claims, "sub"));
+  if (sub && store_user_ensure(h->store, sub) == 0) {
+    memcpy(c->user_id, sub, strlen(sub) + 1);
+    resumed = 1;
+  } else if (query_arg(wsi, "user_id=", want_id, sizeof want_id) &&
+             query_arg(wsi, "token=", token, sizeof token)) {
     int ok = user_id_valid(want_id) ? store_user_check(h->store, want_id, token) : 0;
     if (ok == 1) {
       memcpy(c->user_id, want_id, strlen(want_id) + 1); /* valid ids fit */
@@ -428,6 +435,7 @@ static void ws_closed(struct host *h, struct session *s) {
   sendq_clear(&c->q);
   msgbuf_free(&c->rx);
   free(c->marks);
+  json_decref(c->claims);
   free(c);
 }
 

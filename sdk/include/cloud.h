@@ -97,6 +97,8 @@ typedef struct FunctionContext {
   const char *user_id;    /* WebSocket events: the connection's user */
   const char *user_token; /* connection event of a host-assigned user: its resume secret */
   void *host;             /* private to the host; since ABI 2 never read back */
+  /* ABI 2 */
+  json_t *user; /* the claims of a valid JWT (--jwt-secret / --jwt-public-key), else NULL */
 } FunctionContext;
 
 /* The host's functions, handed to the plugin at load. Grows only at the end; each group is
@@ -131,6 +133,8 @@ typedef struct cloud_api {
   cloud_deferred *(*defer)(FunctionContext *);
   int (*deferred_respond)(cloud_deferred *, int status, const char *content_type, const void *,
                           size_t);
+  /* ABI 2: configuration */
+  const char *(*env)(const char *name);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -385,6 +389,14 @@ static inline int cloud_deferred_text(cloud_deferred *d, int status, const char 
   while (text[n])
     n++;
   return cloud_api_->deferred_respond(d, status, "text/plain; charset=utf-8", text, n);
+}
+
+/* The function's configuration: name's value from --env-file (KEY=VALUE lines, re-read on
+ * SIGHUP), else from the host's environment, else NULL. The string belongs to the host and
+ * stays valid until the current call returns (a SIGHUP may replace it after): copy what you
+ * keep. Loop thread only (events, CLOUD_INIT, timers); NULL elsewhere. */
+static inline const char *cloud_env(const char *name) {
+  return cloud_api_->env(name);
 }
 
 /* A static string naming a CLOUD_E* code. */

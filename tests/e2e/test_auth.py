@@ -1,0 +1,258 @@
+"""test_auth.py: auth at the door and Laf's special functions (DESIGN 11, issue 12): JWTs on
+HTTP requests and upgrades, __interceptor__ (allowing, denying, failing closed), __init__ at
+start and after its reload, cloud_env from --env-file (re-read on SIGHUP, refused when others
+may read it). Tokens are made here: HS256 with hmac, RS256 with the openssl command."""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import websockets
+
+from harness import (Fail, Host, default_plugins, example, recv_json, run, tplugin, wait_until)
+
+SECRET = "an-hs256-secret-of-more-than-32-bytes!!"
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(claims, secret=SECRET, alg="HS256", key_file=None, header=None):
+    head = b64(json.dumps(header or {"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    signing = f"{head}.{body}".encode()
+    if alg == "HS256":
+        sig = hmac.new(secret.encode() if isinstance(secret, str) else secret, signing,
+                       hashlib.sha256).digest()
+    elif alg == "RS256":
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key_file], input=signing,
+                             capture_output=True, check=True).stdout
+    else:
+        sig = b""
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def bearer(token):
+    return {"Authorization": "Bearer " + token}
+
+
+def plugins_with(**extra):
+    p = default_plugins()
+    p["whoami"] = tplugin("whoami")
+    for name, path in extra.items():
+        p[name] = path
+    return p
+
+
+def ran(h, method="GET"):
+    return h.log().count(f"whoami ran: {method}")
+
+
+def test_http_jwt_fills_user_and_bad_tokens_get_401():
+    now = int(time.time())
+    with Host(plugins=plugins_with(), flags=["--jwt-secret", SECRET]) as h:
+        good = jwt({"sub": "alice", "role": "admin", "exp": now + 60})
+        r = h.http("GET", "/whoami", headers=bearer(good))
+        assert r.status == 200, r
+        assert r.json["user"] == {"sub": "alice", "role": "admin", "exp": now + 60}, r.json
+        # No token: the function runs with ctx->user NULL (it decides about anonymous callers).
+        r = h.http("GET", "/whoami")
+        assert r.status == 200 and r.json["user"] is None, r
+        calls = ran(h)
+        bad = {
+            "wrong signature": jwt({"sub": "alice"}, secret="another-secret-of-32-bytes-or-more!!"),
+            "alg none": jwt({"sub": "alice"}, alg="none"),
+            "expired": jwt({"sub": "alice", "exp": now - 3600}),
+            "nbf in the future": jwt({"sub": "alice", "nbf": now + 3600}),
+            "garbage": "not.a.jwt",
+        }
+        for what, token in bad.items():
+            r = h.http("GET", "/whoami", headers=bearer(token))
+            assert r.status == 401, (what, r)
+            assert r.json["error"] == "Unauthorized" and r.json["requestId"], (what, r.json)
+        assert ran(h) == calls, "the function ran for a refused token"
+        # Tokens never reach the log, refused or not.
+        log = h.log()
+        for token in list(bad.values()) + [good]:
+            assert token.split(".")[2] not in log or not token.split(".")[2], "a token was logged"
+        assert "JWT refused: expired" in log
+
+
+def test_rs256_key_and_algorithm_confusion():
+    d = tempfile.mkdtemp(prefix="wshost-jwt-")
+    priv, pub = os.path.join(d, "priv.pem"), os.path.join(d, "pub.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", priv], check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", priv, "-pubout", "-out", pub], check=True,
+                   capture_output=True)
+    with Host(plugins=plugins_with(), flags=["--jwt-public-key", pub]) as h:
+        r = h.http("GET", "/whoami", headers=bearer(jwt({"sub": "bob"}, alg="RS256", key_file=priv)))
+        assert r.status == 200 and r.json["user"]["sub"] == "bob", r
+        # HS256 signed with the public key's PEM as the secret: the classic confusion.
+        with open(pub, "rb") as f:
+            confused = jwt({"sub": "admin"}, secret=f.read(), alg="HS256")
+        r = h.http("GET", "/whoami", headers=bearer(confused))
+        assert r.status == 401, r
+        assert "algorithm not accepted" in h.log()
+
+
+async def test_upgrade_access_token_makes_sub_the_user():
+    with Host(plugins=plugins_with(__websocket__=tplugin("whoami")),
+              flags=["--jwt-secret", SECRET]) as h:
+        token = jwt({"sub": "carol@example", "exp": int(time.time()) + 60})
+        ws = await h.ws("access_token=" + token)
+        hello = await recv_json(ws)
+        assert hello["user_id"] == "carol@example", hello
+        assert hello["user"]["sub"] == "carol@example", hello
+        assert wait_until(lambda: h.online_users() == ["carol@example"], 5)
+        await ws.close()
+        users_before = h.sql("SELECT count(*) FROM users")[0][0]
+        # Bad tokens: 401 at the upgrade, no connection, no user row.
+        for token in (jwt({"sub": "carol@example"}, secret="x" * 40), jwt({"sub": "a b"}),
+                      jwt({"sub": "x", "exp": 1})):
+            try:
+                await h.ws("access_token=" + token)
+                raise Fail("upgrade with a bad token was accepted")
+            except websockets.exceptions.InvalidStatusCode as e:
+                assert e.status_code == 401, e
+        assert h.sql("SELECT count(*) FROM users")[0][0] == users_before
+
+
+def env_file(text, mode=0o600):
+    fd, path = tempfile.mkstemp(prefix="wshost-env-")
+    os.write(fd, text.encode())
+    os.close(fd)
+    os.chmod(path, mode)
+    return path
+
+
+async def test_interceptor_allows_denies_and_answers_upgrades():
+    env = env_file("API_KEY=s3cret\n")
+    plugins = plugins_with(__interceptor__=tplugin("gate"), admin_only=tplugin("whoami"))
+    with Host(plugins=plugins, flags=["--env-file", env]) as h:
+        assert h.http("GET", "/whoami").status == 200
+        calls = ran(h)
+        # /admin_only: the interceptor's own 403 answer unless x-api-key matches.
+        r = h.http("GET", "/admin_only")
+        assert r.status == 403 and r.json == {"error": "bad api key"}, r
+        r = h.http("GET", "/admin_only", headers={"x-api-key": "wrong"})
+        assert r.status == 403, r
+        assert ran(h) == calls, "the target ran after the interceptor answered"
+        r = h.http("GET", "/admin_only", headers={"x-api-key": "s3cret"})
+        assert r.status == 200 and r.json["function"] == "admin_only", r
+        # A non-zero return without a response: 403, target not called.
+        calls = ran(h)
+        r = h.http("GET", "/whoami", headers={"x-gate": "fail"})
+        assert r.status == 403 and r.json["error"] == "Forbidden" and r.json["requestId"], r
+        assert ran(h) == calls
+        # Upgrades go through it too: its answer is the upgrade's.
+        users = h.sql("SELECT count(*) FROM users")[0][0]
+        for _ in range(20):
+            try:
+                await h.ws("deny=1")
+                raise Fail("an upgrade the interceptor answered was accepted")
+            except websockets.exceptions.InvalidStatusCode as e:
+                assert e.status_code == 429, e
+        assert h.sql("SELECT count(*) FROM users")[0][0] == users, "refused upgrades made users"
+        ws, hello = await h.user()
+        assert hello["event"] == "connected"
+        await ws.close()
+        assert "gate: GET __websocket__" in h.log()
+
+
+def test_interceptor_fails_closed():
+    plugins = plugins_with(__interceptor__=tplugin("gate"))
+    with Host(plugins=plugins) as h:
+        assert h.http("GET", "/whoami").status == 200
+        # A crash in the interceptor: the request is not served; the service comes back with
+        # the crashing build quarantined, and the door stays shut (503), never open.
+        try:
+            r = h.http("GET", "/whoami", headers={"x-gate": "crash"}, timeout=5)
+            assert r.status >= 500, r
+        except OSError:
+            pass
+        wait_until(lambda: _status(h, "/whoami") == 503, 10, what="503 while quarantined")
+        r = h.http("GET", "/whoami")
+        assert r.json["error"] == "Interceptor Unavailable" and r.json["requestId"], r
+        calls = ran(h)
+        for _ in range(3):
+            assert h.http("GET", "/whoami").status == 503
+        assert ran(h) == calls, "a function ran while the interceptor was unavailable"
+        # A file that does not load at all (not an ELF) fails closed the same way.
+        junk = os.path.join(h.plugins_dir, "__interceptor__.so")
+        with open(junk + ".tmp", "w") as f:
+            f.write("not a shared object")
+        os.chmod(junk + ".tmp", 0o644)
+        os.rename(junk + ".tmp", junk)
+        h.wait_log(r"__interceptor__\.so.*refused|refused.*__interceptor__")
+        assert h.http("GET", "/whoami").status == 503
+        # Removing the file opens the door again: no interceptor, no gate.
+        os.remove(junk)
+        wait_until(lambda: _status(h, "/whoami") == 200, 10, what="200 without an interceptor")
+
+
+def _status(h, path):
+    try:
+        return h.http("GET", path, timeout=2).status
+    except OSError:
+        return None
+
+
+def test_init_runs_at_start_and_after_its_reload():
+    env = env_file("GREETING=hello from env\n")
+    plugins = plugins_with(__init__=tplugin("init_fn"), shared=tplugin("shared"))
+    with Host(plugins=plugins, flags=["--env-file", env]) as h:
+        assert h.http("GET", "/shared?key=init_runs").json == 1
+        assert h.http("GET", "/shared?key=greeting").json == "hello from env"
+        # Its own reload runs it again; another function's reload does not.
+        h.add_plugin("echo", example("echo"))
+        h.wait_log(r"echo .*loaded: version 2")
+        assert h.http("GET", "/shared?key=init_runs").json == 1
+        h.add_plugin("__init__", tplugin("init_fn"))
+        wait_until(lambda: h.http("GET", "/shared?key=init_runs").json == 2, 5,
+                   what="__init__ after its reload")
+
+
+def test_init_failure_is_logged_and_the_host_serves():
+    env = env_file("INIT_FAIL=1\n")
+    plugins = plugins_with(__init__=tplugin("init_fn"))
+    with Host(plugins=plugins, flags=["--env-file", env]) as h:
+        h.wait_log(r"error .*__init__ .*at start failed: returned 3; serving anyway")
+        assert h.http("GET", "/whoami").status == 200
+
+
+def test_env_file_sighup_and_permissions():
+    env = env_file("COLOR=red\n")
+    with Host(plugins=plugins_with(), flags=["--env-file", env]) as h:
+        assert h.http("GET", "/whoami?env=COLOR").json["env"] == "red"
+        # The process environment is behind the file.
+        assert h.http("GET", "/whoami?env=PATH").json["env"]
+        with open(env, "w") as f:
+            f.write("COLOR=blue\n")
+        h.signal(signal.SIGHUP)
+        wait_until(lambda: h.http("GET", "/whoami?env=COLOR").json["env"] == "blue", 5,
+                   what="the value after SIGHUP")
+        # A bad edit keeps the old values (and says so); the host lives on.
+        with open(env, "w") as f:
+            f.write("this is not KEY=VALUE\n")
+        h.signal(signal.SIGHUP)
+        h.wait_log(r"keeping the 1 values loaded before")
+        assert h.http("GET", "/whoami?env=COLOR").json["env"] == "blue"
+    # Readable by others: refused loudly at start.
+    loose = env_file("SECRET=1\n", 0o644)
+    h = Host(plugins=plugins_with(), flags=["--env-file", loose])
+    h.start(wait=False)
+    assert h.wait_exit() == 2
+    assert "chmod o-rwx" in h.log(), h.log_tail()
+
+
+if __name__ == "__main__":
+    run(globals())
