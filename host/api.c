@@ -289,6 +289,16 @@ static const char *a_env(const char *name) {
   return invocation_on_loop() ? envfile_get(bound->env, name) : NULL;
 }
 
+static int a_reject(FunctionContext *ctx, int status, const char *reason) {
+  struct conn *c = ctx_conn(ctx);
+  return c ? ws_reject(c, status, reason) : CLOUD_ESTATE;
+}
+
+static int a_accept_protocol(FunctionContext *ctx, const char *name) {
+  struct conn *c = ctx_conn(ctx);
+  return c ? ws_accept_protocol(c, name) : CLOUD_ESTATE;
+}
+
 static const cloud_api table = {
     .abi_version = CLOUD_ABI_VERSION,
     .size = sizeof(cloud_api),
@@ -317,6 +327,8 @@ static const cloud_api table = {
     .defer = a_defer,
     .deferred_respond = a_deferred_respond,
     .env = a_env,
+    .reject = a_reject,
+    .accept_protocol = a_accept_protocol,
 };
 
 const cloud_api *api_table(void) {

@@ -55,7 +55,11 @@ struct conn {
   uint64_t wire_bytes;     /* frame bytes handed to lws_write since the connection opened */
   struct wire_mark *marks; /* written outbox frames whose bytes may still be in flight */
   size_t nmarks, marks_cap;
-  json_t *claims; /* the upgrade's JWT claims (ctx->user), NULL without one */
+  json_t *claims;    /* the upgrade's JWT claims (ctx->user), NULL without one */
+  int upgraded;      /* the 101 is out (ESTABLISHED): lws may be asked to write */
+  int bound_user;    /* user_id is the app's (cloud_bind_user or a JWT sub): ensured, no token */
+  int reject_status; /* cloud_reject in the connection event: the upgrade's answer */
+  char *protocol;    /* cloud_accept_protocol's choice, NULL for none */
 };
 
 /* An outbox frame written to the socket: its row and where its bytes end on the wire. */
@@ -116,7 +120,9 @@ struct host {
   /* Issue 12: JWT verification (NULL without --jwt-*), the --env-file values (NULL without). */
   struct auth_jwt *jwt;
   struct envfile *env;
-  int init_result; /* what __init__ returned last (0 without one), for /_/status */
+  struct lws_protocols *proto_slot; /* lws's copy of the subprotocol slot (ws.c) */
+  char slot_name[64];               /* its name for the upgrade in progress */
+  int init_result;                  /* what __init__ returned last (0 without one), for /_/status */
   struct defers *defers;
   struct xthread *xq;
   /* The listening socket comes from the supervisor (supervisor.c); accept.c accepts on it

@@ -274,6 +274,13 @@ static const char *reason_phrase(int status) {
 /* Writes a whole response to an upgrade request and returns 1 (what CONFIRM_UPGRADE wants for
  * "answered"). extra: an array of [name, value] or NULL. */
 static int upgrade_answer(struct lws *wsi, int status, const char *ctype, const void *body,
+                          size_t len, json_t *extra);
+
+int http_answer(struct lws *wsi, int status, const char *ctype, const void *body, size_t len) {
+  return upgrade_answer(wsi, status, ctype, body, len, NULL);
+}
+
+static int upgrade_answer(struct lws *wsi, int status, const char *ctype, const void *body,
                           size_t len, json_t *extra) {
   unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE, *p = start,
                                      *end = buf + sizeof buf - 1;
@@ -471,22 +478,16 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
         upgrade_answer(wsi, r.status, r.content_type, r.resp + LWS_PRE, r.resp_len, r.resp_headers);
     goto out;
   }
-  /* The claims wait on the wsi for the connection event: lws frees the per-session memory
-   * when it binds the WebSocket protocol, the opaque pointer it keeps. */
-  lws_set_opaque_user_data(wsi, user);
-  rc = 0;
+  /* The connection event decides the rest (ws.c); it takes the claims. */
+  url = http_url(r.path, r.query);
+  rc = ws_admit(h, wsi, r.request_id, r.headers, r.query, url ? url : r.path, user);
+  free(url);
 out:
   json_decref(r.headers);
   json_decref(r.query);
   json_decref(r.resp_headers);
   free(r.resp);
   return rc;
-}
-
-json_t *http_upgrade_claims(struct lws *wsi) {
-  json_t *claims = lws_get_opaque_user_data(wsi);
-  lws_set_opaque_user_data(wsi, NULL);
-  return claims;
 }
 
 static int body_expected(struct http_req *r) {

@@ -55,11 +55,12 @@ int http_reject_with(struct lws *wsi, int status, const char *message, const cha
                      const char *value);
 
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, after the handshake checks: the JWT (?access_token= or
- * Authorization: Bearer) and __interceptor__. 0: go on (the claims, if any, wait on the wsi
- * for the connection: http_upgrade_claims). 1: refused, the answer is written. */
+ * Authorization: Bearer), __interceptor__, then the connection event (ws_admit). 0: go on
+ * with the upgrade; 1: refused, the answer is written. */
 int http_admit_upgrade(struct host *h, struct lws *wsi);
-/* The claims http_admit_upgrade kept for wsi, handed over (a new reference), or NULL. */
-json_t *http_upgrade_claims(struct lws *wsi);
+/* Writes a whole response to an upgrade request (status, a body of type ctype) and returns 1,
+ * what CONFIRM_UPGRADE wants for "answered". */
+int http_answer(struct lws *wsi, int status, const char *ctype, const void *body, size_t len);
 
 /* Request views shared with the WebSocket connection event. New references / strings. */
 json_t *http_headers_json(struct lws *wsi);

@@ -5,8 +5,8 @@
 #include "server.h"
 
 #include "accept.h"
-#include "head_guard.h"
 #include "auth.h"
+#include "head_guard.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
@@ -101,13 +101,16 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     return http_callback(wsi, reason, s, in, len);
+  case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+    ws_protocol_filter(lws_context_user(lws_get_context(wsi)), wsi);
+    return 0;
   case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
     head_guard_start(lws_context_user(lws_get_context(wsi)), wsi);
     return 0;
   case LWS_CALLBACK_WSI_DESTROY:
     head_guard_end(lws_context_user(lws_get_context(wsi)), wsi);
-    /* An upgrade admitted with JWT claims that never became a connection. */
-    json_decref(http_upgrade_claims(wsi));
+    /* An upgrade admitted (its connection event ran) that never became a connection. */
+    ws_upgrade_abandoned(lws_context_user(lws_get_context(wsi)), wsi);
     return 0;
   default:
     return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -118,6 +121,9 @@ static const struct lws_protocols protocols[] = {
     /* rx buffer: lws allocates it per connection; big messages arrive in pieces of it. */
     {"wshost", callback_main, sizeof(struct session), 4096, 0, NULL, 0},
     {"wshost-watch", plugins_watch_callback, 0, 0, 0, NULL, 0},
+    /* The subprotocol slot (ws.c, WS_SLOT_PROTOCOL): an upgrade that offers subprotocols is
+     * bound here; its name is rewritten per upgrade. Must match "wshost" in all but name. */
+    {WS_SLOT_PROTOCOL, callback_main, sizeof(struct session), 4096, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -223,6 +229,8 @@ int server_start(struct host *h) {
     return -1;
   }
   h->vhost = lws_get_vhost_by_name(h->lws, "wshost");
+  /* lws's own copy of the protocol table: the one it matches offered subprotocols against. */
+  h->proto_slot = (struct lws_protocols *)lws_vhost_name_to_protocol(h->vhost, WS_SLOT_PROTOCOL);
   ev_signal_init(&h->sighup, on_sighup, SIGHUP);
   h->sighup.data = h;
   ev_signal_start(h->loop, &h->sighup);

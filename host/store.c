@@ -862,21 +862,27 @@ const char *store_boot_id(const struct store *s) {
   return s ? s->boot_id : NULL;
 }
 
-int store_user_create(struct store *s, char *id_out, char *token_out) {
+int store_user_new(char *id_out, char *token_out, uint8_t *hash_out) {
   unsigned char raw[16 + 32];
-  uint8_t hash[SHA256_LEN];
   int rc;
-  if (!s || !id_out || !token_out)
+  if (!id_out || !token_out || !hash_out)
     return CLOUD_EINVAL;
   if ((rc = fill_random(raw, sizeof raw)) < 0)
     return rc;
   b64url(raw, 16, id_out);
   b64url(raw + 16, 32, token_out);
-  sha256(token_out, STORE_TOKEN_LEN, hash);
+  sha256(token_out, STORE_TOKEN_LEN, hash_out);
   explicit_bzero(raw, sizeof raw);
+  return 0;
+}
+
+int store_user_insert(struct store *s, const char *id, const uint8_t *hash) {
+  int rc;
+  if (!s || !id || strlen(id) != STORE_ID_LEN || !hash)
+    return CLOUD_EINVAL;
   struct op o = {.kind = OP_USER_INSERT, .at = now_ms()};
-  memcpy(o.user, id_out, STORE_ID_LEN + 1);
-  memcpy(o.hash, hash, sizeof hash);
+  memcpy(o.user, id, STORE_ID_LEN + 1);
+  memcpy(o.hash, hash, SHA256_LEN);
   if ((rc = write_op(s, &o)) < 0)
     return rc;
   s->user_seq = s->op_seq;
@@ -884,6 +890,16 @@ int store_user_create(struct store *s, char *id_out, char *token_out) {
    * client: one commit covers every user created in the same turn of the event loop. */
   s->sync_pending = 1;
   return 0;
+}
+
+int store_user_create(struct store *s, char *id_out, char *token_out) {
+  uint8_t hash[SHA256_LEN];
+  int rc;
+  if (!s)
+    return CLOUD_EINVAL;
+  if ((rc = store_user_new(id_out, token_out, hash)) < 0)
+    return rc;
+  return store_user_insert(s, id_out, hash);
 }
 
 static int op_apply(struct store *s, struct op *o) {

@@ -51,6 +51,11 @@ int store_new_token(char *out);
  * needs STORE_ID_LEN+1 bytes, token_out STORE_TOKEN_LEN+1. 0 or negative. The insert is
  * durable after the next store_sync (group commit). */
 int store_user_create(struct store *s, char *id_out, char *token_out);
+/* The two halves of store_user_create: a fresh id, token and the token's SHA-256 (32 bytes)
+ * from the CSPRNG, nothing stored; then the insert (durable after the next store_sync). An
+ * upgrade decides between them whether the user exists at all (cloud_reject). */
+int store_user_new(char *id_out, char *token_out, uint8_t *hash_out);
+int store_user_insert(struct store *s, const char *id, const uint8_t *hash);
 /* 1 when the user exists and token matches its stored hash (constant-time compare), 0 when
  * not (unknown id, no token stored, wrong token), negative on store failure. */
 int store_user_check(struct store *s, const char *id, const char *token);

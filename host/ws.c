@@ -77,8 +77,16 @@ static void user_unlink(struct host *h, struct conn *c) {
   }
 }
 
+/* Asks lws for a writable callback once the connection is upgraded. Before (the connection
+ * event runs before the 101, ws_admit), frames only wait in the queue: ws_established asks. */
+static void conn_kick(struct conn *c) {
+  if (c->upgraded)
+    lws_callback_on_writable(c->wsi);
+}
+
 /* Queues a frame on c and asks lws for a writable callback. A reader too slow to keep its
  * queue under the bound is dropped: the host never grows without bound for one client. */
+
 static int conn_send(struct conn *c, const void *data, size_t len, int is_binary) {
   struct host *h = c->host;
   if (c->close_code)
@@ -94,12 +102,13 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
     c->close_code = 1008;
     snprintf(c->close_reason, sizeof c->close_reason, "send queue full");
     /* Its socket is not writable, so no close frame could go out: drop it on the next turn. */
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    if (c->upgraded)
+      lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     return CLOUD_EFULL;
   }
   if (rc < 0)
     return rc;
-  lws_callback_on_writable(c->wsi);
+  conn_kick(c);
   return 0;
 }
 
@@ -121,9 +130,10 @@ int ws_close(struct host *h, cloud_socket s, int code, const char *reason) {
     return CLOUD_EINVAL;
   c->close_code = code;
   snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
-  lws_callback_on_writable(c->wsi);
+  conn_kick(c);
   /* A peer that never reads would keep a closing connection forever. */
-  lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+  if (c->upgraded)
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
   return 0;
 }
 
@@ -134,15 +144,11 @@ int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
     return CLOUD_EINVAL;
   if (!strcmp(c->user_id, user_id))
     return 0;
-  int rc = store_user_ensure(h->store, user_id);
-  if (rc < 0)
-    return rc;
   user_unlink(h, c);
-  /* The host-assigned user was created for this connection alone: do not keep it. Its row in
-   * connections is written after the connection event, so nothing refers to it yet. */
-  if (c->fresh_user)
-    store_user_delete(h->store, c->user_id);
+  /* Nothing is stored yet: ws_admit writes the user (ensured, not created with a token) once
+   * the connection event has accepted the connection. The host-assigned one is dropped. */
   c->fresh_user = 0;
+  c->bound_user = 1;
   memcpy(c->user_id, user_id, strlen(user_id) + 1);
   user_link(h, c);
   return 0;
@@ -173,7 +179,7 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
   if (held)
     for (struct conn *c = u->head; c; c = c->user_next)
       if (c->draining)
-        lws_callback_on_writable(c->wsi);
+        conn_kick(c);
   return sent + held;
 }
 
@@ -184,7 +190,7 @@ void ws_close_all(struct host *h, int code, const char *reason) {
       if (!c->close_code) {
         c->close_code = code;
         snprintf(c->close_reason, sizeof c->close_reason, "%s", reason);
-        lws_callback_on_writable(c->wsi);
+        conn_kick(c);
       }
     }
 }
@@ -292,19 +298,6 @@ static void drain_ack(struct conn *c, int closing) {
     c->drain_deleted = c->drain_acked;
 }
 
-/* A string of header `token` or NULL. */
-static char *hdr_dup(struct lws *wsi, enum lws_token_indexes token) {
-  int n = lws_hdr_total_length(wsi, token);
-  if (n <= 0)
-    return NULL;
-  char *s = malloc(n + 1);
-  if (s && lws_hdr_copy(wsi, s, n + 1, token) < 0) {
-    free(s);
-    return NULL;
-  }
-  return s;
-}
-
 /* The URI argument `name` ("user_id=") decoded into buf; 0 if absent. */
 static int query_arg(struct lws *wsi, const char *name, char *buf, size_t len) {
   char tmp[STORE_ID_MAX + 64];
@@ -315,36 +308,78 @@ static int query_arg(struct lws *wsi, const char *name, char *buf, size_t len) {
   return 1;
 }
 
-static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
-  struct conn *c = calloc(1, sizeof *c);
-  if (!c)
+/* The offered subprotocols (Sec-WebSocket-Protocol) as the client sent them, "" if none. lws
+ * joins repeated headers with ", ". 0, or -1 when longer than lws 4.1 handles (it would drop
+ * the connection: lws_process_ws_upgrade copies the list into 128 bytes). */
+static int offered_protocols(struct lws *wsi, char *buf, size_t len) {
+  buf[0] = 0;
+  int n = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+  if (n <= 0)
+    return 0;
+  if (n >= (int)len || n > 120 || lws_hdr_copy(wsi, buf, (int)len, WSI_TOKEN_PROTOCOL) < 0)
     return -1;
+  for (const char *p = buf; *p;) { /* lws_tokenize_cstr takes names of 63 bytes at most */
+    size_t t = strcspn(p, ", \t");
+    if (t > 63)
+      return -1;
+    p += t + strspn(p + t, ", \t");
+  }
+  return 0;
+}
+
+/* Frees a connection that never reached (or has left) lws: map, user, rooms, queues. */
+static void conn_free(struct host *h, struct conn *c) {
+  map_del(&h->conns, &c->id, sizeof c->id);
+  h->nconns--;
+  user_unlink(h, c);
+  rooms_leave_all(h, c->id);
+  sendq_clear(&c->q);
+  msgbuf_free(&c->rx);
+  free(c->marks);
+  json_decref(c->claims);
+  free(c->protocol);
+  free(c);
+}
+
+int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *headers,
+             json_t *query, const char *url, json_t *claims) {
+  char offered[128];
+  if (offered_protocols(wsi, offered, sizeof offered) < 0) {
+    json_decref(claims);
+    return http_reject(wsi, 400, "Sec-WebSocket-Protocol list too long");
+  }
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    json_decref(claims);
+    return -1;
+  }
   c->id = ++h->next_conn_id;
   c->opened_ms = host_now_ms();
-  host_request_id(h, c->request_id, sizeof c->request_id);
+  snprintf(c->request_id, sizeof c->request_id, "%s", request_id);
   c->host = h;
   c->wsi = wsi;
+  c->claims = claims;
   sendq_init(&c->q, h->cfg.max_send_queue);
   msgbuf_init(&c->rx, h->cfg.max_message);
   lws_get_peer_simple(wsi, c->remote, sizeof c->remote);
   if (map_set(&h->conns, &c->id, sizeof c->id, c) < 0) {
+    json_decref(claims);
     free(c);
     return -1;
   }
-  s->conn = c;
   h->nconns++;
-  h->stats.ws_opened++;
 
-  /* Identity: a resume with the right token, or a fresh user. lws_get_urlarg_by_name wants
-   * "name=" and gives back the value. */
+  /* Identity: a JWT's sub (checked in http_admit_upgrade), a resume with the right token, or a
+   * fresh user. Nothing is written until the connection event has accepted the connection:
+   * a rejected upgrade leaves no user row. lws_get_urlarg_by_name wants "name=". */
   char want_id[STORE_ID_MAX + 2] = "", token[STORE_TOKEN_LEN + 8] = "";
   char fresh_token[STORE_TOKEN_LEN + 1] = "";
+  uint8_t fresh_hash[32];
   int resumed = 0;
-  /* A JWT's sub is the user (checked at the upgrade, http_admit_upgrade): no token needed. */
-  c->claims = http_upgrade_claims(wsi);
   const char *sub = json_string_value(json_object_get(c->claims, "sub"));
-  if (sub && store_user_ensure(h->store, sub) == 0) {
-    memcpy(c->user_id, sub, strlen(sub) + 1);
+  if (sub) {
+    memcpy(c->user_id, sub, strlen(sub) + 1); /* a valid id: http_admit_upgrade checked */
+    c->bound_user = 1;
     resumed = 1;
   } else if (query_arg(wsi, "user_id=", want_id, sizeof want_id) &&
              query_arg(wsi, "token=", token, sizeof token)) {
@@ -357,40 +392,89 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
                "resume as %.64s from %s refused: %s; assigning a new user", want_id, c->remote,
                ok < 0 ? "store error" : "unknown user or wrong token");
   }
-  if (!resumed && store_user_create(h->store, c->user_id, fresh_token) < 0) {
-    log_error(WS_FUNCTION, c->request_id, "cannot create a user for %s", c->remote);
+  if (!resumed && store_user_new(c->user_id, fresh_token, fresh_hash) < 0) {
+    log_error(WS_FUNCTION, c->request_id, "cannot make a user id for %s", c->remote);
+    conn_free(h, c);
     return -1;
   }
   c->fresh_user = !resumed;
-  /* Its frames (the greeting first: it carries the token) leave once this user is stored. */
-  c->need_seq = resumed ? 0 : store_user_seq(h->store);
   user_link(h, c);
 
   FunctionContext ctx = {0};
-  char *path = hdr_dup(wsi, WSI_TOKEN_GET_URI);
-  ctx.headers = http_headers_json(wsi);
-  ctx.query = http_query_json(wsi);
-  char *url = http_url(path, ctx.query);
-  ctx.url = url ? url : (path ? path : "/");
+  ctx.headers = headers;
+  ctx.query = query;
+  ctx.url = url;
   ctx.user_token = resumed ? NULL : fresh_token;
+  ctx.protocols = offered[0] ? offered : NULL;
   c->in_connect_event = 1;
+  c->established = 1; /* the connection event runs: a close event is due from here on */
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
-  c->established = 1;
+  memset(token, 0, sizeof token);
+  memset(fresh_token, 0, sizeof fresh_token);
+
+  if (c->reject_status) {
+    int status = c->reject_status;
+    char body[200];
+    log_info(WS_FUNCTION, c->request_id, "upgrade from %s rejected by the function: %d %s",
+             c->remote, status, c->close_reason);
+    json_t *o = json_pack("{ss ss}", "error", c->close_reason[0] ? c->close_reason : "Rejected",
+                          "requestId", c->request_id);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    snprintf(body, sizeof body, "%s", text ? text : "{\"error\":\"Rejected\"}");
+    free(text);
+    json_decref(o);
+    metrics_upgrade_refused(&h->metrics, status, "rejected");
+    c->established = 0; /* never connected: no close event */
+    conn_free(h, c);
+    explicit_bzero(fresh_hash, sizeof fresh_hash);
+    return http_answer(wsi, status, "application/json", body, strlen(body));
+  }
+  /* Accepted: the user exists from now on (a fresh one is committed before its greeting
+   * leaves, egress_ready), then the connection row. */
+  int rc = 0;
+  if (c->fresh_user)
+    rc = store_user_insert(h->store, c->user_id, fresh_hash);
+  else if (c->bound_user)
+    rc = store_user_ensure(h->store, c->user_id);
+  explicit_bzero(fresh_hash, sizeof fresh_hash);
+  if (rc < 0) {
+    log_error(WS_FUNCTION, c->request_id, "cannot store user %s for %s (%d): 503", c->user_id,
+              c->remote, rc);
+    c->established = 0;
+    conn_free(h, c);
+    return http_reject(wsi, 503, "storage unavailable");
+  }
+  /* Its frames (the greeting first: it carries the token) leave once this user is stored. */
+  c->need_seq = c->fresh_user ? store_user_seq(h->store) : 0;
+  h->stats.ws_opened++;
   int64_t row = store_conn_open(h->store, c->user_id, c->remote);
   c->row = row > 0 ? row : 0;
-  log_debug(WS_FUNCTION, c->request_id, "connection %llu of user %s from %s opened%s",
-            (unsigned long long)c->id, c->user_id, c->remote, resumed ? " (resumed)" : "");
-  json_decref(ctx.headers);
-  json_decref(ctx.query);
-  free(url);
-  free(path);
-  memset(fresh_token, 0, sizeof fresh_token);
-  memset(token, 0, sizeof token);
+  if (offered[0])
+    ws_protocol_prepare(h, c, offered);
+  /* lws frees the per-session memory when it binds the WebSocket protocol; the opaque
+   * pointer it keeps: ws_established finds the connection there. */
+  lws_set_opaque_user_data(wsi, c);
+  return 0;
+}
 
+/* LWS_CALLBACK_ESTABLISHED: the 101 is out. What the connection event queued goes now. */
+static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
+  struct conn *c = lws_get_opaque_user_data(wsi);
+  lws_set_opaque_user_data(wsi, NULL);
+  if (!c)
+    return -1;
+  s->conn = c;
+  c->upgraded = 1;
+  log_debug(WS_FUNCTION, c->request_id, "connection %llu of user %s from %s opened%s",
+            (unsigned long long)c->id, c->user_id, c->remote, c->fresh_user ? "" : " (resumed)");
+  if (c->close_code == 1008) /* the connection event overflowed its own queue */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+  else if (c->close_code)
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
   /* Messages queued while the user was away go out right after the greeting, in order,
    * paced by the socket (drain_fill). */
-  int n = store_outbox_count(h->store, c->user_id);
+  int n = c->close_code ? 0 : store_outbox_count(h->store, c->user_id);
   if (n != 0) { /* < 0: the store could not say; the drain finds out (and retries) */
     if (n > 0)
       log_info(WS_FUNCTION, c->request_id, "delivering %d queued messages to user %s", n,
@@ -398,7 +482,25 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
     c->draining = 1;
     drain_fill(c);
   }
+  conn_kick(c);
   return 0;
+}
+
+void ws_upgrade_abandoned(struct host *h, struct lws *wsi) {
+  struct conn *c = lws_get_opaque_user_data(wsi);
+  if (!c)
+    return;
+  lws_set_opaque_user_data(wsi, NULL);
+  /* Admitted, then lws failed the handshake: the function saw a connection, so it sees it
+   * close (1006). */
+  FunctionContext ctx = {0};
+  ctx.params.code = 1006;
+  ctx.params.reason = "";
+  ws_event(c, "WebSocket:close", &ctx);
+  if (c->row)
+    store_conn_close(h->store, c->row);
+  h->stats.ws_closed++;
+  conn_free(h, c);
 }
 
 static void ws_closed(struct host *h, struct session *s) {
@@ -436,6 +538,7 @@ static void ws_closed(struct host *h, struct session *s) {
   msgbuf_free(&c->rx);
   free(c->marks);
   json_decref(c->claims);
+  free(c->protocol);
   free(c);
 }
 
@@ -568,13 +671,72 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
   return 0;
 }
 
+/* Subprotocols on lws 4.1. lws binds an upgrade to the first offered name that is one of the
+ * vhost's protocols and drops the connection when none is (server-ws.c,
+ * lws_process_ws_upgrade: "No supported protocol"); the 101 then names that protocol. The
+ * function chooses instead: our "slot" protocol (WS_SLOT_PROTOCOL, same callback as "wshost")
+ * is renamed, just before lws looks (we are inside CONFIRM_UPGRADE, which lws follows
+ * synchronously with the upgrade), to the name the function accepted, or to the first one
+ * offered when it accepted none, so lws binds the slot. At
+ * LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION, just before lws writes the 101 (handshake_0405),
+ * the slot is renamed to the accepted name, or to "", which lws leaves out of the 101 (RFC
+ * 6455 4.2.2 lets the server pick none; the client decides whether to stay). The name is
+ * set anew for every upgrade, so a failed one cannot leave it wrong for the next. */
+void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered) {
+  struct lws_protocols *slot = h->proto_slot;
+  if (!slot)
+    return;
+  if (c->protocol)
+    snprintf(h->slot_name, sizeof h->slot_name, "%s", c->protocol);
+  else {
+    size_t n = strcspn(offered, ", \t");
+    snprintf(h->slot_name, sizeof h->slot_name, "%.*s", (int)n, offered);
+  }
+  slot->name = h->slot_name;
+}
+
+void ws_protocol_filter(struct host *h, struct lws *wsi) {
+  struct conn *c = lws_get_opaque_user_data(wsi);
+  if (h->proto_slot && lws_get_protocol(wsi) == h->proto_slot)
+    h->proto_slot->name = c && c->protocol ? h->slot_name : "";
+}
+
+int ws_accept_protocol(struct conn *c, const char *name) {
+  if (!c->in_connect_event)
+    return CLOUD_ESTATE;
+  char offered[128];
+  if (!name || offered_protocols(c->wsi, offered, sizeof offered) < 0)
+    return CLOUD_EINVAL;
+  size_t n = strlen(name);
+  for (char *t = strtok(offered, ", \t"); t; t = strtok(NULL, ", \t"))
+    if (strlen(t) == n && !memcmp(t, name, n)) {
+      char *copy = strdup(name);
+      if (!copy)
+        return CLOUD_ENOMEM;
+      free(c->protocol);
+      c->protocol = copy;
+      return 0;
+    }
+  return CLOUD_EINVAL; /* RFC 6455 4.2.2: only one the client offered */
+}
+
+int ws_reject(struct conn *c, int status, const char *reason) {
+  if (!c->in_connect_event)
+    return CLOUD_ESTATE;
+  if (status < 400 || status > 599 || (reason && strlen(reason) > 123))
+    return CLOUD_EINVAL;
+  c->reject_status = status;
+  snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
+  return 0;
+}
+
 int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
                 size_t len) {
   struct host *h = lws_context_user(lws_get_context(wsi));
   struct conn *c = s ? s->conn : NULL;
   switch (reason) {
   case LWS_CALLBACK_ESTABLISHED:
-    return ws_open(h, wsi, s);
+    return ws_established(h, wsi, s);
   case LWS_CALLBACK_RECEIVE:
     return c ? ws_receive(h, wsi, c, in, len) : -1;
   case LWS_CALLBACK_SERVER_WRITEABLE:

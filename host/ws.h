@@ -11,12 +11,33 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
 /* Decides whether an upgrade may proceed: 0 yes, >0 refused with a response written, <0 hang
  * up. Called from LWS_CALLBACK_HTTP_CONFIRM_UPGRADE. */
 int ws_confirm_upgrade(struct host *h, struct lws *wsi);
+/* The last step of admission (after the JWT and __interceptor__, http_admit_upgrade): the
+ * connection event runs now, before the 101, so cloud_reject can still refuse the upgrade
+ * (that status is written, no user or connection row is left) and cloud_accept_protocol can
+ * pick the subprotocol. Takes claims. 0: upgrade (frames the event queued go after the 101);
+ * 1: answered; <0: hang up. */
+int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *headers,
+             json_t *query, const char *url, json_t *claims);
+/* LWS_CALLBACK_WSI_DESTROY: an admitted upgrade lws never completed is closed (1006). */
+void ws_upgrade_abandoned(struct host *h, struct lws *wsi);
+
+/* The slot protocol an upgrade that offers subprotocols is bound to (see ws.c). server.c
+ * registers it beside "wshost", with the same callback and sizes, and keeps a pointer to
+ * lws's copy in h->proto_slot. */
+#define WS_SLOT_PROTOCOL "wshost-subprotocol"
+void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered);
+/* LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: names the chosen subprotocol for the 101. */
+void ws_protocol_filter(struct host *h, struct lws *wsi);
 
 /* Back ends of the SDK calls. */
 struct conn *ws_find(struct host *h, cloud_socket s);
 int ws_send(struct host *h, cloud_socket s, const void *data, size_t len, int is_binary);
 int ws_close(struct host *h, cloud_socket s, int code, const char *reason);
 int ws_bind_user(struct host *h, struct conn *c, const char *user_id);
+/* Connection event only (CLOUD_ESTATE elsewhere): refuse the upgrade with status (400..599);
+ * pick one of the offered subprotocols. 0 or CLOUD_EINVAL. */
+int ws_reject(struct conn *c, int status, const char *reason);
+int ws_accept_protocol(struct conn *c, const char *name);
 int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary);
 /* user_id_valid (the ids cloud_bind_user and a resume accept) lives in store.h. */

@@ -99,6 +99,7 @@ typedef struct FunctionContext {
   void *host;             /* private to the host; since ABI 2 never read back */
   /* ABI 2 */
   json_t *user; /* the claims of a valid JWT (--jwt-secret / --jwt-public-key), else NULL */
+  const char *protocols; /* connection event: Sec-WebSocket-Protocol as offered, NULL if none */
 } FunctionContext;
 
 /* The host's functions, handed to the plugin at load. Grows only at the end; each group is
@@ -133,8 +134,10 @@ typedef struct cloud_api {
   cloud_deferred *(*defer)(FunctionContext *);
   int (*deferred_respond)(cloud_deferred *, int status, const char *content_type, const void *,
                           size_t);
-  /* ABI 2: configuration */
+  /* ABI 2: configuration, and the door of the connection event */
   const char *(*env)(const char *name);
+  int (*reject)(FunctionContext *, int status, const char *reason);
+  int (*accept_protocol)(FunctionContext *, const char *name);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -397,6 +400,21 @@ static inline int cloud_deferred_text(cloud_deferred *d, int status, const char 
  * keep. Loop thread only (events, CLOUD_INIT, timers); NULL elsewhere. */
 static inline const char *cloud_env(const char *name) {
   return cloud_api_->env(name);
+}
+
+/* Connection event only: refuses the upgrade. The client gets HTTP status (400..599) and
+ * {"error": reason, "requestId": ..}; no user, no connection row, no close event; frames
+ * queued in the event are dropped. reason (copied) at most 123 bytes, may be NULL.
+ * 0, CLOUD_ESTATE outside the connection event, CLOUD_EINVAL for a bad status. */
+static inline int cloud_reject(FunctionContext *ctx, int status, const char *reason) {
+  return cloud_api_->reject(ctx, status, reason);
+}
+
+/* Connection event only: answers the upgrade with this subprotocol, which must be one of
+ * ctx->protocols (the client's offer). Without it the upgrade succeeds with no subprotocol
+ * (RFC 6455 lets the client decide whether to stay). 0, CLOUD_ESTATE, CLOUD_EINVAL. */
+static inline int cloud_accept_protocol(FunctionContext *ctx, const char *name) {
+  return cloud_api_->accept_protocol(ctx, name);
 }
 
 /* A static string naming a CLOUD_E* code. */
