@@ -23,6 +23,18 @@ def test_help_lists_flags():
     assert not missing, f"--help does not list {missing}"
 
 
+def test_readme_documents_every_flag():
+    """The README's command-line table lists every flag --help knows (and no stale one)."""
+    import re
+    r = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10)
+    helped = set(re.findall(r"^  (--[a-z0-9-]+)", r.stdout + r.stderr, re.M))
+    readme = open(os.path.join(SOURCE_DIR, "README.md")).read()
+    table = readme[readme.index("## Command line"):readme.index("## Admin API")]
+    documented = set(re.findall(r"^\| `(--[a-z0-9-]+)", table, re.M))
+    assert helped - documented == set(), f"README lacks {sorted(helped - documented)}"
+    assert documented - helped == set(), f"README has stale {sorted(documented - helped)}"
+
+
 def test_unknown_flag_fails():
     r = subprocess.run([BIN, "--no-such-flag"], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0, "unknown flag accepted"
