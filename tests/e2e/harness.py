@@ -61,6 +61,16 @@ CLOUD_EINVAL, CLOUD_ECLOSED, CLOUD_ENOUSER, CLOUD_EFULL, CLOUD_ESTATE = -1, -2, 
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22,}$")
 
 
+def sanitized():
+    """True when the host binary is built with a sanitizer (slower: timing bounds widen)."""
+    try:
+        with open(BIN, "rb") as f:
+            data = f.read()
+        return b"__asan_init" in data or b"__tsan_init" in data or b"__ubsan_handle" in data
+    except OSError:
+        return False
+
+
 def example(name):
     """Path of an example function built from plugins/<name>.c."""
     return os.path.join(EXAMPLE_PLUGINS, name + ".so")

@@ -266,6 +266,9 @@ def test_crash_loop_backs_off():
         sup0 = proc_stat(h.proc.pid)[2]
         gaps = []
         for i in range(5):
+            # Serving (its crash handler installed) before the signal: one sent during its
+            # start-up would meet the sanitizer's handler in an ASan build instead.
+            wait_until(lambda: healthz_ok(h), timeout=15, interval=0.01, what="serving")
             pid = h.serving_pid()
             t0 = time.monotonic()
             os.kill(pid, signal.SIGSEGV)

@@ -62,7 +62,10 @@ async def test_loop_keeps_serving_while_responses_wait():
         assert done >= 4, done
         # Each slow call kept the loop for 200 ms if it were done there; deferred, the echoes
         # do not wait for it.
-        assert p99 < 0.050, f"p99 {p99 * 1e3:.1f} ms over {len(rtts)} echoes, {done} slow calls"
+        # A sanitizer build runs several times slower on this shared machine: the bound widens
+        # there, still well under the 200 ms a blocked loop would add.
+        bound = 0.150 if sanitized() else 0.050
+        assert p99 < bound, f"p99 {p99 * 1e3:.1f} ms over {len(rtts)} echoes, {done} slow calls"
         for ws in clients:
             await ws.close()
 

@@ -198,6 +198,7 @@ static int teardown(void **state) {
     }
   }
   json_decref(h.shared);
+  metrics_free(&h.metrics);
   return 0;
 }
 
