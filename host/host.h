@@ -137,7 +137,7 @@ struct host {
   struct quarantine *quarantine;
 };
 
-/* Fills buf (at least 32 bytes) with a fresh request id. */
+/* clock.c: fills buf (at least 32 bytes) with a fresh request id. */
 void host_request_id(struct host *h, char *buf, size_t len);
 /* Milliseconds since the epoch. */
 int64_t host_now_ms(void);
