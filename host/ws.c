@@ -327,18 +327,23 @@ static int offered_protocols(struct lws *wsi, char *buf, size_t len) {
   return 0;
 }
 
-/* Frees a connection that never reached (or has left) lws: map, user, rooms, queues. */
-static void conn_free(struct host *h, struct conn *c) {
-  map_del(&h->conns, &c->id, sizeof c->id);
-  h->nconns--;
-  user_unlink(h, c);
-  rooms_leave_all(h, c->id);
+/* Frees what a connection owns. */
+static void conn_free(struct conn *c) {
   sendq_clear(&c->q);
   msgbuf_free(&c->rx);
   free(c->marks);
   json_decref(c->claims);
   free(c->protocol);
   free(c);
+}
+
+/* Drops a connection lws never completed: out of the maps, its user and its rooms, freed. */
+static void conn_drop(struct host *h, struct conn *c) {
+  map_del(&h->conns, &c->id, sizeof c->id);
+  h->nconns--;
+  user_unlink(h, c);
+  rooms_leave_all(h, c->id);
+  conn_free(c);
 }
 
 int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *headers,
@@ -394,7 +399,7 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   }
   if (!resumed && store_user_new(c->user_id, fresh_token, fresh_hash) < 0) {
     log_error(WS_FUNCTION, c->request_id, "cannot make a user id for %s", c->remote);
-    conn_free(h, c);
+    conn_drop(h, c);
     return -1;
   }
   c->fresh_user = !resumed;
@@ -426,7 +431,7 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
     json_decref(o);
     metrics_upgrade_refused(&h->metrics, status, "rejected");
     c->established = 0; /* never connected: no close event */
-    conn_free(h, c);
+    conn_drop(h, c);
     explicit_bzero(fresh_hash, sizeof fresh_hash);
     return http_answer(wsi, status, "application/json", body, strlen(body));
   }
@@ -442,7 +447,7 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
     log_error(WS_FUNCTION, c->request_id, "cannot store user %s for %s (%d): 503", c->user_id,
               c->remote, rc);
     c->established = 0;
-    conn_free(h, c);
+    conn_drop(h, c);
     return http_reject(wsi, 503, "storage unavailable");
   }
   /* Its frames (the greeting first: it carries the token) leave once this user is stored. */
@@ -500,7 +505,7 @@ void ws_upgrade_abandoned(struct host *h, struct lws *wsi) {
   if (c->row)
     store_conn_close(h->store, c->row);
   h->stats.ws_closed++;
-  conn_free(h, c);
+  conn_drop(h, c);
 }
 
 static void ws_closed(struct host *h, struct session *s) {
@@ -534,12 +539,7 @@ static void ws_closed(struct host *h, struct session *s) {
            (long long)(host_now_ms() - c->opened_ms));
   if (c->row)
     store_conn_close(h->store, c->row);
-  sendq_clear(&c->q);
-  msgbuf_free(&c->rx);
-  free(c->marks);
-  json_decref(c->claims);
-  free(c->protocol);
-  free(c);
+  conn_free(c);
 }
 
 /* A protocol error of the client's: tell the plugin, then close with code. */
