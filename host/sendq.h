@@ -8,11 +8,16 @@
 /* Room lws needs in front of a payload it writes (LWS_PRE); checked against lws in ws.c. */
 #define SENDQ_PRE 16
 
+/* A frame sent to a user (not to one socket): if its connection closes before it is written,
+ * it goes to the user's other connections or the outbox instead of being lost. */
+#define SENDQ_TO_USER (-1)
+
 struct sendq_frame {
   struct sendq_frame *next;
   size_t len;
   int is_binary;
-  long long tag;       /* the caller's (0 from sendq_push): ws.c puts an outbox row id here */
+  long long tag; /* the caller's (0 from sendq_push): ws.c puts an outbox row id (> 0) here, or
+                   SENDQ_TO_USER for a cloud_send_to_user frame */
   unsigned char buf[]; /* SENDQ_PRE bytes of room, then len bytes of payload */
 };
 

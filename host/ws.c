@@ -89,7 +89,9 @@ static void conn_kick(struct conn *c) {
 
 static int conn_send(struct conn *c, const void *data, size_t len, int is_binary) {
   struct host *h = c->host;
-  if (c->close_code)
+  /* Closing, by us or by the peer (its close frame came: lws answers it and hangs up without
+   * asking us to write again): a frame queued now would never leave. */
+  if (c->close_code || c->peer_close_code)
     return CLOUD_ECLOSED;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
@@ -168,8 +170,10 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
     for (struct conn *c = u->head; c; c = c->user_next) {
       if (c->draining && !c->close_code)
         held++;
-      else if (conn_send(c, data, len, is_binary) == 0)
+      else if (conn_send(c, data, len, is_binary) == 0) {
+        c->q.tail->tag = SENDQ_TO_USER;
         sent++;
+      }
     }
   if (sent && !held)
     return sent;
@@ -524,6 +528,17 @@ static void ws_closed(struct host *h, struct session *s) {
    * sends to its own user is queued, not put into a queue about to be freed. */
   user_unlink(h, c);
   drain_ack(c, 1);
+  /* Frames for its user that never left (the peer closed first, or dropped) go to the user's
+   * other connections or the outbox, in their order: a push answered "delivered" is not lost
+   * with the connection. Before the close event, so they stay ahead of what it sends. */
+  int rerouted = 0;
+  for (struct sendq_frame *f = sendq_peek(&c->q); f; f = f->next)
+    if (f->tag == SENDQ_TO_USER &&
+        ws_send_to_user(h, c->user_id, f->buf + SENDQ_PRE, f->len, f->is_binary) >= 0)
+      rerouted++;
+  if (rerouted)
+    log_debug(WS_FUNCTION, c->request_id, "%d unsent messages of user %s requeued", rerouted,
+              c->user_id);
   if (c->established) {
     FunctionContext ctx = {0};
     ctx.params.code = code;
@@ -637,7 +652,7 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
     /* Whole: lws has it (what it could not write now it buffers and writes itself). The
      * server's frame header is 2, 4 or 10 bytes (RFC 6455 5.2; no mask, no extensions). */
     c->wire_bytes += f->len + (f->len < 126 ? 2 : f->len < 65536 ? 4 : 10);
-    if (f->tag) {
+    if (f->tag > 0) {
       wire_mark(c, f->tag);
       c->host->metrics.outbox_delivered++;
     }
