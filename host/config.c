@@ -10,7 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_kind { OPT_INT, OPT_SIZE, OPT_I64, OPT_STR, OPT_BOOL, OPT_LOGLEVEL, OPT_LOGFORMAT };
+enum opt_kind {
+  OPT_INT,
+  OPT_SIZE,
+  OPT_I64,
+  OPT_STR,
+  OPT_BOOL,
+  OPT_ONOFF,
+  OPT_LOGLEVEL,
+  OPT_LOGFORMAT
+};
 
 struct opt {
   const char *name; /* flag without "--"; the variable is WSHOST_ + upper case, '-' -> '_' */
@@ -55,6 +64,8 @@ static const struct opt opts[] = {
       "serve /_/status, /_/users, /_/push to 127.0.0.0/8 and ::1 only"),
     O("metrics-public", OPT_BOOL, metrics_public, "0",
       "serve /_/metrics (Prometheus) without the admin token"),
+    O("deflate", OPT_ONOFF, deflate, "on",
+      "negotiate permessage-deflate when a client offers it (on/off; see README for memory)"),
     O("allowed-origins", OPT_STR, allowed_origins, NULL,
       "comma-separated Origin values allowed to upgrade (default: any)"),
     O("tls-cert", OPT_STR, tls_cert, NULL, "PEM certificate: serve wss:// and https://"),
@@ -98,10 +109,14 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *v, const
     *(int *)p = f;
     return 0;
   }
+  case OPT_ONOFF: /* a switch that takes its value: --deflate off */
+    if (!v)
+      break;
+    /* fallthrough */
   case OPT_BOOL:
-    if (!v || !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
+    if (!v || !strcmp(v, "on") || !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
       *(int *)p = 1;
-    else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
+    else if (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
       *(int *)p = 0;
     else
       break;

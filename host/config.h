@@ -30,6 +30,7 @@ struct config {
   int defer_timeout;            /* seconds a deferred HTTP response may take (504 past it) */
   int admin_loopback_only;
   int metrics_public;          /* GET /_/metrics without the admin token */
+  int deflate;                 /* permessage-deflate offered by a client is accepted */
   const char *allowed_origins; /* comma-separated; NULL = any */
   const char *tls_cert, *tls_key;
   int log_level;

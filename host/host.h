@@ -60,6 +60,7 @@ struct conn {
   int bound_user;    /* user_id is the app's (cloud_bind_user or a JWT sub): ensured, no token */
   int reject_status; /* cloud_reject in the connection event: the upgrade's answer */
   char *protocol;    /* cloud_accept_protocol's choice, NULL for none */
+  int deflate;       /* permessage-deflate negotiated */
 };
 
 /* An outbox frame written to the socket: its row and where its bytes end on the wire. */

@@ -67,6 +67,8 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   case LWS_CALLBACK_CLOSED_HTTP:
   case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     return http_callback(wsi, reason, s, in, len);
+  case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
+    return ws_confirm_extension(lws_context_user(lws_get_context(wsi)), wsi, in);
   case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
     ws_protocol_filter(lws_context_user(lws_get_context(wsi)), wsi);
     return 0;
@@ -184,6 +186,15 @@ int server_start(struct host *h) {
   }
   info.vhost_name = "wshost";
   lws_set_log_level(LLL_ERR | LLL_WARN, log_lws_emit);
+  /* permessage-deflate (RFC 7692), lws's implementation: its zlib state is made on first use
+   * (an idle connection that sent nothing compressed holds only lws's small private struct);
+   * ws.c narrows the compressor of each connection (deflate_narrow). */
+  static const struct lws_extension exts[] = {{"permessage-deflate",
+                                               lws_extension_callback_pm_deflate,
+                                               "permessage-deflate; client_max_window_bits"},
+                                              {NULL, NULL, NULL}};
+  if (h->cfg.deflate)
+    info.extensions = exts;
   h->lws = lws_create_context(&info);
   if (!h->lws) {
     log_error(NULL, NULL,

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 _Static_assert(SENDQ_PRE >= LWS_PRE, "send queue frames need lws's pre-padding");
 
@@ -467,6 +468,45 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   return 0;
 }
 
+/* A negotiated permessage-deflate compresses every frame we send, the greeting first, with a
+ * zlib stream kept for the connection's life: at lws's defaults (15-bit window, memLevel 8)
+ * that is ~270 KB per connection. Any window is valid for the sender (the peer's inflater
+ * takes distances up to its own, larger, window), so ours is 9 bits and memLevel 1: ~9 KB.
+ * lws 4.1 picks the sender's window from the "client" argument on a vhost that does not
+ * listen itself (pm_deflate.c: args[SERVER + (listen_port <= 0)]), which ours does not (the
+ * supervisor's socket is adopted); the "server" one also sizes lws's inflater, so it stays. */
+static void deflate_narrow(struct host *h, struct lws *wsi) {
+  if (!h->cfg.deflate)
+    return;
+  lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
+  if (lws_get_vhost_listen_port(h->vhost) <= 0)
+    lws_set_extension_option(wsi, "permessage-deflate", "client_max_window_bits", "9");
+}
+
+int ws_confirm_extension(struct host *h, struct lws *wsi, const char *name) {
+  struct conn *c = lws_get_opaque_user_data(wsi);
+  if (!h->cfg.deflate || !c || strcmp(name, "permessage-deflate"))
+    return 1;
+  /* Over TLS the host cannot put an empty frame on the wire itself (ws_write_empty). */
+  if (lws_is_ssl(wsi))
+    return 1;
+  c->deflate = 1;
+  return 0;
+}
+
+/* lws 4.1.6 aborts the process when permessage-deflate compresses an empty message after
+ * another (pm_deflate.c:471, assert(0) on a sync flush shorter than 4 bytes): any client could
+ * end every connection by sending "" to an echo. An empty message is written uncompressed
+ * (RFC 7692 6: RSV1 clear), two bytes straight to the socket, when lws has nothing of its
+ * own pending, so the stream stays in order. 0, or -1 when it cannot be written now. */
+static int ws_write_empty(struct lws *wsi, int is_binary) {
+  unsigned char frame[2] = {(unsigned char)(0x80 | (is_binary ? 2 : 1)), 0};
+  if (lws_partial_buffered(wsi))
+    return -1;
+  ssize_t n = send(lws_get_socket_fd(wsi), frame, 2, MSG_NOSIGNAL | MSG_DONTWAIT);
+  return n == 2 ? 0 : -1;
+}
+
 /* LWS_CALLBACK_ESTABLISHED: the 101 is out. What the connection event queued goes now. */
 static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
   struct conn *c = lws_get_opaque_user_data(wsi);
@@ -475,6 +515,7 @@ static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
     return -1;
   s->conn = c;
   c->upgraded = 1;
+  deflate_narrow(h, wsi);
   log_debug(WS_FUNCTION, c->request_id, "connection %llu of user %s from %s opened%s",
             (unsigned long long)c->id, c->user_id, c->remote, c->fresh_user ? "" : " (resumed)");
   if (c->close_code == 1008) /* the connection event overflowed its own queue */
@@ -642,8 +683,9 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
   int wrote = 0;
   /* store_sync ran before this callback (server.c): new users are committed. */
   while ((f = sendq_peek(&c->q))) {
-    int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
-                      f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    int n = c->deflate && !f->len ? ws_write_empty(wsi, f->is_binary)
+                                  : lws_write(wsi, f->buf + SENDQ_PRE, f->len,
+                                              f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     if (n < (int)f->len) {
       drain_ack(c, 0);
       return -1;

@@ -18,6 +18,8 @@ int ws_confirm_upgrade(struct host *h, struct lws *wsi);
  * 1: answered; <0: hang up. */
 int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *headers,
              json_t *query, const char *url, json_t *claims);
+/* LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: 0 accepts the extension for this upgrade. */
+int ws_confirm_extension(struct host *h, struct lws *wsi, const char *name);
 /* LWS_CALLBACK_WSI_DESTROY: an admitted upgrade lws never completed is closed (1006). */
 void ws_upgrade_abandoned(struct host *h, struct lws *wsi);
 

@@ -81,6 +81,7 @@ struct bench {
   /* options */
   const char *host, *path, *label, *push_path, *auth_header;
   int port, nconns, size, greet, srcips, max_handshakes, close_handshake;
+  int deflate; /* -x: offer permessage-deflate (idle and churn: frames are counted, not read) */
   enum mode mode;
   double secs, warmup, hs_timeout, push_timeout, push_rate;
   long max_pushes;
@@ -667,8 +668,11 @@ static void on_connected(struct bench *b, int i) {
   }
   int n = snprintf(req, sizeof req,
                    "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                   b->path, b->host, b->port, key64);
+                   "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+                   b->path, b->host, b->port, key64,
+                   b->deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                "client_max_window_bits\r\n"
+                              : "");
   c->st = ST_UPGRADING;
   ep_set(b, c->fd, (uint32_t)i, EPOLLIN, EPOLL_CTL_MOD);
   if (conn_send(b, i, req, (size_t)n) < 0)
@@ -982,7 +986,7 @@ static void usage(void) {
         "               [-d seconds] [-s size] [-g greetings] [-k srcips] [-w warmup_s]\n"
         "               [-o max_handshakes] [-t handshake_timeout_s] [-C 0|1] [-R pid] [-l label]\n"
         "               [-P push_path] [-a 'Header: value'] [-n max_pushes] [-r pushes_per_s]\n"
-        "               [-T push_timeout_ms]\n"
+        "               [-T push_timeout_ms] [-x]\n"
         "  echo : one message in flight per connection: round trips/s, p50/p99 latency\n"
         "  churn: connect, upgrade, read -g frames, close (-C 1: close handshake): conns/s\n"
         "  idle : hold -c connections for -d s; -R pid reports the server's RSS per connection\n"
@@ -990,7 +994,8 @@ static void usage(void) {
         "         the time until the frame reaches that user's socket\n"
         "  room : -c members of one room (tests/plugins/room_bench.c); POST -P (/room_bench)\n"
         "         one message at a time to the room, measure until the last member has it\n"
-        "  -k N : spread connections over source addresses 127.0.0.1..N (0: automatic)\n",
+        "  -k N : spread connections over source addresses 127.0.0.1..N (0: automatic)\n"
+        "  -x   : offer permessage-deflate (idle, churn: compressed frames are counted only)\n",
         stderr);
   exit(2);
 }
@@ -999,7 +1004,7 @@ static void parse_args(struct bench *b, int argc, char **argv) {
   int o;
   const char *m = "echo";
   b->greet = -1;
-  while ((o = getopt(argc, argv, "h:p:u:c:d:s:m:g:k:w:o:t:C:R:l:P:a:n:r:T:")) != -1) {
+  while ((o = getopt(argc, argv, "h:p:u:c:d:s:m:g:k:w:o:t:C:R:l:P:a:n:r:T:x")) != -1) {
     switch (o) {
     case 'h':
       b->host = optarg;
@@ -1060,6 +1065,9 @@ static void parse_args(struct bench *b, int argc, char **argv) {
       break;
     case 'T':
       b->push_timeout = atof(optarg) / 1000.0;
+      break;
+    case 'x':
+      b->deflate = 1;
       break;
     default:
       usage();
