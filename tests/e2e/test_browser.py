@@ -18,7 +18,7 @@ import urllib.request
 
 import websockets
 
-from harness import Fail, Host, async_wait_until, example, free_port, run
+from harness import Fail, Host, async_wait_until, example, free_port, run, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -126,7 +126,7 @@ async def test_page_reconnects_as_same_user_and_gets_queued_message():
         uid = await async_wait_until(identity, 20, what="the page's greeting")
         stored = json.loads(await page.eval("localStorage.getItem('wshost')"))
         assert stored["user_id"] == uid and len(stored["token"]) == 43, stored
-        assert h.online_users() == [uid]
+        wait_until(lambda: h.online_users() == [uid], 5, what="the page online")
 
         # The page talks: an answer comes back through the client's on('message').
         await page.eval("ws.send('hello from the page')")
@@ -155,7 +155,7 @@ async def test_page_reconnects_as_same_user_and_gets_queued_message():
         assert set(ids) == {uid}, f"resumed as another user: {ids}"
         opens = [e for e in ev if e[0] == "open"]
         assert len(opens) >= 2 and opens[-1][1] == uid, opens
-        assert h.online_users() == [uid]
+        wait_until(lambda: h.online_users() == [uid], 5, what="the page online again")
         assert "token=" not in h.log(), "a resume token reached the log"
     finally:
         await page.close()
