@@ -1,0 +1,325 @@
+"""A cluster of hosts on one Redis (issue 13, DESIGN 10), with a real redis-server on a free
+port: a push on node 3 reaches a user's tabs on nodes 1 and 2; a user created on node 1
+resumes on node 2; a push while the user is offline is queued in Redis and delivered on
+reconnect to node 3; a room with members on every node; a node killed with -9 leaves presence
+within 10 s; Redis stopped then killed: local service goes on, cross-node sends answer 503 /
+CLOUD_EUNAVAIL with one log line, and a new Redis heals the cluster without restarts; two
+--reuse-port hosts on one port serve one user id across both."""
+
+import asyncio
+import shutil
+
+from harness import *  # noqa: F401,F403
+
+CLOUD_EUNAVAIL = -9
+
+
+class Redis:
+    """A throw-away redis-server on a free port (no persistence)."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.ping(), timeout=10, what="redis-server to answer PING")
+        return self
+
+    def ping(self):
+        try:
+            return b"PONG" in self.call("PING")
+        except OSError:
+            return False
+
+    def call(self, *args, timeout=2.0):
+        """One command in RESP; the raw reply bytes."""
+        req = f"*{len(args)}\r\n".encode()
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            req += f"${len(a)}\r\n".encode() + a + b"\r\n"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(req)
+            time.sleep(0.01)
+            return s.recv(65536)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def node(redis, plugins=None, flags=()):
+    return Host(plugins=plugins, flags=["--redis", redis.url, *flags])
+
+
+def cluster_users(h):
+    r = h.http("GET", "/_/users?cluster=1", auth=True)
+    return r.json.get("users", []) if r.status == 200 else []
+
+
+def wait_cluster_user(h, uid, present=True, timeout=10.0):
+    wait_until(lambda: (uid in cluster_users(h)) == present, timeout=timeout,
+               interval=0.1, what=f"user {uid} {'in' if present else 'gone from'} the cluster")
+
+
+def wait_joined(*hosts):
+    for h in hosts:
+        h.wait_log("cluster: connected to", timeout=10)
+
+
+async def test_push_from_node3_reaches_tabs_on_nodes_1_and_2():
+    with Redis() as redis, node(redis) as h1, node(redis) as h2, node(redis) as h3:
+        wait_joined(h1, h2, h3)
+        ws1, g = await h1.user()
+        uid, token = g["user_id"], g["token"]
+        await async_wait_until(lambda: asyncio.to_thread(lambda: h2.sql(
+            "SELECT 1 FROM users WHERE id = ?", (uid,))), timeout=10, what="node 2 to know the user")
+        ws2, g2 = await h2.user(f"user_id={uid}&token={token}")
+        assert g2["user_id"] == uid and g2["token"] is None, g2
+        await asyncio.to_thread(wait_cluster_user, h3, uid)
+        # Both tabs' nodes are registered before the push counts on them.
+        await async_wait_until(lambda: asyncio.to_thread(
+            lambda: sorted(redis.call("SCARD", f"wshost:un:{uid}").split()) == [b":2"]),
+            timeout=10, what="both nodes in the user's presence")
+        for i in range(5):
+            r = await h3.apush(uid, f"m{i}")
+            assert r.status == 200 and r.json["delivered"] == 0, r  # nothing local on node 3
+        _, got1 = await collect(ws1, 5, greeting_expected=False)
+        _, got2 = await collect(ws2, 5, greeting_expected=False)
+        assert got1 == got2 == [f"m{i}" for i in range(5)], (got1, got2)
+        # The admin API answers once Redis did, with what it reached.
+        r = await asyncio.to_thread(h3.push, uid, "via admin", True)
+        assert r.status == 200 and r.json == {"delivered": 0, "nodes": 2, "queued": False}, r
+        assert await recv(ws1) == "via admin" and await recv(ws2) == "via admin"
+        # online_users in each node's SQLite lists that node's users only.
+        assert h1.online_users() == [uid] and h2.online_users() == [uid], "online_users"
+        assert h3.online_users() == [], h3.online_users()
+        await ws1.close()
+        await ws2.close()
+
+
+async def test_resume_on_node2_with_token_from_node1():
+    with Redis() as redis, node(redis) as h1, node(redis) as h2:
+        wait_joined(h1, h2)
+        ws, g = await h1.user()
+        uid, token = g["user_id"], g["token"]
+        await ws.close()
+        await async_wait_until(lambda: asyncio.to_thread(lambda: h2.sql(
+            "SELECT 1 FROM users WHERE id = ?", (uid,))), timeout=10, what="node 2 to know the user")
+        ws, g = await h2.user(f"user_id={uid}&token={token}")
+        assert g["user_id"] == uid and g["token"] is None, g
+        await ws.close()
+        # A wrong token still never yields the id.
+        ws, g = await h2.user(f"user_id={uid}&token={'A' * 43}")
+        assert g["user_id"] != uid, g
+        await ws.close()
+
+
+async def test_offline_push_on_node2_delivered_on_node3():
+    with Redis() as redis, node(redis) as h1, node(redis) as h2, node(redis) as h3:
+        wait_joined(h1, h2, h3)
+        ws, g = await h1.user()
+        uid, token = g["user_id"], g["token"]
+        await ws.close()
+        await asyncio.to_thread(wait_cluster_user, h2, uid, False)
+        r = await asyncio.to_thread(h2.push, uid, "queued 0", True)
+        assert r.status == 200 and r.json == {"delivered": 0, "nodes": 0, "queued": True}, r
+        for i in range(1, 4):
+            r = await h2.apush(uid, f"queued {i}")
+            assert r.status == 200, r
+        await async_wait_until(lambda: asyncio.to_thread(
+            lambda: redis.call("LLEN", f"wshost:ob:{uid}") == b":4\r\n"), timeout=10,
+            what="4 messages in the cluster outbox")
+        await async_wait_until(lambda: asyncio.to_thread(lambda: h3.sql(
+            "SELECT 1 FROM users WHERE id = ?", (uid,))), timeout=10, what="node 3 to know the user")
+        ws, others = await h3.ws(f"user_id={uid}&token={token}"), None
+        g, others = await collect(ws, 4)
+        assert g["user_id"] == uid and others == [f"queued {i}" for i in range(4)], (g, others)
+        # Acknowledged once delivered: the outbox empties, nothing comes twice.
+        await async_wait_until(lambda: asyncio.to_thread(
+            lambda: redis.call("LLEN", f"wshost:ob:{uid}") == b":0\r\n"), timeout=10,
+            what="the cluster outbox to empty")
+        await no_message(ws)
+        await ws.close()
+
+
+SKIPPED = {}  # id(ws) -> room traffic rcmd() read past while waiting for its answer
+
+
+async def rcmd(ws, text, timeout=5.0):
+    await ws.send(text)
+    name = text.split(" ", 1)[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        m = await recv(ws, max(0.05, deadline - time.monotonic()))
+        if m.startswith(f"ok {name} "):
+            return m[len(f"ok {name} "):]
+        SKIPPED.setdefault(id(ws), []).append(m)
+
+
+async def rrecv(ws):
+    """The next room message, also one rcmd() read past."""
+    kept = SKIPPED.get(id(ws))
+    return kept.pop(0) if kept else await recv(ws)
+
+
+async def test_room_with_members_on_every_node():
+    rooms = {"__websocket__": tplugin("rooms_ws")}
+    with Redis() as redis, node(redis, rooms) as h1, node(redis, rooms) as h2, \
+            node(redis, rooms) as h3:
+        wait_joined(h1, h2, h3)
+        socks = [await h.ws() for h in (h1, h2, h3)]
+        outsider = await h1.ws()  # in no room: gets broadcasts only
+        for ws in socks:
+            assert await rcmd(ws, "join lobby") == "0"
+
+        async def members():
+            return json.loads(await rcmd(socks[0], "members lobby"))
+
+        deadline = time.monotonic() + 10
+        while len(m := await members()) < 3:
+            if time.monotonic() > deadline:
+                raise Fail(f"members on node 1: {m}")
+            await asyncio.sleep(0.2)
+        assert sorted(x["sockets"] for x in m) == [1, 1, 1], m
+        await asyncio.sleep(0.3)  # every node's SUBSCRIBE has been sent before its HSET
+        # From node 2 to everyone in the room (sayall: the sender too).
+        assert await rcmd(socks[1], "sayall lobby hello") == "1"  # reached on its own node
+        for ws in socks:
+            assert await rrecv(ws) == "hello"
+        await no_message(outsider)
+        # Broadcast from node 3 reaches every socket of every node but the sender (except).
+        assert await rcmd(socks[2], "bcast all-hands") == "0"  # nobody else on node 3
+        for ws in socks[:2] + [outsider]:
+            assert await rrecv(ws) == "all-hands"
+        await no_message(socks[2])
+        # A member leaving on node 3 leaves the merged list.
+        assert await rcmd(socks[2], "leave lobby") == "0"
+        deadline = time.monotonic() + 10
+        while len(m := await members()) != 2:
+            if time.monotonic() > deadline:
+                raise Fail(f"members on node 1 after a leave: {m}")
+            await asyncio.sleep(0.2)
+        for ws in socks + [outsider]:
+            await ws.close()
+
+
+async def test_killed_node_leaves_presence_within_10s():
+    with Redis() as redis, node(redis) as h1, node(redis) as h2:
+        wait_joined(h1, h2)
+        ws, g = await h1.user()
+        uid, token = g["user_id"], g["token"]
+        await asyncio.to_thread(wait_cluster_user, h2, uid)
+        serving = h1.serving_pid()
+        h1.kill9()
+        os.kill(serving, signal.SIGKILL) if os.path.exists(f"/proc/{serving}") else None
+        t0 = time.monotonic()
+        await asyncio.to_thread(wait_cluster_user, h2, uid, False, 12.0)
+        assert time.monotonic() - t0 <= 11.0, time.monotonic() - t0  # TTL 10 s + a read
+        # Its users count as offline: a push queues, and the user resumes on node 2 with it.
+        r = await asyncio.to_thread(h2.push, uid, "while you were away", True)
+        assert r.status == 200 and r.json["queued"] is True, r
+        ws2 = await h2.ws(f"user_id={uid}&token={token}")
+        g, others = await collect(ws2, 1)
+        assert g["user_id"] == uid and others == ["while you were away"], (g, others)
+        await ws2.close()
+
+
+async def test_redis_stopped_then_killed_then_back_heals():
+    with Redis() as redis, node(redis) as h1, node(redis) as h2:
+        wait_joined(h1, h2)
+        ws1, g1 = await h1.user()
+        ws2, g2 = await h2.user()
+        u1, u2 = g1["user_id"], g2["user_id"]
+        await asyncio.to_thread(wait_cluster_user, h1, u2)
+        r = await h1.apush(u2, "before")
+        assert r.status == 200 and await recv(ws2) == "before", r
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        for h in (h1, h2):
+            h.wait_log("unreachable", timeout=10)
+        # Each node keeps serving its own connections; local pushes work.
+        await ws1.send("ping")
+        assert await recv(ws1) == "I have received your message"
+        r = await h1.apush(u1, "local")
+        assert r.status == 200 and r.json["delivered"] == 1, r
+        assert await recv(ws1) == "local"
+        # Cross-node sends fail clearly: 503 from /push (CLOUD_EUNAVAIL) and /_/push.
+        r = await h1.apush(u2, "lost?")
+        assert r.status == 503 and r.json["error"] == "cluster unavailable", r
+        r = await asyncio.to_thread(h1.push, u2, "lost?", True)
+        assert r.status == 503, r
+        await no_message(ws2)
+        # New users and resumes still work on each node.
+        ws3, g3 = await h2.user()
+        assert USER_ID_RE.match(g3["user_id"]), g3
+        await ws3.close()
+        os.kill(redis.proc.pid, signal.SIGKILL)
+        redis.proc.wait(5)
+        await asyncio.sleep(1.0)
+        for h in (h1, h2):  # one line per outage
+            assert h.log_since_start().count("unreachable") == 1, h.log_tail()
+        # Redis back (empty: killed, no persistence): the nodes reconnect and re-register.
+        redis.start()  # same port, the same Redis object stops it at the end
+        for h in (h1, h2):
+            h.wait_log("is back after", timeout=15)
+        await asyncio.to_thread(wait_cluster_user, h1, u2)
+        r = await h1.apush(u2, "after")
+        assert r.status == 200, r
+        assert await recv(ws2) == "after"
+        r = await h2.apush(u1, "after too")
+        assert r.status == 200 and await recv(ws1) == "after too", r
+        await ws1.close()
+        await ws2.close()
+
+
+async def test_two_reuse_port_hosts_share_a_port_and_a_user():
+    with Redis() as redis:
+        port = free_port()
+        flags = ["--port", str(port), "--reuse-port"]
+        with node(redis, flags=flags) as a, node(redis, flags=flags) as b:
+            assert a.port == b.port == port, (a.port, b.port)
+            wait_joined(a, b)
+            ws, g = await a.user()
+            uid, token = g["user_id"], g["token"]
+            await async_wait_until(lambda: asyncio.to_thread(lambda: all(h.sql(
+                "SELECT 1 FROM users WHERE id = ?", (uid,)) for h in (a, b))), timeout=10,
+                what="both hosts to know the user")
+            tabs = [ws]
+            # The kernel spreads connections over both: open tabs until each host has one.
+            for _ in range(60):
+                if uid in a.online_users() and uid in b.online_users():
+                    break
+                t, g = await a.user(f"user_id={uid}&token={token}")
+                assert g["user_id"] == uid, g
+                tabs.append(t)
+            assert uid in a.online_users() and uid in b.online_users(), len(tabs)
+            await asyncio.to_thread(wait_until, lambda: sorted(redis.call(
+                "SMEMBERS", f"wshost:un:{uid}").split(b"\r\n")[0:1]) == [b"*2"], 10, 0.1,
+                "both hosts in the user's presence")
+            r = await a.apush(uid, "to every tab")
+            assert r.status == 200, r
+            for t in tabs:
+                assert await recv(t) == "to every tab"
+            for t in tabs:
+                await t.close()
+
+
+if __name__ == "__main__":
+    if not shutil.which("redis-server"):
+        print("SKIP test_cluster: redis-server is not installed (tools/install-deps installs it)")
+        sys.exit(0)
+    run(globals())
