@@ -30,6 +30,7 @@
 #define RETRY_MAX 10000      /* pushes kept across an outage while Redis had not answered */
 #define MEMBERS_FRESH_MS 500 /* cloud_room_members reads other nodes at most this often */
 #define USERS_FRESH_MS 1000
+#define UNANNOUNCED_MAX 100000 /* users created while Redis was down, announced when back */
 
 /* A message on a channel: kind ('u' user, 'r' room, 'a' all), '0'/'1' binary, the sender's
  * node id (16 hex), the user or room name, '\n', the payload. */
@@ -43,13 +44,14 @@ struct cluster {
   char node[17];
   char ch_node[32];
   ev_timer beat, room_flush;
-  json_t *live;       /* node ids with a heartbeat, from the last beat */
-  json_t *users;      /* user ids online anywhere, last read */
-  int64_t users_ms;   /* when users was asked for (0: never) */
-  json_t *rooms;      /* room -> {"at": ms asked, "m": [members on other nodes]} */
-  struct map held;    /* user -> pushes queued behind a local drain, not yet answered */
-  struct map dirty;   /* rooms whose local membership Redis does not know yet -> 1 */
-  struct map loading; /* connection id -> 1 while its outbox read is in flight */
+  json_t *live;        /* node ids with a heartbeat, from the last beat */
+  json_t *users;       /* user ids online anywhere, last read */
+  int64_t users_ms;    /* when users was asked for (0: never) */
+  json_t *rooms;       /* room -> {"at": ms asked, "m": [members on other nodes]} */
+  json_t *unannounced; /* user -> token hash hex: created here while Redis was down */
+  struct map held;     /* user -> pushes queued behind a local drain, not yet answered */
+  struct map dirty;    /* rooms whose local membership Redis does not know yet -> 1 */
+  struct map loading;  /* connection id -> 1 while its outbox read is in flight */
   struct push_op *retry_head, *retry_tail;
   size_t nretry;
 };
@@ -115,6 +117,15 @@ static const char ACK_LUA[] =
     "  n = n + 1\n"
     "end\n"
     "return n\n";
+
+/* ARGV: user, token hash (hex, "" for an app-bound id), '1' to set it. Announces a user Redis
+ * did not know to every node; a resume or an app-bound id never replaces a hash. */
+static const char USER_LUA[] =
+    "local new\n"
+    "if ARGV[3] == '1' then new = redis.call('HSET', 'wshost:users', ARGV[1], ARGV[2])\n"
+    "else new = redis.call('HSETNX', 'wshost:users', ARGV[1], ARGV[2]) end\n"
+    "if new == 1 then redis.call('PUBLISH', 'wshost:users', ARGV[1] .. ' ' .. ARGV[2]) end\n"
+    "return new\n";
 
 /* ARGV: self, info, ttl. The heartbeat; answers the live node ids (dead ones pruned). */
 static const char BEAT_LUA[] =
@@ -437,13 +448,12 @@ void cluster_user_created(struct host *h, const char *user, const char *token) {
     for (int i = 0; i < SHA256_LEN; i++)
       snprintf(hex + 2 * i, 3, "%02x", d[i]);
   }
-  char note[STORE_ID_MAX + 2 * SHA256_LEN + 4];
-  snprintf(note, sizeof note, "%s %s", user, hex);
-  /* HSETNX: a resume or an app-bound id never replaces a token hash another node wrote. */
-  if (cmd(cl, NULL, NULL, token ? "HSET" : "HSETNX", "wshost:users", user, hex, NULL) == 0 && token)
-    cmd(cl, NULL, NULL, "PUBLISH", "wshost:users", note, NULL);
-  else if (token)
-    log_warn(NULL, NULL, "cluster: user %s exists on this node only: Redis is down", user);
+  if (cmd(cl, NULL, NULL, "EVAL", USER_LUA, "0", user, hex, token ? "1" : "0", NULL) == 0)
+    return;
+  /* Announced when Redis is back (bounded: past it, such users resume on this node only). */
+  if (json_object_size(cl->unannounced) < UNANNOUNCED_MAX)
+    json_object_set_new(cl->unannounced, user, json_string(hex));
+  log_debug(NULL, NULL, "cluster: user %s known to this node only until Redis is back", user);
 }
 
 /* A user announced by another node (or read at join): known here too, so a resume on this
@@ -734,6 +744,15 @@ static void on_up(void *arg) {
    * expired during the outage). */
   map_each(&h->users, register_user, h);
   cmd(cl, users_all_reply, cl, "HGETALL", "wshost:users", NULL);
+  json_t *pending = cl->unannounced;
+  cl->unannounced = json_object();
+  const char *user;
+  json_t *hex;
+  json_object_foreach(pending, user, hex) {
+    const char *x = json_string_value(hex);
+    cmd(cl, NULL, NULL, "EVAL", USER_LUA, "0", user, x, *x ? "1" : "0", NULL);
+  }
+  json_decref(pending);
   if (cl->dirty.count && !ev_is_active(&cl->room_flush))
     ev_timer_start(h->loop, &cl->room_flush);
   /* Pushes Redis never answered go again, in their order. */
@@ -775,6 +794,7 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   snprintf(cl->ch_node, sizeof cl->ch_node, "wshost:n:%s", cl->node);
   cl->live = json_array();
   cl->rooms = json_object();
+  cl->unannounced = json_object();
   map_init(&cl->held);
   map_init(&cl->dirty);
   map_init(&cl->loading);
@@ -783,6 +803,7 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   if (rc < 0) {
     json_decref(cl->live);
     json_decref(cl->rooms);
+    json_decref(cl->unannounced);
     free(cl);
     return rc;
   }
@@ -820,6 +841,7 @@ void cluster_close(struct host *h) {
   json_decref(cl->live);
   json_decref(cl->users);
   json_decref(cl->rooms);
+  json_decref(cl->unannounced);
   free(cl);
   h->cluster = NULL;
 }

@@ -112,6 +112,24 @@ async def test_push_from_node3_reaches_tabs_on_nodes_1_and_2():
         await ws2.close()
 
 
+async def test_app_bound_user_is_cluster_wide():
+    bind = {"__websocket__": tplugin("ws_bind"), "push": example("push")}
+    with Redis() as redis, node(redis, bind) as h1, node(redis, bind) as h2:
+        wait_joined(h1, h2)
+        ws, g = await h1.user("name=alice&secret=letmein")
+        assert g["user_id"] == "alice" and g["bind_rc"] == 0, g
+        await asyncio.to_thread(wait_cluster_user, h2, "alice")
+        await async_wait_until(lambda: asyncio.to_thread(lambda: h2.sql(
+            "SELECT 1 FROM users WHERE id = 'alice'")), timeout=10, what="node 2 to know alice")
+        r = await h2.apush("alice", "hi alice")
+        assert r.status == 200, r
+        assert await recv(ws) == "hi alice"
+        # Unknown anywhere: 404, as on one node.
+        r = await h2.apush("nobody-at-all", "x")
+        assert r.status == 404, r
+        await ws.close()
+
+
 async def test_resume_on_node2_with_token_from_node1():
     with Redis() as redis, node(redis) as h1, node(redis) as h2:
         wait_joined(h1, h2)
@@ -263,7 +281,7 @@ async def test_redis_stopped_then_killed_then_back_heals():
         r = await asyncio.to_thread(h1.push, u2, "lost?", True)
         assert r.status == 503, r
         await no_message(ws2)
-        # New users and resumes still work on each node.
+        # New users still work on each node (announced to the others when Redis is back).
         ws3, g3 = await h2.user()
         assert USER_ID_RE.match(g3["user_id"]), g3
         await ws3.close()
@@ -282,6 +300,13 @@ async def test_redis_stopped_then_killed_then_back_heals():
         assert await recv(ws2) == "after"
         r = await h2.apush(u1, "after too")
         assert r.status == 200 and await recv(ws1) == "after too", r
+        # The user created on node 2 during the outage resumes on node 1.
+        u3 = g3["user_id"]
+        await async_wait_until(lambda: asyncio.to_thread(lambda: h1.sql(
+            "SELECT 1 FROM users WHERE id = ?", (u3,))), timeout=10, what="node 1 to know it")
+        ws3, g = await h1.user(f"user_id={u3}&token={g3['token']}")
+        assert g["user_id"] == u3, g
+        await ws3.close()
         await ws1.close()
         await ws2.close()
 
