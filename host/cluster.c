@@ -283,10 +283,8 @@ static int push_send(struct push_op *op) {
   char mode[2] = {op->mode, 0};
   const char *argv[] = {"EVAL", PUSH_LUA, "2", k_un, k_ob, cl->node, msg, entry, mode, max, ttl};
   size_t lens[11];
-  for (int i = 0; i < 11; i++)
-    lens[i] = strlen(argv[i]);
-  lens[6] = MSG_HEAD + ulen + 1 + op->len;
-  lens[7] = 1 + op->len;
+  for (int i = 0; i < 11; i++) /* the message and the entry are bytes, not strings */
+    lens[i] = i == 6 ? MSG_HEAD + ulen + 1 + op->len : i == 7 ? 1 + op->len : strlen(argv[i]);
   int rc = bus_cmd(cl->bus, push_reply, op, 11, argv, lens);
   free(msg);
   free(entry);
