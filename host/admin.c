@@ -173,6 +173,20 @@ static void push_done(void *arg, int status, json_t *body) {
   free(w);
 }
 
+/* An answer from the cluster comes later (defer.c: a client gone meanwhile is no harm). */
+static struct push_wait *push_wait_begin(struct http_req *r) {
+  struct push_wait *w = malloc(sizeof *w);
+  cloud_deferred *d = w ? defer_begin(r->host, r, "_") : NULL;
+  if (!d) {
+    free(w);
+    return NULL;
+  }
+  r->deferred = 1;
+  w->h = r->host;
+  w->d = d;
+  return w;
+}
+
 /* POST /_/push {"user_id", "message"} and the example push function answer alike. */
 static void push(struct http_req *r) {
   json_error_t e;
@@ -186,20 +200,11 @@ static void push(struct http_req *r) {
     json_decref(b);
     return;
   }
-  if (r->host->cluster) { /* issue 13: answered once Redis did (defer.c) */
-    cloud_deferred *d = defer_begin(r->host, r, "_push");
-    if (d) {
-      r->deferred = 1;
-      struct push_wait *w = malloc(sizeof *w);
-      if (w) {
-        w->h = r->host;
-        w->d = d;
-        cluster_push(r->host, user, msg, strlen(msg), push_done, w);
-      } else
-        defer_complete(r->host, d, 500, "application/json", "{\"error\":\"oom\"}", 15);
-      json_decref(b);
-      return;
-    }
+  struct push_wait *w;
+  if (r->host->cluster && (w = push_wait_begin(r))) { /* issue 13: once Redis answered */
+    cluster_push(r->host, user, msg, strlen(msg), push_done, w);
+    json_decref(b);
+    return;
   }
   int rc = ws_send_to_user(r->host, user, msg, strlen(msg), 0);
   if (rc >= 0)
@@ -238,10 +243,9 @@ void admin_handle(struct http_req *r) {
     const char *lim = json_string_value(json_object_get(r->query, "limit"));
     int limit = lim ? atoi(lim) : 1000;
     const char *cl = json_string_value(json_object_get(r->query, "cluster"));
-    if (cl && strcmp(cl, "0") && h->cluster) /* issue 13: online on any node, as last read */
-      set_json(r, cluster_up(h) ? 200 : 503,
-               json_pack("{so ss sb}", "users", cluster_users(h), "node", cluster_node_id(h),
-                         "redis", cluster_up(h)));
+    struct push_wait *w = NULL;
+    if (cl && strcmp(cl, "0") && h->cluster && (w = push_wait_begin(r))) /* issue 13 */
+      cluster_users(h, push_done, w);
     else
       set_json(r, 200, store_users_json(h->store, on && strcmp(on, "0"), limit > 0 ? limit : 1000));
   } else if (!strncmp(n, "users/", 6) && get) {

@@ -27,9 +27,8 @@
 
 #define BEAT_EVERY_S 3.0
 #define NODE_TTL_S "10"
-#define RETRY_MAX 10000      /* pushes kept across an outage while Redis had not answered */
-#define MEMBERS_FRESH_MS 500 /* cloud_room_members reads other nodes at most this often */
-#define USERS_FRESH_MS 1000
+#define RETRY_MAX 10000        /* pushes kept across an outage while Redis had not answered */
+#define MEMBERS_FRESH_MS 500   /* cloud_room_members reads other nodes at most this often */
 #define UNANNOUNCED_MAX 100000 /* users created while Redis was down, announced when back */
 
 /* A message on a channel: kind ('u' user, 'r' room, 'a' all), '0'/'1' binary, the sender's
@@ -520,28 +519,40 @@ static void on_beat(struct ev_loop *loop, ev_timer *t, int revents) {
     beat(cl);
 }
 
+struct users_op {
+  struct cluster *cl;
+  cluster_push_done done;
+  void *arg;
+};
+
 static void users_reply(void *arg, redisReply *r) {
-  struct cluster *cl = arg;
-  if (!r || r->type != REDIS_REPLY_ARRAY)
+  struct users_op *uo = arg;
+  if (!r || r->type != REDIS_REPLY_ARRAY) {
+    uo->done(uo->arg, 503, json_pack("{ss}", "error", "cluster unavailable"));
+    free(uo);
     return;
+  }
   json_t *a = json_array();
   for (size_t i = 0; a && i < r->elements; i++)
     if (r->element[i]->type == REDIS_REPLY_STRING)
       json_array_append_new(a, json_string(r->element[i]->str));
-  if (a) {
-    json_decref(cl->users);
-    cl->users = a;
-  }
+  uo->done(uo->arg, 200,
+           json_pack("{so ss so}", "users", a, "node", uo->cl->node, "nodes",
+                     json_deep_copy(uo->cl->live)));
+  free(uo);
 }
 
-json_t *cluster_users(struct host *h) {
-  struct cluster *cl = h->cluster;
-  int64_t now = host_now_ms();
-  if (now - cl->users_ms >= USERS_FRESH_MS) {
-    cl->users_ms = now;
-    cmd(cl, users_reply, cl, "EVAL", USERS_LUA, "0", NULL);
+void cluster_users(struct host *h, cluster_push_done done, void *arg) {
+  struct users_op *uo = malloc(sizeof *uo);
+  if (!uo) {
+    done(arg, 500, json_pack("{ss}", "error", "out of memory"));
+    return;
   }
-  return cl->users ? json_deep_copy(cl->users) : json_array();
+  *uo = (struct users_op){h->cluster, done, arg};
+  if (cmd(h->cluster, users_reply, uo, "EVAL", USERS_LUA, "0", NULL) < 0) {
+    free(uo);
+    done(arg, 503, json_pack("{ss}", "error", "cluster unavailable"));
+  }
 }
 
 /* ---- rooms and broadcast ---- */
@@ -837,7 +848,6 @@ void cluster_close(struct host *h) {
   map_free(&cl->dirty);
   map_free(&cl->loading);
   json_decref(cl->live);
-  json_decref(cl->users);
   json_decref(cl->rooms);
   json_decref(cl->unannounced);
   free(cl);

@@ -72,7 +72,8 @@ void cluster_broadcast(struct host *h, const void *data, size_t len, int is_bina
 /* local (this node's members, stolen) merged with the other nodes' as last read from Redis
  * (refreshed in the background, at most every 500 ms). New reference. */
 json_t *cluster_room_members(struct host *h, const char *room, json_t *local);
-/* User ids online on any live node, as last read (refreshed with the heartbeat). New ref. */
-json_t *cluster_users(struct host *h);
+/* The admin /_/users?cluster=1: done gets 200 {"users": ids online on any live node, "node",
+ * "nodes": the live node ids} once Redis answered, or 503. */
+void cluster_users(struct host *h, cluster_push_done done, void *arg);
 
 #endif

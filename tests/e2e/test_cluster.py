@@ -105,6 +105,14 @@ async def test_push_from_node3_reaches_tabs_on_nodes_1_and_2():
         r = await asyncio.to_thread(h3.push, uid, "via admin", True)
         assert r.status == 200 and r.json == {"delivered": 0, "nodes": 2, "queued": False}, r
         assert await recv(ws1) == "via admin" and await recv(ws2) == "via admin"
+        # The operator's view of the whole cluster, from any node (its admin API).
+        p = await asyncio.to_thread(subprocess.run, [
+            sys.executable, os.path.join(SOURCE_DIR, "tools", "wshostctl"), "--url",
+            f"http://127.0.0.1:{h3.port}", "--token", ADMIN_TOKEN, "--json", "users",
+            "--cluster"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        assert out["users"] == [uid] and len(out["nodes"]) == 3, out
         # online_users in each node's SQLite lists that node's users only.
         assert h1.online_users() == [uid] and h2.online_users() == [uid], "online_users"
         assert h3.online_users() == [], h3.online_users()
