@@ -51,6 +51,7 @@ struct cluster {
   struct map held;     /* user -> pushes queued behind a local drain, not yet answered */
   struct map dirty;    /* rooms whose local membership Redis does not know yet -> 1 */
   struct map loading;  /* connection id -> 1 while its outbox read is in flight */
+  struct map skipped;  /* connection id -> 1: opened while Redis was down, drains when back */
   struct push_op *retry_head, *retry_tail;
   size_t nretry;
 };
@@ -404,6 +405,13 @@ void cluster_outbox_load(struct host *h, uint64_t conn_id, const char *user, int
   struct cluster *cl = h->cluster;
   if (map_get(&cl->loading, &conn_id, sizeof conn_id))
     return; /* its answer calls drain_rows */
+  if (!bus_up(cl->bus)) {
+    /* Live sends must not wait behind an outbox nobody can read: the drain stops now and
+     * starts again when Redis is back. */
+    map_set(&cl->skipped, &conn_id, sizeof conn_id, (void *)1);
+    cl->ops.drain_rows(h, conn_id, NULL, CLUSTER_ROWS_UNAVAILABLE);
+    return;
+  }
   struct load_op *lo = malloc(sizeof *lo);
   char key[STORE_ID_MAX + 16], a[24], m[16];
   snprintf(key, sizeof key, "wshost:ob:%s", user);
@@ -745,6 +753,14 @@ static void on_message(void *arg, const char *channel, const char *data, size_t 
     cl->ops.all_deliver(cl->h, payload, plen, is_binary);
 }
 
+static void drain_again(void *arg, const char *key, void *value) {
+  struct cluster *cl = arg;
+  uint64_t id;
+  (void)value;
+  memcpy(&id, key, sizeof id);
+  cl->ops.drain_restart(cl->h, id);
+}
+
 static void on_up(void *arg) {
   struct cluster *cl = arg;
   struct host *h = cl->h;
@@ -762,6 +778,11 @@ static void on_up(void *arg) {
     cmd(cl, NULL, NULL, "EVAL", USER_LUA, "0", user, x, *x ? "1" : "0", NULL);
   }
   json_decref(pending);
+  /* Connections that opened during the outage read their outbox now. */
+  struct map skipped = cl->skipped;
+  map_init(&cl->skipped);
+  map_each(&skipped, drain_again, cl);
+  map_free(&skipped);
   if (cl->dirty.count && !ev_is_active(&cl->room_flush))
     ev_timer_start(h->loop, &cl->room_flush);
   /* Pushes Redis never answered go again, in their order. */
@@ -807,6 +828,7 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   map_init(&cl->held);
   map_init(&cl->dirty);
   map_init(&cl->loading);
+  map_init(&cl->skipped);
   struct bus_hooks hooks = {cl, on_up, on_down, on_message};
   int rc = bus_open(h->loop, h->cfg.redis, &hooks, &cl->bus);
   if (rc < 0) {
@@ -847,6 +869,7 @@ void cluster_close(struct host *h) {
   map_free(&cl->held);
   map_free(&cl->dirty);
   map_free(&cl->loading);
+  map_free(&cl->skipped);
   json_decref(cl->live);
   json_decref(cl->rooms);
   json_decref(cl->unannounced);

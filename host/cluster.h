@@ -13,14 +13,18 @@ struct cluster_row {
   int is_binary;
 };
 
+#define CLUSTER_ROWS_UNAVAILABLE (-2)
+
 /* Local delivery, filled in by main.c: the cluster reaches the connection layer only through
  * these, so calls keep pointing one way (ws/rooms -> cluster -> bus). */
 struct cluster_ops {
   /* Sockets of the user on this node reached; *held counts those draining the outbox. */
   int (*user_deliver)(struct host *h, const char *user_id, const void *data, size_t len,
                       int is_binary, int *held);
-  /* Rows of the outbox for connection conn_id; n < 0: Redis did not answer. */
+  /* Rows of the outbox for connection conn_id; n < 0: Redis did not answer (try again), or
+   * CLUSTER_ROWS_UNAVAILABLE: it is down (stop draining; drain_restart when it is back). */
   void (*drain_rows)(struct host *h, uint64_t conn_id, const struct cluster_row *rows, int n);
+  void (*drain_restart)(struct host *h, uint64_t conn_id);
   /* Something was queued behind a drain: connections of the user drain again. */
   void (*drain_kick)(struct host *h, const char *user_id);
   int (*room_deliver)(struct host *h, const char *room, const void *data, size_t len,

@@ -86,6 +86,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
       .user_deliver = ws_user_deliver,
       .drain_rows = ws_drain_rows,
       .drain_kick = ws_drain_kick,
+      .drain_restart = ws_drain_restart,
       .room_deliver = rooms_deliver,
       .all_deliver = rooms_deliver_all,
       .room_members_local = rooms_members_local,

@@ -267,6 +267,10 @@ void ws_drain_rows(struct host *h, uint64_t conn_id, const struct cluster_row *r
   struct conn *c = ws_find(h, (cloud_socket){conn_id});
   if (!c || !c->draining || c->close_code)
     return;
+  if (n == CLUSTER_ROWS_UNAVAILABLE) {
+    c->draining = 0; /* Redis is down: serve live sends; ws_drain_restart when it is back */
+    return;
+  }
   struct drain_fill_state d = {c, 0};
   int took = 0;
   for (int i = 0; i < n; i++) {
@@ -277,6 +281,14 @@ void ws_drain_rows(struct host *h, uint64_t conn_id, const struct cluster_row *r
     took++;
   }
   drain_loaded(c, n < 0 ? -1 : took, d.full);
+}
+
+void ws_drain_restart(struct host *h, uint64_t conn_id) {
+  struct conn *c = ws_find(h, (cloud_socket){conn_id});
+  if (c && !c->close_code && !c->draining) {
+    c->draining = 1;
+    drain_fill(c);
+  }
 }
 
 void ws_drain_kick(struct host *h, const char *user_id) {

@@ -28,6 +28,7 @@ int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_
 struct cluster_row;
 void ws_drain_rows(struct host *h, uint64_t conn_id, const struct cluster_row *rows, int n);
 void ws_drain_kick(struct host *h, const char *user_id);
+void ws_drain_restart(struct host *h, uint64_t conn_id);
 /* user_id_valid (the ids cloud_bind_user and a resume accept) lives in store.h. */
 
 /* A protocol error lws cannot see (head_guard.c: an unmasked client frame): the plugin gets

@@ -289,6 +289,13 @@ async def test_redis_stopped_then_killed_then_back_heals():
         r = await asyncio.to_thread(h1.push, u2, "lost?", True)
         assert r.status == 503, r
         await no_message(ws2)
+        # A tab opened during the outage gets local pushes too (its outbox waits for Redis).
+        tab = await h1.ws(f"user_id={u1}&token={g1['token']}")
+        assert json.loads(await recv(tab))["user_id"] == u1
+        r = await h1.apush(u1, "both tabs")
+        assert r.status == 200 and r.json["delivered"] == 2, r
+        assert await recv(ws1) == "both tabs" and await recv(tab) == "both tabs"
+        await tab.close()
         # New users still work on each node (announced to the others when Redis is back).
         ws3, g3 = await h2.user()
         assert USER_ID_RE.match(g3["user_id"]), g3
