@@ -848,7 +848,7 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   ev_timer_init(&cl->room_flush, on_room_flush, 0.02, 0.);
   cl->room_flush.data = cl;
   h->cluster = cl;
-  log_info(NULL, NULL, "cluster: node %s joining through %s", cl->node, h->cfg.redis);
+  log_info(NULL, NULL, "cluster: node %s joining", cl->node); /* the URL may hold a password */
   return 0;
 }
 

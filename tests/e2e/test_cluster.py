@@ -17,14 +17,18 @@ CLOUD_EUNAVAIL = -9
 class Redis:
     """A throw-away redis-server on a free port (no persistence)."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, extra=()):
         self.port = port or free_port()
         self.proc = None
+        self.extra = list(extra)
+        self.password = None
+        if "--requirepass" in self.extra:
+            self.password = self.extra[self.extra.index("--requirepass") + 1]
 
     def start(self):
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         wait_until(lambda: self.ping(), timeout=10, what="redis-server to answer PING")
         return self
@@ -36,15 +40,24 @@ class Redis:
             return False
 
     def call(self, *args, timeout=2.0):
-        """One command in RESP; the raw reply bytes."""
-        req = f"*{len(args)}\r\n".encode()
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            req += f"${len(a)}\r\n".encode() + a + b"\r\n"
+        """One command in RESP (after AUTH when the server wants a password); the raw reply."""
+        if self.password:
+            args = ("AUTH", self.password, *args)
+        return self._call(*args, timeout=timeout)
+
+    def _call(self, *args, timeout=2.0):
+        cmds = [args[:2], args[2:]] if self.password else [args]
+        req = b""
+        for cmd in cmds:
+            parts = [c if isinstance(c, bytes) else str(c).encode() for c in cmd]
+            req += f"*{len(parts)}\r\n".encode() + b"".join(
+                f"${len(x)}\r\n".encode() + x + b"\r\n" for x in parts)
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
             s.sendall(req)
             time.sleep(0.01)
-            return s.recv(65536)
+            data = s.recv(65536)
+        # AUTH's +OK comes first when a password was sent.
+        return data[5:] if self.password and data.startswith(b"+OK\r\n") else data
 
     @property
     def url(self):
@@ -136,6 +149,36 @@ async def test_app_bound_user_is_cluster_wide():
         r = await h2.apush("nobody-at-all", "x")
         assert r.status == 404, r
         await ws.close()
+
+
+async def test_unix_socket_password_and_db_from_url_or_environment():
+    sock = os.path.join(tempfile.mkdtemp(prefix="wshost-redis-"), "redis.sock")
+    with Redis(extra=["--unixsocket", sock, "--unixsocketperm", "700",
+                      "--requirepass", "s3cret"]) as redis:
+        h1 = Host(flags=["--redis", f"unix://{sock}?db=3"], env={"WSHOST_REDIS_PASSWORD": "s3cret"})
+        h2 = Host(flags=["--redis", f"redis://:s3cret@127.0.0.1:{redis.port}/3"])
+        bad = Host(flags=["--redis", f"redis://:wrong@127.0.0.1:{redis.port}/3"])
+        with h1, h2, bad:
+            wait_joined(h1, h2)
+            bad.wait_log("not reachable yet", timeout=10)
+            assert "connected to" not in bad.log_since_start(), bad.log_tail()
+            for h, pw in ((h2, "s3cret"), (bad, "wrong")):  # the host never logs the password
+                lines = [ln for ln in h.log_since_start().splitlines() if "==== start" not in ln]
+                assert not [ln for ln in lines if pw in ln], lines
+            ws, g = await h1.user()
+            await asyncio.to_thread(wait_cluster_user, h2, g["user_id"])
+            r = await h2.apush(g["user_id"], "over a unix socket")
+            assert r.status == 200 and await recv(ws) == "over a unix socket", r
+            # db 3 holds the keys (SELECT from the URL on both kinds of URL).
+            assert redis.call("SELECT", "3") == b"+OK\r\n"
+            assert b"wshost:users" in redis.call("EVAL", "redis.call('SELECT', 3) "
+                                                 "return redis.call('KEYS', 'wshost:users')", "0")
+            await ws.close()
+    # A URL the host cannot read stops it at start-up with a message.
+    h = Host(flags=["--redis", "http://nope"])
+    h.start(wait=False)
+    assert h.wait_exit(10) != 0
+    assert "--redis: cannot read" in h.log(), h.log_tail()
 
 
 async def test_resume_on_node2_with_token_from_node1():
