@@ -243,10 +243,14 @@ static void teardown(struct bus *b, const char *why) {
              b->url, why);
     if (b->hooks.down)
       b->hooks.down(b->hooks.arg);
-  } else if (!b->down_logged) {
-    b->down_logged = 1;
-    b->down_ms = now;
-    log_warn(NULL, NULL, "cluster: %s not reachable yet (%s); retrying", b->url, why);
+  } else {
+    if (!b->down_logged) {
+      b->down_logged = 1;
+      b->down_ms = now;
+      log_warn(NULL, NULL, "cluster: %s not reachable yet (%s); retrying", b->url, why);
+    }
+    if (b->hooks.down)
+      b->hooks.down(b->hooks.arg);
   }
 }
 
@@ -330,6 +334,10 @@ void bus_close(struct bus *b) {
 
 int bus_up(const struct bus *b) {
   return b && b->up;
+}
+
+int bus_starting(const struct bus *b) {
+  return b && !b->up && !b->ever_up && !b->down_logged;
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {

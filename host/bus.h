@@ -13,7 +13,7 @@ struct bus;
 struct bus_hooks {
   void *arg;
   void (*up)(void *arg);   /* both connections ready (first time and after each reconnect) */
-  void (*down)(void *arg); /* lost: commands in flight have failed (their fn got NULL) */
+  void (*down)(void *arg); /* lost, or an attempt failed: commands in flight got NULL */
   void (*message)(void *arg, const char *channel, const char *data, size_t len);
 };
 
@@ -30,6 +30,8 @@ int bus_open(struct ev_loop *loop, const char *url, const struct bus_hooks *hook
 void bus_close(struct bus *b);
 /* 1 while both connections answer. */
 int bus_up(const struct bus *b);
+/* 1 during the first connection attempt (nothing has failed yet). */
+int bus_starting(const struct bus *b);
 /* Sends a command (argv, binary safe). 0 once sent: fn gets the reply (or NULL) exactly once;
  * -ENOTCONN while down (fn is not called). fn may be NULL. */
 int bus_cmd(struct bus *b, bus_reply_fn fn, void *arg, int argc, const char **argv,

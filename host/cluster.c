@@ -191,8 +191,9 @@ static int push_send(struct push_op *op);
 static void push_answer(struct push_op *op, int status, int nodes, int queued) {
   if (!op->done)
     return;
-  json_t *b = status == 200   ? json_pack("{si si sb}", "delivered", op->local, "nodes", nodes,
-                                          "queued", queued)
+  /* The single node's answer: sockets reached here plus nodes reached (0: queued). */
+  (void)queued;
+  json_t *b = status == 200   ? json_pack("{si}", "delivered", op->local + nodes)
               : status == 404 ? json_pack("{ss}", "error", "no such user")
               : status == 507
                   ? json_pack("{ss}", "error", "outbox full")
@@ -345,6 +346,10 @@ void cluster_push(struct host *h, const char *user, const void *data, size_t len
   op->local = sent;
   op->done = done;
   op->arg = arg;
+  if (!bus_up(cl->bus) && bus_starting(cl->bus)) {
+    retry_keep(cl, op); /* a host just started: answered once its first connection is up */
+    return;
+  }
   if (!bus_up(cl->bus) || push_send(op) < 0) {
     push_answer(op, 503, 0, 0);
     free(op);
@@ -802,6 +807,21 @@ static void on_up(void *arg) {
 
 static void on_down(void *arg) {
   struct cluster *cl = arg;
+  /* Admin pushes waiting for the first connection are told it failed; pushes of the SDK
+   * (already answered) wait for Redis. */
+  struct push_op **pp = &cl->retry_head, *op;
+  cl->retry_tail = NULL;
+  while ((op = *pp)) {
+    if (op->done) {
+      *pp = op->next;
+      cl->nretry--;
+      push_answer(op, 503, 0, 0);
+      free(op);
+    } else {
+      cl->retry_tail = op;
+      pp = &op->next;
+    }
+  }
   /* Other nodes' members are unknown until Redis is back. */
   json_object_clear(cl->rooms);
 }
@@ -862,6 +882,7 @@ void cluster_close(struct host *h) {
   bus_close(cl->bus); /* replies still due arrive as NULL: retried pushes land on the list */
   for (struct push_op *op = cl->retry_head, *next; op; op = next) {
     next = op->next;
+    push_answer(op, 503, 0, 0); /* an admin push lets go of its deferred response */
     free(op);
   }
   if (cl->nretry)

@@ -50,7 +50,8 @@ const char *cluster_node_id(const struct host *h);
 int cluster_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                          int is_binary);
 /* The same with the answer after Redis replied (the admin /_/push): done(arg, status, json)
- * gets 200 {"delivered": local, "nodes": n, "queued": bool}, 404, 507 or 503. */
+ * gets 200 {"delivered": sockets here + nodes reached elsewhere (0: queued)}, 404, 507 or
+ * 503. During the host's first connection attempt it waits for it. */
 typedef void (*cluster_push_done)(void *arg, int status, json_t *body);
 void cluster_push(struct host *h, const char *user_id, const void *data, size_t len,
                   cluster_push_done done, void *arg);
