@@ -10,7 +10,7 @@ DEB_OUT ?= $(BUILD)
 
 SOAK_MINUTES ?= 5
 
-.PHONY: all deps build run test test-asan test-tsan test-redis bench fuzz soak format clean install deb
+.PHONY: all deps build run test test-asan test-tsan bench fuzz soak format clean install deb
 
 all: build
 
@@ -53,11 +53,6 @@ test-tsan: deps
 	@test -f build-tsan/Makefile || cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWSHOST_TSAN=ON
 	cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure -j $(JOBS) -R 'e2e.test_(rooms|defer|timers|chat)$$'
-
-# The whole suite again with every host in a cluster on a redis-server each test file starts
-# (WSHOST_E2E_REDIS=1, tests/e2e/harness.py); test_deb installs system-wide and is left out.
-test-redis: build
-	cd $(BUILD) && WSHOST_E2E_REDIS=1 ctest --output-on-failure -j $(JOBS) -E 'deb'
 
 bench: build
 	tools/bench/run
