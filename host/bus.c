@@ -169,10 +169,18 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *priv) {
 static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
   struct bus *b = priv;
   redisReply *r = reply;
-  (void)ac;
   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-      r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") ||
-      r->element[2]->type != REDIS_REPLY_STRING)
+      r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+    return;
+  if (!strcmp(r->element[0]->str, "unsubscribe")) {
+    /* hiredis 0.14 drops a channel's callback when the answer to an UNSUBSCRIBE arrives, even
+     * when a SUBSCRIBE to it was sent meanwhile (a room emptied and joined again): subscribe
+     * again if the channel is still wanted. */
+    if (ac == b->sub && map_get(&b->channels, r->element[1]->str, r->element[1]->len))
+      redisAsyncCommand(b->sub, on_message, b, "SUBSCRIBE %s", r->element[1]->str);
+    return;
+  }
+  if (strcmp(r->element[0]->str, "message") || r->element[2]->type != REDIS_REPLY_STRING)
     return;
   if (b->hooks.message)
     b->hooks.message(b->hooks.arg, r->element[1]->str, r->element[2]->str,

@@ -139,6 +139,18 @@ static const char BEAT_LUA[] =
     "end\n"
     "return live\n";
 
+/* KEYS: rm:<room>. The room's members per live node (node, JSON, ...); the entries of nodes
+ * without a heartbeat go. */
+static const char MEMBERS_LUA[] = "local out = {}\n"
+                                  "local all = redis.call('HGETALL', KEYS[1])\n"
+                                  "for i = 1, #all, 2 do\n"
+                                  "  if redis.call('EXISTS', 'wshost:node:' .. all[i]) == 1 then\n"
+                                  "    out[#out + 1] = all[i]\n"
+                                  "    out[#out + 1] = all[i + 1]\n"
+                                  "  else redis.call('HDEL', KEYS[1], all[i]) end\n"
+                                  "end\n"
+                                  "return out\n";
+
 /* The users of every live node. */
 static const char USERS_LUA[] = "local keys = {}\n"
                                 "for _, id in ipairs(redis.call('SMEMBERS', 'wshost:nodes')) do\n"
@@ -654,13 +666,6 @@ static void on_room_flush(struct ev_loop *loop, ev_timer *t, int revents) {
   json_decref(f.done);
 }
 
-static int node_live(struct cluster *cl, const char *node) {
-  size_t i;
-  json_t *v;
-  json_array_foreach(cl->live, i, v) if (!strcmp(json_string_value(v), node)) return 1;
-  return 0;
-}
-
 struct members_op {
   struct cluster *cl;
   char room[ROOM_NAME_MAX + 1];
@@ -674,7 +679,7 @@ static void members_reply(void *arg, redisReply *r) {
     json_t *all = json_array();
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
       const char *node = r->element[i]->str;
-      if (!node || !strcmp(node, cl->node) || !node_live(cl, node))
+      if (!node || !strcmp(node, cl->node))
         continue;
       json_t *m = json_loadb(r->element[i + 1]->str, r->element[i + 1]->len, 0, NULL);
       if (json_is_array(m))
@@ -701,7 +706,7 @@ json_t *cluster_room_members(struct host *h, const char *room, json_t *local) {
     if (mo) {
       mo->cl = cl;
       snprintf(mo->room, sizeof mo->room, "%s", room);
-      if (cmd(cl, members_reply, mo, "HGETALL", key, NULL) < 0)
+      if (cmd(cl, members_reply, mo, "EVAL", MEMBERS_LUA, "1", key, NULL) < 0)
         free(mo);
       else
         json_object_set_new(entry, "at", json_integer(now));

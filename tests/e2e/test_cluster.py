@@ -284,6 +284,23 @@ async def test_room_with_members_on_every_node():
             if time.monotonic() > deadline:
                 raise Fail(f"members on node 1 after a leave: {m}")
             await asyncio.sleep(0.2)
+        # Join, leave and join again in one read (SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE in one
+        # write to Redis): the node still hears the room (hiredis 0.14 drops a channel's
+        # callback when the UNSUBSCRIBE's answer comes).
+        await socks[2].send("join lobby")
+        await socks[2].send("leave lobby")
+        await socks[2].send("join lobby")
+        for want in ("ok join 0", "ok leave 0", "ok join 0"):
+            assert await recv(socks[2]) == want
+        deadline = time.monotonic() + 10
+        while len(m := await members()) != 3:
+            if time.monotonic() > deadline:
+                raise Fail(f"members on node 1 after leave and join: {m}")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
+        assert await rcmd(socks[0], "sayall lobby again") == "1"
+        assert await rrecv(socks[0]) == "again" and await rrecv(socks[1]) == "again"
+        assert await rrecv(socks[2]) == "again"
         for ws in socks + [outsider]:
             await ws.close()
 
