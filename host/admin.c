@@ -3,6 +3,7 @@
  * local peer. */
 #include "admin.h"
 
+#include "cluster.h"
 #include "defer.h"
 #include "log.h"
 #include "plugins.h"
@@ -157,6 +158,35 @@ static void quarantine_lift_route(struct http_req *r) {
            json_pack("{ss sb}", "lifted", fn, "loaded", plugins_loaded(r->host->plugins, fn)));
 }
 
+struct push_wait {
+  struct host *h;
+  cloud_deferred *d;
+};
+
+static void push_done(void *arg, int status, json_t *body) {
+  struct push_wait *w = arg;
+  char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+  /* A client gone meanwhile: the handle is unknown by now, nothing is written. */
+  defer_complete(w->h, w->d, s ? status : 500, "application/json", s ? s : "{}", s ? strlen(s) : 2);
+  free(s);
+  json_decref(body);
+  free(w);
+}
+
+/* An answer from the cluster comes later (defer.c: a client gone meanwhile is no harm). */
+static struct push_wait *push_wait_begin(struct http_req *r) {
+  struct push_wait *w = malloc(sizeof *w);
+  cloud_deferred *d = w ? defer_begin(r->host, r, "_") : NULL;
+  if (!d) {
+    free(w);
+    return NULL;
+  }
+  r->deferred = 1;
+  w->h = r->host;
+  w->d = d;
+  return w;
+}
+
 /* POST /_/push {"user_id", "message"} and the example push function answer alike. */
 static void push(struct http_req *r) {
   json_error_t e;
@@ -170,6 +200,12 @@ static void push(struct http_req *r) {
     json_decref(b);
     return;
   }
+  struct push_wait *w;
+  if (r->host->cluster && (w = push_wait_begin(r))) { /* issue 13: once Redis answered */
+    cluster_push(r->host, user, msg, strlen(msg), push_done, w);
+    json_decref(b);
+    return;
+  }
   int rc = ws_send_to_user(r->host, user, msg, strlen(msg), 0);
   if (rc >= 0)
     set_json(r, 200, json_pack("{si}", "delivered", rc));
@@ -177,6 +213,8 @@ static void push(struct http_req *r) {
     set_json(r, 404, json_pack("{ss}", "error", "no such user"));
   else if (rc == CLOUD_EFULL)
     set_json(r, 507, json_pack("{ss}", "error", "outbox full"));
+  else if (rc == CLOUD_EUNAVAIL)
+    set_json(r, 503, json_pack("{ss si}", "error", "cluster unavailable", "code", rc));
   else if (rc == CLOUD_EIO) /* not queued: the store is locked or faulty; the caller retries */
     set_json(r, 503, json_pack("{ss si}", "error", "store unavailable", "code", rc));
   else
@@ -204,7 +242,12 @@ void admin_handle(struct http_req *r) {
     const char *on = json_string_value(json_object_get(r->query, "online"));
     const char *lim = json_string_value(json_object_get(r->query, "limit"));
     int limit = lim ? atoi(lim) : 1000;
-    set_json(r, 200, store_users_json(h->store, on && strcmp(on, "0"), limit > 0 ? limit : 1000));
+    const char *cl = json_string_value(json_object_get(r->query, "cluster"));
+    struct push_wait *w = NULL;
+    if (cl && strcmp(cl, "0") && h->cluster && (w = push_wait_begin(r))) /* issue 13 */
+      cluster_users(h, push_done, w);
+    else
+      set_json(r, 200, store_users_json(h->store, on && strcmp(on, "0"), limit > 0 ? limit : 1000));
   } else if (!strncmp(n, "users/", 6) && get) {
     /* The id from the path itself: r->name keeps FN_NAME_MAX bytes, so a 128-byte id after
      * "users/" would arrive cut and could name another user. */

@@ -49,6 +49,8 @@ const char *api_strerror(int code) {
     return "message too big";
   case CLOUD_EIO:
     return "storage error";
+  case CLOUD_EUNAVAIL:
+    return "cluster unavailable";
   default:
     return code > 0 ? "ok" : "unknown error";
   }

@@ -84,6 +84,11 @@ static const struct opt opts[] = {
     O("jwt-leeway", OPT_INT, jwt_leeway, "30", "seconds of clock skew allowed on exp and nbf"),
     O("env-file", OPT_STR, env_file, NULL,
       "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; must not be world-readable)"),
+    O("redis", OPT_STR, redis, NULL,
+      "redis://[:password@]host:port[/db] or unix:///path: join the cluster on that Redis"
+      " (password also from WSHOST_REDIS_PASSWORD)"),
+    O("reuse-port", OPT_BOOL, reuse_port, "0",
+      "SO_REUSEPORT: several hosts share --port (one per core; with --redis they act as one)"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

@@ -22,6 +22,7 @@ struct rooms;
 struct timers;
 struct defers;
 struct xthread;
+struct cluster;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -136,6 +137,7 @@ struct host {
   int64_t accept_log_ms;
   uint64_t accept_refused, accept_errors;
   struct quarantine *quarantine;
+  struct cluster *cluster; /* issue 13: --redis (cluster.c); NULL on a single node */
 };
 
 /* clock.c: fills buf (at least 32 bytes) with a fresh request id. */

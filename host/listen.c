@@ -33,12 +33,17 @@ long listen_fd_budget(long nofile) {
   return nofile > reserve ? nofile - reserve : 0;
 }
 
-static int open_family(int family, int port) {
+static int open_family(int family, int port, int reuse_port) {
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
   int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
   int rc;
   if (family == AF_INET6) {
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
@@ -60,12 +65,12 @@ static int open_family(int family, int port) {
   return fd;
 }
 
-int listen_open(int port, int retry_ms, int *bound) {
+int listen_open(int port, int retry_ms, int reuse_port, int *bound) {
   int fd;
   for (int waited = 0;; waited += 50) {
-    fd = open_family(AF_INET6, port);
+    fd = open_family(AF_INET6, port, reuse_port);
     if (fd == -EAFNOSUPPORT || fd == -EADDRNOTAVAIL)
-      fd = open_family(AF_INET, port);
+      fd = open_family(AF_INET, port, reuse_port);
     if (fd != -EADDRINUSE || waited >= retry_ms)
       break;
     nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);

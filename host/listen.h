@@ -15,7 +15,8 @@ long listen_fd_budget(long nofile);
 /* Binds and listens on port (0: the kernel picks) on every address (IPv6 dual stack when the
  * kernel has it, IPv4 otherwise); non-blocking, close-on-exec. Retries a port in use for
  * retry_ms (a dying host's serving process may still hold it). The fd, or -errno; *bound gets
- * the port. */
-int listen_open(int port, int retry_ms, int *bound);
+ * the port. reuse_port sets SO_REUSEPORT first, so several hosts can share the port (the kernel
+ * spreads new connections over them). */
+int listen_open(int port, int retry_ms, int reuse_port, int *bound);
 
 #endif

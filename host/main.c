@@ -4,6 +4,7 @@
 #include "admin.h"
 #include "api.h"
 #include "auth.h"
+#include "cluster.h"
 #include "config.h"
 #include "crash.h"
 #include "defer.h"
@@ -18,6 +19,7 @@
 #include "server.h"
 #include "supervisor.h"
 #include "timers.h"
+#include "ws.h"
 #include "xthread.h"
 
 #include <errno.h>
@@ -79,6 +81,23 @@ static int serve(struct config *cfg, const struct serve_args *a) {
     quarantine_close(h->quarantine);
     return 1;
   }
+  /* Issue 13: --redis joins the cluster (connecting in the background, on the loop). */
+  static const struct cluster_ops cluster_ops = {
+      .user_deliver = ws_user_deliver,
+      .drain_rows = ws_drain_rows,
+      .drain_kick = ws_drain_kick,
+      .drain_restart = ws_drain_restart,
+      .room_deliver = rooms_deliver,
+      .all_deliver = rooms_deliver_all,
+      .room_members_local = rooms_members_local,
+  };
+  if (cluster_open(h, &cluster_ops) < 0) {
+    server_stop(h);
+    plugins_close(h->plugins);
+    store_close(h->store);
+    quarantine_close(h->quarantine);
+    return 1;
+  }
   /* Laf's __init__ runs before the first request is served: the loop has not run yet. */
   plugins_on_swap(h->plugins, initfn_on_swap, h);
   initfn_run(h, "at start");
@@ -90,6 +109,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
    * timers stop while the loop still exists; queued cross-thread work is dropped last. */
   defers_cancel(h);
   timers_close(h);
+  cluster_close(h);
   plugins_unwatch(h->plugins);
   server_stop(h);
   plugins_close(h->plugins);

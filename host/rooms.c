@@ -3,6 +3,7 @@
  * them all without looking at any other room). Sends go through ws_send's bounded queues. */
 #include "rooms.h"
 
+#include "cluster.h"
 #include "log.h"
 #include "ws.h"
 
@@ -103,8 +104,10 @@ static struct room *room_get(struct rooms *r, const char *name, int create) {
 }
 
 /* Removes id from room, and the room when it is empty. */
-static void room_remove(struct rooms *r, struct room *room, uint64_t id) {
+static void room_remove(struct host *h, struct rooms *r, struct room *room, uint64_t id) {
   map_del(&room->members, &id, sizeof id);
+  if (h->cluster) /* issue 13: other nodes learn this node's members */
+    cluster_room_changed(h, room->name, room->members.count > 0);
   if (!room->members.count) {
     map_del(&r->by_name, room->name, room->name_len);
     free_room(NULL, NULL, room);
@@ -151,10 +154,12 @@ int rooms_join(struct host *h, cloud_socket s, const char *name) {
     rc = CLOUD_ENOMEM;
   if (rc) {
     if (!room->members.count)
-      room_remove(r, room, s.id);
+      room_remove(h, r, room, s.id);
     return rc;
   }
   sr->v[sr->n++] = room;
+  if (h->cluster) /* issue 13 */
+    cluster_room_changed(h, name, 1);
   return 0;
 }
 
@@ -175,7 +180,7 @@ int rooms_leave(struct host *h, cloud_socket s, const char *name) {
     map_del(&r->by_sock, &s.id, sizeof s.id);
     free_sock(NULL, NULL, sr);
   }
-  room_remove(r, room, s.id);
+  room_remove(h, r, room, s.id);
   return 0;
 }
 
@@ -185,7 +190,7 @@ void rooms_leave_all(struct host *h, uint64_t id) {
   if (!sr)
     return;
   for (int i = 0; i < sr->n; i++)
-    room_remove(r, sr->v[i], id);
+    room_remove(h, r, sr->v[i], id);
   free_sock(NULL, NULL, sr);
 }
 
@@ -217,6 +222,23 @@ int rooms_send(struct host *h, const char *name, const void *data, size_t len, i
   struct fanout f = {h, data, len, is_binary, except.id, 0};
   if (room)
     map_each(&room->members, send_one, &f);
+  if (h->cluster) /* issue 13: the room's members on other nodes (except is a local socket) */
+    cluster_room_send(h, name, data, len, is_binary);
+  return f.sent;
+}
+
+int rooms_deliver(struct host *h, const char *name, const void *data, size_t len, int is_binary) {
+  struct room *room = room_name_valid(name) ? room_get(h->rooms, name, 0) : NULL;
+  struct fanout f = {h, data, len, is_binary, 0, 0};
+  if (room && len <= h->cfg.max_send_queue)
+    map_each(&room->members, send_one, &f);
+  return f.sent;
+}
+
+int rooms_deliver_all(struct host *h, const void *data, size_t len, int is_binary) {
+  struct fanout f = {h, data, len, is_binary, 0, 0};
+  if (len <= h->cfg.max_send_queue)
+    map_each(&h->conns, send_one, &f);
   return f.sent;
 }
 
@@ -228,6 +250,8 @@ int rooms_broadcast(struct host *h, const void *data, size_t len, int is_binary,
     return CLOUD_ETOOBIG;
   struct fanout f = {h, data, len, is_binary, except.id, 0};
   map_each(&h->conns, send_one, &f);
+  if (h->cluster) /* issue 13: every other node */
+    cluster_broadcast(h, data, len, is_binary);
   return f.sent;
 }
 
@@ -249,6 +273,12 @@ static void count_member(void *arg, const char *key, void *value) {
 }
 
 json_t *rooms_members(struct host *h, const char *name) {
+  json_t *local = rooms_members_local(h, name);
+  /* Issue 13: with the other nodes' members as last read (refreshed in the background). */
+  return local && h->cluster ? cluster_room_members(h, name, local) : local;
+}
+
+json_t *rooms_members_local(struct host *h, const char *name) {
   if (!room_name_valid(name))
     return NULL;
   struct room *room = room_get(h->rooms, name, 0);

@@ -97,6 +97,7 @@ enum {
   ST_COMMIT,
   ST_USER_INSERT,
   ST_USER_ENSURE,
+  ST_USER_IMPORT,
   ST_USER_HASH,
   ST_USER_EXISTS,
   ST_USER_TOUCH,
@@ -129,6 +130,11 @@ static const char *const stmt_sql[ST__N] = {
         "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
     [ST_USER_ENSURE] =
         "INSERT OR IGNORE INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2)",
+    /* Issue 13: a user another node of the cluster created (cluster.c). */
+    [ST_USER_IMPORT] =
+        "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, "
+        "?3) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash WHERE "
+        "users.token_hash IS NULL AND excluded.token_hash IS NOT NULL",
     [ST_USER_HASH] = "SELECT token_hash FROM users WHERE id = ?1",
     [ST_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
     [ST_USER_TOUCH] = "UPDATE users SET last_seen = ?2 WHERE id = ?1",
@@ -1054,6 +1060,28 @@ int store_user_ensure(struct store *s, const char *id) {
   s->nusers += sqlite3_changes(s->db);
   rc = store_flush(s);
   return rc == -EAGAIN ? CLOUD_EIO : rc;
+}
+
+int store_user_import(struct store *s, const char *id, const uint8_t *hash) {
+  int rc;
+  if (!s || !user_id_valid(id))
+    return CLOUD_EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc == -EAGAIN ? CLOUD_EIO : rc;
+  sqlite3_stmt *st = s->st[ST_USER_IMPORT];
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  if (hash)
+    sqlite3_bind_blob(st, 2, hash, SHA256_LEN, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 2);
+  sqlite3_bind_int64(st, 3, now_ms());
+  if ((rc = run(s, ST_USER_IMPORT, "user import")))
+    return rc;
+  s->nusers += sqlite3_changes(s->db);
+  /* Committed with the store's next batch: a resume that races it finds the user a moment
+   * later (docs/SCALING.md). */
+  s->sync_pending = 1;
+  return 0;
 }
 
 int store_user_delete(struct store *s, const char *id) {

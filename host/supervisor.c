@@ -318,7 +318,7 @@ static int bind_port(struct config *cfg, struct serve_args *a) {
   long before, nofile = listen_raise_nofile(&before);
   /* A fixed port may still be held for a moment by the serving process of a host that was
    * just killed (it dies with its supervisor, a few ms later): wait up to 2 s for it. */
-  int fd = listen_open(cfg->port, cfg->port ? 2000 : 0, &a->port);
+  int fd = listen_open(cfg->port, cfg->port ? 2000 : 0, cfg->reuse_port, &a->port);
   if (fd < 0) {
     log_error(NULL, NULL, "cannot listen on port %d: %s%s", cfg->port, strerror(-fd),
               fd == -EADDRINUSE ? " (the port is in use)" : "");

@@ -2,6 +2,7 @@
  * Writes happen only in SERVER_WRITEABLE; every other path queues and asks for a callback. */
 #include "ws.h"
 
+#include "cluster.h"
 #include "http.h"
 #include "invocation.h"
 #include "log.h"
@@ -59,6 +60,8 @@ static void user_link(struct host *h, struct conn *c) {
   c->user_next = u->head;
   u->head = c;
   u->count++;
+  if (u->count == 1 && h->cluster) /* issue 13: presence */
+    cluster_user_online(h, c->user_id, 1);
 }
 
 static void user_unlink(struct host *h, struct conn *c) {
@@ -75,6 +78,8 @@ static void user_unlink(struct host *h, struct conn *c) {
   if (!u->count) {
     map_del(&h->users, c->user_id, strlen(c->user_id));
     free(u);
+    if (h->cluster) /* issue 13: presence */
+      cluster_user_online(h, c->user_id, 0);
   }
 }
 
@@ -157,25 +162,36 @@ int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
   return 0;
 }
 
+int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_t len,
+                    int is_binary, int *held) {
+  struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
+  int sent = 0;
+  *held = 0;
+  /* A connection still draining the outbox must not see this before the older queued
+   * messages: it goes into the outbox behind them, and the drain brings it. */
+  if (u)
+    for (struct conn *c = u->head; c; c = c->user_next) {
+      if (c->draining && !c->close_code)
+        (*held)++;
+      else if (conn_send(c, data, len, is_binary) == 0) {
+        c->q.tail->tag = SENDQ_TO_USER; /* not lost if the connection closes first */
+        sent++;
+      }
+    }
+  return sent;
+}
+
 int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary) {
   if (!user_id_valid(user_id) || (!data && len))
     return CLOUD_EINVAL;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
+  if (h->cluster) /* issue 13: other nodes, and the outbox in Redis */
+    return cluster_send_to_user(h, user_id, data, len, is_binary);
+  int held;
+  int sent = ws_user_deliver(h, user_id, data, len, is_binary, &held);
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
-  int sent = 0, held = 0;
-  /* A connection still draining the outbox must not see this before the older queued
-   * messages: it goes into the outbox behind them, and the drain brings it. */
-  if (u)
-    for (struct conn *c = u->head; c; c = c->user_next) {
-      if (c->draining && !c->close_code)
-        held++;
-      else if (conn_send(c, data, len, is_binary) == 0) {
-        c->q.tail->tag = SENDQ_TO_USER;
-        sent++;
-      }
-    }
   if (sent && !held)
     return sent;
   int rc = store_outbox_push(h->store, user_id, data, len, is_binary);
@@ -228,14 +244,25 @@ static int drain_take(void *arg, int64_t id, const void *data, size_t len, int i
   return 0;
 }
 
+static void drain_loaded(struct conn *c, int n, int full);
+
 static void drain_fill(struct conn *c) {
   struct host *h = c->host;
   /* Frames written but not yet acknowledged are bounded too (small messages, a big kernel
    * buffer): the timer that confirms them calls again. */
   if (!c->draining || c->close_code || c->nmarks >= DRAIN_IN_FLIGHT_MAX)
     return;
+  if (h->cluster) { /* issue 13: the outbox is in Redis; rows come to ws_drain_rows */
+    cluster_outbox_load(h, c->id, c->user_id, c->drain_after, DRAIN_BATCH);
+    return;
+  }
   struct drain_fill_state d = {c, 0};
   int n = store_outbox_load(h->store, c->user_id, c->drain_after, DRAIN_BATCH, drain_take, &d);
+  drain_loaded(c, n, d.full);
+}
+
+/* What a load step found: n rows (< 0: the store could not say), the queue full or not. */
+static void drain_loaded(struct conn *c, int n, int full) {
   if (n < 0) {
     /* The store cannot read now: try again shortly rather than end the drain. */
     lws_set_timer_usecs(c->wsi, 100 * LWS_US_PER_MS);
@@ -243,8 +270,43 @@ static void drain_fill(struct conn *c) {
   }
   if (n > 0)
     lws_callback_on_writable(c->wsi);
-  else if (!d.full)
+  else if (!full && !(c->host->cluster && cluster_outbox_pending(c->host, c->user_id)))
     c->draining = 0; /* nothing after drain_after: live sends go straight to the socket */
+}
+
+void ws_drain_rows(struct host *h, uint64_t conn_id, const struct cluster_row *rows, int n) {
+  struct conn *c = ws_find(h, (cloud_socket){conn_id});
+  if (!c || !c->draining || c->close_code)
+    return;
+  if (n == CLUSTER_ROWS_UNAVAILABLE) {
+    c->draining = 0; /* Redis is down: serve live sends; ws_drain_restart when it is back */
+    return;
+  }
+  struct drain_fill_state d = {c, 0};
+  int took = 0;
+  for (int i = 0; i < n; i++) {
+    if (rows[i].id <= c->drain_after)
+      continue; /* loaded before */
+    if (drain_take(&d, rows[i].id, rows[i].data, rows[i].len, rows[i].is_binary))
+      break;
+    took++;
+  }
+  drain_loaded(c, n < 0 ? -1 : took, d.full);
+}
+
+void ws_drain_restart(struct host *h, uint64_t conn_id) {
+  struct conn *c = ws_find(h, (cloud_socket){conn_id});
+  if (c && !c->close_code && !c->draining) {
+    c->draining = 1;
+    drain_fill(c);
+  }
+}
+
+void ws_drain_kick(struct host *h, const char *user_id) {
+  struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
+  for (struct conn *c = u ? u->head : NULL; c; c = c->user_next)
+    if (c->draining)
+      drain_fill(c);
 }
 
 /* A row counts as delivered once the peer's TCP acknowledged the bytes of its frame, not when
@@ -298,8 +360,11 @@ static void wire_mark(struct conn *c, int64_t row) {
  * store while its database is locked). */
 static void drain_ack(struct conn *c, int closing) {
   wire_confirm(c, closing);
-  if (c->drain_acked > c->drain_deleted &&
-      store_outbox_ack(c->host->store, c->user_id, c->drain_acked) >= 0)
+  if (c->drain_acked > c->drain_deleted && c->host->cluster) { /* issue 13 */
+    cluster_outbox_ack(c->host, c->user_id, c->drain_acked);
+    c->drain_deleted = c->drain_acked;
+  } else if (c->drain_acked > c->drain_deleted &&
+             store_outbox_ack(c->host->store, c->user_id, c->drain_acked) >= 0)
     c->drain_deleted = c->drain_acked;
 }
 
@@ -421,7 +486,6 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
   memset(token, 0, sizeof token);
-  memset(fresh_token, 0, sizeof fresh_token);
 
   if (c->reject_status) {
     int status = c->reject_status;
@@ -438,6 +502,7 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
     c->established = 0; /* never connected: no close event */
     conn_drop(h, c);
     explicit_bzero(fresh_hash, sizeof fresh_hash);
+    explicit_bzero(fresh_token, sizeof fresh_token);
     return http_answer(wsi, status, "application/json", body, strlen(body));
   }
   /* Accepted: the user exists from now on (a fresh one is committed before its greeting
@@ -448,6 +513,9 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   else if (c->bound_user)
     rc = store_user_ensure(h->store, c->user_id);
   explicit_bzero(fresh_hash, sizeof fresh_hash);
+  if (rc >= 0 && h->cluster) /* issue 13: every node can check its token (or knows the id) */
+    cluster_user_created(h, c->user_id, c->fresh_user ? fresh_token : NULL);
+  explicit_bzero(fresh_token, sizeof fresh_token);
   if (rc < 0) {
     log_error(WS_FUNCTION, c->request_id, "cannot store user %s for %s (%d): 503", c->user_id,
               c->remote, rc);
@@ -524,7 +592,8 @@ static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
     lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
   /* Messages queued while the user was away go out right after the greeting, in order,
    * paced by the socket (drain_fill). */
-  int n = c->close_code ? 0 : store_outbox_count(h->store, c->user_id);
+  /* In a cluster the outbox is in Redis: the drain asks it (issue 13). */
+  int n = c->close_code ? 0 : h->cluster ? -1 : store_outbox_count(h->store, c->user_id);
   if (n != 0) { /* < 0: the store could not say; the drain finds out (and retries) */
     if (n > 0)
       log_info(WS_FUNCTION, c->request_id, "delivering %d queued messages to user %s", n,

@@ -12,6 +12,8 @@ CLOUD_FUNCTION(ctx) {
     return cloud_response_json(ctx, 200, json_pack("{si}", "delivered", n));
   if (n == CLOUD_ENOUSER || n == CLOUD_EINVAL)
     return cloud_response_json(ctx, 404, json_pack("{ss}", "error", "no such user"));
+  if (n == CLOUD_EUNAVAIL) /* a cluster whose Redis is down: not sent to other nodes, not queued */
+    return cloud_response_json(ctx, 503, json_pack("{ss}", "error", cloud_strerror(n)));
   if (n == CLOUD_EFULL)
     return cloud_response_json(ctx, 507, json_pack("{ss}", "error", "outbox full"));
   return cloud_response_json(ctx, 500, json_pack("{ss}", "error", cloud_strerror(n)));

@@ -53,6 +53,8 @@ extern "C" {
 #define CLOUD_ESTATE (-6)  /* not allowed in this event (e.g. bind outside connection) */
 #define CLOUD_ETOOBIG (-7) /* message larger than the configured limit */
 #define CLOUD_EIO (-8)     /* the store failed */
+/* The cluster's Redis is unreachable (--redis): not sent to other nodes, not queued. */
+#define CLOUD_EUNAVAIL (-9)
 
 /* A WebSocket connection. A plain value: copy it, keep it, compare it with
  * cloud_socket_equal(). After its connection closed every call on it returns CLOUD_ECLOSED.

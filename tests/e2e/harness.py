@@ -95,6 +95,41 @@ def free_port():
         return s.getsockname()[1]
 
 
+# WSHOST_E2E_REDIS=1 (make test-redis): every Host joins a cluster on one redis-server that
+# this test process starts (emptied before each test), so the whole suite runs with --redis.
+E2E_REDIS = None
+
+
+def e2e_redis_url():
+    global E2E_REDIS
+    if os.environ.get("WSHOST_E2E_REDIS", "0") in ("", "0"):
+        return None
+    if E2E_REDIS is None:
+        import atexit
+        port = free_port()
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--loglevel", "warning"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        atexit.register(lambda: (proc.kill(), proc.wait(5)))
+        E2E_REDIS = (port, proc)
+        wait_until(lambda: e2e_redis_call(b"PING") is not None, timeout=10,
+                   what="the e2e redis-server")
+    return f"redis://127.0.0.1:{E2E_REDIS[0]}"
+
+
+def e2e_redis_call(*args):
+    """One command to the e2e redis-server; the raw reply, None if it does not answer."""
+    req = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a)}\r\n".encode() + a + b"\r\n" for a in args)
+    try:
+        with socket.create_connection(("127.0.0.1", E2E_REDIS[0]), timeout=2) as c:
+            c.sendall(req)
+            return c.recv(65536)
+    except OSError:
+        return None
+
+
 class Fail(AssertionError):
     pass
 
@@ -198,6 +233,9 @@ class Host:
         cmd = [BIN, "--port", "0", "--plugins", self.plugins_dir, "--db", self.db]
         if self.admin_token is not None:
             cmd += ["--admin-token", self.admin_token]
+        redis = e2e_redis_url()
+        if redis and not any(str(f).startswith("--redis") for f in self.flags):
+            cmd += ["--redis", redis]
         return cmd + self.flags
 
     def start(self, wait=True):
@@ -789,6 +827,8 @@ def run(namespace, test_timeout=240):
     passed = failed = 0
     for name, fn in tests:
         Host.all_hosts.clear()
+        if e2e_redis_url():
+            e2e_redis_call(b"FLUSHALL")  # each test starts with an empty cluster
         t0 = time.monotonic()
         error = None
         try:
