@@ -289,7 +289,7 @@ static const char *a_env(const char *name) {
   return invocation_on_loop() ? envfile_get(bound->env, name) : NULL;
 }
 
-static const cloud_api table = {
+static cloud_api table = {
     .abi_version = CLOUD_ABI_VERSION,
     .size = sizeof(cloud_api),
     .socket_send = a_socket_send,
@@ -321,4 +321,9 @@ static const cloud_api table = {
 
 const cloud_api *api_table(void) {
   return &table;
+}
+
+void api_table_replace(const cloud_api *with) {
+  /* The plugins keep the table's address: a worker process changes what is behind it. */
+  table = *with;
 }

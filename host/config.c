@@ -73,6 +73,11 @@ static const struct opt opts[] = {
     O("jwt-leeway", OPT_INT, jwt_leeway, "30", "seconds of clock skew allowed on exp and nbf"),
     O("env-file", OPT_STR, env_file, NULL,
       "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; must not be world-readable)"),
+    O("isolation", OPT_STR, isolation, "none",
+      "none (functions run in the serving process) or process (in worker processes: a crash "
+      "fails one event)"),
+    O("workers", OPT_INT, workers, "0",
+      "worker processes with --isolation process (0: one per core)"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 

@@ -38,6 +38,8 @@ struct config {
   int drain_timeout; /* seconds SIGTERM waits for connections; the process ends by then + 2 */
   const char *jwt_secret, *jwt_public_key, *env_file;
   int jwt_leeway;
+  const char *isolation; /* "process": functions run in worker processes (worker.c) */
+  int workers;           /* worker processes with --isolation process (0: one per core) */
 };
 
 /* Fills cfg from defaults, then environment, then argv. 0 to run, 1 when --help was printed,

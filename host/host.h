@@ -22,6 +22,7 @@ struct rooms;
 struct timers;
 struct defers;
 struct xthread;
+struct workers;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -129,6 +130,7 @@ struct host {
   int64_t accept_log_ms;
   uint64_t accept_refused, accept_errors;
   struct quarantine *quarantine;
+  struct workers *workers; /* --isolation process: plugin calls run there (worker.c) */
 };
 
 /* Fills buf (at least 32 bytes) with a fresh request id. */

@@ -51,6 +51,7 @@ VALGRIND = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
 if VALGRIND:
     START_TIMEOUT = STOP_TIMEOUT = 60.0
 MiB = 1024 * 1024
+ISOLATION = os.environ.get("WSHOST_E2E_ISOLATION") == "1"
 
 # Close codes (RFC 6455 section 7.4.1).
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_PROTOCOL = 1000, 1001, 1002
@@ -188,6 +189,10 @@ class Host:
         cmd = [BIN, "--port", "0", "--plugins", self.plugins_dir, "--db", self.db]
         if self.admin_token is not None:
             cmd += ["--admin-token", self.admin_token]
+        # WSHOST_E2E_ISOLATION=1 (make test-isolation): every host runs its functions in worker
+        # processes, so the whole suite checks that mode too. A test's own --isolation wins.
+        if ISOLATION and not any(f.startswith("--isolation") for f in self.flags):
+            cmd += ["--isolation", "process"]
         return cmd + self.flags
 
     def start(self, wait=True):

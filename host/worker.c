@@ -1,0 +1,904 @@
+/* worker.c: --isolation process, the serving process's side: forks the workers, sends each
+ * event to one (a connection's events to the worker that has its earlier ones still in hand,
+ * so they stay in order; otherwise the least busy), applies the SDK calls they send back on
+ * the loop, and turns a worker's death into a failed event (1011 / 502) and a fresh worker.
+ * The serving process never waits on a worker except for the events that must be answered
+ * before the loop goes on (the connection event, the interceptor, __init__). */
+#include "worker.h"
+
+#include "api.h"
+#include "defer.h"
+#include "http.h"
+#include "initfn.h"
+#include "log.h"
+#include "plugins.h"
+#include "rooms.h"
+#include "timers.h"
+#include "wire.h"
+#include "ws.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char INTERCEPTOR[] = "__interceptor__";
+
+struct worker {
+  struct workers *pool;
+  int index;
+  pid_t pid;
+  int fd;
+  int retiring; /* replaced after a reload: finishes what it has, then goes */
+  int inflight;
+  ev_io rio, wio;
+  char *in;
+  size_t in_len, in_cap;
+  char *out;
+  size_t out_len, out_off, out_cap;
+  struct worker *next; /* the retiring list */
+};
+
+/* One event handed to a worker and not yet answered. */
+struct pending {
+  uint64_t seq;
+  enum inv_kind kind;
+  struct worker *w;
+  uint64_t conn;         /* WS: the connection id */
+  cloud_deferred *defer; /* async HTTP: the response to complete */
+  struct http_req *r;    /* sync HTTP: the request (alive for the whole wait) */
+  FunctionContext *ctx;  /* sync: the caller's context */
+  int sync, done, rc, crashed;
+  int64_t started_ms;
+  char function[FN_NAME_MAX + 1];
+  char request_id[72];
+  char method[32];
+};
+
+/* Which worker has a connection's events in hand. */
+struct affinity {
+  struct worker *w;
+  int inflight;
+};
+
+struct workers {
+  struct host *h;
+  int n;
+  struct worker **live; /* n slots */
+  struct worker *retiring;
+  struct map pend; /* seq -> struct pending * */
+  struct map aff;  /* conn id -> struct affinity * */
+  uint64_t next_seq;
+  ev_timer tick;
+  uint64_t crashes;
+};
+
+int workers_on(const struct host *h) {
+  return h && h->workers;
+}
+
+static void on_read(struct ev_loop *loop, ev_io *io, int revents);
+static void on_write(struct ev_loop *loop, ev_io *io, int revents);
+static void worker_lost(struct worker *w, const char *why);
+
+static struct worker *spawn(struct workers *P, int index) {
+  struct host *h = P->h;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    log_error(NULL, NULL, "worker %d: socketpair: %s", index, strerror(errno));
+    return NULL;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    log_error(NULL, NULL, "worker %d: fork: %s", index, strerror(errno));
+    close(sv[0]);
+    close(sv[1]);
+    return NULL;
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    worker_main(h, sv[1], index);
+    _exit(0);
+  }
+  close(sv[1]);
+  struct worker *w = calloc(1, sizeof *w);
+  if (!w) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(sv[0]);
+    return NULL;
+  }
+  w->pool = P;
+  w->index = index;
+  w->pid = pid;
+  w->fd = sv[0];
+  fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+  ev_io_init(&w->rio, on_read, w->fd, EV_READ);
+  w->rio.data = w;
+  ev_io_init(&w->wio, on_write, w->fd, EV_WRITE);
+  w->wio.data = w;
+  ev_io_start(h->loop, &w->rio);
+  log_info(NULL, NULL, "worker %d started (pid %d)", index, (int)pid);
+  return w;
+}
+
+static void worker_free(struct worker *w) {
+  struct host *h = w->pool->h;
+  ev_io_stop(h->loop, &w->rio);
+  ev_io_stop(h->loop, &w->wio);
+  if (w->fd >= 0)
+    close(w->fd);
+  if (w->pid > 0) {
+    kill(w->pid, SIGKILL);
+    waitpid(w->pid, NULL, 0);
+  }
+  free(w->in);
+  free(w->out);
+  free(w);
+}
+
+/* ---- output: buffered, never blocking the loop */
+
+static int flush_out(struct worker *w) {
+  while (w->out_off < w->out_len) {
+    ssize_t n = write(w->fd, w->out + w->out_off, w->out_len - w->out_off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (n <= 0)
+      return -EPIPE;
+    w->out_off += (size_t)n;
+  }
+  if (w->out_off == w->out_len)
+    w->out_off = w->out_len = 0;
+  struct host *h = w->pool->h;
+  if (w->out_len)
+    ev_io_start(h->loop, &w->wio);
+  else
+    ev_io_stop(h->loop, &w->wio);
+  return 0;
+}
+
+static int queue_frame(struct worker *w, struct wbuf *b) {
+  if (wbuf_end(b) < 0)
+    return CLOUD_ENOMEM;
+  if (w->out_len + b->len > w->out_cap) {
+    size_t cap = w->out_cap ? w->out_cap : 4096;
+    while (cap < w->out_len + b->len)
+      cap *= 2;
+    char *q = realloc(w->out, cap);
+    if (!q)
+      return CLOUD_ENOMEM;
+    w->out = q;
+    w->out_cap = cap;
+  }
+  memcpy(w->out + w->out_len, b->p, b->len);
+  w->out_len += b->len;
+  return flush_out(w) < 0 ? CLOUD_EIO : 0;
+}
+
+static void on_write(struct ev_loop *loop, ev_io *io, int revents) {
+  (void)loop;
+  (void)revents;
+  struct worker *w = io->data;
+  if (flush_out(w) < 0)
+    worker_lost(w, "its socket broke");
+}
+
+/* ---- events */
+
+static struct worker *pick(struct workers *P, uint64_t conn) {
+  if (conn) {
+    struct affinity *a = map_get(&P->aff, &conn, sizeof conn);
+    if (a && a->inflight > 0 && a->w)
+      return a->w;
+  }
+  struct worker *best = NULL;
+  for (int i = 0; i < P->n; i++) {
+    struct worker *w = P->live[i];
+    if (w && (!best || w->inflight < best->inflight))
+      best = w;
+  }
+  return best;
+}
+
+static void affinity_add(struct workers *P, uint64_t conn, struct worker *w) {
+  if (!conn)
+    return;
+  struct affinity *a = map_get(&P->aff, &conn, sizeof conn);
+  if (!a) {
+    a = calloc(1, sizeof *a);
+    if (!a || map_set(&P->aff, &conn, sizeof conn, a) < 0) {
+      free(a);
+      return;
+    }
+  }
+  a->w = w;
+  a->inflight++;
+}
+
+static void affinity_drop(struct workers *P, uint64_t conn) {
+  if (!conn)
+    return;
+  struct affinity *a = map_get(&P->aff, &conn, sizeof conn);
+  if (a && --a->inflight <= 0)
+    free(map_del(&P->aff, &conn, sizeof conn));
+}
+
+static void pending_end(struct workers *P, struct pending *p) {
+  map_del(&P->pend, &p->seq, sizeof p->seq);
+  if (p->w)
+    p->w->inflight--;
+  affinity_drop(P, p->conn);
+  if (!p->sync)
+    free(p);
+}
+
+static void http_crashed(struct http_req *r, const char *request_id, int status,
+                         const char *error) {
+  char body[200];
+  int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"requestId\":\"%s\"}", error, request_id);
+  http_set_response(r, status, "application/json", body, (size_t)n);
+}
+
+/* The event's worker died (or was killed for overrunning): the event fails alone. */
+static void pending_crashed(struct workers *P, struct pending *p, const char *why) {
+  struct host *h = P->h;
+  h->stats.plugin_errors++;
+  log_error(p->function, p->request_id, "%s failed: %s", p->method, why);
+  p->rc = -1;
+  p->crashed = 1;
+  if (p->kind == INV_WS && p->conn)
+    ws_close(h, (cloud_socket){p->conn}, 1011, "function crashed");
+  else if (p->kind == INV_HTTP && p->r)
+    http_crashed(p->r, p->request_id, 502, "Function Crashed");
+  else if (p->kind == INV_HTTP && p->defer) {
+    char body[200];
+    int n = snprintf(body, sizeof body, "{\"error\":\"Function Crashed\",\"requestId\":\"%s\"}",
+                     p->request_id);
+    defer_complete(h, p->defer, 502, "application/json", body, (size_t)n);
+  }
+  p->done = 1;
+  pending_end(P, p);
+}
+
+struct lost_walk {
+  struct worker *w;
+  struct pending **list;
+  size_t n, cap;
+};
+
+static void collect(void *arg, const char *key, void *value) {
+  (void)key;
+  struct lost_walk *L = arg;
+  struct pending *p = value;
+  if (p->w != L->w)
+    return;
+  if (L->n == L->cap) {
+    size_t cap = L->cap ? L->cap * 2 : 16;
+    struct pending **q = realloc(L->list, cap * sizeof *q);
+    if (!q)
+      return;
+    L->list = q;
+    L->cap = cap;
+  }
+  L->list[L->n++] = p;
+}
+
+static int by_seq(const void *a, const void *b) {
+  uint64_t x = (*(struct pending *const *)a)->seq, y = (*(struct pending *const *)b)->seq;
+  return x < y ? -1 : x > y;
+}
+
+/* A worker is gone: the event it was running fails (its connection gets 1011, its request
+ * 502); the ones queued behind it fail the same way, since their order cannot be kept by
+ * running them elsewhere first. A fresh worker takes its slot. */
+static void worker_lost(struct worker *w, const char *why) {
+  struct workers *P = w->pool;
+  struct host *h = P->h;
+  int status = 0;
+  if (w->pid > 0) {
+    kill(w->pid, SIGKILL);
+    waitpid(w->pid, &status, 0);
+  }
+  char what[128];
+  if (WIFSIGNALED(status))
+    snprintf(what, sizeof what, "worker %d (pid %d) died of signal %d (%s)", w->index, (int)w->pid,
+             WTERMSIG(status), why);
+  else
+    snprintf(what, sizeof what, "worker %d (pid %d) exited with %d (%s)", w->index, (int)w->pid,
+             WEXITSTATUS(status), why);
+  w->pid = -1;
+  struct lost_walk L = {.w = w};
+  map_each(&P->pend, collect, &L);
+  qsort(L.list, L.n, sizeof *L.list, by_seq);
+  if (!w->retiring || L.n) {
+    P->crashes++;
+    log_error(NULL, NULL, "%s with %zu events in hand: %s", what, L.n,
+              h->stopping ? "stopping" : "replacing it");
+  }
+  for (size_t i = 0; i < L.n; i++)
+    pending_crashed(P, L.list[i],
+                    i == 0 ? "function crashed (worker died)" : "its worker died before it ran");
+  free(L.list);
+  /* Connections whose events were there may go anywhere now. */
+  if (w->retiring) {
+    for (struct worker **pp = &P->retiring; *pp; pp = &(*pp)->next)
+      if (*pp == w) {
+        *pp = w->next;
+        break;
+      }
+    worker_free(w);
+    return;
+  }
+  int idx = w->index;
+  P->live[idx] = NULL;
+  worker_free(w);
+  if (!h->stopping)
+    P->live[idx] = spawn(P, idx);
+}
+
+/* Serializes ctx for the worker. */
+static int encode_event(struct wbuf *b, uint64_t seq, enum inv_kind kind, const char *name,
+                        const FunctionContext *ctx, uint64_t defer, const char *rooms) {
+  char *q = ctx->query ? json_dumps(ctx->query, JSON_COMPACT) : NULL;
+  char *hd = ctx->headers ? json_dumps(ctx->headers, JSON_COMPACT) : NULL;
+  char *bd = ctx->body ? json_dumps(ctx->body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  char *us = ctx->user ? json_dumps(ctx->user, JSON_COMPACT) : NULL;
+  wbuf_begin(b, W_EVENT);
+  wbuf_u64(b, seq);
+  wbuf_u64(b, (uint64_t)kind);
+  wbuf_str(b, name);
+  wbuf_str(b, ctx->function_name);
+  wbuf_str(b, ctx->request_id);
+  wbuf_str(b, ctx->method);
+  wbuf_bytes(b, ctx->params.data, ctx->params.len);
+  wbuf_u64(b, (uint64_t)ctx->params.is_binary);
+  wbuf_u64(b, (uint64_t)(int64_t)ctx->params.code);
+  wbuf_str(b, ctx->params.reason);
+  wbuf_str(b, ctx->params.error);
+  wbuf_str(b, q);
+  wbuf_str(b, hd);
+  wbuf_str(b, bd);
+  wbuf_bytes(b, ctx->body_raw, ctx->body_len);
+  wbuf_str(b, ctx->url);
+  wbuf_u64(b, ctx->socket.id);
+  wbuf_str(b, ctx->user_id);
+  wbuf_str(b, ctx->user_token);
+  wbuf_str(b, us);
+  wbuf_u64(b, defer);
+  wbuf_str(b, rooms);
+  free(q);
+  free(hd);
+  free(bd);
+  free(us);
+  return wbuf_end(b);
+}
+
+static void handle_frame(struct worker *w, const char *payload, size_t len);
+
+/* Reads what the worker sent; 0, or -1 when it is gone. */
+static int read_some(struct worker *w) {
+  for (;;) {
+    if (w->in_cap - w->in_len < 65536) {
+      size_t cap = w->in_cap ? w->in_cap * 2 : 131072;
+      char *q = realloc(w->in, cap);
+      if (!q)
+        return -1;
+      w->in = q;
+      w->in_cap = cap;
+    }
+    ssize_t n = read(w->fd, w->in + w->in_len, w->in_cap - w->in_len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return 0;
+    if (n <= 0)
+      return -1;
+    w->in_len += (size_t)n;
+    /* Whole frames are handled as they complete. */
+    size_t off = 0;
+    while (w->in_len - off >= 4) {
+      uint32_t fl;
+      memcpy(&fl, w->in + off, 4);
+      if (fl == 0 || fl > WIRE_MAX)
+        return -1;
+      if (w->in_len - off - 4 < fl)
+        break;
+      /* handle_frame may end this worker's life only through the caller (a return value):
+       * it never frees w itself. */
+      handle_frame(w, w->in + off + 4, fl);
+      off += 4 + fl;
+    }
+    if (off) {
+      memmove(w->in, w->in + off, w->in_len - off);
+      w->in_len -= off;
+    }
+  }
+}
+
+static void on_read(struct ev_loop *loop, ev_io *io, int revents) {
+  (void)loop;
+  (void)revents;
+  struct worker *w = io->data;
+  if (read_some(w) < 0)
+    worker_lost(w, "its socket closed");
+}
+
+/* Waits, blocking the loop, for the answer to one event (the connection event, the
+ * interceptor, __init__): they must be decided before the loop goes on. Bounded. */
+static void wait_for(struct workers *P, struct pending *p) {
+  struct host *h = P->h;
+  int64_t deadline = host_now_ms() + (int64_t)h->cfg.defer_timeout * 1000;
+  while (!p->done) {
+    struct worker *w = p->w;
+    int64_t left = deadline - host_now_ms();
+    if (left <= 0) {
+      log_error(p->function, p->request_id, "%s took more than %d s: stopping its worker",
+                p->method, h->cfg.defer_timeout);
+      worker_lost(w, "overran");
+      continue;
+    }
+    struct pollfd pf = {w->fd, POLLIN | (w->out_len ? POLLOUT : 0), 0};
+    int n = poll(&pf, 1, (int)(left > 1000 ? 1000 : left));
+    if (n < 0 && errno != EINTR) {
+      worker_lost(w, "poll failed");
+      continue;
+    }
+    if (n <= 0)
+      continue;
+    if ((pf.revents & POLLOUT) && flush_out(w) < 0) {
+      worker_lost(w, "its socket broke");
+      continue;
+    }
+    if ((pf.revents & (POLLIN | POLLHUP | POLLERR)) && read_some(w) < 0)
+      worker_lost(w, "its socket closed");
+  }
+}
+
+int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *name,
+                   FunctionContext *ctx, int *found) {
+  struct workers *P = h->workers;
+  *found = plugins_loaded(h->plugins, name);
+  if (!*found)
+    return 0;
+  struct http_req *r = kind == INV_HTTP ? obj : NULL;
+  int sync = kind == INV_INIT ||
+             (kind == INV_HTTP && (r->no_defer || strcmp(name, r->name) || !h->loop)) ||
+             (kind == INV_WS && ctx->method && !strcmp(ctx->method, "WebSocket:connection"));
+  if (!strcmp(name, INTERCEPTOR))
+    sync = 1;
+  cloud_deferred *d = NULL;
+  if (kind == INV_HTTP && !sync) {
+    d = defer_begin(h, r, name);
+    if (d)
+      r->deferred = 1;
+    else
+      sync = 1;
+  }
+  uint64_t conn = kind == INV_WS ? ctx->socket.id : 0;
+  struct worker *w = pick(P, conn);
+  if (!w) {
+    log_error(name, ctx->request_id, "%s failed: no worker is running", ctx->method);
+    if (d) {
+      static const char body[] = "{\"error\":\"Function Crashed\"}";
+      defer_complete(h, d, 502, "application/json", body, sizeof body - 1);
+    }
+    return -1;
+  }
+  struct pending stack_p, *p = sync ? &stack_p : calloc(1, sizeof *p);
+  if (!p)
+    return CLOUD_ENOMEM;
+  memset(p, 0, sizeof *p);
+  p->seq = ++P->next_seq;
+  p->kind = kind;
+  p->w = w;
+  p->conn = conn;
+  p->defer = d;
+  p->r = sync ? r : NULL;
+  p->ctx = sync ? ctx : NULL;
+  p->sync = sync;
+  p->started_ms = host_now_ms();
+  snprintf(p->function, sizeof p->function, "%s", name);
+  snprintf(p->request_id, sizeof p->request_id, "%s", ctx->request_id ? ctx->request_id : "-");
+  snprintf(p->method, sizeof p->method, "%s", ctx->method ? ctx->method : "-");
+  /* The close event runs after the socket left its rooms: give the handler their names. */
+  char *rooms = NULL;
+  if (kind == INV_WS && ctx->method && !strcmp(ctx->method, "WebSocket:close")) {
+    json_t *j = rooms_of(h, ctx->socket);
+    rooms = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+  }
+  struct wbuf b = {0};
+  int rc = encode_event(&b, p->seq, kind, name, ctx, (uint64_t)(uintptr_t)d, rooms);
+  free(rooms);
+  if (rc == 0 && map_set(&P->pend, &p->seq, sizeof p->seq, p) < 0)
+    rc = CLOUD_ENOMEM;
+  if (rc < 0) {
+    wbuf_free(&b);
+    if (!sync)
+      free(p);
+    return CLOUD_ENOMEM;
+  }
+  w->inflight++;
+  affinity_add(P, conn, w);
+  rc = queue_frame(w, &b);
+  wbuf_free(&b);
+  if (rc == CLOUD_EIO) {
+    worker_lost(w, "its socket broke");
+  } else if (rc < 0) {
+    pending_end(P, p);
+    return rc;
+  }
+  if (!sync)
+    return 0;
+  wait_for(P, p);
+  return p->rc;
+}
+
+/* ---- what the worker sends back */
+
+static void reply(struct worker *w, int64_t rc, const char *text) {
+  struct wbuf b = {0};
+  wbuf_begin(&b, W_REPLY);
+  wbuf_u64(&b, (uint64_t)rc);
+  wbuf_str(&b, text);
+  queue_frame(w, &b);
+  wbuf_free(&b);
+}
+
+/* The object the event's ctx-taking calls act on, as invoke() recorded it. */
+static void *event_obj(struct workers *P, struct pending *p) {
+  if (!p)
+    return NULL;
+  if (p->kind == INV_WS)
+    return ws_find(P->h, (cloud_socket){p->conn});
+  if (p->kind == INV_HTTP)
+    return p->r ? (void *)p->r : defer_request(P->h, p->defer);
+  return NULL;
+}
+
+static void apply_call(struct worker *w, struct wread *rd) {
+  struct workers *P = w->pool;
+  struct host *h = P->h;
+  const cloud_api *api = api_table();
+  uint64_t op = wread_u64(rd);
+  int want = (int)wread_u64(rd);
+  uint64_t seq = wread_u64(rd);
+  struct pending *p = seq ? map_get(&P->pend, &seq, sizeof seq) : NULL;
+  /* Calls with a context find their object through a record like invoke()'s own. */
+  FunctionContext fake = {.size = sizeof fake};
+  struct invocation inv = {
+      .kind = p ? p->kind : INV_TIMER, .obj = event_obj(P, p), .ctx = &fake, .prev = h->inv};
+  snprintf(inv.function, sizeof inv.function, "%s", p ? p->function : "");
+  if (p) {
+    fake.function_name = p->function;
+    fake.request_id = p->request_id;
+    fake.method = p->method;
+    fake.socket.id = p->conn;
+    if (p->kind == INV_HTTP && p->ctx)
+      fake.headers = p->ctx->headers;
+    else if (p->kind == INV_HTTP && inv.obj)
+      fake.headers = ((struct http_req *)inv.obj)->headers;
+  }
+  h->inv = p ? &inv : h->inv;
+  int64_t rc = CLOUD_EINVAL;
+  char *text = NULL;
+  const char *ctext = NULL;
+  size_t len;
+  switch (op) {
+  case OP_SEND: {
+    cloud_socket s = {wread_u64(rd)};
+    const char *data = wread_bytes(rd, &len);
+    int bin = (int)wread_u64(rd);
+    rc = rd->bad ? CLOUD_EINVAL : api->socket_send(s, data, len, bin);
+    break;
+  }
+  case OP_CLOSE: {
+    cloud_socket s = {wread_u64(rd)};
+    int code = (int)wread_u64(rd);
+    const char *reason = wread_str(rd);
+    rc = rd->bad ? CLOUD_EINVAL : api->socket_close(s, code, reason);
+    break;
+  }
+  case OP_BIND: {
+    const char *uid = wread_str(rd);
+    rc = p && p->ctx ? api->bind_user(&fake, uid) : CLOUD_ESTATE;
+    break;
+  }
+  case OP_SEND_USER: {
+    const char *uid = wread_str(rd);
+    const char *data = wread_bytes(rd, &len);
+    int bin = (int)wread_u64(rd);
+    rc = rd->bad ? CLOUD_EINVAL : api->send_to_user(uid, data, len, bin);
+    break;
+  }
+  case OP_SHARED_GET: {
+    json_t *v = api->shared_get(wread_str(rd));
+    text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    rc = 0;
+    break;
+  }
+  case OP_SHARED_SET: {
+    const char *key = wread_str(rd);
+    const char *js = wread_str(rd);
+    json_t *v = js ? json_loads(js, JSON_DECODE_ANY, NULL) : NULL;
+    rc = api->shared_set(key, v);
+    json_decref(v);
+    break;
+  }
+  case OP_SHARED_DEL:
+    rc = api->shared_delete(wread_str(rd));
+    break;
+  case OP_HEADER:
+    ctext = p ? api->request_header(&fake, wread_str(rd)) : NULL;
+    rc = 0;
+    break;
+  case OP_RESP_HEADER: {
+    const char *name = wread_str(rd);
+    const char *value = wread_str(rd);
+    struct http_req *r = p && p->kind == INV_HTTP ? inv.obj : NULL;
+    rc = r ? http_add_header(r, name, value) : CLOUD_ESTATE;
+    break;
+  }
+  case OP_ROOM_JOIN:
+  case OP_ROOM_LEAVE: {
+    cloud_socket s = {wread_u64(rd)};
+    const char *room = wread_str(rd);
+    rc = op == OP_ROOM_JOIN ? api->room_join(s, room) : api->room_leave(s, room);
+    break;
+  }
+  case OP_ROOM_SEND: {
+    const char *room = wread_str(rd);
+    const char *data = wread_bytes(rd, &len);
+    int bin = (int)wread_u64(rd);
+    cloud_socket ex = {wread_u64(rd)};
+    rc = rd->bad ? CLOUD_EINVAL : api->room_send(room, data, len, bin, ex);
+    break;
+  }
+  case OP_BROADCAST: {
+    const char *data = wread_bytes(rd, &len);
+    int bin = (int)wread_u64(rd);
+    cloud_socket ex = {wread_u64(rd)};
+    rc = rd->bad ? CLOUD_EINVAL : api->broadcast(data, len, bin, ex);
+    break;
+  }
+  case OP_ROOM_MEMBERS:
+  case OP_SOCKET_ROOMS: {
+    json_t *v = NULL;
+    if (op == OP_ROOM_MEMBERS)
+      v = api->room_members(wread_str(rd));
+    else
+      v = api->socket_rooms((cloud_socket){wread_u64(rd)});
+    text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    rc = 0;
+    break;
+  }
+  case OP_TIMER_START: {
+    const char *name = wread_str(rd);
+    uint64_t first = wread_u64(rd), every = wread_u64(rd);
+    rc = p ? api->timer_start(name, first, every) : CLOUD_ESTATE;
+    break;
+  }
+  case OP_TIMER_STOP:
+    rc = p ? api->timer_stop(wread_str(rd)) : CLOUD_ESTATE;
+    break;
+  case OP_DEFER_DONE: {
+    uint64_t handle = wread_u64(rd);
+    int status = (int)wread_u64(rd);
+    const char *ct = wread_str(rd);
+    const char *body = wread_bytes(rd, &len);
+    rc = rd->bad
+             ? CLOUD_EINVAL
+             : api->deferred_respond((cloud_deferred *)(uintptr_t)handle, status, ct, body, len);
+    break;
+  }
+  case OP_ENV:
+    ctext = api->env(wread_str(rd));
+    rc = 0;
+    break;
+  default:
+    log_warn(NULL, NULL, "worker %d sent unknown call %llu", w->index, (unsigned long long)op);
+  }
+  h->inv = inv.prev;
+  if (want)
+    reply(w, rc, text ? text : ctext);
+  free(text);
+}
+
+static void handle_done(struct worker *w, struct wread *rd) {
+  struct workers *P = w->pool;
+  struct host *h = P->h;
+  uint64_t seq = wread_u64(rd);
+  int rc = (int)(int64_t)wread_u64(rd);
+  int deferred = (int)wread_u64(rd);
+  int responded = (int)wread_u64(rd);
+  int status = (int)wread_u64(rd);
+  const char *ctype = wread_str(rd);
+  size_t blen;
+  const char *body = wread_bytes(rd, &blen);
+  int token_cleared = (int)wread_u64(rd);
+  uint64_t ns = wread_u64(rd);
+  struct pending *p = map_get(&P->pend, &seq, sizeof seq);
+  if (!p || rd->bad)
+    return;
+  metrics_function_call(&h->metrics, p->function, ns, rc);
+  p->rc = rc;
+  p->done = 1;
+  if (p->kind == INV_WS) {
+    if (p->sync && token_cleared && p->ctx)
+      p->ctx->user_token = NULL;
+    if (rc && !p->sync) {
+      h->stats.plugin_errors++;
+      log_error(p->function, p->request_id, "%s failed: returned %d", p->method, rc);
+    }
+  } else if (p->kind == INV_HTTP && p->sync && p->r) {
+    if (responded)
+      http_set_response(p->r, status, ctype ? ctype : "text/plain", body ? body : "", blen);
+  } else if (p->kind == INV_HTTP && p->defer && !deferred) {
+    /* The response is complete now: what the function set, or what invoke's caller would
+     * have answered (http.c run_function) for a result without one. */
+    char err[200];
+    if (!responded && rc) {
+      h->stats.plugin_errors++;
+      log_error(p->function, p->request_id, "%s failed: returned %d", p->method, rc);
+      int n = snprintf(err, sizeof err,
+                       "{\"error\":\"Internal Server Error\",\"requestId\":\"%s\"}", p->request_id);
+      defer_complete(h, p->defer, 500, "application/json", err, (size_t)n);
+    } else if (!responded)
+      defer_complete(h, p->defer, 204, "text/plain", "", 0);
+    else {
+      if (rc)
+        log_warn(p->function, p->request_id, "returned %d after setting a response", rc);
+      defer_complete(h, p->defer, status, ctype ? ctype : "text/plain", body ? body : "", blen);
+    }
+  } else if (rc && p->kind == INV_TIMER) {
+    h->stats.plugin_errors++;
+    log_error(p->function, p->request_id, "Timer failed: returned %d", rc);
+  }
+  pending_end(P, p);
+}
+
+static void handle_frame(struct worker *w, const char *payload, size_t len) {
+  struct wread rd;
+  wread_init(&rd, payload + 1, len - 1);
+  switch ((enum wire_type)(unsigned char)payload[0]) {
+  case W_CALL:
+    apply_call(w, &rd);
+    break;
+  case W_DONE:
+    handle_done(w, &rd);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Events that overran the per-event bound cost their worker (nothing else can stop C code). */
+struct overrun_walk {
+  int64_t now, limit_ms;
+  struct worker *victim;
+};
+
+static void find_overrun(void *arg, const char *key, void *value) {
+  (void)key;
+  struct overrun_walk *o = arg;
+  struct pending *p = value;
+  if (!o->victim && !p->sync && o->now - p->started_ms > o->limit_ms)
+    o->victim = p->w;
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  struct workers *P = t->data;
+  struct overrun_walk o = {host_now_ms(), (int64_t)P->h->cfg.defer_timeout * 1000 + 1000, NULL};
+  map_each(&P->pend, find_overrun, &o);
+  if (o.victim) {
+    log_error(NULL, NULL, "worker %d has run one event for more than %d s: stopping it",
+              o.victim->index, P->h->cfg.defer_timeout);
+    worker_lost(o.victim, "overran");
+  }
+}
+
+int workers_open(struct host *h) {
+  if (!h->cfg.isolation || strcmp(h->cfg.isolation, "process"))
+    return 0;
+  struct workers *P = calloc(1, sizeof *P);
+  if (!P)
+    return -ENOMEM;
+  P->h = h;
+  P->n = h->cfg.workers > 0 ? h->cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (P->n < 1)
+    P->n = 1;
+  P->live = calloc((size_t)P->n, sizeof *P->live);
+  if (!P->live) {
+    free(P);
+    return -ENOMEM;
+  }
+  map_init(&P->pend);
+  map_init(&P->aff);
+  h->workers = P;
+  for (int i = 0; i < P->n; i++)
+    if (!(P->live[i] = spawn(P, i))) {
+      workers_close(h);
+      return -EAGAIN;
+    }
+  ev_timer_init(&P->tick, on_tick, 1., 1.);
+  P->tick.data = P;
+  ev_timer_start(h->loop, &P->tick);
+  log_info(NULL, NULL, "isolation process: %d workers run the functions", P->n);
+  return 0;
+}
+
+static void free_pending(void *arg, const char *key, void *value) {
+  (void)arg;
+  (void)key;
+  struct pending *p = value;
+  if (!p->sync)
+    free(p);
+}
+
+static void free_value(void *arg, const char *key, void *value) {
+  (void)arg;
+  (void)key;
+  free(value);
+}
+
+void workers_close(struct host *h) {
+  struct workers *P = h->workers;
+  if (!P)
+    return;
+  ev_timer_stop(h->loop, &P->tick);
+  for (int i = 0; i < P->n; i++)
+    if (P->live[i]) {
+      worker_free(P->live[i]);
+      P->live[i] = NULL;
+    }
+  while (P->retiring) {
+    struct worker *w = P->retiring;
+    P->retiring = w->next;
+    worker_free(w);
+  }
+  map_each(&P->pend, free_pending, NULL);
+  map_free(&P->pend);
+  map_each(&P->aff, free_value, NULL);
+  map_free(&P->aff);
+  free(P->live);
+  free(P);
+  h->workers = NULL;
+}
+
+void workers_on_swap(void *arg, const char *name) {
+  struct host *h = arg;
+  struct workers *P = h->workers;
+  if (P) {
+    /* Each worker finishes the events it has (a quit message queues behind them) and goes;
+     * a fresh fork of this process, which has swapped the new version in, takes its slot. */
+    for (int i = 0; i < P->n; i++) {
+      struct worker *w = P->live[i];
+      if (w) {
+        struct wbuf b = {0};
+        wbuf_begin(&b, W_EVENT);
+        wbuf_u64(&b, 0);
+        wbuf_u64(&b, WORKER_QUIT);
+        queue_frame(w, &b);
+        wbuf_free(&b);
+        w->retiring = 1;
+        w->next = P->retiring;
+        P->retiring = w;
+      }
+      P->live[i] = spawn(P, i);
+    }
+    log_info(name, NULL, "%s reloaded: %d workers replaced", name, P->n);
+  }
+  initfn_on_swap(arg, name);
+}
