@@ -714,6 +714,10 @@ static void apply_call(struct worker *w, struct wread *rd) {
   free(text);
 }
 
+static json_t *parse_json(const char *s) {
+  return s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
+}
+
 static void handle_done(struct worker *w, struct wread *rd) {
   struct workers *P = w->pool;
   struct host *h = P->h;
@@ -727,9 +731,23 @@ static void handle_done(struct worker *w, struct wread *rd) {
   const char *body = wread_bytes(rd, &blen);
   int token_cleared = (int)wread_u64(rd);
   uint64_t ns = wread_u64(rd);
+  json_t *hdrs = parse_json(wread_str(rd));
   struct pending *p = map_get(&P->pend, &seq, sizeof seq);
-  if (!p || rd->bad)
+  if (!p || rd->bad) {
+    json_decref(hdrs);
     return;
+  }
+  if (p->kind == INV_HTTP && responded) {
+    struct http_req *r = event_obj(P, p);
+    size_t i;
+    json_t *nv;
+    json_array_foreach(hdrs, i, nv) {
+      if (r)
+        http_add_header(r, json_string_value(json_array_get(nv, 0)),
+                        json_string_value(json_array_get(nv, 1)));
+    }
+  }
+  json_decref(hdrs);
   metrics_function_call(&h->metrics, p->function, ns, rc);
   p->rc = rc;
   p->done = 1;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@ struct current {
   size_t body_len;
   json_t *rooms;   /* close event: the socket's rooms as they were */
   json_t *strings; /* strings handed to the plugin, valid until the event ends */
+  json_t *headers; /* response headers set: [[name, value], ...] */
 };
 
 /* Queued events that arrived while the main thread waited for a reply. */
@@ -266,13 +268,26 @@ static int p_response_text(FunctionContext *ctx, int status, const char *text) {
 static int p_response_header(FunctionContext *ctx, const char *name, const char *value) {
   if (!http_ctx(ctx))
     return CLOUD_ESTATE;
-  if (!name || !value)
+  /* The same rules as http_add_header, checked here so the plugin gets their answer. */
+  if (!name || !value || !*name || strlen(name) > 100 || strlen(value) > 4000)
     return CLOUD_EINVAL;
-  struct wbuf b = {0};
-  call_begin(&b, OP_RESP_HEADER, 1);
-  wbuf_str(&b, name);
-  wbuf_str(&b, value);
-  return (int)call_end(&b, NULL);
+  for (const char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_'))
+      return CLOUD_EINVAL;
+  for (const char *p = value; *p; p++)
+    if (*p == '\r' || *p == '\n')
+      return CLOUD_EINVAL;
+  if (!strcasecmp(name, "content-length") || !strcasecmp(name, "request-id") ||
+      !strcasecmp(name, "transfer-encoding") || !strcasecmp(name, "connection"))
+    return CLOUD_EINVAL;
+  if (!strcasecmp(name, "content-type")) {
+    snprintf(W.cur.ctype, sizeof W.cur.ctype, "%.127s", value);
+    return 0;
+  }
+  if (!W.cur.headers && !(W.cur.headers = json_array()))
+    return CLOUD_ENOMEM;
+  return json_array_append_new(W.cur.headers, json_pack("[ss]", name, value)) ? CLOUD_ENOMEM : 0;
 }
 
 static const char *p_request_header(FunctionContext *ctx, const char *name) {
@@ -280,6 +295,15 @@ static const char *p_request_header(FunctionContext *ctx, const char *name) {
     return NULL;
   if (W.cur.kind != INV_HTTP && W.cur.kind != INV_WS)
     return NULL;
+  char lower[128];
+  size_t n = strlen(name);
+  if (n >= sizeof lower)
+    return NULL;
+  for (size_t i = 0; i <= n; i++)
+    lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+  const char *have = json_string_value(json_object_get(ctx->headers, lower));
+  if (have)
+    return have;
   struct wbuf b = {0};
   call_begin(&b, OP_HEADER, 1);
   wbuf_str(&b, name);
@@ -287,7 +311,7 @@ static const char *p_request_header(FunctionContext *ctx, const char *name) {
   call_end(&b, &t);
   const char *v = keep(t);
   if (v)
-    json_object_set_new(ctx->headers, name, json_string(v));
+    json_object_set_new(ctx->headers, lower, json_string(v));
   return v;
 }
 
@@ -507,10 +531,14 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   wbuf_bytes(&b, W.cur.body ? W.cur.body : "", W.cur.body_len);
   wbuf_u64(&b, (uint64_t)(token_given && !ctx.user_token));
   wbuf_u64(&b, ns);
+  char *hd = W.cur.headers ? json_dumps(W.cur.headers, JSON_COMPACT) : NULL;
+  wbuf_str(&b, hd);
+  free(hd);
   send_frame(&b);
   wbuf_free(&b);
   free(W.cur.body);
   json_decref(W.cur.strings);
+  json_decref(W.cur.headers);
   json_decref(rooms);
   json_decref(ctx.query);
   json_decref(ctx.headers);
