@@ -29,6 +29,9 @@
 
 static const char INTERCEPTOR[] = "__interceptor__";
 
+/* A worker that has finished nothing for this long is busy with something slow. */
+#define WORKER_STALL_MS 20
+
 struct worker {
   struct workers *pool;
   int index;
@@ -36,6 +39,7 @@ struct worker {
   int fd;
   int retiring; /* replaced after a reload: finishes what it has, then goes */
   int inflight;
+  int64_t progress_ms; /* the last time it finished an event, or got one when idle */
   ev_io rio, wio;
   char *in;
   size_t in_len, in_cap;
@@ -199,11 +203,19 @@ static struct worker *pick(struct workers *P, uint64_t conn) {
     if (a && a->inflight > 0 && a->w)
       return a->w;
   }
+  /* The least busy; a worker that has not finished anything for a while is running something
+   * slow (a blocking call, a loop): events queued there would wait for it. */
   struct worker *best = NULL;
+  int64_t now = host_now_ms(), best_cost = 0;
   for (int i = 0; i < P->n; i++) {
     struct worker *w = P->live[i];
-    if (w && (!best || w->inflight < best->inflight))
-      best = w;
+    if (!w)
+      continue;
+    int64_t cost = w->inflight;
+    if (w->inflight && now - w->progress_ms > WORKER_STALL_MS)
+      cost += 1000000 + (now - w->progress_ms);
+    if (!best || cost < best_cost)
+      best = w, best_cost = cost;
   }
   return best;
 }
@@ -233,8 +245,10 @@ static void affinity_drop(struct workers *P, uint64_t conn) {
 
 static void pending_end(struct workers *P, struct pending *p) {
   map_del(&P->pend, &p->seq, sizeof p->seq);
-  if (p->w)
+  if (p->w) {
     p->w->inflight--;
+    p->w->progress_ms = host_now_ms();
+  }
   affinity_drop(P, p->conn);
   if (!p->sync)
     free(p);
@@ -526,7 +540,8 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
       free(p);
     return CLOUD_ENOMEM;
   }
-  w->inflight++;
+  if (!w->inflight++)
+    w->progress_ms = host_now_ms();
   affinity_add(P, conn, w);
   rc = queue_frame(w, &b);
   wbuf_free(&b);
