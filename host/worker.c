@@ -243,11 +243,24 @@ static void affinity_drop(struct workers *P, uint64_t conn) {
     free(map_del(&P->aff, &conn, sizeof conn));
 }
 
+static void send_quit(struct worker *w) {
+  struct wbuf b = {0};
+  wbuf_begin(&b, W_EVENT);
+  wbuf_u64(&b, 0);
+  wbuf_u64(&b, WORKER_QUIT);
+  queue_frame(w, &b);
+  wbuf_free(&b);
+}
+
 static void pending_end(struct workers *P, struct pending *p) {
   map_del(&P->pend, &p->seq, sizeof p->seq);
   if (p->w) {
     p->w->inflight--;
     p->w->progress_ms = host_now_ms();
+    /* A replaced worker goes once the events it has are done: until then a connection's
+     * next events follow its earlier ones there, in order. */
+    if (p->w->retiring && !p->w->inflight && p->w->pid > 0)
+      send_quit(p->w);
   }
   affinity_drop(P, p->conn);
   if (!p->sync)
@@ -914,17 +927,13 @@ void workers_on_swap(void *arg, const char *name) {
   struct host *h = arg;
   struct workers *P = h->workers;
   if (P) {
-    /* Each worker finishes the events it has (a quit message queues behind them) and goes;
-     * a fresh fork of this process, which has swapped the new version in, takes its slot. */
+    /* Each worker finishes the events it has, then gets a quit message and goes; a fresh fork of
+     * this process, which has swapped the new version in, takes its slot. */
     for (int i = 0; i < P->n; i++) {
       struct worker *w = P->live[i];
       if (w) {
-        struct wbuf b = {0};
-        wbuf_begin(&b, W_EVENT);
-        wbuf_u64(&b, 0);
-        wbuf_u64(&b, WORKER_QUIT);
-        queue_frame(w, &b);
-        wbuf_free(&b);
+        if (!w->inflight)
+          send_quit(w);
         w->retiring = 1;
         w->next = P->retiring;
         P->retiring = w;

@@ -48,6 +48,7 @@ static struct {
   pthread_mutex_t wmu;
   struct current cur;
   int running;
+  int replay; /* running init/fini again in this worker: cloud_shared writes were made once */
   char *rbuf;
   size_t rcap;
   struct queued *head, *tail;
@@ -197,6 +198,8 @@ static json_t *p_shared_get(const char *key) {
 static int p_shared_set(const char *key, json_t *value) {
   if (!on_main())
     return CLOUD_ESTATE;
+  if (W.replay)
+    return key && value ? 0 : CLOUD_EINVAL;
   if (!key || !value)
     return CLOUD_EINVAL;
   char *s = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -213,6 +216,8 @@ static int p_shared_set(const char *key, json_t *value) {
 static int p_shared_delete(const char *key) {
   if (!on_main())
     return CLOUD_ESTATE;
+  if (W.replay)
+    return key ? 0 : CLOUD_EINVAL;
   if (!key)
     return CLOUD_EINVAL;
   struct wbuf b = {0};
@@ -478,8 +483,13 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   wread_init(&rd, payload, len);
   uint64_t seq = wread_u64(&rd);
   uint64_t kind = wread_u64(&rd);
-  if (kind == WORKER_QUIT)
+  if (kind == WORKER_QUIT) {
+    /* Replaced after a reload: the versions' fini lets their threads finish (a deferred
+     * response still owed is completed, not dropped). */
+    W.replay = 1;
+    plugins_run_fini(h->plugins);
     _exit(0);
+  }
   const char *name = wread_str(&rd);
   FunctionContext ctx = {.size = sizeof ctx};
   ctx.function_name = wread_str(&rd);
@@ -580,6 +590,11 @@ void worker_main(struct host *h, int fd, int index) {
   W.main = pthread_self();
   api_table_replace(&proxy);
   h->workers = NULL; /* this process runs plugins itself */
+  /* Threads the versions' init started in the serving process did not come along with the
+   * fork: init runs again here, its cloud_shared writes not repeated (the load made them). */
+  W.replay = 1;
+  plugins_rerun_init(h->plugins);
+  W.replay = 0;
   for (;;) {
     struct queued *q = W.head;
     if (q) {
