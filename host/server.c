@@ -5,8 +5,8 @@
 #include "server.h"
 
 #include "accept.h"
-#include "auth.h"
 #include "head_guard.h"
+#include "auth.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
