@@ -57,11 +57,21 @@ struct pending {
   cloud_deferred *defer; /* async HTTP: the response to complete */
   struct http_req *r;    /* sync HTTP: the request (alive for the whole wait) */
   FunctionContext *ctx;  /* sync: the caller's context */
+  struct firing *timer;  /* INV_TIMER: its in-hand record */
   int sync, done, rc, crashed;
   int64_t started_ms;
   char function[FN_NAME_MAX + 1];
   char request_id[72];
   char method[32];
+  char what[200]; /* WS: the user id; HTTP: the path; timer: its name (for the log lines) */
+};
+
+/* A timer whose last firing a worker still runs: the next ones are skipped, not queued
+ * (timers.c does the same in-process by the clock: a handler that overran its period). */
+struct firing {
+  uint64_t every_ms, skipped;
+  char key[FN_NAME_MAX + 2 + 128 + 1];
+  size_t keylen;
 };
 
 /* Which worker has a connection's events in hand. */
@@ -75,8 +85,9 @@ struct workers {
   int n;
   struct worker **live; /* n slots */
   struct worker *retiring;
-  struct map pend; /* seq -> struct pending * */
-  struct map aff;  /* conn id -> struct affinity * */
+  struct map pend;   /* seq -> struct pending * */
+  struct map aff;    /* conn id -> struct affinity * */
+  struct map firing; /* "<function>\0<timer>" -> struct firing *: a timer's event in hand */
   uint64_t next_seq;
   ev_timer tick;
   uint64_t crashes;
@@ -197,7 +208,15 @@ static void on_write(struct ev_loop *loop, ev_io *io, int revents) {
 
 /* ---- events */
 
-static struct worker *pick(struct workers *P, uint64_t conn) {
+static int stalled(const struct worker *w, int64_t now) {
+  return w->inflight && now - w->progress_ms > WORKER_STALL_MS;
+}
+
+/* fn: for events without a connection, the function: its home worker is preferred while it
+ * keeps up, so state a function keeps in its own memory between a request and its timer's
+ * firings (the ticker test's sleep setting) is mostly where it was set. cloud_shared is the
+ * state every worker sees. */
+static struct worker *pick(struct workers *P, uint64_t conn, const char *fn) {
   if (conn) {
     struct affinity *a = map_get(&P->aff, &conn, sizeof conn);
     if (a && a->inflight > 0 && a->w)
@@ -212,10 +231,18 @@ static struct worker *pick(struct workers *P, uint64_t conn) {
     if (!w)
       continue;
     int64_t cost = w->inflight;
-    if (w->inflight && now - w->progress_ms > WORKER_STALL_MS)
+    if (stalled(w, now))
       cost += 1000000 + (now - w->progress_ms);
     if (!best || cost < best_cost)
       best = w, best_cost = cost;
+  }
+  if (!conn && fn && best) {
+    uint64_t hash = 1469598103934665603ull;
+    for (const char *c = fn; *c; c++)
+      hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
+    struct worker *home = P->live[hash % (uint64_t)P->n];
+    if (home && !stalled(home, now) && home->inflight <= best->inflight + 1)
+      return home;
   }
   return best;
 }
@@ -254,6 +281,17 @@ static void send_quit(struct worker *w) {
 
 static void pending_end(struct workers *P, struct pending *p) {
   map_del(&P->pend, &p->seq, sizeof p->seq);
+  if (p->timer) {
+    struct firing *f = p->timer;
+    if (f->skipped)
+      log_debug(p->function, p->request_id,
+                "timer %s overran its %llu ms period: %llu firings skipped",
+                f->key + strlen(f->key) + 1, (unsigned long long)f->every_ms,
+                (unsigned long long)f->skipped);
+    map_del(&P->firing, f->key, f->keylen);
+    free(f);
+    p->timer = NULL;
+  }
   if (p->w) {
     p->w->inflight--;
     p->w->progress_ms = host_now_ms();
@@ -510,7 +548,34 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
       sync = 1;
   }
   uint64_t conn = kind == INV_WS ? ctx->socket.id : 0;
-  struct worker *w = pick(P, conn);
+  struct firing *f = NULL;
+  if (kind == INV_TIMER && ctx->params.data) {
+    char key[sizeof f->key];
+    size_t fl = strlen(name), nl = strlen(ctx->params.data);
+    if (fl + 1 + nl < sizeof key) {
+      memcpy(key, name, fl + 1);
+      memcpy(key + fl + 1, ctx->params.data, nl + 1);
+      struct firing *busy = map_get(&P->firing, key, fl + 1 + nl);
+      if (busy) {
+        busy->skipped++;
+        return 0;
+      }
+      if ((f = calloc(1, sizeof *f))) {
+        memcpy(f->key, key, fl + 2 + nl);
+        f->keylen = fl + 1 + nl;
+        f->every_ms = timers_every_ms(obj);
+        if (map_set(&P->firing, f->key, f->keylen, f) < 0) {
+          free(f);
+          f = NULL;
+        }
+      }
+    }
+  }
+  struct worker *w = pick(P, conn, name);
+  if (!w && f) {
+    map_del(&P->firing, f->key, f->keylen);
+    free(f);
+  }
   if (!w) {
     log_error(name, ctx->request_id, "%s failed: no worker is running", ctx->method);
     if (d) {
@@ -520,8 +585,13 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
     return -1;
   }
   struct pending stack_p, *p = sync ? &stack_p : calloc(1, sizeof *p);
-  if (!p)
+  if (!p) {
+    if (f) {
+      map_del(&P->firing, f->key, f->keylen);
+      free(f);
+    }
     return CLOUD_ENOMEM;
+  }
   memset(p, 0, sizeof *p);
   p->seq = ++P->next_seq;
   p->kind = kind;
@@ -530,11 +600,17 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
   p->defer = d;
   p->r = sync ? r : NULL;
   p->ctx = sync ? ctx : NULL;
+  p->timer = f;
   p->sync = sync;
   p->started_ms = host_now_ms();
   snprintf(p->function, sizeof p->function, "%s", name);
   snprintf(p->request_id, sizeof p->request_id, "%s", ctx->request_id ? ctx->request_id : "-");
   snprintf(p->method, sizeof p->method, "%s", ctx->method ? ctx->method : "-");
+  snprintf(p->what, sizeof p->what, "%s",
+           kind == INV_WS                          ? (ctx->user_id ? ctx->user_id : "-")
+           : kind == INV_HTTP                      ? (r && r->path ? r->path : "-")
+           : kind == INV_TIMER && ctx->params.data ? ctx->params.data
+                                                   : "-");
   /* The close event runs after the socket left its rooms: give the handler their names. */
   char *rooms = NULL;
   if (kind == INV_WS && ctx->method && !strcmp(ctx->method, "WebSocket:close")) {
@@ -549,6 +625,10 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
     rc = CLOUD_ENOMEM;
   if (rc < 0) {
     wbuf_free(&b);
+    if (f) {
+      map_del(&P->firing, f->key, f->keylen);
+      free(f);
+    }
     if (!sync)
       free(p);
     return CLOUD_ENOMEM;
@@ -783,8 +863,10 @@ static void handle_done(struct worker *w, struct wread *rd) {
     if (p->sync && token_cleared && p->ctx)
       p->ctx->user_token = NULL;
     if (rc && !p->sync) {
+      /* The line ws.c writes in-process, with its source. */
       h->stats.plugin_errors++;
-      log_error(p->function, p->request_id, "%s failed: returned %d", p->method, rc);
+      log_emit("ws.c", LOG_ERROR, p->function, p->request_id, "%s of user %s failed: returned %d",
+               p->method, p->what, rc);
     }
   } else if (p->kind == INV_HTTP && p->sync && p->r) {
     if (responded)
@@ -795,7 +877,8 @@ static void handle_done(struct worker *w, struct wread *rd) {
     char err[200];
     if (!responded && rc) {
       h->stats.plugin_errors++;
-      log_error(p->function, p->request_id, "%s failed: returned %d", p->method, rc);
+      log_emit("http.c", LOG_ERROR, p->function, p->request_id, "%s %s failed: returned %d",
+               p->method, p->what, rc);
       int n = snprintf(err, sizeof err,
                        "{\"error\":\"Internal Server Error\",\"requestId\":\"%s\"}", p->request_id);
       defer_complete(h, p->defer, 500, "application/json", err, (size_t)n);
@@ -803,12 +886,14 @@ static void handle_done(struct worker *w, struct wread *rd) {
       defer_complete(h, p->defer, 204, "text/plain", "", 0);
     else {
       if (rc)
-        log_warn(p->function, p->request_id, "returned %d after setting a response", rc);
+        log_emit("http.c", LOG_WARN, p->function, p->request_id,
+                 "returned %d after setting a response", rc);
       defer_complete(h, p->defer, status, ctype ? ctype : "text/plain", body ? body : "", blen);
     }
   } else if (rc && p->kind == INV_TIMER) {
     h->stats.plugin_errors++;
-    log_error(p->function, p->request_id, "Timer failed: returned %d", rc);
+    log_emit("timers.c", LOG_ERROR, p->function, p->request_id, "Timer %s failed: returned %d",
+             p->what, rc);
   }
   pending_end(P, p);
 }
@@ -872,6 +957,7 @@ int workers_open(struct host *h) {
   }
   map_init(&P->pend);
   map_init(&P->aff);
+  map_init(&P->firing);
   h->workers = P;
   for (int i = 0; i < P->n; i++)
     if (!(P->live[i] = spawn(P, i))) {
@@ -918,6 +1004,8 @@ void workers_close(struct host *h) {
   map_free(&P->pend);
   map_each(&P->aff, free_value, NULL);
   map_free(&P->aff);
+  map_each(&P->firing, free_value, NULL);
+  map_free(&P->firing);
   free(P->live);
   free(P);
   h->workers = NULL;

@@ -168,8 +168,10 @@ static int p_bind_user(FunctionContext *ctx, const char *user_id) {
   call_begin(&b, OP_BIND, 1);
   wbuf_str(&b, user_id);
   int rc = (int)call_end(&b, NULL);
-  if (rc == 0)
-    ctx->user_token = NULL; /* the token was the host-assigned user's */
+  if (rc == 0) {
+    ctx->user_token = NULL;       /* the token was the host-assigned user's */
+    ctx->user_id = keep(user_id); /* in-process it is the connection's own, now changed */
+  }
   return rc;
 }
 
@@ -320,13 +322,15 @@ static const char *p_request_header(FunctionContext *ctx, const char *name) {
   return v;
 }
 
+/* Plugin log lines carry the source api.c gives them in-process ("api"). */
 static void p_logv(const FunctionContext *ctx, const char *fmt, va_list ap) {
-  log_msgv(LOG_INFO, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt, ap);
+  log_emitv("api.c", LOG_INFO, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt,
+            ap);
 }
 
 static void p_log_levelv(const FunctionContext *ctx, int level, const char *fmt, va_list ap) {
   enum log_level l = level == 3 ? LOG_ERROR : level == 2 ? LOG_WARN : LOG_INFO;
-  log_msgv(l, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt, ap);
+  log_emitv("api.c", l, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt, ap);
 }
 
 static int room_call(enum worker_op op, cloud_socket s, const char *room) {
