@@ -40,6 +40,8 @@ struct config {
   int jwt_leeway;
   const char *isolation; /* "process": functions run in worker processes (worker.c) */
   int workers;           /* worker processes with --isolation process (0: one per core) */
+  int quarantine_crashes; /* --isolation process: crashes of one build that quarantine it */
+  int quarantine_window;  /* ... within this many seconds */
 };
 
 /* Fills cfg from defaults, then environment, then argv. 0 to run, 1 when --help was printed,

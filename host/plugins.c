@@ -603,6 +603,25 @@ static int reopen_fresh(struct plugins *p, struct slot *s) {
   return 0;
 }
 
+int plugins_current(const struct plugins *p, const char *name, char sha256[CRASH_SHA_HEX]) {
+  struct slot *s = map_get(&p->slots, name, strlen(name));
+  if (!s || !s->cur)
+    return 0;
+  memcpy(sha256, s->cur->sha256, CRASH_SHA_HEX);
+  return s->cur->number;
+}
+
+int plugins_unload(struct plugins *p, const char *name, const char *why) {
+  struct slot *s = map_get(&p->slots, name, strlen(name));
+  if (!s || !s->cur)
+    return -ENOENT;
+  snprintf(s->last_error, sizeof s->last_error, "%s", why);
+  s->last_error_ms = host_now_ms();
+  version_unload(s->cur);
+  s->cur = NULL;
+  return 0;
+}
+
 static void rerun_init(void *arg, const char *key, void *value) {
   (void)key;
   struct slot *s = value;

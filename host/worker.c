@@ -7,11 +7,13 @@
 #include "worker.h"
 
 #include "api.h"
+#include "crash.h"
 #include "defer.h"
 #include "http.h"
 #include "initfn.h"
 #include "log.h"
 #include "plugins.h"
+#include "quarantine.h"
 #include "rooms.h"
 #include "timers.h"
 #include "wire.h"
@@ -74,6 +76,13 @@ struct firing {
   size_t keylen;
 };
 
+/* The recent crashes of one function's current build. */
+struct crash_count {
+  char sha256[CRASH_SHA_HEX];
+  int n;
+  int64_t t[64];
+};
+
 /* Which worker has a connection's events in hand. */
 struct affinity {
   struct worker *w;
@@ -85,12 +94,13 @@ struct workers {
   int n;
   struct worker **live; /* n slots */
   struct worker *retiring;
-  struct map pend;   /* seq -> struct pending * */
-  struct map aff;    /* conn id -> struct affinity * */
-  struct map firing; /* "<function>\0<timer>" -> struct firing *: a timer's event in hand */
+  struct map pend;    /* seq -> struct pending * */
+  struct map aff;     /* conn id -> struct affinity * */
+  struct map crashes; /* function -> struct crash_count: recent crashes of its build */
+  struct map firing;  /* "<function>\0<timer>" -> struct firing *: a timer's event in hand */
   uint64_t next_seq;
   ev_timer tick;
-  uint64_t crashes;
+  uint64_t lost; /* workers lost with events in hand */
 };
 
 int workers_on(const struct host *h) {
@@ -333,6 +343,63 @@ static void pending_crashed(struct workers *P, struct pending *p, const char *wh
   pending_end(P, p);
 }
 
+/* A worker died of a fatal signal in fn's event: the crash is recorded (/_/status shows it);
+ * the build's K-th crash within T seconds quarantines it (the crash costs one event here,
+ * so a few are tolerated; a build that keeps crashing is taken out, as in-process). */
+static void crash_seen(struct workers *P, struct pending *p, pid_t pid, int signo) {
+  struct host *h = P->h;
+  char sha[CRASH_SHA_HEX] = "";
+  int version = plugins_current(h->plugins, p->function, sha);
+  if (!version)
+    return;
+  int64_t now = host_now_ms();
+  struct crash_count *c = map_get(&P->crashes, p->function, strlen(p->function));
+  if (!c) {
+    if (!(c = calloc(1, sizeof *c)) ||
+        map_set(&P->crashes, p->function, strlen(p->function), c) < 0) {
+      free(c);
+      return;
+    }
+  }
+  if (strcmp(c->sha256, sha)) { /* a new build starts afresh */
+    memcpy(c->sha256, sha, sizeof sha);
+    c->n = 0;
+  }
+  int64_t window = (int64_t)h->cfg.quarantine_window * 1000;
+  int kept = 0;
+  for (int i = 0; i < c->n; i++)
+    if (now - c->t[i] <= window)
+      c->t[kept++] = c->t[i];
+  c->n = kept;
+  if (c->n < (int)(sizeof c->t / sizeof c->t[0]))
+    c->t[c->n++] = now;
+  int k = h->cfg.quarantine_crashes > 0 ? h->cfg.quarantine_crashes : 1;
+  int quarantine = c->n >= k;
+  json_t *rec =
+      json_pack("{ss sI si ss si ss si ss ss ss}", "kind", "crash", "t", (json_int_t)now, "signal",
+                signo, "signal_name", crash_signal_name(signo), "pid", (int)pid, "function",
+                p->function, "version", version, quarantine ? "sha256" : "build", sha, "request_id",
+                p->request_id, "isolation", "process");
+  if (rec && quarantine_add(h->quarantine, rec) < 0)
+    log_warn(p->function, p->request_id, "cannot record the crash in the crash file");
+  json_decref(rec);
+  if (!quarantine) {
+    log_warn(p->function, p->request_id,
+             "%s version %d crashed (%s): %d of %d crashes within %d s before it is quarantined",
+             p->function, version, crash_signal_name(signo), c->n, k, h->cfg.quarantine_window);
+    return;
+  }
+  free(map_del(&P->crashes, p->function, strlen(p->function)));
+  char why[256];
+  snprintf(why, sizeof why, "quarantined: crashed %d times within %d s (last: %s)", k,
+           h->cfg.quarantine_window, crash_signal_name(signo));
+  plugins_unload(h->plugins, p->function, why);
+  log_error(p->function, p->request_id,
+            "QUARANTINED %s version %d (sha256 %.12s...): %d crashes within %d s; deploy a "
+            "different build, or lift it (POST /_/quarantine/%s/lift)",
+            p->function, version, sha, k, h->cfg.quarantine_window, p->function);
+}
+
 struct lost_walk {
   struct worker *w;
   struct pending **list;
@@ -368,9 +435,20 @@ static void worker_lost(struct worker *w, const char *why) {
   struct workers *P = w->pool;
   struct host *h = P->h;
   int status = 0;
-  if (w->pid > 0) {
-    kill(w->pid, SIGKILL);
-    waitpid(w->pid, &status, 0);
+  pid_t pid = w->pid;
+  if (pid > 0) {
+    /* Usually already dead (its socket closed). Reaped first: a kill before it would turn a
+     * crash into our SIGKILL. */
+    int tries = strcmp(why, "overran") ? 10 : 0;
+    pid_t got;
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && tries-- > 0) {
+      struct timespec ts = {0, 10 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+    if (got == 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
   }
   char what[128];
   if (WIFSIGNALED(status))
@@ -384,9 +462,14 @@ static void worker_lost(struct worker *w, const char *why) {
   map_each(&P->pend, collect, &L);
   qsort(L.list, L.n, sizeof *L.list, by_seq);
   if (!w->retiring || L.n) {
-    P->crashes++;
+    P->lost++;
     log_error(NULL, NULL, "%s with %zu events in hand: %s", what, L.n,
               h->stopping ? "stopping" : "replacing it");
+  }
+  if (L.n && WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGABRT)
+      crash_seen(P, L.list[0], pid, sig);
   }
   for (size_t i = 0; i < L.n; i++)
     pending_crashed(P, L.list[i],
@@ -958,6 +1041,7 @@ int workers_open(struct host *h) {
   map_init(&P->pend);
   map_init(&P->aff);
   map_init(&P->firing);
+  map_init(&P->crashes);
   h->workers = P;
   for (int i = 0; i < P->n; i++)
     if (!(P->live[i] = spawn(P, i))) {
@@ -1006,6 +1090,8 @@ void workers_close(struct host *h) {
   map_free(&P->aff);
   map_each(&P->firing, free_value, NULL);
   map_free(&P->firing);
+  map_each(&P->crashes, free_value, NULL);
+  map_free(&P->crashes);
   free(P->live);
   free(P);
   h->workers = NULL;

@@ -5,6 +5,7 @@ that blocks stalls only its own worker; one connection's events stay in order; S
 the host even while a function spins forever."""
 
 import asyncio
+import hashlib
 import os
 import signal
 import time
@@ -75,6 +76,38 @@ def test_http_crash_is_502_and_the_next_request_is_served():
             assert r.status == 200 and r.json == {"build": "crashing"}, r
             assert h.http("GET", "/echo?x=1").status == 200
         assert h.serving_pid() == serving, "the serving process was restarted"
+
+
+def test_quarantine_after_k_crashes_and_a_fixed_build_lifts_it():
+    h = Host(plugins={"crash": tplugin("crash"), "echo": example("echo")},
+             flags=ISO + ["--workers", "2", "--quarantine-crashes", "3",
+                          "--quarantine-window", "60"])
+    with h:
+        sha = hashlib.sha256(open(tplugin("crash"), "rb").read()).hexdigest()
+        for i in range(2):
+            r = h.http("GET", "/crash?do=segv", headers={"X-Request-Id": f"k-{i}"})
+            assert r.status == 502, r
+            # Below K the build keeps serving, and each crash is on /_/status.
+            assert h.http("GET", "/crash").status == 200
+        st = h.http("GET", "/_/status", auth=True).json
+        assert st["quarantine"] == {}, st["quarantine"]
+        assert [c["request_id"] for c in st["crashes"]] == ["k-0", "k-1"], st["crashes"]
+        r = h.http("GET", "/crash?do=segv", headers={"X-Request-Id": "k-2"})
+        assert r.status == 502, r
+        r = h.http("GET", "/crash", headers={"X-Request-Id": "after-k"})
+        assert r.status == 503 and r.json == {"error": "Function Unavailable",
+                                              "requestId": "after-k"}, r
+        assert h.http("GET", "/echo").status == 200
+        st = h.http("GET", "/_/status", auth=True).json
+        q = st["quarantine"]["crash"]
+        assert (q["sha256"], q["request_id"], q["signal"]) == (sha, "k-2", 11), q
+        h.wait_log(r"QUARANTINED crash version 1")
+        # A different build lifts it, in every worker.
+        h.add_plugin("crash", tplugin("crash_fixed"))
+        wait_until(lambda: h.http("GET", "/crash").status == 200, what="the fixed build")
+        for _ in range(4):
+            assert h.http("GET", "/crash?do=segv").json == {"build": "fixed"}
+        assert h.http("GET", "/_/status", auth=True).json["quarantine"] == {}
 
 
 def test_blocking_function_stalls_only_its_worker():
