@@ -99,6 +99,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   plugins_unwatch(h->plugins);
   server_stop(h);
   plugins_close(h->plugins);
+  workers_free(h);
   xthread_close(h);
   defers_free(h);
   rooms_close(h);

@@ -101,6 +101,7 @@ struct workers {
   uint64_t next_seq;
   ev_timer tick;
   uint64_t lost; /* workers lost with events in hand */
+  int closed;    /* workers_close ran: events from here on are dropped, never run here */
 };
 
 int workers_on(const struct host *h) {
@@ -616,6 +617,10 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
   *found = plugins_loaded(h->plugins, name);
   if (!*found)
     return 0;
+  if (P->closed) { /* stopping: the close events of connections the drain did not end */
+    log_debug(name, ctx->request_id, "%s dropped: the workers are stopped", ctx->method);
+    return 0;
+  }
   struct http_req *r = kind == INV_HTTP ? obj : NULL;
   int sync = kind == INV_INIT ||
              (kind == INV_HTTP && (r->no_defer || strcmp(name, r->name) || !h->loop)) ||
@@ -773,7 +778,7 @@ static void apply_call(struct worker *w, struct wread *rd) {
     fake.request_id = p->request_id;
     fake.method = p->method;
     fake.socket.id = p->conn;
-    if (p->kind == INV_HTTP && p->ctx)
+    if (p->ctx) /* a sync event: the connection event's or the interceptor's headers */
       fake.headers = p->ctx->headers;
     else if (p->kind == INV_HTTP && inv.obj)
       fake.headers = ((struct http_req *)inv.obj)->headers;
@@ -1071,8 +1076,9 @@ static void free_value(void *arg, const char *key, void *value) {
 
 void workers_close(struct host *h) {
   struct workers *P = h->workers;
-  if (!P)
+  if (!P || P->closed)
     return;
+  P->closed = 1;
   ev_timer_stop(h->loop, &P->tick);
   for (int i = 0; i < P->n; i++)
     if (P->live[i]) {
@@ -1084,6 +1090,13 @@ void workers_close(struct host *h) {
     P->retiring = w->next;
     worker_free(w);
   }
+}
+
+void workers_free(struct host *h) {
+  struct workers *P = h->workers;
+  if (!P)
+    return;
+  workers_close(h);
   map_each(&P->pend, free_pending, NULL);
   map_free(&P->pend);
   map_each(&P->aff, free_value, NULL);

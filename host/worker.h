@@ -35,8 +35,11 @@ enum worker_op {
 /* Starts cfg.workers workers when --isolation process is set (else does nothing). Call with
  * the plugins loaded and the loop created. 0 or -errno. */
 int workers_open(struct host *h);
-/* Kills every worker (a function stuck in a loop cannot hold the way down) and reaps it. */
+/* Kills every worker (a function stuck in a loop cannot hold the way down) and reaps it.
+ * Later events are dropped (the serving process never runs them itself). */
 void workers_close(struct host *h);
+/* After workers_close, once nothing can invoke any more: frees the pool. */
+void workers_free(struct host *h);
 /* 1 when plugin calls go to workers. */
 int workers_on(const struct host *h);
 /* invoke() for --isolation process: the same contract, but the call runs in a worker. WS
