@@ -461,7 +461,8 @@ static void worker_lost(struct worker *w, const char *why) {
   w->pid = -1;
   struct lost_walk L = {.w = w};
   map_each(&P->pend, collect, &L);
-  qsort(L.list, L.n, sizeof *L.list, by_seq);
+  if (L.n)
+    qsort(L.list, L.n, sizeof *L.list, by_seq);
   if (!w->retiring || L.n) {
     P->lost++;
     log_error(NULL, NULL, "%s with %zu events in hand: %s", what, L.n,
