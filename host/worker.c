@@ -42,6 +42,7 @@ struct worker {
   int retiring; /* replaced after a reload: finishes what it has, then goes */
   int inflight;
   int64_t progress_ms; /* the last time it finished an event, or got one when idle */
+  int64_t started_ms;
   ev_io rio, wio;
   char *in;
   size_t in_len, in_cap;
@@ -143,6 +144,7 @@ static struct worker *spawn(struct workers *P, int index) {
   w->index = index;
   w->pid = pid;
   w->fd = sv[0];
+  w->started_ms = host_now_ms();
   fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
   ev_io_init(&w->rio, on_read, w->fd, EV_READ);
   w->rio.data = w;
@@ -488,9 +490,12 @@ static void worker_lost(struct worker *w, const char *why) {
     return;
   }
   int idx = w->index;
+  /* One that dies as it starts (a build whose init crashes in every fresh process) is
+   * replaced by the tick, once a second, not in a fork loop. */
+  int early = !L.n && host_now_ms() - w->started_ms < 1000;
   P->live[idx] = NULL;
   worker_free(w);
-  if (!h->stopping)
+  if (!h->stopping && !early)
     P->live[idx] = spawn(P, idx);
 }
 
@@ -1020,6 +1025,9 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
   struct workers *P = t->data;
+  for (int i = 0; i < P->n; i++)
+    if (!P->live[i] && !P->h->stopping)
+      P->live[i] = spawn(P, i);
   struct overrun_walk o = {host_now_ms(), (int64_t)P->h->cfg.defer_timeout * 1000 + 1000, NULL};
   map_each(&P->pend, find_overrun, &o);
   if (o.victim) {

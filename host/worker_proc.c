@@ -599,6 +599,8 @@ void worker_main(struct host *h, int fd, int index) {
   W.replay = 1;
   plugins_rerun_init(h->plugins);
   W.replay = 0;
+  json_decref(W.cur.strings); /* what init's cloud_env calls kept */
+  W.cur.strings = NULL;
   for (;;) {
     struct queued *q = W.head;
     if (q) {
