@@ -31,6 +31,11 @@
 
 static const char INTERCEPTOR[] = "__interceptor__";
 
+/* Event bytes queued for one worker at most. In-process a client that floods a slow function
+ * is held back by TCP (the loop does not read while the function runs); here the loop keeps
+ * reading, so what waits for a worker is bounded instead. */
+#define WORKER_QUEUE_MAX (32u << 20)
+
 /* A worker that has finished nothing for this long is busy with something slow. */
 #define WORKER_STALL_MS 20
 
@@ -675,6 +680,25 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
     if (d) {
       static const char body[] = "{\"error\":\"Function Crashed\"}";
       defer_complete(h, d, 502, "application/json", body, sizeof body - 1);
+    }
+    return -1;
+  }
+  if (!sync && w->out_len > WORKER_QUEUE_MAX) {
+    log_warn(name, ctx->request_id,
+             "%s refused: worker %d has %zu bytes of events waiting (it is busy): %s", ctx->method,
+             w->index, w->out_len, conn ? "closing the connection with 1013" : "503");
+    if (conn)
+      ws_close(h, (cloud_socket){conn}, 1013, "server busy");
+    if (d) {
+      char body[200];
+      int n =
+          snprintf(body, sizeof body, "{\"error\":\"Service Unavailable\",\"requestId\":\"%s\"}",
+                   ctx->request_id ? ctx->request_id : "-");
+      defer_complete(h, d, 503, "application/json", body, (size_t)n);
+    }
+    if (f) {
+      map_del(&P->firing, f->key, f->keylen);
+      free(f);
     }
     return -1;
   }

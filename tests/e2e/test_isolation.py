@@ -151,6 +151,26 @@ def test_blocking_function_stalls_only_its_worker():
         asyncio.run(go())
 
 
+def test_flood_behind_a_busy_worker_is_bounded():
+    # In-process TCP holds a flooding client back while its function runs; here the loop keeps
+    # reading, so what waits for a worker is bounded (32 MiB): past it the connection gets 1013.
+    h = Host(plugins={"__websocket__": tplugin("slow_echo")}, flags=ISO + ["--workers", "2"])
+    with h:
+        async def go():
+            other = await h.ws()
+            ws = await h.ws(max_size=None)
+            await ws.send("sleep")
+            big = "x" * (1024 * 1024 - 16)
+            for _ in range(48):
+                await send_until_closed(ws, big)
+            code, reason = await expect_close(ws, 15)
+            assert (code, reason) == (1013, "server busy"), (code, reason)
+            await echo_once(other, "still here")
+            await other.close()
+        asyncio.run(go())
+        h.wait_log(r"refused: worker \d+ has \d+ bytes of events waiting")
+
+
 def test_one_connections_events_stay_in_order():
     h = Host(plugins={"__websocket__": tplugin("slow_echo")}, flags=ISO + ["--workers", "4"])
     with h:
