@@ -7,7 +7,8 @@
 #include <stdint.h>
 
 /* A stream, not SOCK_SEQPACKET: a datagram on an AF_UNIX socket is bounded by the socket's
- * send buffer (net.core.wmem_max, 208 KiB on Debian), and a message may be 1 MiB. */
+ * send buffer (net.core.wmem_default, 208 KiB; more needs SO_SNDBUF up to net.core.wmem_max,
+ * a sysctl the host cannot count on), and a message may be --max-message (1 MiB) or more. */
 #define WIRE_MAX (64u << 20) /* a frame larger than this is a broken peer */
 
 enum wire_type {
