@@ -10,7 +10,7 @@ DEB_OUT ?= $(BUILD)
 
 SOAK_MINUTES ?= 5
 
-.PHONY: all deps build run test test-asan test-tsan bench fuzz soak format clean install deb
+.PHONY: all deps build run test test-isolation test-asan test-tsan bench fuzz soak format clean install deb
 
 all: build
 
@@ -32,6 +32,11 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The whole end-to-end suite again with --isolation process (functions in worker processes);
+# CI runs it beside `make test`. The .deb test installs system-wide and is left to `make test`.
+test-isolation: build
+	cd $(BUILD) && WSHOST_E2E_ISOLATION=1 ctest --output-on-failure -j $(JOBS) -R '^e2e\.' -E 'e2e.test_deb$$'
 
 # The whole suite again, built with AddressSanitizer and UndefinedBehaviorSanitizer.
 test-asan: deps

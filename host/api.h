@@ -10,5 +10,7 @@ const cloud_api *api_table(void);
 /* Points the table's functions at h (they have no context argument of their own). */
 void api_bind(struct host *h);
 const char *api_strerror(int code);
+/* In a worker process (--isolation process): every plugin's table becomes `with`. */
+void api_table_replace(const cloud_api *with);
 
 #endif

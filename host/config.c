@@ -89,6 +89,15 @@ static const struct opt opts[] = {
       " (password also from WSHOST_REDIS_PASSWORD)"),
     O("reuse-port", OPT_BOOL, reuse_port, "0",
       "SO_REUSEPORT: several hosts share --port (one per core; with --redis they act as one)"),
+    O("isolation", OPT_STR, isolation, "none",
+      "none (functions run in the serving process) or process (in worker processes: a crash "
+      "fails one event)"),
+    O("workers", OPT_INT, workers, "0",
+      "worker processes with --isolation process (0: one per core)"),
+    O("quarantine-crashes", OPT_INT, quarantine_crashes, "3",
+      "with --isolation process: a build that crashes this many times..."),
+    O("quarantine-window", OPT_INT, quarantine_window, "60",
+      "...within this many seconds is quarantined"),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -219,6 +228,10 @@ int config_parse(struct config *cfg, int argc, char **argv) {
   }
   if (!cfg->tls_cert != !cfg->tls_key) {
     log_error(NULL, NULL, "--tls-cert and --tls-key go together");
+    return -1;
+  }
+  if (cfg->isolation && strcmp(cfg->isolation, "none") && strcmp(cfg->isolation, "process")) {
+    log_error(NULL, NULL, "--isolation is none or process, not '%s'", cfg->isolation);
     return -1;
   }
   return 0;

@@ -23,6 +23,7 @@ struct timers;
 struct defers;
 struct xthread;
 struct cluster;
+struct workers;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -138,6 +139,7 @@ struct host {
   uint64_t accept_refused, accept_errors;
   struct quarantine *quarantine;
   struct cluster *cluster; /* issue 13: --redis (cluster.c); NULL on a single node */
+  struct workers *workers; /* --isolation process: plugin calls run there (worker.c) */
 };
 
 /* clock.c: fills buf (at least 32 bytes) with a fresh request id. */

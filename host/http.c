@@ -705,7 +705,8 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
     r->body = b;
     r->body_cap = cap;
   }
-  memcpy(r->body + r->body_len, in, len);
+  if (len) /* lws may end a body with (NULL, 0) */
+    memcpy(r->body + r->body_len, in, len);
   r->body_len += len;
   r->body[r->body_len] = 0;
   return 0;

@@ -3,6 +3,7 @@
 #include "invocation.h"
 
 #include "plugins.h"
+#include "worker.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -25,7 +26,9 @@ int invoke(struct host *h, enum inv_kind kind, void *obj, const char *name, Func
   struct invocation inv = {.kind = kind, .obj = obj, .ctx = ctx, .prev = h->inv};
   snprintf(inv.function, sizeof inv.function, "%s", name);
   h->inv = &inv;
-  int rc = plugins_call(h->plugins, name, ctx, found);
+  /* --isolation process: the serving process never runs plugin code itself. */
+  int rc = workers_on(h) ? workers_invoke(h, kind, obj, name, ctx, found)
+                         : plugins_call(h->plugins, name, ctx, found);
   h->inv = inv.prev;
   return rc;
 }

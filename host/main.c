@@ -20,6 +20,7 @@
 #include "supervisor.h"
 #include "timers.h"
 #include "ws.h"
+#include "worker.h"
 #include "xthread.h"
 
 #include <errno.h>
@@ -99,7 +100,11 @@ static int serve(struct config *cfg, const struct serve_args *a) {
     return 1;
   }
   /* Laf's __init__ runs before the first request is served: the loop has not run yet. */
-  plugins_on_swap(h->plugins, initfn_on_swap, h);
+  if (workers_open(h) < 0) {
+    log_error(NULL, NULL, "cannot start the worker processes (--isolation process)");
+    return 1;
+  }
+  plugins_on_swap(h->plugins, workers_on(h) ? workers_on_swap : initfn_on_swap, h);
   initfn_run(h, "at start");
   if ((rc = plugins_watch(h->plugins, h->vhost)) < 0)
     log_warn(NULL, NULL, "cannot watch %s (%s): no hot reload", h->cfg.plugins_dir, strerror(-rc));
@@ -107,12 +112,14 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   server_run(h);
   /* Deferred responses let go of the versions they pinned (their fini stops their threads);
    * timers stop while the loop still exists; queued cross-thread work is dropped last. */
+  workers_close(h);
   defers_cancel(h);
   timers_close(h);
   cluster_close(h);
   plugins_unwatch(h->plugins);
   server_stop(h);
   plugins_close(h->plugins);
+  workers_free(h);
   xthread_close(h);
   defers_free(h);
   rooms_close(h);

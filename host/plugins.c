@@ -35,8 +35,8 @@ struct version {
   const cloud_plugin_desc *desc;
   void (*fini)(void);
   int number;
-  int pins;    /* plugins_pin: outstanding deferred responses */
-  int retired; /* replaced or removed while pinned: unloaded at the last unpin */
+  int pins;                   /* plugins_pin: outstanding deferred responses */
+  int retired;                /* replaced or removed while pinned: unloaded at the last unpin */
   char sha256[CRASH_SHA_HEX]; /* of the file's content: what a quarantine names */
   char copy[PATH_MAX];
 };
@@ -557,6 +557,101 @@ static void status_one(void *arg, const char *key, void *value) {
   if (s->last_error[0])
     json_object_set_new(o, "last_error_at_ms", json_integer(s->last_error_ms));
   json_object_set_new(arg, key, o);
+}
+
+/* Loads a second image of v from a copy of its private copy (a new inode, so dlopen maps it
+ * afresh: static data as the file has it, not as the serving process's threads left it, e.g.
+ * a mutex held at the moment of the fork) and makes it v's. 0, or -1 (v keeps the old one). */
+static int reopen_fresh(struct plugins *p, struct slot *s) {
+  struct version *v = s->cur;
+  char path[PATH_MAX + 64];
+  if ((size_t)snprintf(path, sizeof path, "%.3800s/%.128s.w%d.so", p->run, s->name,
+                       (int)getpid()) >= sizeof path)
+    return -1;
+  int in = open(v->copy, O_RDONLY | O_CLOEXEC);
+  int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+  char buf[65536];
+  ssize_t n = in >= 0 && out >= 0 ? 0 : -1;
+  while (n >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(out, buf + off, (size_t)(n - off));
+      if (w <= 0) {
+        n = -1;
+        break;
+      }
+      off += w;
+    }
+  if (in >= 0)
+    close(in);
+  if (out >= 0 && close(out) < 0)
+    n = -1;
+  void *dl = n == 0 ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+  unlink(path);
+  const cloud_plugin_desc *desc = dl ? dlsym(dl, "cloud_plugin") : NULL;
+  if (!desc || !desc->api) {
+    if (dl)
+      dlclose(dl);
+    log_warn(s->name, NULL, "worker %d: cannot map version %d afresh: using the inherited image",
+             (int)getpid(), v->number);
+    return -1;
+  }
+  *desc->api = api_table();
+  v->dl = dl;
+  v->desc = desc;
+  v->fini = (void (*)(void))dlsym(dl, "cloud_plugin_fini");
+  crash_map(desc, s->name, v->number, v->sha256);
+  return 0;
+}
+
+int plugins_current(const struct plugins *p, const char *name, char sha256[CRASH_SHA_HEX]) {
+  struct slot *s = map_get(&p->slots, name, strlen(name));
+  if (!s || !s->cur)
+    return 0;
+  memcpy(sha256, s->cur->sha256, CRASH_SHA_HEX);
+  return s->cur->number;
+}
+
+int plugins_unload(struct plugins *p, const char *name, const char *why) {
+  struct slot *s = map_get(&p->slots, name, strlen(name));
+  if (!s || !s->cur)
+    return -ENOENT;
+  snprintf(s->last_error, sizeof s->last_error, "%s", why);
+  s->last_error_ms = host_now_ms();
+  version_unload(s->cur);
+  s->cur = NULL;
+  return 0;
+}
+
+static void rerun_init(void *arg, const char *key, void *value) {
+  (void)key;
+  struct slot *s = value;
+  if (!s->cur || !s->cur->dl)
+    return;
+  reopen_fresh(arg, s);
+  int (*init)(void) = (int (*)(void))dlsym(s->cur->dl, "cloud_plugin_init");
+  struct crash_frame saved;
+  crash_enter(&saved, s->name, s->cur->number, s->cur->sha256, "load");
+  int rc = init ? init() : 0;
+  crash_leave(&saved);
+  if (rc)
+    log_warn(s->name, NULL, "init of version %d returned %d in worker %d", s->cur->number, rc,
+             (int)getpid());
+}
+
+void plugins_rerun_init(struct plugins *p) {
+  map_each(&p->slots, rerun_init, p);
+}
+
+static void run_fini(void *arg, const char *key, void *value) {
+  (void)arg;
+  (void)key;
+  struct slot *s = value;
+  if (s->cur && s->cur->fini)
+    s->cur->fini();
+}
+
+void plugins_run_fini(struct plugins *p) {
+  map_each(&p->slots, run_fini, NULL);
 }
 
 json_t *plugins_status(const struct plugins *p) {

@@ -33,6 +33,17 @@ void plugins_unpin(struct plugins *p, void *pin);
 /* Loads (or unloads, when the file is gone) name's file now, outside the watch: used by the
  * watch and by tests. 0 if a version was swapped in or unloaded, negative when refused. */
 int plugins_reload(struct plugins *p, const char *name);
+/* A worker process (--isolation process) is a fork of this one: the versions are loaded, but
+ * threads their init started are not there. plugins_rerun_init runs every current version's
+ * init again in this process (its result is ignored: the load already accepted the version);
+ * plugins_run_fini runs their fini (before the worker exits). */
+void plugins_rerun_init(struct plugins *p);
+void plugins_run_fini(struct plugins *p);
+/* The current version of name: its number (0 when none is loaded) and its file's sha256. */
+int plugins_current(const struct plugins *p, const char *name, char sha256[65]);
+/* Unloads name's current version now, with why as its last error (a quarantine in
+ * --isolation process). 0, or -ENOENT when nothing is loaded. */
+int plugins_unload(struct plugins *p, const char *name, const char *why);
 /* For /_/status: {"<name>": {"version", "loaded_at", "file", "last_error", ...}}. */
 json_t *plugins_status(const struct plugins *p);
 

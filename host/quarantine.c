@@ -190,6 +190,14 @@ int quarantine_lift(struct quarantine *q, const char *name, const char *by) {
   return 0;
 }
 
+int quarantine_add(struct quarantine *q, json_t *rec) {
+  if (!q || !json_is_object(rec))
+    return -EINVAL;
+  int rc = append_line(q, rec);
+  replay(q, rec);
+  return rc;
+}
+
 json_t *quarantine_status(const struct quarantine *q) {
   if (!q)
     return json_pack("{s{} s[]}", "quarantined", "crashes");

@@ -24,6 +24,10 @@ const json_t *quarantine_get(const struct quarantine *q, const char *name);
 int quarantine_blocks(const struct quarantine *q, const char *name, const char *sha256);
 /* Lifts name's quarantine and records why ("admin", "deployed ..."). 0, or -ENOENT. */
 int quarantine_lift(struct quarantine *q, const char *name, const char *by);
+/* Records a crash seen by this process (--isolation process: a worker's), appending it to the
+ * file and to the crashes shown. A record with "function" and "sha256" quarantines that build,
+ * as the signal handler's records do. 0 or -errno (then it lasts until restart). */
+int quarantine_add(struct quarantine *q, json_t *rec);
 /* {"quarantined": {name: crash record}, "crashes": [last crash records]}; new reference. */
 json_t *quarantine_status(const struct quarantine *q);
 

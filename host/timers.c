@@ -53,6 +53,10 @@ void timers_close(struct host *h) {
   h->timers = NULL;
 }
 
+uint64_t timers_every_ms(const void *timer) {
+  return timer ? ((const struct timer *)timer)->every_ms : 0;
+}
+
 size_t timers_count(const struct host *h) {
   return h->timers ? h->timers->all.count : 0;
 }

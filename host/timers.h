@@ -16,6 +16,8 @@ int timers_start(struct host *h, const char *fn, const char *name, uint64_t firs
                  uint64_t every_ms);
 /* 0, or CLOUD_EINVAL when fn has no timer of that name. */
 int timers_stop(struct host *h, const char *fn, const char *name);
+/* The period of the timer being fired (invoke's obj for INV_TIMER), 0 for a one-shot. */
+uint64_t timers_every_ms(const void *timer);
 size_t timers_count(const struct host *h);
 
 #endif

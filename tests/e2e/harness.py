@@ -51,6 +51,7 @@ VALGRIND = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
 if VALGRIND:
     START_TIMEOUT = STOP_TIMEOUT = 60.0
 MiB = 1024 * 1024
+ISOLATION = os.environ.get("WSHOST_E2E_ISOLATION") == "1"
 
 # Close codes (RFC 6455 section 7.4.1).
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_PROTOCOL = 1000, 1001, 1002
@@ -236,6 +237,10 @@ class Host:
         redis = e2e_redis_url()
         if redis and not any(str(f).startswith("--redis") for f in self.flags):
             cmd += ["--redis", redis]
+        # WSHOST_E2E_ISOLATION=1 (make test-isolation): every host runs its functions in worker
+        # processes, so the whole suite checks that mode too. A test's own --isolation wins.
+        if ISOLATION and not any(f.startswith("--isolation") for f in self.flags):
+            cmd += ["--isolation", "process"]
         return cmd + self.flags
 
     def start(self, wait=True):

@@ -14,6 +14,15 @@ import time
 
 from harness import *  # noqa: F401,F403
 
+
+class Host(Host):  # noqa: F405,F811
+    """These tests are of the in-process mode, where a crash takes the serving process down and
+    the supervisor restarts it: pinned to it, also when the suite runs with
+    WSHOST_E2E_ISOLATION=1 (test_isolation.py tests --isolation process)."""
+
+    def __init__(self, *args, flags=(), **kw):
+        super().__init__(*args, flags=list(flags) + ["--isolation", "none"], **kw)
+
 # The bound DESIGN 9 sets is 1 s; the assertion leaves room for a loaded 2-core machine
 # (tools/crash-restart measures p50/p99 on an idle one).
 BACK_WITHIN = 3.0

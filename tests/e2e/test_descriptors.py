@@ -58,7 +58,10 @@ def test_accept_pauses_on_emfile():
     The host pauses accepting for 100 ms instead of spinning on the readable socket, logs it
     at most once a second, and serves the clients that wait in the backlog as descriptors
     free up (one each pause here: the one the finished /fdeater request gave back)."""
-    h = LimitedHost(plugins={"echo": example("echo"), "fdeater": tplugin("fdeater")})
+    # The function takes the serving process's descriptors: in-process only (with
+    # --isolation process it would take its worker's).
+    h = LimitedHost(plugins={"echo": example("echo"), "fdeater": tplugin("fdeater")},
+                    flags=["--isolation", "none"])
     with h:
         r = h.http("GET", "/fdeater?hold_ms=2500")
         assert r.status == 200 and r.json["held"] > 0, r

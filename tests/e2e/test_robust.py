@@ -55,7 +55,10 @@ def test_truncated_plugin_in_place_is_refused_old_version_serves():
 
 async def test_sigterm_ends_host_with_function_stuck_in_a_loop():
     # Old main: signals were loop watchers; with the loop stuck, SIGTERM did nothing.
-    h = Host(plugins={"__websocket__": tplugin("spin")}, flags=["--drain-timeout", "1"])
+    # In-process: the function holds the loop itself (test_isolation.py has the same with
+    # --isolation process, where it holds only its worker).
+    h = Host(plugins={"__websocket__": tplugin("spin")},
+             flags=["--drain-timeout", "1", "--isolation", "none"])
     with h:
         ws = await h.ws()
         await ws.send("hello")

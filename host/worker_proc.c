@@ -1,0 +1,652 @@
+/* worker_proc.c: --isolation process, a worker's side: runs the events the serving process
+ * sends, with an API table whose calls are messages back to it (worker.c applies them). */
+#include "api.h"
+#include "crash.h"
+#include "invocation.h"
+#include "log.h"
+#include "metrics.h"
+#include "plugins.h"
+#include "wire.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#define WFD 3 /* the socket, moved here so every other inherited descriptor can go */
+
+/* The event being run. Only the worker's main thread runs events. */
+struct current {
+  uint64_t seq;
+  enum inv_kind kind;
+  FunctionContext *ctx;
+  uint64_t defer; /* HTTP: the serving process's deferred handle */
+  int deferred, responded, status;
+  char ctype[128];
+  char *body;
+  size_t body_len;
+  json_t *rooms;   /* close event: the socket's rooms as they were */
+  json_t *strings; /* strings handed to the plugin, valid until the event ends */
+  json_t *headers; /* response headers set: [[name, value], ...] */
+};
+
+/* Queued events that arrived while the main thread waited for a reply. */
+struct queued {
+  struct queued *next;
+  size_t len;
+  char data[];
+};
+
+static struct {
+  pthread_t main;
+  pthread_mutex_t wmu;
+  struct current cur;
+  int running;
+  int replay; /* running init/fini again in this worker: cloud_shared writes were made once */
+  char *rbuf;
+  size_t rcap;
+  struct queued *head, *tail;
+} W = {.wmu = PTHREAD_MUTEX_INITIALIZER};
+
+static int on_main(void) {
+  return pthread_equal(pthread_self(), W.main);
+}
+
+static int send_frame(struct wbuf *b) {
+  if (wbuf_end(b) < 0)
+    return CLOUD_ENOMEM;
+  pthread_mutex_lock(&W.wmu);
+  int rc = wire_write_all(WFD, b->p, b->len);
+  pthread_mutex_unlock(&W.wmu);
+  if (rc < 0)
+    _exit(0); /* the serving process is gone */
+  return 0;
+}
+
+/* Reads frames until a reply comes; events that arrive first wait in the queue. */
+static int64_t wait_reply(const char **text) {
+  for (;;) {
+    size_t len;
+    if (wire_read_frame(WFD, &W.rbuf, &W.rcap, &len) < 0)
+      _exit(0);
+    if ((unsigned char)W.rbuf[0] == W_REPLY) {
+      struct wread rd;
+      wread_init(&rd, W.rbuf + 1, len - 1);
+      int64_t rc = (int64_t)wread_u64(&rd);
+      const char *t = wread_str(&rd);
+      if (text)
+        *text = t;
+      return rc;
+    }
+    struct queued *q = malloc(sizeof *q + len);
+    if (!q)
+      _exit(3);
+    q->next = NULL;
+    q->len = len;
+    memcpy(q->data, W.rbuf, len);
+    if (W.tail)
+      W.tail->next = q;
+    else
+      W.head = q;
+    W.tail = q;
+  }
+}
+
+/* Starts a call frame: op, whether a reply is wanted, the event it belongs to. */
+static void call_begin(struct wbuf *b, enum worker_op op, int want) {
+  wbuf_begin(b, W_CALL);
+  wbuf_u64(b, op);
+  wbuf_u64(b, (uint64_t)want);
+  wbuf_u64(b, on_main() && W.running ? W.cur.seq : 0);
+}
+
+/* Sends b; on the main thread waits for the answer. Off it (a plugin's own thread) the call
+ * is posted and 0 returned, as the SDK says for calls from other threads. */
+static int64_t call_end(struct wbuf *b, const char **text) {
+  if (text)
+    *text = NULL;
+  int rc = send_frame(b);
+  wbuf_free(b);
+  if (rc < 0)
+    return rc;
+  return on_main() ? wait_reply(text) : 0;
+}
+
+/* A reply string kept until the event ends. */
+static const char *keep(const char *s) {
+  if (!s)
+    return NULL;
+  if (!W.cur.strings)
+    W.cur.strings = json_array();
+  json_t *j = json_string(s);
+  if (!j)
+    return NULL;
+  json_array_append_new(W.cur.strings, j);
+  return json_string_value(j);
+}
+
+static json_t *parse(const char *s) {
+  return s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+static int p_socket_send(cloud_socket s, const void *data, size_t len, int is_binary) {
+  if (!s.id)
+    return CLOUD_ECLOSED;
+  if (!data && len)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_SEND, on_main());
+  wbuf_u64(&b, s.id);
+  wbuf_bytes(&b, data ? data : "", len);
+  wbuf_u64(&b, (uint64_t)is_binary);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_socket_close(cloud_socket s, int code, const char *reason) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  struct wbuf b = {0};
+  call_begin(&b, OP_CLOSE, 1);
+  wbuf_u64(&b, s.id);
+  wbuf_u64(&b, (uint64_t)(int64_t)code);
+  wbuf_str(&b, reason);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_bind_user(FunctionContext *ctx, const char *user_id) {
+  if (!on_main() || !W.running || ctx != W.cur.ctx || W.cur.kind != INV_WS)
+    return CLOUD_ESTATE;
+  if (!user_id)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_BIND, 1);
+  wbuf_str(&b, user_id);
+  int rc = (int)call_end(&b, NULL);
+  if (rc == 0) {
+    ctx->user_token = NULL;       /* the token was the host-assigned user's */
+    ctx->user_id = keep(user_id); /* in-process it is the connection's own, now changed */
+  }
+  return rc;
+}
+
+static int p_send_to_user(const char *user_id, const void *data, size_t len, int is_binary) {
+  if (!user_id || (!data && len))
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_SEND_USER, on_main());
+  wbuf_str(&b, user_id);
+  wbuf_bytes(&b, data ? data : "", len);
+  wbuf_u64(&b, (uint64_t)is_binary);
+  return (int)call_end(&b, NULL);
+}
+
+static json_t *p_shared_get(const char *key) {
+  if (!on_main() || !key)
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_SHARED_GET, 1);
+  wbuf_str(&b, key);
+  const char *t;
+  call_end(&b, &t);
+  return parse(t);
+}
+
+static int p_shared_set(const char *key, json_t *value) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (W.replay)
+    return key && value ? 0 : CLOUD_EINVAL;
+  if (!key || !value)
+    return CLOUD_EINVAL;
+  char *s = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+  if (!s)
+    return CLOUD_ENOMEM;
+  struct wbuf b = {0};
+  call_begin(&b, OP_SHARED_SET, 1);
+  wbuf_str(&b, key);
+  wbuf_str(&b, s);
+  free(s);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_shared_delete(const char *key) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (W.replay)
+    return key ? 0 : CLOUD_EINVAL;
+  if (!key)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_SHARED_DEL, 1);
+  wbuf_str(&b, key);
+  return (int)call_end(&b, NULL);
+}
+
+/* The response of the HTTP event being run is kept here and sent with its end. */
+static int http_ctx(FunctionContext *ctx) {
+  return on_main() && W.running && ctx == W.cur.ctx && W.cur.kind == INV_HTTP && !W.cur.deferred;
+}
+
+static int set_response(int status, const char *ctype, const char *body, size_t len) {
+  if (status < 100 || status > 599)
+    return CLOUD_EINVAL;
+  char *c = malloc(len + 1);
+  if (!c)
+    return CLOUD_ENOMEM;
+  memcpy(c, body, len);
+  c[len] = 0;
+  free(W.cur.body);
+  W.cur.body = c;
+  W.cur.body_len = len;
+  W.cur.status = status;
+  W.cur.responded = 1;
+  snprintf(W.cur.ctype, sizeof W.cur.ctype, "%s", ctype);
+  return 0;
+}
+
+static int p_response_json(FunctionContext *ctx, int status, json_t *json) {
+  if (!http_ctx(ctx) || !json) {
+    json_decref(json);
+    return http_ctx(ctx) ? CLOUD_EINVAL : CLOUD_ESTATE;
+  }
+  char *s = json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY);
+  json_decref(json);
+  if (!s)
+    return CLOUD_ENOMEM;
+  int rc = set_response(status, "application/json", s, strlen(s));
+  free(s);
+  return rc;
+}
+
+static int p_response_text(FunctionContext *ctx, int status, const char *text) {
+  if (!http_ctx(ctx))
+    return CLOUD_ESTATE;
+  if (!text)
+    return CLOUD_EINVAL;
+  return set_response(status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+static int p_response_header(FunctionContext *ctx, const char *name, const char *value) {
+  if (!http_ctx(ctx))
+    return CLOUD_ESTATE;
+  /* The same rules as http_add_header, checked here so the plugin gets their answer. */
+  if (!name || !value || !*name || strlen(name) > 100 || strlen(value) > 4000)
+    return CLOUD_EINVAL;
+  for (const char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_'))
+      return CLOUD_EINVAL;
+  for (const char *p = value; *p; p++)
+    if (*p == '\r' || *p == '\n')
+      return CLOUD_EINVAL;
+  if (!strcasecmp(name, "content-length") || !strcasecmp(name, "request-id") ||
+      !strcasecmp(name, "transfer-encoding") || !strcasecmp(name, "connection"))
+    return CLOUD_EINVAL;
+  if (!strcasecmp(name, "content-type")) {
+    snprintf(W.cur.ctype, sizeof W.cur.ctype, "%.127s", value);
+    return 0;
+  }
+  if (!W.cur.headers && !(W.cur.headers = json_array()))
+    return CLOUD_ENOMEM;
+  return json_array_append_new(W.cur.headers, json_pack("[ss]", name, value)) ? CLOUD_ENOMEM : 0;
+}
+
+static const char *p_request_header(FunctionContext *ctx, const char *name) {
+  if (!on_main() || !W.running || ctx != W.cur.ctx || !name || !ctx->headers)
+    return NULL;
+  if (W.cur.kind != INV_HTTP && W.cur.kind != INV_WS)
+    return NULL;
+  char lower[128];
+  size_t n = strlen(name);
+  if (n >= sizeof lower)
+    return NULL;
+  for (size_t i = 0; i <= n; i++)
+    lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+  const char *have = json_string_value(json_object_get(ctx->headers, lower));
+  if (have)
+    return have;
+  struct wbuf b = {0};
+  call_begin(&b, OP_HEADER, 1);
+  wbuf_str(&b, name);
+  const char *t;
+  call_end(&b, &t);
+  const char *v = keep(t);
+  if (v)
+    json_object_set_new(ctx->headers, lower, json_string(v));
+  return v;
+}
+
+/* Plugin log lines carry the source api.c gives them in-process ("api"). */
+static void p_logv(const FunctionContext *ctx, const char *fmt, va_list ap) {
+  log_emitv("api.c", LOG_INFO, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt,
+            ap);
+}
+
+static void p_log_levelv(const FunctionContext *ctx, int level, const char *fmt, va_list ap) {
+  enum log_level l = level == 3 ? LOG_ERROR : level == 2 ? LOG_WARN : LOG_INFO;
+  log_emitv("api.c", l, ctx ? ctx->function_name : NULL, ctx ? ctx->request_id : NULL, fmt, ap);
+}
+
+static int room_call(enum worker_op op, cloud_socket s, const char *room) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  struct wbuf b = {0};
+  call_begin(&b, op, 1);
+  wbuf_u64(&b, s.id);
+  wbuf_str(&b, room);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_room_join(cloud_socket s, const char *room) {
+  return room_call(OP_ROOM_JOIN, s, room);
+}
+
+static int p_room_leave(cloud_socket s, const char *room) {
+  return room_call(OP_ROOM_LEAVE, s, room);
+}
+
+static int p_room_send(const char *room, const void *data, size_t len, int is_binary,
+                       cloud_socket except) {
+  if (!room || (!data && len))
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_ROOM_SEND, on_main());
+  wbuf_str(&b, room);
+  wbuf_bytes(&b, data ? data : "", len);
+  wbuf_u64(&b, (uint64_t)is_binary);
+  wbuf_u64(&b, except.id);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_broadcast(const void *data, size_t len, int is_binary, cloud_socket except) {
+  if (!data && len)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_BROADCAST, on_main());
+  wbuf_bytes(&b, data ? data : "", len);
+  wbuf_u64(&b, (uint64_t)is_binary);
+  wbuf_u64(&b, except.id);
+  return (int)call_end(&b, NULL);
+}
+
+static json_t *p_room_members(const char *room) {
+  if (!on_main())
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_ROOM_MEMBERS, 1);
+  wbuf_str(&b, room);
+  const char *t;
+  call_end(&b, &t);
+  return parse(t);
+}
+
+static json_t *p_socket_rooms(cloud_socket s) {
+  if (!on_main())
+    return NULL;
+  /* The close event runs after the socket left its rooms: the event brought their names. */
+  if (W.running && W.cur.rooms && W.cur.ctx && s.id == W.cur.ctx->socket.id)
+    return json_deep_copy(W.cur.rooms);
+  struct wbuf b = {0};
+  call_begin(&b, OP_SOCKET_ROOMS, 1);
+  wbuf_u64(&b, s.id);
+  const char *t;
+  call_end(&b, &t);
+  return parse(t);
+}
+
+static int p_timer_start(const char *name, uint64_t first_ms, uint64_t every_ms) {
+  if (!on_main() || !W.running)
+    return CLOUD_ESTATE;
+  struct wbuf b = {0};
+  call_begin(&b, OP_TIMER_START, 1);
+  wbuf_str(&b, name);
+  wbuf_u64(&b, first_ms);
+  wbuf_u64(&b, every_ms);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_timer_stop(const char *name) {
+  if (!on_main() || !W.running)
+    return CLOUD_ESTATE;
+  struct wbuf b = {0};
+  call_begin(&b, OP_TIMER_STOP, 1);
+  wbuf_str(&b, name);
+  return (int)call_end(&b, NULL);
+}
+
+static cloud_deferred *p_defer(FunctionContext *ctx) {
+  if (!on_main() || !W.running || ctx != W.cur.ctx || W.cur.kind != INV_HTTP || !W.cur.defer)
+    return NULL;
+  W.cur.deferred = 1;
+  return (cloud_deferred *)(uintptr_t)W.cur.defer;
+}
+
+static int p_deferred_respond(cloud_deferred *d, int status, const char *content_type,
+                              const void *body, size_t len) {
+  if (!d || (!body && len))
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_DEFER_DONE, on_main());
+  wbuf_u64(&b, (uint64_t)(uintptr_t)d);
+  wbuf_u64(&b, (uint64_t)(int64_t)status);
+  wbuf_str(&b, content_type);
+  wbuf_bytes(&b, body ? body : "", len);
+  return (int)call_end(&b, NULL);
+}
+
+static const char *p_env(const char *name) {
+  if (!on_main() || !name)
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_ENV, 1);
+  wbuf_str(&b, name);
+  const char *t;
+  call_end(&b, &t);
+  return keep(t);
+}
+
+static int p_reject(FunctionContext *ctx, int status, const char *reason) {
+  if (!on_main() || !W.running || ctx != W.cur.ctx || W.cur.kind != INV_WS)
+    return CLOUD_ESTATE;
+  struct wbuf b = {0};
+  call_begin(&b, OP_REJECT, 1);
+  wbuf_u64(&b, (uint64_t)(int64_t)status);
+  wbuf_str(&b, reason);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_accept_protocol(FunctionContext *ctx, const char *name) {
+  if (!on_main() || !W.running || ctx != W.cur.ctx || W.cur.kind != INV_WS)
+    return CLOUD_ESTATE;
+  if (!name)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_ACCEPT_PROTO, 1);
+  wbuf_str(&b, name);
+  return (int)call_end(&b, NULL);
+}
+
+static const cloud_api proxy = {
+    .abi_version = CLOUD_ABI_VERSION,
+    .size = sizeof(cloud_api),
+    .socket_send = p_socket_send,
+    .socket_close = p_socket_close,
+    .bind_user = p_bind_user,
+    .send_to_user = p_send_to_user,
+    .shared_get = p_shared_get,
+    .shared_set = p_shared_set,
+    .shared_delete = p_shared_delete,
+    .response_json = p_response_json,
+    .response_text = p_response_text,
+    .response_header = p_response_header,
+    .logv = p_logv,
+    .strerror = api_strerror,
+    .request_header = p_request_header,
+    .room_join = p_room_join,
+    .room_leave = p_room_leave,
+    .room_send = p_room_send,
+    .broadcast = p_broadcast,
+    .room_members = p_room_members,
+    .socket_rooms = p_socket_rooms,
+    .timer_start = p_timer_start,
+    .timer_stop = p_timer_stop,
+    .log_levelv = p_log_levelv,
+    .defer = p_defer,
+    .deferred_respond = p_deferred_respond,
+    .env = p_env,
+    .reject = p_reject,
+    .accept_protocol = p_accept_protocol,
+};
+
+/* Runs one event frame (its payload after the type byte). */
+static void run_event(struct host *h, const char *payload, size_t len) {
+  struct wread rd;
+  wread_init(&rd, payload, len);
+  uint64_t seq = wread_u64(&rd);
+  uint64_t kind = wread_u64(&rd);
+  if (kind == WORKER_QUIT) {
+    /* Replaced after a reload: the versions' fini lets their threads finish (a deferred
+     * response still owed is completed, not dropped). */
+    W.replay = 1;
+    plugins_run_fini(h->plugins);
+    _exit(0);
+  }
+  const char *name = wread_str(&rd);
+  FunctionContext ctx = {.size = sizeof ctx};
+  ctx.function_name = wread_str(&rd);
+  ctx.request_id = wread_str(&rd);
+  ctx.method = wread_str(&rd);
+  ctx.params.data = wread_bytes(&rd, &ctx.params.len);
+  ctx.params.is_binary = (int)wread_u64(&rd);
+  ctx.params.code = (int)(int64_t)wread_u64(&rd);
+  ctx.params.reason = wread_str(&rd);
+  ctx.params.error = wread_str(&rd);
+  ctx.query = parse(wread_str(&rd));
+  ctx.headers = parse(wread_str(&rd));
+  ctx.body = parse(wread_str(&rd));
+  ctx.body_raw = wread_bytes(&rd, &ctx.body_len);
+  ctx.url = wread_str(&rd);
+  ctx.socket.id = wread_u64(&rd);
+  ctx.user_id = wread_str(&rd);
+  ctx.user_token = wread_str(&rd);
+  ctx.user = parse(wread_str(&rd));
+  uint64_t defer = wread_u64(&rd);
+  json_t *rooms = parse(wread_str(&rd));
+  ctx.protocols = wread_str(&rd);
+  if (rd.bad || !name) {
+    log_error(NULL, NULL, "worker: malformed event frame");
+    _exit(4);
+  }
+  const char *token_given = ctx.user_token;
+  memset(&W.cur, 0, sizeof W.cur);
+  W.cur.seq = seq;
+  W.cur.kind = (enum inv_kind)kind;
+  W.cur.ctx = &ctx;
+  W.cur.defer = defer;
+  W.cur.rooms = rooms;
+  W.running = 1;
+  int found;
+  uint64_t t0 = metrics_now_ns();
+  int rc = plugins_call(h->plugins, name, &ctx, &found);
+  uint64_t ns = metrics_now_ns() - t0;
+  W.running = 0;
+  if (!found)
+    rc = 0;
+  struct wbuf b = {0};
+  wbuf_begin(&b, W_DONE);
+  wbuf_u64(&b, seq);
+  wbuf_u64(&b, (uint64_t)(int64_t)rc);
+  wbuf_u64(&b, (uint64_t)W.cur.deferred);
+  wbuf_u64(&b, (uint64_t)W.cur.responded);
+  wbuf_u64(&b, (uint64_t)W.cur.status);
+  wbuf_str(&b, W.cur.ctype);
+  wbuf_bytes(&b, W.cur.body ? W.cur.body : "", W.cur.body_len);
+  wbuf_u64(&b, (uint64_t)(token_given && !ctx.user_token));
+  wbuf_u64(&b, ns);
+  char *hd = W.cur.headers ? json_dumps(W.cur.headers, JSON_COMPACT) : NULL;
+  wbuf_str(&b, hd);
+  free(hd);
+  send_frame(&b);
+  wbuf_free(&b);
+  free(W.cur.body);
+  json_decref(W.cur.strings);
+  json_decref(W.cur.headers);
+  json_decref(rooms);
+  json_decref(ctx.query);
+  json_decref(ctx.headers);
+  json_decref(ctx.body);
+  json_decref(ctx.user);
+  memset(&W.cur, 0, sizeof W.cur);
+}
+
+void worker_main(struct host *h, int fd, int index) {
+  pid_t parent = getppid();
+  /* The serving process's death ends its workers at once (it holds their only socket too). */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent)
+    _exit(0);
+  char title[16];
+  snprintf(title, sizeof title, "wshost-w%d", index);
+  prctl(PR_SET_NAME, title);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_DFL;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGALRM, &sa, NULL);
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, NULL);
+  sigset_t all;
+  sigemptyset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, NULL);
+  /* Nothing of the serving process but stderr and our socket: an inherited client socket
+   * would keep its connection open after the serving process closed it. */
+  if (dup2(fd, WFD) < 0)
+    _exit(5);
+  close_range(WFD + 1, ~0u, 0);
+  /* Crash reports go to the log only: the serving process counts a worker's crashes itself,
+   * and the supervisor must not take them for the serving process's. */
+  crash_install(-1, -1);
+  invocation_set_loop_thread();
+  W.main = pthread_self();
+  api_table_replace(&proxy);
+  h->workers = NULL; /* this process runs plugins itself */
+  /* Threads the versions' init started in the serving process did not come along with the
+   * fork: init runs again here, its cloud_shared writes not repeated (the load made them). */
+  W.replay = 1;
+  plugins_rerun_init(h->plugins);
+  W.replay = 0;
+  json_decref(W.cur.strings); /* what init's cloud_env calls kept */
+  W.cur.strings = NULL;
+  for (;;) {
+    struct queued *q = W.head;
+    if (q) {
+      W.head = q->next;
+      if (!W.head)
+        W.tail = NULL;
+      if ((unsigned char)q->data[0] == W_EVENT)
+        run_event(h, q->data + 1, q->len - 1);
+      free(q);
+      continue;
+    }
+    size_t len;
+    if (wire_read_frame(WFD, &W.rbuf, &W.rcap, &len) < 0)
+      _exit(0);
+    if ((unsigned char)W.rbuf[0] != W_EVENT)
+      continue;
+    /* run_event may read further frames into W.rbuf (replies): run a copy. */
+    char *copy = malloc(len);
+    if (!copy)
+      _exit(3);
+    memcpy(copy, W.rbuf + 1, len - 1);
+    run_event(h, copy, len - 1);
+    free(copy);
+  }
+}
