@@ -31,41 +31,52 @@ def test_slow_answers_from_its_thread():
 async def test_loop_keeps_serving_while_responses_wait():
     with slow_host() as h:
         clients = [(await h.user())[0] for _ in range(20)]
-        stop = False
 
-        def hammer():
-            n = 0
-            while not stop:
-                r = h.http("GET", "/slow", timeout=30)
-                assert r.status == 200, r
-                n += 1
-            return n
+        async def measure():
+            """p99 of 800 echoes while 4 threads keep /slow (200 ms each) busy."""
+            stop = False
 
-        pool = concurrent.futures.ThreadPoolExecutor(4)
-        slow_calls = [pool.submit(hammer) for _ in range(4)]
-        rtts = []
+            def hammer():
+                n = 0
+                while not stop:
+                    r = h.http("GET", "/slow", timeout=30)
+                    assert r.status == 200, r
+                    n += 1
+                return n
 
-        async def echo(ws, i):
-            for k in range(40):
-                t0 = time.monotonic()
-                await ws.send(f"c{i} m{k}")
-                assert await recv(ws, 10) == f"c{i} m{k}"
-                rtts.append(time.monotonic() - t0)
-                await asyncio.sleep(0.01)
+            pool = concurrent.futures.ThreadPoolExecutor(4)
+            slow_calls = [pool.submit(hammer) for _ in range(4)]
+            rtts = []
 
-        await asyncio.gather(*(echo(ws, i) for i, ws in enumerate(clients)))
-        stop = True
-        done = sum(f.result(timeout=30) for f in slow_calls)
-        pool.shutdown()
-        rtts.sort()
-        p99 = rtts[int(len(rtts) * 0.99) - 1]
-        assert done >= 4, done
-        # Each slow call kept the loop for 200 ms if it were done there; deferred, the echoes
-        # do not wait for it.
-        # A sanitizer build runs several times slower on this shared machine: the bound widens
-        # there, still well under the 200 ms a blocked loop would add.
+            async def echo(ws, i):
+                for k in range(40):
+                    t0 = time.monotonic()
+                    await ws.send(f"c{i} m{k}")
+                    assert await recv(ws, 10) == f"c{i} m{k}"
+                    rtts.append(time.monotonic() - t0)
+                    await asyncio.sleep(0.01)
+
+            await asyncio.gather(*(echo(ws, i) for i, ws in enumerate(clients)))
+            stop = True
+            done = sum(f.result(timeout=30) for f in slow_calls)
+            pool.shutdown()
+            assert done >= 4, done
+            rtts.sort()
+            return rtts[int(len(rtts) * 0.99) - 1], done
+
+        # Each slow call would hold the loop for 200 ms if it ran there; deferred, the echoes
+        # do not wait for it. A sanitizer build runs several times slower: the bound widens
+        # there, still well under the 200 ms a blocked loop adds. This machine is shared: a
+        # busy moment of someone else's may spoil one measurement, never three (a blocked loop
+        # spoils every one).
         bound = 0.150 if sanitized() else 0.050
-        assert p99 < bound, f"p99 {p99 * 1e3:.1f} ms over {len(rtts)} echoes, {done} slow calls"
+        seen = []
+        for _ in range(3):
+            p99, done = await measure()
+            seen.append(round(p99 * 1e3, 1))
+            if p99 < bound:
+                break
+        assert p99 < bound, f"p99 (ms) {seen} over 800 echoes each, {done} slow calls"
         for ws in clients:
             await ws.close()
 
