@@ -114,9 +114,15 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   }
 }
 
-static const struct lws_protocols protocols[] = {
-    /* rx buffer: lws allocates it per connection; big messages arrive in pieces of it. */
-    {"wshost", callback_main, sizeof(struct session), 4096, 0, NULL, 0},
+/* rx_buffer_size (--ws-rx-buffer, 128 by default): lws allocates it for every WebSocket for its
+ * whole life, so at lws's usual 4096 it was most of an idle connection's memory (4 KiB of the
+ * 6.3 KiB measured); a message larger than it only arrives in more RECEIVE callbacks, which
+ * msgbuf joins. tx_packet_size: without it lws caps every send() at rx_buffer_size + a frame
+ * header, which at 128 would cut a 64 KiB frame into 500 writes; at 64 KiB one send() takes a
+ * whole frame and lws buffers what the kernel refuses (docs/BENCHMARKS.md, "Memory"). */
+#define WS_TX_PACKET 65536
+static struct lws_protocols protocols[] = {
+    {"wshost", callback_main, sizeof(struct session), 128, 0, NULL, WS_TX_PACKET},
     {"wshost-watch", plugins_watch_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
@@ -181,6 +187,7 @@ int server_start(struct host *h) {
   memset(&info, 0, sizeof info);
   /* The supervisor bound the port; accept.c accepts on it and hands connections to lws. */
   info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+  protocols[0].rx_buffer_size = h->cfg.ws_rx_buffer;
   info.protocols = protocols;
   info.user = h;
   /* lws joins our loop (plugin libwebsockets-evlib_ev) and leaves signals to us. Not libuv:
