@@ -78,5 +78,21 @@ def test_ws_rx_buffer_flag():
         h.cleanup()
 
 
+def test_descriptor_table_sized_by_max_connections():
+    """lws sizes its descriptor table by the soft RLIMIT_NOFILE and Debian's lws scans all of
+    it on every connection opened and closed: the serving process keeps the soft limit at what
+    --max-connections needs (100: 405), not the hard limit (20 000 or more)."""
+    with Host(flags=["--max-connections", "100"]) as h:
+        pid = h.serving_pid()
+        with open(f"/proc/{pid}/limits") as f:
+            soft = int(next(l for l in f if l.startswith("Max open files")).split()[3])
+        assert soft <= 500, f"soft RLIMIT_NOFILE {soft} for 100 connections"
+        h.wait_log(rf"descriptor limit {soft}: up to \d+ connections, 100 of them WebSocket")
+        conns = [h.raw() for _ in range(50)]  # and it still serves them
+        for c in conns:
+            assert is_greeting(c.recv_message()[1])
+            c.close()
+
+
 if __name__ == "__main__":
     run(globals())
