@@ -29,20 +29,20 @@ struct conn {
   uint64_t id;
   struct host *host;
   struct lws *wsi;
-  char user_id[STORE_ID_MAX + 1];
+  char *user_id;          /* owned; every connection has one from ws_open on */
   int64_t row;            /* connections table row, 0 when not stored */
   struct conn *user_next; /* next connection of the same user */
   struct sendq q;
   struct msgbuf rx;
-  int in_connect_event; /* cloud_bind_user is allowed */
-  int fresh_user;       /* user_id was created for this connection */
-  int established;      /* the connection event ran; close events are due */
-  int close_code;       /* close the host or plugin asked for, 0 if none */
-  int close_sent;       /* lws has been told to send it */
-  char close_reason[124];
-  int peer_close_code; /* what the client's close frame said, 0 if none */
-  char peer_close_reason[124];
-  char remote[64];
+  int in_connect_event;    /* cloud_bind_user is allowed */
+  int fresh_user;          /* user_id was created for this connection */
+  int established;         /* the connection event ran; close events are due */
+  int close_code;          /* close the host or plugin asked for, 0 if none */
+  int close_sent;          /* lws has been told to send it */
+  char *close_reason;      /* owned, NULL for none: allocated only when a close is asked for */
+  int peer_close_code;     /* what the client's close frame said, 0 if none */
+  char *peer_close_reason; /* owned, NULL for none */
+  char *remote;            /* owned: the peer's address */
   int64_t opened_ms;
   char request_id[32]; /* the upgrade's: on every log line about the connection itself */
   uint64_t need_seq;   /* store_user_seq of its fresh user: committed before a byte leaves */

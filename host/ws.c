@@ -23,6 +23,26 @@ struct conn *ws_find(struct host *h, cloud_socket s) {
   return s.id ? map_get(&h->conns, &s.id, sizeof s.id) : NULL;
 }
 
+/* Per-connection strings are allocated to their length, and close reasons only when a close
+ * happens: an idle connection carries none of them (issue 14: 608 bytes of fixed arrays). */
+static void str_set(char **dst, const char *src, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    memcpy(d, src, n);
+    d[n] = 0;
+  }
+  free(*dst);
+  *dst = d; /* NULL when out of memory: the string reads as empty */
+}
+
+static void close_reason_set(struct conn *c, const char *reason) {
+  str_set(&c->close_reason, reason, strlen(reason));
+}
+
+static const char *str_or_empty(const char *s) {
+  return s ? s : "";
+}
+
 /* Runs __websocket__ for one event of c. */
 static void ws_event(struct conn *c, const char *method, FunctionContext *ctx) {
   struct host *h = c->host;
@@ -61,6 +81,8 @@ static void user_link(struct host *h, struct conn *c) {
 }
 
 static void user_unlink(struct host *h, struct conn *c) {
+  if (!c->user_id) /* ws_open failed before it had one */
+    return;
   struct user_live *u = map_get(&h->users, c->user_id, strlen(c->user_id));
   if (!u)
     return;
@@ -92,7 +114,7 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
              "closing slow reader: connection %llu of user %s from %s has %zu bytes queued",
              (unsigned long long)c->id, c->user_id, c->remote, c->q.bytes);
     c->close_code = 1008;
-    snprintf(c->close_reason, sizeof c->close_reason, "send queue full");
+    close_reason_set(c, "send queue full");
     /* Its socket is not writable, so no close frame could go out: drop it on the next turn. */
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     return CLOUD_EFULL;
@@ -120,7 +142,7 @@ int ws_close(struct host *h, cloud_socket s, int code, const char *reason) {
       (reason && strlen(reason) > 123))
     return CLOUD_EINVAL;
   c->close_code = code;
-  snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
+  close_reason_set(c, reason ? reason : "");
   lws_callback_on_writable(c->wsi);
   /* A peer that never reads would keep a closing connection forever. */
   lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
@@ -134,16 +156,22 @@ int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
     return CLOUD_EINVAL;
   if (!strcmp(c->user_id, user_id))
     return 0;
+  char *id = strdup(user_id);
+  if (!id)
+    return CLOUD_ENOMEM;
   int rc = store_user_ensure(h->store, user_id);
-  if (rc < 0)
+  if (rc < 0) {
+    free(id);
     return rc;
+  }
   user_unlink(h, c);
   /* The host-assigned user was created for this connection alone: do not keep it. Its row in
    * connections is written after the connection event, so nothing refers to it yet. */
   if (c->fresh_user)
     store_user_delete(h->store, c->user_id);
   c->fresh_user = 0;
-  memcpy(c->user_id, user_id, strlen(user_id) + 1);
+  free(c->user_id);
+  c->user_id = id;
   user_link(h, c);
   return 0;
 }
@@ -183,7 +211,7 @@ void ws_close_all(struct host *h, int code, const char *reason) {
       struct conn *c = e->value;
       if (!c->close_code) {
         c->close_code = code;
-        snprintf(c->close_reason, sizeof c->close_reason, "%s", reason);
+        close_reason_set(c, reason);
         lws_callback_on_writable(c->wsi);
       }
     }
@@ -250,7 +278,8 @@ static void wire_confirm(struct conn *c, int closing) {
    * close: every unacknowledged byte counts as ours. */
   uint64_t slack = 0;
   if (closing && c->peer_close_code && c->peer_close_code != 1006)
-    slack = 2 + (c->peer_close_code == 1005 ? 0 : 2 + strlen(c->peer_close_reason)) + 1;
+    slack =
+        2 + (c->peer_close_code == 1005 ? 0 : 2 + strlen(str_or_empty(c->peer_close_reason))) + 1;
   uint64_t delivered = c->wire_bytes;
   int outq = 0, fd = lws_get_socket_fd(c->wsi);
   if (!lws_is_ssl(c->wsi)) {
@@ -326,8 +355,11 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   c->wsi = wsi;
   sendq_init(&c->q, h->cfg.max_send_queue);
   msgbuf_init(&c->rx, h->cfg.max_message);
-  lws_get_peer_simple(wsi, c->remote, sizeof c->remote);
-  if (map_set(&h->conns, &c->id, sizeof c->id, c) < 0) {
+  char remote[64] = "";
+  lws_get_peer_simple(wsi, remote, sizeof remote);
+  str_set(&c->remote, remote, strlen(remote));
+  if (!c->remote || map_set(&h->conns, &c->id, sizeof c->id, c) < 0) {
+    free(c->remote);
     free(c);
     return -1;
   }
@@ -344,21 +376,29 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   c->claims = http_upgrade_claims(wsi);
   const char *sub = json_string_value(json_object_get(c->claims, "sub"));
   if (sub && store_user_ensure(h->store, sub) == 0) {
-    memcpy(c->user_id, sub, strlen(sub) + 1);
+    str_set(&c->user_id, sub, strlen(sub));
     resumed = 1;
   } else if (query_arg(wsi, "user_id=", want_id, sizeof want_id) &&
              query_arg(wsi, "token=", token, sizeof token)) {
     int ok = user_id_valid(want_id) ? store_user_check(h->store, want_id, token) : 0;
     if (ok == 1) {
-      memcpy(c->user_id, want_id, strlen(want_id) + 1); /* valid ids fit */
+      str_set(&c->user_id, want_id, strlen(want_id));
       resumed = 1;
     } else
       log_warn(WS_FUNCTION, c->request_id,
                "resume as %.64s from %s refused: %s; assigning a new user", want_id, c->remote,
                ok < 0 ? "store error" : "unknown user or wrong token");
   }
-  if (!resumed && store_user_create(h->store, c->user_id, fresh_token) < 0) {
-    log_error(WS_FUNCTION, c->request_id, "cannot create a user for %s", c->remote);
+  char fresh_id[STORE_ID_LEN + 1];
+  if (!resumed) {
+    if (store_user_create(h->store, fresh_id, fresh_token) < 0) {
+      log_error(WS_FUNCTION, c->request_id, "cannot create a user for %s", c->remote);
+      return -1;
+    }
+    str_set(&c->user_id, fresh_id, strlen(fresh_id));
+  }
+  if (!c->user_id) {
+    log_error(WS_FUNCTION, c->request_id, "out of memory for connection from %s", c->remote);
     return -1;
   }
   c->fresh_user = !resumed;
@@ -412,7 +452,7 @@ static void ws_closed(struct host *h, struct session *s) {
   h->stats.ws_closed++;
   /* The code and reason the plugin gets are the ones the log line shows. */
   int code = c->peer_close_code ? c->peer_close_code : c->close_code ? c->close_code : 1006;
-  const char *reason = c->peer_close_code ? c->peer_close_reason : c->close_reason;
+  const char *reason = str_or_empty(c->peer_close_code ? c->peer_close_reason : c->close_reason);
   /* A closing connection is no longer live for cloud_send_to_user: what its close handler
    * sends to its own user is queued, not put into a queue about to be freed. */
   user_unlink(h, c);
@@ -428,14 +468,18 @@ static void ws_closed(struct host *h, struct session *s) {
   /* One info line per connection, at its end, with what the opening line (debug) had. */
   log_info(WS_FUNCTION, c->request_id,
            "connection %llu of user %s from %s closed (%d%s%.123s) after %lld ms",
-           (unsigned long long)c->id, c->user_id, c->remote, code, *reason ? " " : "", reason,
-           (long long)(host_now_ms() - c->opened_ms));
+           (unsigned long long)c->id, str_or_empty(c->user_id), c->remote, code, *reason ? " " : "",
+           reason, (long long)(host_now_ms() - c->opened_ms));
   if (c->row)
     store_conn_close(h->store, c->row);
   sendq_clear(&c->q);
   msgbuf_free(&c->rx);
   free(c->marks);
   json_decref(c->claims);
+  free(c->user_id);
+  free(c->remote);
+  free(c->close_reason);
+  free(c->peer_close_reason);
   free(c);
 }
 
@@ -444,7 +488,7 @@ static int ws_fail(struct conn *c, struct lws *wsi, int code, const char *why) {
   FunctionContext ctx = {0};
   ctx.params.error = why;
   c->close_code = code;
-  snprintf(c->close_reason, sizeof c->close_reason, "%s", why);
+  close_reason_set(c, why);
   ws_event(c, "WebSocket:error", &ctx);
   log_warn(WS_FUNCTION, c->request_id, "closing connection %llu of user %s with %d: %s",
            (unsigned long long)c->id, c->user_id, code, why);
@@ -472,10 +516,10 @@ static void ws_lws_refused(struct lws *wsi, struct conn *c) {
     return;
   c->close_code = 1002;
   c->close_sent = 1;
-  snprintf(c->close_reason, sizeof c->close_reason, "protocol error");
+  close_reason_set(c, "protocol error");
   log_warn(WS_FUNCTION, NULL, "closing connection %llu of user %s with 1002: lws refused a frame",
            (unsigned long long)c->id, c->user_id);
-  lws_close_reason(wsi, 1002, (unsigned char *)c->close_reason, strlen(c->close_reason));
+  lws_close_reason(wsi, 1002, (unsigned char *)"protocol error", 14);
 }
 
 int ws_refuse(struct lws *wsi, int code, const char *why) {
@@ -562,7 +606,8 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
     if (c->close_sent)
       return 0;
     c->close_sent = 1;
-    lws_close_reason(wsi, c->close_code, (unsigned char *)c->close_reason, strlen(c->close_reason));
+    const char *reason = str_or_empty(c->close_reason);
+    lws_close_reason(wsi, c->close_code, (unsigned char *)reason, strlen(reason));
     return -1;
   }
   return 0;
@@ -604,17 +649,14 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
         memset(p + 2, ' ', len - 2);
         len = 2;
       }
-      size_t n =
-          len - 2 < sizeof c->peer_close_reason - 1 ? len - 2 : sizeof c->peer_close_reason - 1;
-      memcpy(c->peer_close_reason, p + 2, n);
-      c->peer_close_reason[n] = 0;
+      str_set(&c->peer_close_reason, (const char *)p + 2, len - 2 < 123 ? len - 2 : 123);
     } else if (c && len == 1) {
       /* RFC 6455 5.5.1: a close body is a 2-byte code or nothing. lws has no code to echo
        * here; close with 1002 of our own (returning -1 with a reason set sends it). */
       c->peer_close_code = c->close_code = 1002;
       c->close_sent = 1;
-      snprintf(c->close_reason, sizeof c->close_reason, "close frame with a 1-byte body");
-      lws_close_reason(wsi, 1002, (unsigned char *)c->close_reason, strlen(c->close_reason));
+      close_reason_set(c, "close frame with a 1-byte body");
+      lws_close_reason(wsi, 1002, (unsigned char *)"close frame with a 1-byte body", 30);
       return -1;
     } else if (c)
       c->peer_close_code = 1005;
