@@ -37,9 +37,9 @@ static const struct opt opts[] = {
       "bytes/s a request body must keep up after 5 s (0: no minimum)"),
     O("max-header", OPT_SIZE, max_header, "4096",
       "HTTP request header bytes (per connection while it is read)"),
-    O("ws-rx-buffer", OPT_SIZE, ws_rx_buffer, "128",
-      "receive buffer per WebSocket (bytes, 128..65536): memory per idle connection against "
-      "callbacks per large message"),
+    O("ws-rx-buffer", OPT_SIZE, ws_rx_buffer, "512",
+      "receive buffer per WebSocket (bytes, 128..65536): lws keeps it for the connection's life "
+      "and reads the socket in pieces of this size"),
     O("max-connections", OPT_INT, max_connections, "10000", "WebSocket connections"),
     O("ping-interval", OPT_INT, ping_interval, "25", "seconds idle before a ping"),
     O("pong-timeout", OPT_INT, pong_timeout, "10", "seconds to wait for the pong"),

@@ -114,15 +114,16 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   }
 }
 
-/* rx_buffer_size (--ws-rx-buffer, 128 by default): lws allocates it for every WebSocket for its
+/* rx_buffer_size (--ws-rx-buffer, 512 by default): lws allocates it for every WebSocket for its
  * whole life, so at lws's usual 4096 it was most of an idle connection's memory (4 KiB of the
- * 6.3 KiB measured); a message larger than it only arrives in more RECEIVE callbacks, which
- * msgbuf joins. tx_packet_size: without it lws caps every send() at rx_buffer_size + a frame
- * header, which at 128 would cut a 64 KiB frame into 500 writes; at 64 KiB one send() takes a
- * whole frame and lws buffers what the kernel refuses (docs/BENCHMARKS.md, "Memory"). */
+ * 6.3 KiB measured). lws 4.1 also reads the socket in pieces of this size (a 64 KiB message is
+ * 128 reads at 512, 16 at 4096, 512 at 128): 512 takes a typical message in one read at a
+ * fraction of the memory. tx_packet_size: without it lws caps every send() at rx_buffer_size
+ * plus a frame header; at 64 KiB one send() takes a whole frame and lws buffers what the kernel
+ * refuses (docs/BENCHMARKS.md, "Memory"). */
 #define WS_TX_PACKET 65536
 static struct lws_protocols protocols[] = {
-    {"wshost", callback_main, sizeof(struct session), 128, 0, NULL, WS_TX_PACKET},
+    {"wshost", callback_main, sizeof(struct session), 512, 0, NULL, WS_TX_PACKET},
     {"wshost-watch", plugins_watch_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };

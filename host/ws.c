@@ -520,6 +520,9 @@ static void ws_lws_refused(struct lws *wsi, struct conn *c) {
   log_warn(WS_FUNCTION, NULL, "closing connection %llu of user %s with 1002: lws refused a frame",
            (unsigned long long)c->id, c->user_id);
   lws_close_reason(wsi, 1002, (unsigned char *)"protocol error", 14);
+  /* lws reads a WebSocket in pieces of its receive buffer (--ws-rx-buffer): the rest of the
+   * refused frame may still wait on the socket. */
+  peer_discard_input(wsi, 1 << 20);
 }
 
 int ws_refuse(struct lws *wsi, int code, const char *why) {
