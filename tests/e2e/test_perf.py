@@ -95,5 +95,44 @@ def test_descriptor_table_sized_by_max_connections():
             c.close()
 
 
+CLOSE_LINE = re.compile(r"connection \d+ of user \S+ from \S+ closed \((\d+)")
+
+
+def closes_by_code(h):
+    r = h.http("GET", "/_/metrics", auth=True)
+    assert r.status == 200, f"/_/metrics: {r}"
+    out = {}
+    for line in r.text.splitlines():
+        m = re.match(r'wshost_ws_closes_by_code_total\{code="(\w+)"\} (\d+)$', line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def test_closes_counted_not_logged():
+    """Churn: no info line per connection by default; closes are counted by code in
+    /_/metrics. At --log-level debug the line is there."""
+    with Host() as h:
+        for _ in range(3):
+            c = h.raw()
+            c.recv_message()
+            c.send_close(1000)
+            assert c.expect_close()[0] == 1000
+            c.close()
+        c = h.raw()
+        c.recv_message()
+        c.close()  # no close frame: 1006
+        wait_until(lambda: closes_by_code(h).get("1006") == 1, what="the 1006 close counted")
+        assert closes_by_code(h) == {"1000": 3, "1006": 1}
+        assert not CLOSE_LINE.search(h.log()), "a line per closed connection at info level"
+    with Host(flags=["--log-level", "debug"]) as h:
+        c = h.raw()
+        c.recv_message()
+        c.send_close(1000)
+        c.expect_close()
+        c.close()
+        wait_until(lambda: CLOSE_LINE.search(h.log()), what="the close line at debug level")
+
+
 if __name__ == "__main__":
     run(globals())
