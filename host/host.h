@@ -39,6 +39,7 @@ struct conn {
   int established;         /* the connection event ran; close events are due */
   int close_code;          /* close the host or plugin asked for, 0 if none */
   int close_sent;          /* lws has been told to send it */
+  int direct_ok;           /* frames may skip the queue when it is empty (ws.c conn_send) */
   char *close_reason;      /* owned, NULL for none: allocated only when a close is asked for */
   int peer_close_code;     /* what the client's close frame said, 0 if none */
   char *peer_close_reason; /* owned, NULL for none */
@@ -129,6 +130,13 @@ struct host {
   int64_t accept_log_ms;
   uint64_t accept_refused, accept_errors;
   struct quarantine *quarantine;
+  /* Issue 14: a frame written straight to the socket is built here (lws wants LWS_PRE bytes
+   * of room before the payload); grown to the largest frame sent so far. */
+  unsigned char *tx_scratch;
+  size_t tx_scratch_cap;
+  /* Set by server.c when the lws context offers WebSocket extensions (permessage-deflate):
+   * a connection that may have negotiated one keeps every write in SERVER_WRITEABLE. */
+  int ws_extensions;
 };
 
 /* Fills buf (at least 32 bytes) with a fresh request id. */

@@ -109,6 +109,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   json_decref(h->shared);
   map_free(&h->conns);
   map_free(&h->users);
+  free(h->tx_scratch);
   metrics_free(&h->metrics);
   quarantine_close(h->quarantine);
   auth_close(h);

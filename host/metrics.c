@@ -215,6 +215,9 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
   counter(f, "wshost_ws_messages_sent_total", "WebSocket messages written to clients.",
           m->ws_out_messages);
   counter(f, "wshost_ws_sent_bytes_total", "Payload bytes of the messages sent.", m->ws_out_bytes);
+  counter(f, "wshost_ws_messages_sent_direct_total",
+          "Of the messages sent, those written at once (nothing queued before them).",
+          m->ws_out_direct);
   counter(f, "wshost_ws_send_queue_overflows_total",
           "Slow readers closed because their send queue passed --max-send-queue.",
           m->sendq_overflows);

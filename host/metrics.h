@@ -24,6 +24,7 @@ struct metrics_hist {
 struct metrics {
   uint64_t ws_in_messages, ws_in_bytes;
   uint64_t ws_out_messages, ws_out_bytes;
+  uint64_t ws_out_direct; /* of ws_out_messages: written at once, without the send queue */
   uint64_t sendq_overflows;
   uint64_t outbox_delivered;
   uint64_t reloads_loaded, reloads_refused;

@@ -53,10 +53,11 @@ void host_request_id(struct host *h, char *buf, size_t len) {
   buf[9 + n] = 0;
 }
 
-/* The one place every outgoing frame passes (WebSocket and HTTP alike write only from their
- * writable callbacks): a frame may name a user created in this turn (a greeting carries the
- * new id and token), so it leaves only once that user is committed. While someone else holds
- * the database lock the bytes wait, and the callback comes again a little later. */
+/* The rule every outgoing frame obeys: a frame may name a user created in this turn (a
+ * greeting carries the new id and token), so it leaves only once that user is committed.
+ * Writable callbacks check it here; ws.c's direct writes check store_synced_upto before they
+ * skip the queue. While someone else holds the database lock the bytes wait, and the callback
+ * comes again a little later. */
 static int egress_ready(struct lws *wsi, struct session *s) {
   struct host *h = lws_context_user(lws_get_context(wsi));
   /* A WebSocket waits only for its own new user (whose token its greeting carries), so echoes

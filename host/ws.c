@@ -1,5 +1,5 @@
 /* ws.c: WebSocket connections: their lifecycle, events to __websocket__, send queues, users.
- * Writes happen only in SERVER_WRITEABLE; every other path queues and asks for a callback. */
+ * A frame is written at once when nothing waits before it, else queued for SERVER_WRITEABLE. */
 #include "ws.h"
 
 #include "http.h"
@@ -99,14 +99,70 @@ static void user_unlink(struct host *h, struct conn *c) {
   }
 }
 
-/* Queues a frame on c and asks lws for a writable callback. A reader too slow to keep its
- * queue under the bound is dropped: the host never grows without bound for one client. */
+static void wire_mark(struct conn *c, int64_t row);
+
+/* Hands one frame to lws; payload has LWS_PRE bytes of room before it. 0 once lws has it
+ * whole (what the kernel does not take now, lws buffers and writes itself), -1 when lws
+ * refused it (the connection is closing or its socket failed). */
+static int conn_write(struct conn *c, unsigned char *payload, size_t len, int is_binary,
+                      int64_t tag) {
+  int n = lws_write(c->wsi, payload, len, is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+  if (n < (int)len)
+    return -1;
+  c->host->metrics.ws_out_messages++, c->host->metrics.ws_out_bytes += len;
+  /* The server's frame header is 2, 4 or 10 bytes (RFC 6455 5.2; no mask, no extensions). */
+  c->wire_bytes += len + (len < 126 ? 2 : len < 65536 ? 4 : 10);
+  if (tag) {
+    wire_mark(c, tag);
+    c->host->metrics.outbox_delivered++;
+  }
+  return 0;
+}
+
+/* A frame may go straight to the socket when nothing has to go before it: nothing queued,
+ * nothing lws holds from a partial write, the user the connection's bytes may name (a fresh
+ * user's greeting) committed (the egress rule, server.c), and no extension that could hold
+ * a frame of its own. Otherwise it waits in the queue for SERVER_WRITEABLE, which on the libev
+ * loop costs two epoll_ctl per frame (arm and disarm POLLOUT) and a copy into a malloc'ed
+ * frame: the direct path is most of echo's gain over the queued one (docs/BENCHMARKS.md). */
+static int conn_direct_ok(const struct conn *c) {
+  return c->direct_ok && !c->q.count && !c->close_code &&
+         store_synced_upto(c->host->store, c->need_seq) && !lws_partial_buffered(c->wsi);
+}
+
+static unsigned char *tx_scratch(struct host *h, size_t len) {
+  size_t need = LWS_PRE + len + 1;
+  if (need > h->tx_scratch_cap) {
+    size_t cap = h->tx_scratch_cap ? h->tx_scratch_cap : 1024;
+    while (cap < need)
+      cap *= 2;
+    unsigned char *b = realloc(h->tx_scratch, cap);
+    if (!b)
+      return NULL;
+    h->tx_scratch = b;
+    h->tx_scratch_cap = cap;
+  }
+  return h->tx_scratch + LWS_PRE;
+}
+
+/* Writes a frame on c now when nothing has to go first, else queues it and asks lws for a
+ * writable callback. A reader too slow to keep its queue under the bound is dropped: the host
+ * never grows without bound for one client. */
 static int conn_send(struct conn *c, const void *data, size_t len, int is_binary) {
   struct host *h = c->host;
   if (c->close_code)
     return CLOUD_ECLOSED;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
+  unsigned char *buf;
+  if (conn_direct_ok(c) && (buf = tx_scratch(h, len))) {
+    if (len)
+      memcpy(buf, data, len);
+    if (conn_write(c, buf, len, is_binary, 0) < 0)
+      return CLOUD_ECLOSED;
+    h->metrics.ws_out_direct++;
+    return 0;
+  }
   int rc = sendq_push(&c->q, data, len, is_binary);
   if (rc == CLOUD_EFULL) {
     h->metrics.sendq_overflows++;
@@ -417,6 +473,10 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
   c->established = 1;
+  /* From here frames may skip the queue (conn_send); the greeting, sent during the connection
+   * event, waited in it. Not when an extension may be on: lws may then have to finish a
+   * compressed frame in SERVER_WRITEABLE. */
+  c->direct_ok = !h->ws_extensions || lws_hdr_total_length(wsi, WSI_TOKEN_EXTENSIONS) <= 0;
   int64_t row = store_conn_open(h->store, c->user_id, c->remote);
   c->row = row > 0 ? row : 0;
   log_debug(WS_FUNCTION, c->request_id, "connection %llu of user %s from %s opened%s",
@@ -573,19 +633,9 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
   int wrote = 0;
   /* store_sync ran before this callback (server.c): new users are committed. */
   while ((f = sendq_peek(&c->q))) {
-    int n = lws_write(wsi, f->buf + SENDQ_PRE, f->len,
-                      f->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-    if (n < (int)f->len) {
+    if (conn_write(c, f->buf + SENDQ_PRE, f->len, f->is_binary, f->tag) < 0) {
       drain_ack(c, 0);
       return -1;
-    }
-    c->host->metrics.ws_out_messages++, c->host->metrics.ws_out_bytes += f->len;
-    /* Whole: lws has it (what it could not write now it buffers and writes itself). The
-     * server's frame header is 2, 4 or 10 bytes (RFC 6455 5.2; no mask, no extensions). */
-    c->wire_bytes += f->len + (f->len < 126 ? 2 : f->len < 65536 ? 4 : 10);
-    if (f->tag) {
-      wire_mark(c, f->tag);
-      c->host->metrics.outbox_delivered++;
     }
     sendq_pop(&c->q);
     wrote = 1;

@@ -134,5 +134,57 @@ def test_closes_counted_not_logged():
         wait_until(lambda: CLOSE_LINE.search(h.log()), what="the close line at debug level")
 
 
+def metric(h, name):
+    r = h.http("GET", "/_/metrics", auth=True)
+    assert r.status == 200, f"/_/metrics: {r}"
+    for line in r.text.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    raise Fail(f"no {name} in /_/metrics")
+
+
+async def test_echo_written_directly():
+    """A reply to a connection with nothing queued goes to the socket at once (no send queue,
+    no writable callback); only the greeting, which waits for its user's commit, is queued."""
+    with Host(plugins={"__websocket__": tplugin("ws_echo")}) as h:
+        ws, _ = await h.user()
+        for i in range(200):
+            await ws.send(f"m{i}")
+            assert await recv(ws) == f"m{i}"
+        sent = metric(h, "wshost_ws_messages_sent_total")
+        direct = metric(h, "wshost_ws_messages_sent_direct_total")
+        assert sent == 201 and direct >= 200, f"{direct} of {sent} messages written directly"
+        await ws.close()
+
+
+def test_backpressure_keeps_order():
+    """A reader that does not read: replies go directly until the kernel's buffer is full, then
+    lws holds a partial frame, then the send queue takes over, then (once the reader catches
+    up) direct writes again. Every message arrives, whole and in order."""
+    n, size = 96, 64 * 1024
+    with Host(plugins={"__websocket__": tplugin("ws_echo")},
+              flags=["--max-send-queue", str(16 * MiB)]) as h:
+        c = RawWS(h.port, rcvbuf=4096)
+        c.recv_message()  # greeting
+        for i in range(n):
+            c.send_frame(OP_TEXT, f"{i:06d}".ljust(size, "x"))
+        wait_until(lambda: metric(h, "wshost_ws_messages_received_total") == n, timeout=30,
+                   what="every message received")
+        c.sock.settimeout(30)
+        for i in range(n):
+            op, data = c.recv_message()
+            assert op == OP_TEXT and len(data) == size, f"message {i}: {op} {len(data)}"
+            assert data[:6] == f"{i:06d}", f"message {i} arrived as {data[:6]}"
+        queued = metric(h, "wshost_ws_messages_sent_total") - \
+            metric(h, "wshost_ws_messages_sent_direct_total")
+        direct = metric(h, "wshost_ws_messages_sent_direct_total")
+        for i in range(5):  # caught up: direct again
+            c.send_frame(OP_TEXT, f"after{i}")
+            assert c.recv_message() == (OP_TEXT, f"after{i}")
+        assert metric(h, "wshost_ws_messages_sent_direct_total") == direct + 5
+        assert queued > 1, f"the unread replies never went through the send queue ({queued})"
+        c.close()
+
+
 if __name__ == "__main__":
     run(globals())
