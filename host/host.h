@@ -40,6 +40,7 @@ struct conn {
   int close_code;          /* close the host or plugin asked for, 0 if none */
   int close_sent;          /* lws has been told to send it */
   int direct_ok;           /* frames may skip the queue when it is empty (ws.c conn_send) */
+  int gone;                /* out of host->conns: handles to it find nothing (ws_find) */
   char *close_reason;      /* owned, NULL for none: allocated only when a close is asked for */
   int peer_close_code;     /* what the client's close frame said, 0 if none */
   char *peer_close_reason; /* owned, NULL for none */

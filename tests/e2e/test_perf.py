@@ -186,5 +186,18 @@ def test_backpressure_keeps_order():
         c.close()
 
 
+async def test_closed_socket_refuses_sends_in_its_close_event():
+    """ws_find takes the connection of the event being handled without a map lookup; in that
+    connection's close event it must still answer CLOUD_ECLOSED like any stale handle."""
+    with Host(plugins={"__websocket__": tplugin("ws_bye"), "shared": tplugin("shared")}) as h:
+        ws, g = await h.user()
+        await ws.close()
+        await async_wait_until(
+            lambda: h.http("GET", "/shared?key=bye_socket_rc").json is not None,
+            what="the close event")
+        rc = (await h.ahttp("GET", "/shared?key=bye_socket_rc")).json
+        assert rc == CLOUD_ECLOSED, f"send to its own socket in its close event returned {rc}"
+
+
 if __name__ == "__main__":
     run(globals())
