@@ -30,6 +30,7 @@ struct conn {
   struct host *host;
   struct lws *wsi;
   char *user_id;          /* owned; every connection has one from ws_open on */
+  char *user_id_prev;     /* the id cloud_bind_user replaced, until the connection event ends */
   int64_t row;            /* connections table row, 0 when not stored */
   struct conn *user_next; /* next connection of the same user */
   struct sendq q;

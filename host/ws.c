@@ -235,8 +235,15 @@ int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
   if (c->fresh_user)
     store_user_delete(h->store, c->user_id);
   c->fresh_user = 0;
-  free(c->user_id);
+  /* The handler's ctx->user_id (and any copy of it the handler took) pointed at the old id:
+   * it stays allocated until the connection event returns, and ctx shows the new one, as it
+   * did when the id lived in a fixed array rewritten in place. */
+  free(c->user_id_prev);
+  c->user_id_prev = c->user_id;
   c->user_id = id;
+  struct invocation *inv = invocation_current(h);
+  if (inv && inv->kind == INV_WS && inv->obj == c && inv->ctx)
+    ((FunctionContext *)inv->ctx)->user_id = c->user_id; /* ws_open's own ctx */
   user_link(h, c);
   return 0;
 }
@@ -481,6 +488,8 @@ static int ws_open(struct host *h, struct lws *wsi, struct session *s) {
   c->in_connect_event = 1;
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
+  free(c->user_id_prev); /* replaced by cloud_bind_user during the event */
+  c->user_id_prev = NULL;
   c->established = 1;
   /* From here frames may skip the queue (conn_send); the greeting, sent during the connection
    * event, waited in it. Not when an extension may be on: lws may then have to finish a
@@ -549,6 +558,7 @@ static void ws_closed(struct host *h, struct session *s) {
   free(c->marks);
   json_decref(c->claims);
   free(c->user_id);
+  free(c->user_id_prev);
   free(c->remote);
   free(c->close_reason);
   free(c->peer_close_reason);
