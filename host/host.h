@@ -35,13 +35,15 @@ struct conn {
   struct conn *user_next; /* next connection of the same user */
   struct sendq q;
   struct msgbuf rx;
-  int in_connect_event;    /* cloud_bind_user is allowed */
-  int fresh_user;          /* user_id was created for this connection */
-  int established;         /* the connection event ran; close events are due */
-  int close_code;          /* close the host or plugin asked for, 0 if none */
-  int close_sent;          /* lws has been told to send it */
-  int direct_ok;           /* frames may skip the queue when it is empty (ws.c conn_send) */
-  int gone;                /* out of host->conns: handles to it find nothing (ws_find) */
+  int in_connect_event; /* cloud_bind_user is allowed */
+  int fresh_user;       /* user_id was created for this connection */
+  int established;      /* the connection event ran; close events are due */
+  int close_code;       /* close the host or plugin asked for, 0 if none */
+  int close_sent;       /* lws has been told to send it */
+  int direct_ok;        /* frames may skip the queue when it is empty (ws.c conn_send) */
+  int gone;             /* out of host->conns: handles to it find nothing (ws_find) */
+  int commit_waiting;   /* on host->commit_wait: its frames wait for a commit */
+  struct conn *commit_next;
   char *close_reason;      /* owned, NULL for none: allocated only when a close is asked for */
   int peer_close_code;     /* what the client's close frame said, 0 if none */
   char *peer_close_reason; /* owned, NULL for none */
@@ -139,6 +141,10 @@ struct host {
   /* Set by server.c when the lws context offers WebSocket extensions (permessage-deflate):
    * a connection that may have negotiated one keeps every write in SERVER_WRITEABLE. */
   int ws_extensions;
+  /* Connections whose queued frames wait for the commit of their new user; the commit runs
+   * once per loop pass (ws_commit_pass, from an ev_prepare watcher). */
+  struct conn *commit_wait;
+  ev_prepare commit_pass;
 };
 
 /* Fills buf (at least 32 bytes) with a fresh request id. */

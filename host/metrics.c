@@ -216,7 +216,8 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
           m->ws_out_messages);
   counter(f, "wshost_ws_sent_bytes_total", "Payload bytes of the messages sent.", m->ws_out_bytes);
   counter(f, "wshost_ws_messages_sent_direct_total",
-          "Of the messages sent, those written at once (nothing queued before them).",
+          "Of the messages sent, those written without a writable callback (at once, or a "
+          "greeting right after its user's commit).",
           m->ws_out_direct);
   counter(f, "wshost_ws_send_queue_overflows_total",
           "Slow readers closed because their send queue passed --max-send-queue.",

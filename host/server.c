@@ -140,6 +140,14 @@ static void store_tick(lws_sorted_usec_list_t *sul) {
   lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, tick_ms * LWS_US_PER_MS);
 }
 
+/* Once per loop pass, before the loop sleeps: one commit for the users created in the pass,
+ * and the greetings that waited for it written at once (ws.c). */
+static void commit_pass(struct ev_loop *loop, ev_prepare *w, int revents) {
+  (void)loop;
+  (void)revents;
+  ws_commit_pass(w->data);
+}
+
 /* SIGTERM/SIGINT: close every connection with 1001 and keep serving until they are gone or
  * the drain deadline passes; the drain timer then breaks the loop. A second signal changes
  * nothing. */
@@ -241,6 +249,10 @@ int server_start(struct host *h) {
   int rc = signals_start(h->loop, h->cfg.drain_timeout, on_signal, h);
   if (rc < 0)
     log_warn(NULL, NULL, "cannot install signal handlers: %s", strerror(-rc));
+  ev_prepare_init(&h->commit_pass, commit_pass);
+  h->commit_pass.data = h;
+  ev_prepare_start(h->loop, &h->commit_pass);
+  ev_unref(h->loop); /* it alone does not keep the loop running */
   ev_timer_init(&h->log_tick, log_tick, 1, 1);
   ev_timer_start(h->loop, &h->log_tick);
   ev_unref(h->loop); /* the tick alone does not keep the loop running */
@@ -268,6 +280,8 @@ void server_stop(struct host *h) {
   signals_stop();
   ev_ref(h->loop);
   ev_timer_stop(h->loop, &h->log_tick);
+  ev_ref(h->loop);
+  ev_prepare_stop(h->loop, &h->commit_pass);
   ev_signal_stop(h->loop, &h->sighup);
   ev_timer_stop(h->loop, &h->drain);
   /* On a foreign loop lws stops its watchers and frees the context (clearing h->lws); the

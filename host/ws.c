@@ -10,6 +10,7 @@
 #include "quarantine.h"
 #include "rooms.h"
 
+#include <errno.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,8 +187,57 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
   }
   if (rc < 0)
     return rc;
+  if (!store_synced_upto(h->store, c->need_seq)) {
+    /* A greeting naming a user not committed yet: ws_commit_pass commits and writes it at the
+     * end of this loop pass, without a writable callback (two epoll_ctl) of its own. */
+    if (!c->commit_waiting) {
+      c->commit_waiting = 1;
+      c->commit_next = h->commit_wait;
+      h->commit_wait = c;
+    }
+    return 0;
+  }
   lws_callback_on_writable(c->wsi);
   return 0;
+}
+
+static void commit_wait_remove(struct host *h, struct conn *c) {
+  if (!c->commit_waiting)
+    return;
+  for (struct conn **pp = &h->commit_wait; *pp; pp = &(*pp)->commit_next)
+    if (*pp == c) {
+      *pp = c->commit_next;
+      break;
+    }
+  c->commit_waiting = 0;
+  c->commit_next = NULL;
+}
+
+void ws_commit_pass(struct host *h) {
+  /* Every user created in this pass, in one commit: this is what lets a client see its id
+   * (the egress rule, server.c). A failure leaves them pending; the writable path retries. */
+  int rc = store_sync(h->store);
+  if (rc < 0 && rc != -EAGAIN)
+    log_error(NULL, NULL, "store commit failed: new users may not survive a crash");
+  while (h->commit_wait) {
+    struct conn *c = h->commit_wait;
+    h->commit_wait = c->commit_next;
+    c->commit_waiting = 0;
+    c->commit_next = NULL;
+    struct sendq_frame *f;
+    /* Plain frames only: outbox rows (tags) and closes take the writable path, which keeps
+     * their acknowledgements and close frames in order. */
+    while (c->direct_ok && !c->close_code && !c->draining &&
+           store_synced_upto(h->store, c->need_seq) && !lws_partial_buffered(c->wsi) &&
+           (f = sendq_peek(&c->q)) && !f->tag) {
+      if (conn_write(c, f->buf + SENDQ_PRE, f->len, f->is_binary, 0) < 0)
+        break;
+      h->metrics.ws_out_direct++;
+      sendq_pop(&c->q);
+    }
+    if (sendq_peek(&c->q) || c->close_code)
+      lws_callback_on_writable(c->wsi);
+  }
 }
 
 int ws_send(struct host *h, cloud_socket s, const void *data, size_t len, int is_binary) {
@@ -527,6 +577,7 @@ static void ws_closed(struct host *h, struct session *s) {
   /* Gone from the map first: from here on every handle to it answers CLOUD_ECLOSED. */
   map_del(&h->conns, &c->id, sizeof c->id);
   c->gone = 1;
+  commit_wait_remove(h, c);
   h->nconns--;
   h->stats.ws_closed++;
   /* The code and reason the plugin gets are the ones the log line shows. */

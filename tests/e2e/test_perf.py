@@ -199,5 +199,31 @@ async def test_closed_socket_refuses_sends_in_its_close_event():
         assert rc == CLOUD_ECLOSED, f"send to its own socket in its close event returned {rc}"
 
 
+def test_greetings_after_one_commit_per_pass_survive_kill9():
+    """Users created in one loop pass share one commit, made before the loop sleeps, and
+    their greetings go out right after it without a writable callback (counted as direct).
+    Every id a client was greeted with is committed before its greeting left: after kill -9
+    and a restart each one resumes with its token."""
+    n = 40
+    with Host() as h:
+        conns = [RawWS(h.port) for _ in range(n)]  # upgrades in flight together
+        users = []
+        for c in conns:
+            op, text = c.recv_message()
+            g = json.loads(text)
+            users.append((g["user_id"], g["token"]))
+        direct = metric(h, "wshost_ws_messages_sent_direct_total")
+        assert direct == n, f"{direct} of {n} greetings written without a writable callback"
+        h.kill9()
+        for c in conns:
+            c.close()
+        h.start()  # same database
+        for uid, token in users:
+            c = RawWS(h.port, path=f"/?user_id={uid}&token={token}")
+            g = json.loads(c.recv_message()[1])
+            assert g["user_id"] == uid and g.get("token") is None, f"resume of {uid}: {g}"
+            c.close()
+
+
 if __name__ == "__main__":
     run(globals())
