@@ -38,8 +38,13 @@ def test_idle_connection_memory_bounded():
             conns.append(c)
         after = vm_rss(pid)
         per = (after - before) / n
-        assert per < 4096, f"{per:.0f} bytes per idle connection (bound 4096)"
         print(f"idle: {per:.0f} bytes per connection")
+        with open(f"/proc/{pid}/maps") as f:
+            instrumented = VALGRIND or "libasan" in f.read()
+        if instrumented:  # redzones and shadow memory: the bound is the plain build's
+            print("idle: memory bound not checked under a sanitizer or valgrind")
+        else:
+            assert per < 4096, f"{per:.0f} bytes per idle connection (bound 4096)"
         for c in conns + warm:
             c.close()
 
