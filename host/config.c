@@ -46,6 +46,9 @@ static const struct opt opts[] = {
       "bytes/s a request body must keep up after 5 s (0: no minimum)"),
     O("max-header", OPT_SIZE, max_header, "4096",
       "HTTP request header bytes (per connection while it is read)"),
+    O("ws-rx-buffer", OPT_SIZE, ws_rx_buffer, "512",
+      "receive buffer per WebSocket (bytes, 128..65536): lws keeps it for the connection's life "
+      "and reads the socket in pieces of this size"),
     O("max-connections", OPT_INT, max_connections, "10000", "WebSocket connections"),
     O("ping-interval", OPT_INT, ping_interval, "25", "seconds idle before a ping"),
     O("pong-timeout", OPT_INT, pong_timeout, "10", "seconds to wait for the pong"),
@@ -64,8 +67,8 @@ static const struct opt opts[] = {
       "serve /_/status, /_/users, /_/push to 127.0.0.0/8 and ::1 only"),
     O("metrics-public", OPT_BOOL, metrics_public, "0",
       "serve /_/metrics (Prometheus) without the admin token"),
-    O("deflate", OPT_ONOFF, deflate, "on",
-      "negotiate permessage-deflate when a client offers it (on/off; see README for memory)"),
+    O("deflate", OPT_ONOFF, deflate, "off",
+      "negotiate permessage-deflate when a client offers it (on/off; off: see README, lws 4.1.6)"),
     O("allowed-origins", OPT_STR, allowed_origins, NULL,
       "comma-separated Origin values allowed to upgrade (default: any)"),
     O("tls-cert", OPT_STR, tls_cert, NULL, "PEM certificate: serve wss:// and https://"),
@@ -224,6 +227,10 @@ int config_parse(struct config *cfg, int argc, char **argv) {
   if (cfg->port < 0 || cfg->port > 65535 || cfg->max_message < 1 || cfg->max_connections < 1 ||
       cfg->outbox_max < 1) {
     log_error(NULL, NULL, "--port, --max-message, --max-connections, --outbox-max out of range");
+    return -1;
+  }
+  if (cfg->ws_rx_buffer < 128 || cfg->ws_rx_buffer > 65536) {
+    log_error(NULL, NULL, "--ws-rx-buffer must be 128..65536 bytes");
     return -1;
   }
   if (!cfg->tls_cert != !cfg->tls_key) {

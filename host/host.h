@@ -31,7 +31,8 @@ struct conn {
   uint64_t id;
   struct host *host;
   struct lws *wsi;
-  char user_id[STORE_ID_MAX + 1];
+  char *user_id;          /* owned; every connection has one from ws_open on */
+  char *user_id_prev;     /* the id cloud_bind_user replaced, until the connection event ends */
   int64_t row;            /* connections table row, 0 when not stored */
   struct conn *user_next; /* next connection of the same user */
   struct sendq q;
@@ -41,10 +42,14 @@ struct conn {
   int established;      /* the connection event ran; close events are due */
   int close_code;       /* close the host or plugin asked for, 0 if none */
   int close_sent;       /* lws has been told to send it */
-  char close_reason[124];
-  int peer_close_code; /* what the client's close frame said, 0 if none */
-  char peer_close_reason[124];
-  char remote[64];
+  int direct_ok;        /* frames may skip the queue when it is empty (ws.c conn_send) */
+  int gone;             /* out of host->conns: handles to it find nothing (ws_find) */
+  int commit_waiting;   /* on host->commit_wait: its frames wait for a commit */
+  struct conn *commit_next;
+  char *close_reason;      /* owned, NULL for none: allocated only when a close is asked for */
+  int peer_close_code;     /* what the client's close frame said, 0 if none */
+  char *peer_close_reason; /* owned, NULL for none */
+  char *remote;            /* owned: the peer's address */
   int64_t opened_ms;
   char request_id[32]; /* the upgrade's: on every log line about the connection itself */
   uint64_t need_seq;   /* store_user_seq of its fresh user: committed before a byte leaves */
@@ -140,6 +145,14 @@ struct host {
   struct quarantine *quarantine;
   struct cluster *cluster; /* issue 13: --redis (cluster.c); NULL on a single node */
   struct workers *workers; /* --isolation process: plugin calls run there (worker.c) */
+  /* Issue 14: a frame written straight to the socket is built here (lws wants LWS_PRE bytes
+   * of room before the payload); grown to the largest frame sent so far. */
+  unsigned char *tx_scratch;
+  size_t tx_scratch_cap;
+  /* Connections whose queued frames wait for the commit of their new user; the commit runs
+   * once per loop pass (ws_commit_pass, from an ev_prepare watcher). */
+  struct conn *commit_wait;
+  ev_prepare commit_pass;
 };
 
 /* clock.c: fills buf (at least 32 bytes) with a fresh request id. */

@@ -33,6 +33,28 @@ long listen_fd_budget(long nofile) {
   return nofile > reserve ? nofile - reserve : 0;
 }
 
+long listen_nofile_for(long websockets) {
+  long need = websockets + websockets / 4 + 256;
+  long n = need + LISTEN_FD_RESERVE_MIN;
+  if (n / 64 > LISTEN_FD_RESERVE_MIN)
+    n = need + need / 63;
+  while (listen_fd_budget(n) < need)
+    n++;
+  return n;
+}
+
+long listen_lower_nofile(long want) {
+  struct rlimit r;
+  if (getrlimit(RLIMIT_NOFILE, &r) < 0)
+    return -1;
+  if (want > 0 && (r.rlim_cur == RLIM_INFINITY || (rlim_t)want < r.rlim_cur)) {
+    r.rlim_cur = (rlim_t)want;
+    if (setrlimit(RLIMIT_NOFILE, &r) < 0)
+      return getrlimit(RLIMIT_NOFILE, &r) < 0 ? -1 : (long)r.rlim_cur;
+  }
+  return (long)r.rlim_cur;
+}
+
 static int open_family(int family, int port, int reuse_port) {
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)

@@ -12,6 +12,11 @@
 long listen_raise_nofile(long *before);
 /* Descriptors the host may spend on connections for a soft limit of nofile. */
 long listen_fd_budget(long nofile);
+/* The soft limit that serves `websockets` WebSocket connections, a quarter more (plus 256) for
+ * HTTP requests and handshakes under way, and the reserve. */
+long listen_nofile_for(long websockets);
+/* Lowers the soft RLIMIT_NOFILE to want if it is higher; returns the soft limit in force. */
+long listen_lower_nofile(long want);
 /* Binds and listens on port (0: the kernel picks) on every address (IPv6 dual stack when the
  * kernel has it, IPv4 otherwise); non-blocking, close-on-exec. Retries a port in use for
  * retry_ms (a dying host's serving process may still hold it). The fd, or -errno; *bound gets

@@ -38,6 +38,14 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   h->host_pid = (int)a->host_pid;
   long before;
   h->nofile = listen_raise_nofile(&before);
+  /* lws sizes its descriptor table by this soft limit, and Debian's lws (built with _DEBUG)
+   * scans that whole table on every connection opened and closed: ~120 000 instructions a
+   * connection at 20 000 entries, and a hard limit of 1 << 20 would make it millions. No larger
+   * than --max-connections needs, then (a lower fd_limit_per_thread instead would make lws
+   * search the table on every event). */
+  long fit = listen_nofile_for(h->cfg.max_connections);
+  if (h->nofile > fit)
+    h->nofile = listen_lower_nofile(fit);
   h->fd_budget = listen_fd_budget(h->nofile);
   if (h->cfg.max_connections > h->fd_budget) {
     log_warn(NULL, NULL,
@@ -128,6 +136,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   json_decref(h->shared);
   map_free(&h->conns);
   map_free(&h->users);
+  free(h->tx_scratch);
   metrics_free(&h->metrics);
   quarantine_close(h->quarantine);
   auth_close(h);

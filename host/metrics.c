@@ -165,6 +165,16 @@ static void fn_one(void *arg, const char *key, void *value) {
           (unsigned long long)(p->what ? fn->errors : fn->calls));
 }
 
+static const int close_codes[METRICS_CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006,
+                                                     1007, 1008, 1009, 1011, 0};
+
+void metrics_ws_close(struct metrics *m, int code) {
+  int i = 0;
+  while (i < METRICS_CLOSE_CODES - 1 && close_codes[i] != code)
+    i++;
+  m->ws_closes[i]++;
+}
+
 char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, size_t *len) {
   char *buf = NULL;
   size_t n = 0;
@@ -186,6 +196,18 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
             reasons[m->refused[i].reason].label, m->refused[i].status,
             (unsigned long long)m->refused[i].n);
   counter(f, "wshost_ws_closed_total", "WebSocket connections closed.", g->closes);
+  header(f, "wshost_ws_closes_by_code_total", "counter",
+         "WebSocket connections closed, by close code (\"other\": any code not listed).");
+  for (int i = 0; i < METRICS_CLOSE_CODES; i++) {
+    if (!m->ws_closes[i])
+      continue;
+    if (close_codes[i])
+      fprintf(f, "wshost_ws_closes_by_code_total{code=\"%d\"} %llu\n", close_codes[i],
+              (unsigned long long)m->ws_closes[i]);
+    else
+      fprintf(f, "wshost_ws_closes_by_code_total{code=\"other\"} %llu\n",
+              (unsigned long long)m->ws_closes[i]);
+  }
   counter(f, "wshost_ws_messages_received_total", "Complete WebSocket messages received.",
           m->ws_in_messages);
   counter(f, "wshost_ws_received_bytes_total", "Payload bytes of the messages received.",
@@ -193,6 +215,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
   counter(f, "wshost_ws_messages_sent_total", "WebSocket messages written to clients.",
           m->ws_out_messages);
   counter(f, "wshost_ws_sent_bytes_total", "Payload bytes of the messages sent.", m->ws_out_bytes);
+  counter(f, "wshost_ws_messages_sent_direct_total",
+          "Of the messages sent, those written without a writable callback (at once, or a "
+          "greeting right after its user's commit).",
+          m->ws_out_direct);
   counter(f, "wshost_ws_send_queue_overflows_total",
           "Slow readers closed because their send queue passed --max-send-queue.",
           m->sendq_overflows);

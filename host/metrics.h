@@ -11,6 +11,8 @@
 /* Latency buckets, upper bounds: 100 us .. 10 s (Prometheus "le"). */
 #define METRICS_BUCKETS 16
 #define METRICS_REFUSALS 24
+/* Close codes counted one by one (metrics.c close_codes); the last slot is every other code. */
+#define METRICS_CLOSE_CODES 11
 
 struct metrics_hist {
   uint64_t bucket[METRICS_BUCKETS]; /* not cumulative; the renderer sums */
@@ -22,6 +24,7 @@ struct metrics_hist {
 struct metrics {
   uint64_t ws_in_messages, ws_in_bytes;
   uint64_t ws_out_messages, ws_out_bytes;
+  uint64_t ws_out_direct; /* of ws_out_messages: written at once, without the send queue */
   uint64_t sendq_overflows;
   uint64_t outbox_delivered;
   uint64_t reloads_loaded, reloads_refused;
@@ -32,6 +35,8 @@ struct metrics {
     uint64_t n;
   } refused[METRICS_REFUSALS];
   int nrefused;
+  /* Connections closed, by the code their close event got (the log line per close is debug). */
+  uint64_t ws_closes[METRICS_CLOSE_CODES];
   struct metrics_hist store_commit;
   struct map functions; /* function name -> struct metrics_fn * */
   /* Later work adds its counters here: function crashes and quarantines (containment), the
@@ -55,6 +60,8 @@ void metrics_hist_observe(struct metrics_hist *hist, uint64_t ns);
 void metrics_function_call(struct metrics *m, const char *name, uint64_t ns, int rc);
 /* An upgrade refused with this status and message (the message is mapped to a fixed label). */
 void metrics_upgrade_refused(struct metrics *m, int status, const char *message);
+/* A WebSocket connection closed with this code (1006: no close frame). */
+void metrics_ws_close(struct metrics *m, int code);
 /* A plugin file loaded (rc 0) or refused (rc < 0) by the watch. */
 void metrics_reload(struct metrics *m, int rc);
 /* The text format (version 0.0.4) in a malloc'ed string (caller frees), NULL on no memory. */

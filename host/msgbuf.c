@@ -2,6 +2,7 @@
  * A single-frame message that fits is the common case; the buffer is reused across messages. */
 #include "msgbuf.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,17 @@ void msgbuf_free(struct msgbuf *m) {
 int utf8_valid(const unsigned char *s, size_t len) {
   size_t i = 0;
   while (i < len) {
+    /* Text is mostly ASCII: skip it 8 bytes at a time (a 64 KiB message took ~7 instructions
+     * a byte one at a time, as much as lws's whole receive path). */
+    while (len - i >= 8) {
+      uint64_t w;
+      memcpy(&w, s + i, 8);
+      if (w & 0x8080808080808080ull)
+        break;
+      i += 8;
+    }
+    if (i >= len)
+      break;
     unsigned char c = s[i];
     if (c < 0x80) {
       i++;

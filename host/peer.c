@@ -37,3 +37,18 @@ int peer_write_last(struct lws *wsi, const void *buf, size_t len) {
   ssize_t n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
   return n < 0 ? -errno : (int)n;
 }
+
+size_t peer_discard_input(struct lws *wsi, size_t max) {
+  int fd = lws_get_socket_fd(wsi);
+  if (fd < 0 || lws_is_ssl(wsi))
+    return 0;
+  char drop[4096];
+  size_t total = 0;
+  while (total < max) {
+    ssize_t n = recv(fd, drop, sizeof drop, MSG_DONTWAIT);
+    if (n <= 0)
+      break;
+    total += (size_t)n;
+  }
+  return total;
+}

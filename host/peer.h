@@ -19,4 +19,9 @@ int peer_probe(struct lws *wsi, struct peer_state *ps);
  * connection lws is closing with nothing queued. Bytes written, or a negative errno. */
 int peer_write_last(struct lws *wsi, const void *buf, size_t len);
 
+/* Reads and drops up to max bytes already waiting on a plain TCP socket lws is about to close:
+ * unread input turns close() into a reset, and a reset makes the peer's kernel discard what we
+ * sent last (the close frame) before the peer reads it. Bytes dropped. */
+size_t peer_discard_input(struct lws *wsi, size_t max);
+
 #endif

@@ -19,10 +19,11 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The one place every outgoing frame passes (WebSocket and HTTP alike write only from their
- * writable callbacks): a frame may name a user created in this turn (a greeting carries the
- * new id and token), so it leaves only once that user is committed. While someone else holds
- * the database lock the bytes wait, and the callback comes again a little later. */
+/* The rule every outgoing frame obeys: a frame may name a user created in this turn (a
+ * greeting carries the new id and token), so it leaves only once that user is committed.
+ * Writable callbacks check it here; ws.c's direct writes check store_synced_upto before they
+ * skip the queue. While someone else holds the database lock the bytes wait, and the callback
+ * comes again a little later. */
 static int egress_ready(struct lws *wsi, struct session *s) {
   struct host *h = lws_context_user(lws_get_context(wsi));
   /* A WebSocket waits only for its own new user (whose token its greeting carries), so echoes
@@ -85,9 +86,16 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   }
 }
 
-static const struct lws_protocols protocols[] = {
-    /* rx buffer: lws allocates it per connection; big messages arrive in pieces of it. */
-    {"wshost", callback_main, sizeof(struct session), 4096, 0, NULL, 0},
+/* rx_buffer_size (--ws-rx-buffer, 512 by default): lws allocates it for every WebSocket for its
+ * whole life, so at lws's usual 4096 it was most of an idle connection's memory (4 KiB of the
+ * 6.3 KiB measured). lws 4.1 also reads the socket in pieces of this size (a 64 KiB message is
+ * 128 reads at 512, 16 at 4096, 512 at 128): 512 takes a typical message in one read at a
+ * fraction of the memory. tx_packet_size: without it lws caps every send() at rx_buffer_size
+ * plus a frame header; at 64 KiB one send() takes a whole frame and lws buffers what the kernel
+ * refuses (docs/BENCHMARKS.md, "Memory"). */
+#define WS_TX_PACKET 65536
+static struct lws_protocols protocols[] = {
+    {"wshost", callback_main, sizeof(struct session), 512, 0, NULL, WS_TX_PACKET},
     {"wshost-watch", plugins_watch_callback, 0, 0, 0, NULL, 0},
     /* The subprotocol slot (ws.c, WS_SLOT_PROTOCOL): an upgrade that offers subprotocols is
      * bound here; its name is rewritten per upgrade. Must match "wshost" in all but name. */
@@ -104,6 +112,14 @@ static void store_tick(lws_sorted_usec_list_t *sul) {
     store_flush(h->store);
   store_maintain(h->store);
   lws_sul_schedule(h->lws, 0, &h->store_timer, store_tick, tick_ms * LWS_US_PER_MS);
+}
+
+/* Once per loop pass, before the loop sleeps: one commit for the users created in the pass,
+ * and the greetings that waited for it written at once (ws.c). */
+static void commit_pass(struct ev_loop *loop, ev_prepare *w, int revents) {
+  (void)loop;
+  (void)revents;
+  ws_commit_pass(w->data);
 }
 
 /* SIGTERM/SIGINT: close every connection with 1001 and keep serving until they are gone or
@@ -155,6 +171,11 @@ int server_start(struct host *h) {
   memset(&info, 0, sizeof info);
   /* The supervisor bound the port; accept.c accepts on it and hands connections to lws. */
   info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+  /* With permessage-deflate on, lws 4.1.6 loses the close frame of a message it refuses
+   * (1009 for a deflate bomb) when it reads in small pieces: 4096 then (test_deflate.py). */
+  size_t rx = h->cfg.deflate && h->cfg.ws_rx_buffer < 4096 ? 4096 : h->cfg.ws_rx_buffer;
+  protocols[0].rx_buffer_size = rx;
+  protocols[2].rx_buffer_size = rx; /* the subprotocol slot (ws.c) matches "wshost" */
   info.protocols = protocols;
   info.user = h;
   /* lws joins our loop (plugin libwebsockets-evlib_ev) and leaves signals to us. Not libuv:
@@ -217,6 +238,10 @@ int server_start(struct host *h) {
   int rc = signals_start(h->loop, h->cfg.drain_timeout, on_signal, h);
   if (rc < 0)
     log_warn(NULL, NULL, "cannot install signal handlers: %s", strerror(-rc));
+  ev_prepare_init(&h->commit_pass, commit_pass);
+  h->commit_pass.data = h;
+  ev_prepare_start(h->loop, &h->commit_pass);
+  ev_unref(h->loop); /* it alone does not keep the loop running */
   ev_timer_init(&h->log_tick, log_tick, 1, 1);
   ev_timer_start(h->loop, &h->log_tick);
   ev_unref(h->loop); /* the tick alone does not keep the loop running */
@@ -244,6 +269,8 @@ void server_stop(struct host *h) {
   signals_stop();
   ev_ref(h->loop);
   ev_timer_stop(h->loop, &h->log_tick);
+  ev_ref(h->loop);
+  ev_prepare_stop(h->loop, &h->commit_pass);
   ev_signal_stop(h->loop, &h->sighup);
   ev_timer_stop(h->loop, &h->drain);
   /* On a foreign loop lws stops its watchers and frees the context (clearing h->lws); the

@@ -996,6 +996,10 @@ static uint64_t committed_seq(const struct store *s) {
   return s->nops ? s->ops[0].seq - 1 : s->op_seq;
 }
 
+int store_synced_upto(const struct store *s, uint64_t seq) {
+  return !s || committed_seq(s) >= seq;
+}
+
 uint64_t store_user_seq(const struct store *s) {
   return s ? s->user_seq : 0;
 }

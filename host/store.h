@@ -106,6 +106,8 @@ int store_sync(struct store *s);
  * store_user_seq when the bytes were queued) was current; 0 when done, -EAGAIN while the
  * database is locked. Other connections' frames leave meanwhile. */
 int store_sync_upto(struct store *s, uint64_t seq);
+/* 1 when every user created up to `seq` is committed (nothing is committed by asking). */
+int store_synced_upto(const struct store *s, uint64_t seq);
 /* A sequence number covering every user created so far. */
 uint64_t store_user_seq(const struct store *s);
 /* Commits pending batched writes now. Called by the batch timer and at shutdown. */

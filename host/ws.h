@@ -61,5 +61,9 @@ int ws_refuse(struct lws *wsi, int code, const char *why);
 
 /* Sends close 1001 to every connection (SIGTERM). */
 void ws_close_all(struct host *h, int code, const char *reason);
+/* Once per loop pass, before the loop sleeps (server.c): commits the users created in this
+ * pass (one commit for all of them) and writes the frames that waited for it (greetings)
+ * straight away; what cannot go now waits for SERVER_WRITEABLE as before. */
+void ws_commit_pass(struct host *h);
 
 #endif

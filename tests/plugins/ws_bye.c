@@ -1,6 +1,7 @@
 /* ws_bye: a __websocket__ for tests whose close handler sends "bye" to its own user with
  * cloud_send_to_user (that connection is closing, so it must be queued, not lost). Greets
- * like ws_echo and records each send's return code in cloud_shared "bye_rc" (array). */
+ * like ws_echo and records each send's return code in cloud_shared "bye_rc" (array), and what
+ * a send to its own (closed) socket returned in "bye_socket_rc". */
 #include <cloud.h>
 #include <stdlib.h>
 
@@ -17,6 +18,10 @@ CLOUD_FUNCTION(ctx) {
     return cloud_socket_send(ctx->socket, ctx->params.data) < 0;
   } else if (cloud_method_is(ctx, "WebSocket:close")) {
     int rc = cloud_send_to_user(ctx->user_id, "bye");
+    /* Its own socket is closed already: the host must answer CLOUD_ECLOSED, not send. */
+    json_t *own = json_integer(cloud_socket_send(ctx->socket, "own socket"));
+    cloud_shared_set("bye_socket_rc", own);
+    json_decref(own);
     json_t *list = cloud_shared_get("bye_rc");
     if (!json_is_array(list)) {
       json_decref(list);

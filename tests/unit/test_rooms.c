@@ -22,7 +22,7 @@ static int setup(void **state) {
   map_init(&h.conns);
   for (int i = 0; i < 3; i++) {
     conns[i].id = (uint64_t)i + 1;
-    snprintf(conns[i].user_id, sizeof conns[i].user_id, "%s", i < 2 ? "alice" : "bob");
+    conns[i].user_id = i < 2 ? "alice" : "bob";
     map_set(&h.conns, &conns[i].id, sizeof conns[i].id, &conns[i]);
   }
   return rooms_open(&h);
