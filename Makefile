@@ -69,7 +69,7 @@ soak: build
 	tools/soak --minutes $(SOAK_MINUTES) --bin $(BUILD)/wshost
 
 format:
-	clang-format -i host/*.c host/*.h sdk/include/*.h plugins/*.c tests/unit/*.c tests/plugins/*.c tools/*.c
+	clang-format -i host/*.c host/*.h host/*/*.c host/*/*.h sdk/include/*.h plugins/*.c tests/unit/*.c tests/plugins/*.c tools/*.c
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz plugins/*.so

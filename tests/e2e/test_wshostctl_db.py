@@ -1,6 +1,6 @@
 """test_wshostctl_db.py: tools/wshostctl against a database built from the host's own schema.
 
-The DDL is read from host/store.c (between the SCHEMA_V1 markers), so a schema change the
+The DDL is read from host/store/store.c (between the SCHEMA_V1 markers), so a schema change the
 tool does not follow fails here. push/status run against a stub admin API on a free port
 that checks the bearer token and records what the tool sent. Needs no wshost binary.
 Run: /usr/bin/python3 tests/e2e/test_wshostctl_db.py (WSHOST_SOURCE_DIR optional).
@@ -24,7 +24,7 @@ import traceback
 SOURCE_DIR = os.environ.get(
     "WSHOST_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 TOOL = os.path.join(SOURCE_DIR, "tools", "wshostctl")
-STORE_C = os.path.join(SOURCE_DIR, "host", "store.c")
+STORE_C = os.path.join(SOURCE_DIR, "host", "store", "store.c")
 TOKEN = "ctl-test-admin-token"
 NOW = int(time.time() * 1000)
 HOUR = 3600 * 1000
@@ -36,7 +36,7 @@ OFFLINE = ["carol", "dave"]
 def schema_sql():
     src = open(STORE_C).read()
     m = re.search(r"/\* SCHEMA_V1 BEGIN \*/(.*?)/\* SCHEMA_V1 END \*/", src, re.S)
-    assert m, "SCHEMA_V1 markers not found in host/store.c"
+    assert m, "SCHEMA_V1 markers not found in host/store/store.c"
     parts = re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))
     sql = "".join(p.encode().decode("unicode_escape") for p in parts)
     assert "CREATE VIEW online_users" in sql, sql
