@@ -19,8 +19,8 @@
 #include "server.h"
 #include "supervisor.h"
 #include "timers.h"
-#include "ws.h"
 #include "worker.h"
+#include "ws.h"
 #include "xthread.h"
 
 #include <errno.h>

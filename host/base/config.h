@@ -43,8 +43,8 @@ struct config {
   /* Issue 13: the cluster (bus.c, cluster.c) and SO_REUSEPORT (listen.c). */
   const char *redis; /* redis://host:port[/db] or unix:///path; NULL: no cluster */
   int reuse_port;
-  const char *isolation; /* "process": functions run in worker processes (worker.c) */
-  int workers;           /* worker processes with --isolation process (0: one per core) */
+  const char *isolation;  /* "process": functions run in worker processes (worker.c) */
+  int workers;            /* worker processes with --isolation process (0: one per core) */
   int quarantine_crashes; /* --isolation process: crashes of one build that quarantine it */
   int quarantine_window;  /* ... within this many seconds */
 };

@@ -339,7 +339,8 @@ int supervisor_run(struct config *cfg, serve_fn serve) {
   s.serve = serve;
   if (bind_port(cfg, &s.args) < 0)
     return 1;
-  log_info(NULL, NULL, "supervisor %d started: it restarts the serving process if that crashes", (int)getpid());
+  log_info(NULL, NULL, "supervisor %d started: it restarts the serving process if that crashes",
+           (int)getpid());
   int rc = run(&s);
   close(s.args.listen_fd);
   log_info(NULL, NULL, "supervisor: stopped (exit %d)", rc);
