@@ -1,8 +1,7 @@
 /* cpu_hash: the example __websocket__'s job with ~200 us of CPU per message (FNV-1a rounds over
  * a 4 KB buffer), for make bench: how --isolation process spreads CPU-heavy functions over
  * the cores. Greets like the example; answers "I have received your message". */
-#include <cloud.h>
-#include <stdlib.h>
+#include "greet.h"
 
 static unsigned long burn(void) {
   static unsigned char buf[4096];
@@ -14,15 +13,8 @@ static unsigned long burn(void) {
 }
 
 CLOUD_FUNCTION(ctx) {
-  if (cloud_method_is(ctx, "WebSocket:connection")) {
-    json_t *hello = json_pack("{ss ss so}", "event", "connected", "user_id", ctx->user_id, "token",
-                              ctx->user_token ? json_string(ctx->user_token) : json_null());
-    char *text = json_dumps(hello, JSON_COMPACT);
-    int rc = text ? cloud_socket_send(ctx->socket, text) : CLOUD_ENOMEM;
-    free(text);
-    json_decref(hello);
-    return rc;
-  }
+  if (cloud_method_is(ctx, "WebSocket:connection"))
+    return greet(ctx);
   if (cloud_method_is(ctx, "WebSocket:message")) {
     volatile unsigned long sink = burn();
     (void)sink;
