@@ -10,7 +10,7 @@ DEB_OUT ?= $(BUILD)
 
 SOAK_MINUTES ?= 5
 
-.PHONY: all deps build run test test-isolation test-asan test-tsan bench fuzz soak format clean install deb
+.PHONY: all deps build run test test-redis test-isolation test-asan test-tsan bench fuzz soak format clean install deb
 
 all: build
 
@@ -35,6 +35,10 @@ test: build
 
 # The whole end-to-end suite again with --isolation process (functions in worker processes);
 # CI runs it beside `make test`. The .deb test installs system-wide and is left to `make test`.
+# The end-to-end suite again with every host in a cluster on one redis-server (--redis).
+test-redis: build
+	cd $(BUILD) && WSHOST_E2E_REDIS=1 ctest --output-on-failure -j $(JOBS) -R '^e2e\.' -E 'e2e.test_deb$$'
+
 test-isolation: build
 	cd $(BUILD) && WSHOST_E2E_ISOLATION=1 ctest --output-on-failure -j $(JOBS) -R '^e2e\.' -E 'e2e.test_deb$$'
 

@@ -99,6 +99,8 @@ def free_port():
 # WSHOST_E2E_REDIS=1 (make test-redis): every Host joins a cluster on one redis-server that
 # this test process starts (emptied before each test), so the whole suite runs with --redis.
 E2E_REDIS = None
+# A test file whose every test is about the single node's store sets this (test_durability).
+SINGLE_NODE_FILE = False
 
 
 def e2e_redis_url():
@@ -200,7 +202,10 @@ class Host:
     all_hosts = []
 
     def __init__(self, plugins=None, flags=(), env=None, admin_token=ADMIN_TOKEN,
-                 plugin_dir_mode=0o755, plugin_file_mode=0o644):
+                 plugin_dir_mode=0o755, plugin_file_mode=0o644, single_node=False):
+        # single_node: never joins the e2e cluster (WSHOST_E2E_REDIS), for a test whose premise
+        # is the single node's SQLite outbox (a cluster keeps it in Redis).
+        self.single_node = single_node or SINGLE_NODE_FILE
         self.tmp = tempfile.mkdtemp(prefix="wshost-e2e-")
         self.plugins_dir = os.path.join(self.tmp, "plugins")
         os.mkdir(self.plugins_dir)
@@ -234,7 +239,7 @@ class Host:
         cmd = [BIN, "--port", "0", "--plugins", self.plugins_dir, "--db", self.db]
         if self.admin_token is not None:
             cmd += ["--admin-token", self.admin_token]
-        redis = e2e_redis_url()
+        redis = None if self.single_node else e2e_redis_url()
         if redis and not any(str(f).startswith("--redis") for f in self.flags):
             cmd += ["--redis", redis]
         # WSHOST_E2E_ISOLATION=1 (make test-isolation): every host runs its functions in worker

@@ -10,7 +10,12 @@ import struct
 import subprocess
 import threading
 
+import harness
 from harness import *  # noqa: F401,F403
+
+# The SQLite outbox, WAL, pruning and faults of one node: a cluster keeps its outbox in Redis
+# (tests/e2e/test_cluster.py), so make test-redis runs this file on a single node.
+harness.SINGLE_NODE_FILE = True
 
 WSBENCH = os.path.join(BUILD_DIR, "wsbench")
 N, SIZE = 300, 10_000

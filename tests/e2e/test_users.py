@@ -188,7 +188,8 @@ async def test_kill9_restart_keeps_users_and_outbox():
 
 
 async def test_outbox_bound():
-    with Host(flags=["--outbox-max", "3"]) as h:
+    # Single node: a cluster's /push cannot say 507 yet (issue 13, docs/SCALING.md).
+    with Host(flags=["--outbox-max", "3"], single_node=True) as h:
         ws, g = await h.user()
         uid, token = g["user_id"], g["token"]
         await go_offline(h, ws, uid)
