@@ -228,17 +228,22 @@ static void connect_both(struct bus *b) {
     teardown(b, "cannot create a connection");
 }
 
-/* Drops both connections (commands in flight get NULL) and schedules the next attempt. */
-static void teardown(struct bus *b, const char *why) {
-  int was_up = b->up;
-  b->up = b->cmd_ready = b->sub_ready = 0;
-  b->ping_ms = 0;
+/* Frees both hiredis connections (commands in flight get their callback with NULL). */
+static void free_connections(struct bus *b) {
   redisAsyncContext *c = b->cmd, *s = b->sub;
   b->cmd = b->sub = NULL;
   if (c)
     redisAsyncFree(c);
   if (s)
     redisAsyncFree(s);
+}
+
+/* Drops both connections (commands in flight get NULL) and schedules the next attempt. */
+static void teardown(struct bus *b, const char *why) {
+  int was_up = b->up;
+  b->up = b->cmd_ready = b->sub_ready = 0;
+  b->ping_ms = 0;
+  free_connections(b);
   int64_t now = now_ms();
   b->next_try_ms = now + b->backoff_ms;
   b->backoff_ms = b->backoff_ms * 2 > BUS_BACKOFF_MAX_MS ? BUS_BACKOFF_MAX_MS : b->backoff_ms * 2;
@@ -329,12 +334,7 @@ void bus_close(struct bus *b) {
   b->ever_up = 0;
   b->down_logged = 1;
   b->up = 0;
-  redisAsyncContext *c = b->cmd, *s = b->sub;
-  b->cmd = b->sub = NULL;
-  if (c)
-    redisAsyncFree(c);
-  if (s)
-    redisAsyncFree(s);
+  free_connections(b);
   map_each(&b->channels, free_key, NULL);
   map_free(&b->channels);
   free(b);

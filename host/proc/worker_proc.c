@@ -2,6 +2,7 @@
  * sends, with an API table whose calls are messages back to it (worker.c applies them). */
 #include "api.h"
 #include "crash.h"
+#include "http_parse.h"
 #include "invocation.h"
 #include "log.h"
 #include "metrics.h"
@@ -275,18 +276,8 @@ static int p_response_text(FunctionContext *ctx, int status, const char *text) {
 static int p_response_header(FunctionContext *ctx, const char *name, const char *value) {
   if (!http_ctx(ctx))
     return CLOUD_ESTATE;
-  /* The same rules as http_add_header, checked here so the plugin gets their answer. */
-  if (!name || !value || !*name || strlen(name) > 100 || strlen(value) > 4000)
-    return CLOUD_EINVAL;
-  for (const char *p = name; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-          *p == '-' || *p == '_'))
-      return CLOUD_EINVAL;
-  for (const char *p = value; *p; p++)
-    if (*p == '\r' || *p == '\n')
-      return CLOUD_EINVAL;
-  if (!strcasecmp(name, "content-length") || !strcasecmp(name, "request-id") ||
-      !strcasecmp(name, "transfer-encoding") || !strcasecmp(name, "connection"))
+  /* The rule http_add_header applies, checked here so the plugin gets its answer. */
+  if (!http_response_header_ok(name, value))
     return CLOUD_EINVAL;
   if (!strcasecmp(name, "content-type")) {
     snprintf(W.cur.ctype, sizeof W.cur.ctype, "%.127s", value);

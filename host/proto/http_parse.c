@@ -172,3 +172,17 @@ int body_parse(const char *content_type, const char *raw, size_t len, json_t **o
   }
   return 0;
 }
+
+int http_response_header_ok(const char *name, const char *value) {
+  if (!name || !value || !*name || strlen(name) > 100 || strlen(value) > 4000)
+    return 0;
+  for (const char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_'))
+      return 0;
+  for (const char *p = value; *p; p++)
+    if (*p == '\r' || *p == '\n')
+      return 0;
+  return strcasecmp(name, "content-length") && strcasecmp(name, "request-id") &&
+         strcasecmp(name, "transfer-encoding") && strcasecmp(name, "connection");
+}

@@ -10,6 +10,11 @@
 
 /* 1 if name[0..len) is a function name: [A-Za-z0-9_-]{1,128}. */
 int fn_name_valid(const char *name, size_t len);
+/* 1 when a function may set this response header: a token name, a value without CR or LF
+ * (no response splitting), neither too long, and not one whose framing the host owns
+ * (content-length, request-id, transfer-encoding, connection). The one rule, in-process and
+ * in a worker (cloud_response_header). */
+int http_response_header_ok(const char *name, const char *value);
 
 enum route_kind { ROUTE_NOT_FOUND, ROUTE_FUNCTION, ROUTE_ADMIN };
 /* Maps a request path to a function name (copied into name, FN_NAME_MAX+1 bytes) or to the
