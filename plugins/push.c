@@ -7,14 +7,13 @@ CLOUD_FUNCTION(ctx) {
   const char *message = json_string_value(json_object_get(ctx->body, "message"));
   if (!user || !message)
     return cloud_response_json(ctx, 400, json_pack("{ss}", "error", "need user_id and message"));
-  int n = cloud_send_to_user(user, message);
-  if (n >= 0)
-    return cloud_response_json(ctx, 200, json_pack("{si}", "delivered", n));
-  if (n == CLOUD_ENOUSER || n == CLOUD_EINVAL)
-    return cloud_response_json(ctx, 404, json_pack("{ss}", "error", "no such user"));
-  if (n == CLOUD_EUNAVAIL) /* a cluster whose Redis is down: not sent to other nodes, not queued */
-    return cloud_response_json(ctx, 503, json_pack("{ss}", "error", cloud_strerror(n)));
-  if (n == CLOUD_EFULL)
-    return cloud_response_json(ctx, 507, json_pack("{ss}", "error", "outbox full"));
-  return cloud_response_json(ctx, 500, json_pack("{ss}", "error", cloud_strerror(n)));
+  /* The answer waits for the outcome: in a cluster, until Redis took the push (200
+   * {"delivered": n}, 0 = queued), or said the outbox is full (507) or is unreachable (503). */
+  cloud_deferred *d = cloud_defer(ctx);
+  int rc = d ? cloud_deferred_send_to_user(d, user, message) : CLOUD_ENOMEM;
+  if (rc < 0 && d)
+    return cloud_deferred_json(d, 500, json_pack("{ss}", "error", cloud_strerror(rc)));
+  if (rc < 0)
+    return cloud_response_json(ctx, 500, json_pack("{ss}", "error", cloud_strerror(rc)));
+  return 0;
 }

@@ -341,25 +341,30 @@ int cluster_send_to_user(struct host *h, const char *user, const void *data, siz
   return sent + held;
 }
 
-void cluster_push(struct host *h, const char *user, const void *data, size_t len,
+void cluster_push(struct host *h, const char *user, const void *data, size_t len, int is_binary,
                   cluster_push_done done, void *arg) {
   struct cluster *cl = h->cluster;
   int held = 0;
-  int sent = cl->ops.user_deliver(h, user, data, len, 0, &held);
+  int sent = cl->ops.user_deliver(h, user, data, len, is_binary, &held);
   if (!sent && !held && store_user_exists(h->store, user) == 0) {
     done(arg, 404, json_pack("{ss}", "error", "no such user"));
     return;
   }
-  struct push_op *op = push_new(cl, user, data, len, 0, held ? '2' : sent ? '0' : '1');
+  struct push_op *op = push_new(cl, user, data, len, is_binary, held ? '2' : sent ? '0' : '1');
   if (!op) {
     done(arg, 500, json_pack("{ss}", "error", "out of memory"));
     return;
   }
-  op->local = sent;
+  op->local = sent + held; /* a held socket gets it from the outbox it is draining */
   op->done = done;
   op->arg = arg;
   if (!bus_up(cl->bus) && bus_starting(cl->bus)) {
     retry_keep(cl, op); /* a host just started: answered once its first connection is up */
+    return;
+  }
+  if (!bus_up(cl->bus) && sent > 0 && !held) { /* as cluster_send_to_user: local pushes work */
+    done(arg, 200, json_pack("{si}", "delivered", sent));
+    free(op);
     return;
   }
   if (!bus_up(cl->bus) || push_send(op) < 0) {

@@ -49,11 +49,11 @@ const char *cluster_node_id(const struct host *h);
  * Redis took it), or CLOUD_EUNAVAIL when Redis is down and no local socket took it. */
 int cluster_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                          int is_binary);
-/* The same with the answer after Redis replied (the admin /_/push): done(arg, status, json)
- * gets 200 {"delivered": sockets here + nodes reached elsewhere (0: queued)}, 404, 507 or
- * 503. During the host's first connection attempt it waits for it. */
+/* The same with the answer after Redis replied (/_/push, cloud_deferred_send_to_user): done(arg,
+ * status, json) gets 200 {"delivered": sockets here + nodes reached elsewhere (0: queued)}, 404,
+ * 507 or 503. During the host's first connection attempt it waits for it. */
 typedef void (*cluster_push_done)(void *arg, int status, json_t *body);
-void cluster_push(struct host *h, const char *user_id, const void *data, size_t len,
+void cluster_push(struct host *h, const char *user_id, const void *data, size_t len, int is_binary,
                   cluster_push_done done, void *arg);
 
 /* A user was created here (token: the resume token, or NULL for an app-bound id). */

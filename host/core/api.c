@@ -12,6 +12,7 @@
 #include "http.h"
 #include "invocation.h"
 #include "log.h"
+#include "push.h"
 #include "rooms.h"
 #include "store.h"
 #include "timers.h"
@@ -275,6 +276,13 @@ static int a_deferred_respond(cloud_deferred *d, int status, const char *content
   return defer_complete(bound, d, status, content_type ? content_type : "text/plain", body, len);
 }
 
+static int a_deferred_send_to_user(cloud_deferred *d, const char *user_id, const void *data,
+                                   size_t len, int is_binary) {
+  if (!invocation_on_loop())
+    return CLOUD_ESTATE; /* the cluster's answer arrives on the loop; so does the call */
+  return push_deferred(bound, d, user_id, data, len, is_binary);
+}
+
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
   if (!ctx || !name || !ctx->headers)
     return NULL;
@@ -331,6 +339,7 @@ static cloud_api table = {
     .env = a_env,
     .reject = a_reject,
     .accept_protocol = a_accept_protocol,
+    .deferred_send_to_user = a_deferred_send_to_user,
 };
 
 const cloud_api *api_table(void) {

@@ -198,6 +198,17 @@ int defer_complete(struct host *h, cloud_deferred *handle, int status, const cha
   return rc;
 }
 
+int defer_open(struct host *h, cloud_deferred *handle) {
+  uint64_t id = (uint64_t)(uintptr_t)handle;
+  if (!h || !h->defers || !id)
+    return 0;
+  pthread_mutex_lock(&h->defers->mu);
+  struct deferred *d = map_get(&h->defers->by_id, &id, sizeof id);
+  int open = d && !d->done;
+  pthread_mutex_unlock(&h->defers->mu);
+  return open;
+}
+
 struct http_req *defer_request(struct host *h, cloud_deferred *handle) {
   uint64_t id = (uint64_t)(uintptr_t)handle;
   if (!h || !h->defers || !id)

@@ -23,6 +23,8 @@ cloud_deferred *defer_begin(struct host *h, struct http_req *r, const char *fn);
  * timed-out handle or a bad status; CLOUD_ENOMEM; CLOUD_EFULL when the loop's queue is full. */
 int defer_complete(struct host *h, cloud_deferred *d, int status, const char *content_type,
                    const void *body, size_t len);
+/* 1 while d is a known handle not yet completed or timed out (its client may be gone). */
+int defer_open(struct host *h, cloud_deferred *d);
 /* The request a deferred response is for, NULL once the client went away (or the handle is
  * done). Loop thread only: --isolation process adds the worker's response headers to it. */
 struct http_req *defer_request(struct host *h, cloud_deferred *d);

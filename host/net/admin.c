@@ -7,6 +7,7 @@
 #include "defer.h"
 #include "log.h"
 #include "plugins.h"
+#include "push.h"
 #include "quarantine.h"
 #include "rooms.h"
 #include "timers.h"
@@ -158,33 +159,8 @@ static void quarantine_lift_route(struct http_req *r) {
            json_pack("{ss sb}", "lifted", fn, "loaded", plugins_loaded(r->host->plugins, fn)));
 }
 
-struct push_wait {
-  struct host *h;
-  cloud_deferred *d;
-};
-
-static void push_done(void *arg, int status, json_t *body) {
-  struct push_wait *w = arg;
-  char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
-  /* A client gone meanwhile: the handle is unknown by now, nothing is written. */
-  defer_complete(w->h, w->d, s ? status : 500, "application/json", s ? s : "{}", s ? strlen(s) : 2);
-  free(s);
-  json_decref(body);
-  free(w);
-}
-
-/* An answer from the cluster comes later (defer.c: a client gone meanwhile is no harm). */
-static struct push_wait *push_wait_begin(struct http_req *r) {
-  struct push_wait *w = malloc(sizeof *w);
-  cloud_deferred *d = w ? defer_begin(r->host, r, "_") : NULL;
-  if (!d) {
-    free(w);
-    return NULL;
-  }
-  r->deferred = 1;
-  w->h = r->host;
-  w->d = d;
-  return w;
+static void answer_now(void *r, int status, json_t *body) {
+  set_json(r, status, body);
 }
 
 /* POST /_/push {"user_id", "message"} and the example push function answer alike. */
@@ -200,25 +176,21 @@ static void push(struct http_req *r) {
     json_decref(b);
     return;
   }
-  struct push_wait *w;
-  if (r->host->cluster && (w = push_wait_begin(r))) { /* issue 13: once Redis answered */
-    cluster_push(r->host, user, msg, strlen(msg), push_done, w);
+  if (!r->host->cluster) { /* answered before push_answered returns */
+    push_answered(r->host, user, msg, strlen(msg), 0, answer_now, r);
     json_decref(b);
     return;
   }
-  int rc = ws_send_to_user(r->host, user, msg, strlen(msg), 0);
-  if (rc >= 0)
-    set_json(r, 200, json_pack("{si}", "delivered", rc));
-  else if (rc == CLOUD_ENOUSER || rc == CLOUD_EINVAL)
-    set_json(r, 404, json_pack("{ss}", "error", "no such user"));
-  else if (rc == CLOUD_EFULL)
-    set_json(r, 507, json_pack("{ss}", "error", "outbox full"));
-  else if (rc == CLOUD_EUNAVAIL)
-    set_json(r, 503, json_pack("{ss si}", "error", "cluster unavailable", "code", rc));
-  else if (rc == CLOUD_EIO) /* not queued: the store is locked or faulty; the caller retries */
-    set_json(r, 503, json_pack("{ss si}", "error", "store unavailable", "code", rc));
-  else
-    set_json(r, 500, json_pack("{ss si}", "error", "push failed", "code", rc));
+  /* In a cluster the answer comes once Redis replied: a deferred response carries it. */
+  cloud_deferred *d = defer_begin(r->host, r, "_");
+  if (d)
+    r->deferred = 1;
+  if (!d || push_deferred(r->host, d, user, msg, strlen(msg), 0) < 0) {
+    if (d)
+      defer_complete(r->host, d, 500, "application/json", "{\"error\":\"out of memory\"}", 24);
+    else
+      set_json(r, 500, json_pack("{ss}", "error", "out of memory"));
+  }
   json_decref(b);
 }
 
@@ -243,9 +215,13 @@ void admin_handle(struct http_req *r) {
     const char *lim = json_string_value(json_object_get(r->query, "limit"));
     int limit = lim ? atoi(lim) : 1000;
     const char *cl = json_string_value(json_object_get(r->query, "cluster"));
-    struct push_wait *w = NULL;
-    if (cl && strcmp(cl, "0") && h->cluster && (w = push_wait_begin(r))) /* issue 13 */
-      cluster_users(h, push_done, w);
+    cloud_deferred *d = cl && strcmp(cl, "0") && h->cluster ? defer_begin(h, r, "_") : NULL;
+    void *w = d ? push_completer(h, d) : NULL;
+    if (w) { /* the cluster's list comes once Redis replied */
+      r->deferred = 1;
+      cluster_users(h, push_complete, w);
+    } else if (d)
+      defer_complete(h, d, 500, "application/json", "{\"error\":\"out of memory\"}", 24);
     else
       set_json(r, 200, store_users_json(h->store, on && strcmp(on, "0"), limit > 0 ? limit : 1000));
   } else if (!strncmp(n, "users/", 6) && get) {

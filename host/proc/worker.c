@@ -928,6 +928,16 @@ static void apply_call(struct worker *w, struct wread *rd) {
              : api->deferred_respond((cloud_deferred *)(uintptr_t)handle, status, ct, body, len);
     break;
   }
+  case OP_DEFER_PUSH: {
+    uint64_t handle = wread_u64(rd);
+    const char *uid = wread_str(rd);
+    const char *data = wread_bytes(rd, &len);
+    int bin = (int)wread_u64(rd);
+    rc = rd->bad
+             ? CLOUD_EINVAL
+             : api->deferred_send_to_user((cloud_deferred *)(uintptr_t)handle, uid, data, len, bin);
+    break;
+  }
   case OP_ENV:
     ctext = api->env(wread_str(rd));
     rc = 0;

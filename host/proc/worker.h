@@ -28,7 +28,8 @@ enum worker_op {
   OP_DEFER_DONE,   /* handle, status, content type, body */
   OP_ENV,          /* name -> value */
   OP_REJECT,       /* status, reason (the connection event's upgrade) */
-  OP_ACCEPT_PROTO  /* subprotocol name (the connection event's upgrade) */
+  OP_ACCEPT_PROTO, /* subprotocol name (the connection event's upgrade) */
+  OP_DEFER_PUSH    /* handle, user id, data, is_binary */
 };
 
 /* Event kinds beyond enum inv_kind on the wire: stop after what is queued. */

@@ -431,6 +431,21 @@ static int p_deferred_respond(cloud_deferred *d, int status, const char *content
   return (int)call_end(&b, NULL);
 }
 
+static int p_deferred_send_to_user(cloud_deferred *d, const char *user_id, const void *data,
+                                   size_t len, int is_binary) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (!d || !user_id || (!data && len))
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_DEFER_PUSH, 1);
+  wbuf_u64(&b, (uint64_t)(uintptr_t)d);
+  wbuf_str(&b, user_id);
+  wbuf_bytes(&b, data ? data : "", len);
+  wbuf_u64(&b, (uint64_t)is_binary);
+  return (int)call_end(&b, NULL);
+}
+
 static const char *p_env(const char *name) {
   if (!on_main() || !name)
     return NULL;
@@ -490,6 +505,7 @@ static const cloud_api proxy = {
     .log_levelv = p_log_levelv,
     .defer = p_defer,
     .deferred_respond = p_deferred_respond,
+    .deferred_send_to_user = p_deferred_send_to_user,
     .env = p_env,
     .reject = p_reject,
     .accept_protocol = p_accept_protocol,

@@ -15,7 +15,8 @@
  * Threading: the host calls the plugin on its event loop thread, and most calls below must be
  * made there, from inside a CLOUD_FUNCTION, CLOUD_INIT or CLOUD_FINI (elsewhere they return
  * CLOUD_ESTATE, or NULL). Marked "any thread": the send calls (cloud_socket_send*,
- * cloud_send_to_user*, cloud_room_send*, cloud_broadcast*), cloud_log* and cloud_deferred_*.
+ * cloud_send_to_user*, cloud_room_send*, cloud_broadcast*), cloud_log* and
+ * cloud_deferred_json / _text.
  * From another thread those copy their arguments, wake the loop and return 0 at once: the send
  * happens on the loop, so its count and its errors (a closed socket) are not reported back;
  * CLOUD_EFULL means the loop's queue of such calls is full. A plugin's threads must be stopped
@@ -140,6 +141,9 @@ typedef struct cloud_api {
   const char *(*env)(const char *name);
   int (*reject)(FunctionContext *, int status, const char *reason);
   int (*accept_protocol)(FunctionContext *, const char *name);
+  /* ABI 2: a push whose HTTP answer waits for the cluster (check size before use) */
+  int (*deferred_send_to_user)(cloud_deferred *, const char *user_id, const void *, size_t,
+                               int is_binary);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -394,6 +398,33 @@ static inline int cloud_deferred_text(cloud_deferred *d, int status, const char 
   while (text[n])
     n++;
   return cloud_api_->deferred_respond(d, status, "text/plain; charset=utf-8", text, n);
+}
+
+/* Sends text (copied) as cloud_send_to_user does and completes d with the outcome, once it is
+ * known: at once on a single host; with --redis once Redis replied, so a full cluster-wide
+ * outbox or an unreachable Redis reach the caller instead of a "sent" that was not. JSON bodies:
+ *   200 {"delivered": n}   n = sockets reached on this node + other nodes reached; 0 = queued
+ *   404 {"error": "no such user"}   507 {"error": "outbox full"}
+ *   503 {"error": "cluster unavailable" | "store unavailable"}: not sent elsewhere, not queued
+ * 0 when d will be completed, CLOUD_EINVAL (d already completed or timed out, NULL argument),
+ * CLOUD_ENOMEM, CLOUD_ESTATE off the loop thread or on a host older than this call. */
+static inline int cloud_deferred_send_to_user(cloud_deferred *d, const char *user_id,
+                                              const char *text) {
+  size_t n = 0;
+  if (cloud_api_->size < offsetof(cloud_api, deferred_send_to_user) + sizeof(void *))
+    return CLOUD_ESTATE;
+  if (!text)
+    return CLOUD_EINVAL;
+  while (text[n])
+    n++;
+  return cloud_api_->deferred_send_to_user(d, user_id, text, n, 0);
+}
+/* Binary variant of cloud_deferred_send_to_user. */
+static inline int cloud_deferred_send_binary_to_user(cloud_deferred *d, const char *user_id,
+                                                     const void *data, size_t len) {
+  if (cloud_api_->size < offsetof(cloud_api, deferred_send_to_user) + sizeof(void *))
+    return CLOUD_ESTATE;
+  return cloud_api_->deferred_send_to_user(d, user_id, data, len, 1);
 }
 
 /* The function's configuration: name's value from --env-file (KEY=VALUE lines, re-read on

@@ -110,7 +110,8 @@ async def test_push_from_node3_reaches_tabs_on_nodes_1_and_2():
             timeout=10, what="both nodes in the user's presence")
         for i in range(5):
             r = await h3.apush(uid, f"m{i}")
-            assert r.status == 200 and r.json["delivered"] == 0, r  # nothing local on node 3
+            # Answered once Redis took it: no socket on node 3, two other nodes reached.
+            assert r.status == 200 and r.json["delivered"] == 2, r
         _, got1 = await collect(ws1, 5, greeting_expected=False)
         _, got2 = await collect(ws2, 5, greeting_expected=False)
         assert got1 == got2 == [f"m{i}" for i in range(5)], (got1, got2)
@@ -224,6 +225,34 @@ async def test_offline_push_on_node2_delivered_on_node3():
             lambda: redis.call("LLEN", f"wshost:ob:{uid}") == b":0\r\n"), timeout=10,
             what="the cluster outbox to empty")
         await no_message(ws)
+        await ws.close()
+
+
+async def test_example_push_answers_once_redis_took_it_and_says_507_when_full():
+    """The example /push defers its answer until Redis replied (cloud_deferred_send_to_user):
+    a queued push is in Redis when the caller hears 200, a full cluster outbox is a 507."""
+    flags = ["--outbox-max", "2"]
+    with Redis() as redis, node(redis, flags=flags) as h1, node(redis, flags=flags) as h2:
+        wait_joined(h1, h2)
+        ws, g = await h1.user()
+        uid = g["user_id"]
+        await ws.close()
+        await asyncio.to_thread(wait_cluster_user, h2, uid, False)
+        for i in range(2):
+            r = await h2.apush(uid, f"queued {i}")
+            assert r.status == 200 and r.json == {"delivered": 0}, r
+            assert redis.call("LLEN", f"wshost:ob:{uid}") == f":{i + 1}\r\n".encode()
+        r = await h2.apush(uid, "one too many")
+        assert r.status == 507 and r.json == {"error": "outbox full"}, r
+        assert redis.call("LLEN", f"wshost:ob:{uid}") == b":2\r\n"
+        r = await h2.apush("nobody-at-all", "x")
+        assert r.status == 404, r
+        # A user online on the other node: 200 with the node it reached.
+        ws, g = await h1.user()
+        await asyncio.to_thread(wait_cluster_user, h2, g["user_id"])
+        r = await h2.apush(g["user_id"], "hello there")
+        assert r.status == 200 and r.json == {"delivered": 1}, r
+        assert await recv(ws) == "hello there"
         await ws.close()
 
 
