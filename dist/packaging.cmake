@@ -24,6 +24,7 @@ write_basic_package_version_file(${CMAKE_BINARY_DIR}/dist/wshostConfigVersion.cm
                                  VERSION ${WSHOST_VERSION} COMPATIBILITY SameMajorVersion
                                  ARCH_INDEPENDENT)
 install(FILES ${CMAKE_SOURCE_DIR}/dist/wshostConfig.cmake
+              ${CMAKE_SOURCE_DIR}/sdk/cmake/CloudFunction.cmake
               ${CMAKE_BINARY_DIR}/dist/wshostConfigVersion.cmake
         DESTINATION share/wshost/cmake)
 
