@@ -24,6 +24,8 @@ struct defers;
 struct xthread;
 struct cluster;
 struct workers;
+struct http_area;
+struct net_ops;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -98,6 +100,8 @@ struct host {
   struct lws_vhost *vhost;
   struct store *store;
   struct plugins *plugins;
+  /* What the core asks of the lws glue (net_ops.h), set by main.c. */
+  const struct net_ops *net;
   json_t *shared;   /* cloud_shared_*: key -> host-owned copy */
   struct map conns; /* 8-byte connection id -> struct conn * */
   struct map users; /* user id -> struct user_live * */
@@ -107,6 +111,7 @@ struct host {
   int stopping;
   int64_t started_ms;
   char admin_token[128];
+  const struct http_area *admin_area; /* /_/ (admin.c), wired in by main.c */
   struct host_stats stats;
   struct metrics metrics; /* GET /_/metrics (metrics.c) */
   size_t http_body_bytes; /* request body bytes buffered now, all requests (http.c) */

@@ -13,6 +13,7 @@
 #include "invocation.h"
 #include "listen.h"
 #include "log.h"
+#include "net_ops_table.h"
 #include "plugins.h"
 #include "quarantine.h"
 #include "rooms.h"
@@ -60,6 +61,8 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   map_init(&h->users);
   h->shared = json_object();
   api_bind(h);
+  h->net = &net_ops_table;
+  h->admin_area = &admin_area;
 
   if (auth_open(h) < 0)
     return 2;

@@ -2,7 +2,6 @@
  * A request is read whole (bounded by --max-body), run, and answered in HTTP_WRITEABLE. */
 #include "http.h"
 
-#include "admin.h"
 #include "auth.h"
 #include "defer.h"
 #include "intercept.h"
@@ -398,7 +397,7 @@ static void run_function(struct http_req *r) {
 
 static void dispatch(struct http_req *r) {
   if (r->route == ROUTE_ADMIN)
-    admin_handle(r);
+    r->host->admin_area->handle(r);
   else
     run_function(r);
   if (r->deferred)
@@ -586,6 +585,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     lws_sul_schedule(lws_get_context(wsi), 0, &r->body_timer, body_check,
                      BODY_WINDOW_MS * LWS_US_PER_MS);
   r->route = http_route(r->path, r->name);
+  if (r->route == ROUTE_ADMIN && !h->admin_area)
+    r->route = ROUTE_NOT_FOUND; /* no admin area wired in (http_area in http.h) */
 
   if (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name) &&
       quarantine_get(h->quarantine, r->name)) {
@@ -605,7 +606,7 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     respond(r);
     return 0;
   }
-  if (r->route == ROUTE_ADMIN && admin_refuse(r)) {
+  if (r->route == ROUTE_ADMIN && h->admin_area->refuse(r)) {
     r->close_after = body_expected(r);
     respond(r);
     return 0;

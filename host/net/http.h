@@ -43,6 +43,15 @@ struct http_req {
   char remote[64];
 };
 
+/* The admin area (/_/...): admin.c provides it and main.c hands it over (host->admin_area), so
+ * http.c routes there without naming the admin module and calls go one way, admin -> http.
+ * refuse: sets a response and returns 1 when the request stops there (before its body is
+ * read); handle: answers it. Without one, /_/ is a 404. */
+struct http_area {
+  int (*refuse)(struct http_req *r);
+  void (*handle)(struct http_req *r);
+};
+
 /* The lws protocol callback's HTTP reasons land here. */
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
                   size_t len);
