@@ -26,6 +26,7 @@ struct cluster;
 struct workers;
 struct http_area;
 struct net_ops;
+struct invocation_runner;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -150,6 +151,7 @@ struct host {
   struct quarantine *quarantine;
   struct cluster *cluster; /* issue 13: --redis (cluster.c); NULL on a single node */
   struct workers *workers; /* --isolation process: plugin calls run there (worker.c) */
+  const struct invocation_runner *runner; /* set with workers: invoke() goes there */
   /* Issue 14: a frame written straight to the socket is built here (lws wants LWS_PRE bytes
    * of room before the payload); grown to the largest frame sent so far. */
   unsigned char *tx_scratch;

@@ -1074,6 +1074,8 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   }
 }
 
+static const struct invocation_runner workers_runner = {.invoke = workers_invoke};
+
 int workers_open(struct host *h) {
   if (!h->cfg.isolation || strcmp(h->cfg.isolation, "process"))
     return 0;
@@ -1094,6 +1096,7 @@ int workers_open(struct host *h) {
   map_init(&P->firing);
   map_init(&P->crashes);
   h->workers = P;
+  h->runner = &workers_runner;
   for (int i = 0; i < P->n; i++)
     if (!(P->live[i] = spawn(P, i))) {
       workers_close(h);
@@ -1154,6 +1157,7 @@ void workers_free(struct host *h) {
   free(P->live);
   free(P);
   h->workers = NULL;
+  h->runner = NULL;
 }
 
 void workers_on_swap(void *arg, const char *name) {
