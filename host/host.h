@@ -24,6 +24,9 @@ struct defers;
 struct xthread;
 struct cluster;
 struct workers;
+struct http_area;
+struct net_ops;
+struct invocation_runner;
 
 /* One WebSocket connection. Plugins see only its id (cloud_socket); the host finds it again
  * through host->conns, so a handle to a closed connection finds nothing. */
@@ -98,6 +101,8 @@ struct host {
   struct lws_vhost *vhost;
   struct store *store;
   struct plugins *plugins;
+  /* What the core asks of the lws glue (net_ops.h), set by main.c. */
+  const struct net_ops *net;
   json_t *shared;   /* cloud_shared_*: key -> host-owned copy */
   struct map conns; /* 8-byte connection id -> struct conn * */
   struct map users; /* user id -> struct user_live * */
@@ -107,6 +112,7 @@ struct host {
   int stopping;
   int64_t started_ms;
   char admin_token[128];
+  const struct http_area *admin_area; /* /_/ (admin.c), wired in by main.c */
   struct host_stats stats;
   struct metrics metrics; /* GET /_/metrics (metrics.c) */
   size_t http_body_bytes; /* request body bytes buffered now, all requests (http.c) */
@@ -145,6 +151,7 @@ struct host {
   struct quarantine *quarantine;
   struct cluster *cluster; /* issue 13: --redis (cluster.c); NULL on a single node */
   struct workers *workers; /* --isolation process: plugin calls run there (worker.c) */
+  const struct invocation_runner *runner; /* set with workers: invoke() goes there */
   /* Issue 14: a frame written straight to the socket is built here (lws wants LWS_PRE bytes
    * of room before the payload); grown to the largest frame sent so far. */
   unsigned char *tx_scratch;

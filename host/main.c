@@ -13,6 +13,7 @@
 #include "invocation.h"
 #include "listen.h"
 #include "log.h"
+#include "net_ops_table.h"
 #include "plugins.h"
 #include "quarantine.h"
 #include "rooms.h"
@@ -60,6 +61,8 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   map_init(&h->users);
   h->shared = json_object();
   api_bind(h);
+  h->net = &net_ops_table;
+  h->admin_area = &admin_area;
 
   if (auth_open(h) < 0)
     return 2;
@@ -83,7 +86,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
     log_warn(NULL, NULL, "no crash reports: cannot install the handler (%s)", strerror(-rc));
   invocation_set_loop_thread();
   if (rooms_open(h) < 0 || defers_open(h) < 0 || admin_token_init(h) < 0 ||
-      plugins_open(h, &h->plugins) < 0 || server_start(h) < 0 || timers_open(h) < 0 ||
+      plugins_open(h, api_table(), &h->plugins) < 0 || server_start(h) < 0 || timers_open(h) < 0 ||
       xthread_open(h) < 0) {
     plugins_close(h->plugins);
     store_close(h->store);

@@ -12,11 +12,10 @@
 #include "http.h"
 #include "invocation.h"
 #include "log.h"
-#include "push.h"
+#include "net_ops.h"
 #include "rooms.h"
 #include "store.h"
 #include "timers.h"
-#include "ws.h"
 #include "xthread.h"
 
 #include <stdlib.h>
@@ -84,10 +83,10 @@ static void send_run(struct host *h, struct xthread_item *it) {
   if (h) {
     switch (m->kind) {
     case SEND_SOCKET:
-      ws_send(h, m->s, m->data, m->len, m->is_binary);
+      h->net->ws_send(h, m->s, m->data, m->len, m->is_binary);
       break;
     case SEND_USER:
-      ws_send_to_user(h, m->name, m->data, m->len, m->is_binary);
+      h->net->ws_send_to_user(h, m->name, m->data, m->len, m->is_binary);
       break;
     case SEND_ROOM:
       rooms_send(h, m->name, m->data, m->len, m->is_binary, m->s);
@@ -127,20 +126,20 @@ static int send_post(enum send_kind kind, cloud_socket s, const char *name, cons
 static int a_socket_send(cloud_socket s, const void *data, size_t len, int is_binary) {
   if (!invocation_on_loop())
     return s.id ? send_post(SEND_SOCKET, s, NULL, data, len, is_binary) : CLOUD_ECLOSED;
-  return ws_send(bound, s, data, len, is_binary);
+  return bound->net->ws_send(bound, s, data, len, is_binary);
 }
 
 static int a_socket_close(cloud_socket s, int code, const char *reason) {
   if (!invocation_on_loop())
     return CLOUD_ESTATE;
-  return ws_close(bound, s, code, reason);
+  return bound->net->ws_close(bound, s, code, reason);
 }
 
 static int a_bind_user(FunctionContext *ctx, const char *user_id) {
   struct conn *c = ctx_conn(ctx);
   if (!c)
     return CLOUD_ESTATE;
-  int rc = ws_bind_user(bound, c, user_id);
+  int rc = bound->net->ws_bind_user(bound, c, user_id);
   if (rc == 0)
     ctx->user_token = NULL; /* the token was the host-assigned user's */
   return rc;
@@ -151,7 +150,7 @@ static int a_send_to_user(const char *user_id, const void *data, size_t len, int
     return user_id_valid(user_id)
                ? send_post(SEND_USER, (cloud_socket){0}, user_id, data, len, is_binary)
                : CLOUD_EINVAL;
-  return ws_send_to_user(bound, user_id, data, len, is_binary);
+  return bound->net->ws_send_to_user(bound, user_id, data, len, is_binary);
 }
 
 static json_t *a_shared_get(const char *key) {
@@ -191,7 +190,7 @@ static int a_response_json(FunctionContext *ctx, int status, json_t *json) {
   json_decref(json);
   if (!s)
     return CLOUD_ENOMEM;
-  int rc = http_set_response(r, status, "application/json", s, strlen(s));
+  int rc = r->host->net->http_set_response(r, status, "application/json", s, strlen(s));
   free(s);
   return rc;
 }
@@ -202,12 +201,13 @@ static int a_response_text(FunctionContext *ctx, int status, const char *text) {
     return CLOUD_ESTATE;
   if (!text)
     return CLOUD_EINVAL;
-  return http_set_response(r, status, "text/plain; charset=utf-8", text, strlen(text));
+  return r->host->net->http_set_response(r, status, "text/plain; charset=utf-8", text,
+                                         strlen(text));
 }
 
 static int a_response_header(FunctionContext *ctx, const char *name, const char *value) {
   struct http_req *r = ctx_req(ctx);
-  return r && !r->deferred ? http_add_header(r, name, value) : CLOUD_ESTATE;
+  return r && !r->deferred ? r->host->net->http_add_header(r, name, value) : CLOUD_ESTATE;
 }
 
 static void a_logv(const FunctionContext *ctx, const char *fmt, va_list ap) {
@@ -280,7 +280,7 @@ static int a_deferred_send_to_user(cloud_deferred *d, const char *user_id, const
                                    size_t len, int is_binary) {
   if (!invocation_on_loop())
     return CLOUD_ESTATE; /* the cluster's answer arrives on the loop; so does the call */
-  return push_deferred(bound, d, user_id, data, len, is_binary);
+  return bound->net->push_deferred(bound, d, user_id, data, len, is_binary);
 }
 
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
@@ -292,7 +292,7 @@ static const char *a_request_header(FunctionContext *ctx, const char *name) {
     return NULL; /* a timer, or a context that is not the call's */
   if (c && !c->in_connect_event)
     return NULL; /* lws keeps the headers only until the connection is established */
-  return http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : ctx->headers, name);
+  return bound->net->http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : ctx->headers, name);
 }
 
 static const char *a_env(const char *name) {
@@ -301,12 +301,12 @@ static const char *a_env(const char *name) {
 
 static int a_reject(FunctionContext *ctx, int status, const char *reason) {
   struct conn *c = ctx_conn(ctx);
-  return c ? ws_reject(c, status, reason) : CLOUD_ESTATE;
+  return c ? bound->net->ws_reject(c, status, reason) : CLOUD_ESTATE;
 }
 
 static int a_accept_protocol(FunctionContext *ctx, const char *name) {
   struct conn *c = ctx_conn(ctx);
-  return c ? ws_accept_protocol(c, name) : CLOUD_ESTATE;
+  return c ? bound->net->ws_accept_protocol(c, name) : CLOUD_ESTATE;
 }
 
 static cloud_api table = {

@@ -6,6 +6,7 @@
 #include "http.h"
 #include "invocation.h"
 #include "log.h"
+#include "net_ops.h"
 #include "plugins.h"
 #include "xthread.h"
 
@@ -89,10 +90,10 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents) {
   struct http_req *r = d->r;
   if (r) {
     static const char body[] = "{\"error\":\"Gateway Timeout\"}";
-    http_set_response(r, 504, "application/json", body, sizeof body - 1);
+    r->host->net->http_set_response(r, 504, "application/json", body, sizeof body - 1);
     r->defer = NULL;
     d->r = NULL;
-    http_deferred_done(r);
+    r->host->net->http_deferred_done(r);
   }
   finish(d);
 }
@@ -141,11 +142,11 @@ static void apply(struct host *h, struct xthread_item *it) {
     if (r) {
       r->defer = NULL;
       d->r = NULL;
-      if (http_set_response(r, c->status, c->content_type, c->body, c->len) < 0) {
+      if (r->host->net->http_set_response(r, c->status, c->content_type, c->body, c->len) < 0) {
         static const char oom[] = "{\"error\":\"Internal Server Error\"}";
-        http_set_response(r, 500, "application/json", oom, sizeof oom - 1);
+        r->host->net->http_set_response(r, 500, "application/json", oom, sizeof oom - 1);
       }
-      http_deferred_done(r);
+      r->host->net->http_deferred_done(r);
     } else
       log_info(d->function, d->request_id, "deferred response %d dropped: the client went away",
                c->status);

@@ -4,6 +4,7 @@
 
 #include "invocation.h"
 #include "log.h"
+#include "net_ops.h"
 #include "plugins.h"
 
 #include <stdio.h>
@@ -21,7 +22,7 @@ static void answer(struct http_req *r, int status, const char *error) {
   char body[160];
   int n =
       snprintf(body, sizeof body, "{\"error\":\"%s\",\"requestId\":\"%s\"}", error, r->request_id);
-  http_set_response(r, status, "application/json", body, (size_t)n);
+  r->host->net->http_set_response(r, status, "application/json", body, (size_t)n);
 }
 
 int intercept(struct host *h, struct http_req *r, FunctionContext *ctx) {

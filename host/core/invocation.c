@@ -3,7 +3,6 @@
 #include "invocation.h"
 
 #include "plugins.h"
-#include "worker.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -27,8 +26,8 @@ int invoke(struct host *h, enum inv_kind kind, void *obj, const char *name, Func
   snprintf(inv.function, sizeof inv.function, "%s", name);
   h->inv = &inv;
   /* --isolation process: the serving process never runs plugin code itself. */
-  int rc = workers_on(h) ? workers_invoke(h, kind, obj, name, ctx, found)
-                         : plugins_call(h->plugins, name, ctx, found);
+  int rc = h->runner ? h->runner->invoke(h, kind, obj, name, ctx, found)
+                     : plugins_call(h->plugins, name, ctx, found);
   h->inv = inv.prev;
   return rc;
 }

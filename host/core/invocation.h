@@ -19,6 +19,13 @@ struct invocation {
   struct invocation *prev;        /* an enclosing call, if any */
 };
 
+/* Where plugin calls run when not in this process: --isolation process sets host->runner to
+ * worker.c's (workers_invoke) while its pool exists, so invoke() never names the proc layer. */
+struct invocation_runner {
+  int (*invoke)(struct host *h, enum inv_kind kind, void *obj, const char *name,
+                FunctionContext *ctx, int *found);
+};
+
 /* Calls function `name` with ctx, recording (kind, obj) for the length of the call. Returns
  * the function's result; *found is 0 when no version is loaded. Loop thread only. */
 int invoke(struct host *h, enum inv_kind kind, void *obj, const char *name, FunctionContext *ctx,

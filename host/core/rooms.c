@@ -5,7 +5,7 @@
 
 #include "cluster.h"
 #include "log.h"
-#include "ws.h"
+#include "net_ops.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -116,7 +116,7 @@ static void room_remove(struct host *h, struct rooms *r, struct room *room, uint
 
 int rooms_join(struct host *h, cloud_socket s, const char *name) {
   struct rooms *r = h->rooms;
-  struct conn *c = ws_find(h, s);
+  struct conn *c = h->net->ws_find(h, s);
   if (!c || c->close_code)
     return CLOUD_ECLOSED;
   if (!r)
@@ -208,7 +208,7 @@ static void send_one(void *arg, const char *key, void *value) {
   struct fanout *f = arg;
   cloud_socket s;
   memcpy(&s.id, key, sizeof s.id);
-  if (s.id != f->except && ws_send(f->h, s, f->data, f->len, f->is_binary) == 0)
+  if (s.id != f->except && f->h->net->ws_send(f->h, s, f->data, f->len, f->is_binary) == 0)
     f->sent++;
 }
 
@@ -265,7 +265,7 @@ static void count_member(void *arg, const char *key, void *value) {
   struct member_list *m = arg;
   cloud_socket s;
   memcpy(&s.id, key, sizeof s.id);
-  struct conn *c = ws_find(m->h, s);
+  struct conn *c = m->h->net->ws_find(m->h, s);
   if (!c)
     return;
   json_t *n = json_object_get(m->by_user, c->user_id);

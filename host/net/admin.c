@@ -251,6 +251,8 @@ void admin_handle(struct http_req *r) {
     set_json(r, 404, json_pack("{ss}", "error", "Not Found"));
 }
 
+const struct http_area admin_area = {.refuse = admin_refuse, .handle = admin_handle};
+
 int admin_token_init(struct host *h) {
   if (h->cfg.admin_token && *h->cfg.admin_token) {
     snprintf(h->admin_token, sizeof h->admin_token, "%s", h->cfg.admin_token);

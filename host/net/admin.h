@@ -9,6 +9,8 @@
 int admin_refuse(struct http_req *r);
 /* Answers an admin request (sets the response). */
 void admin_handle(struct http_req *r);
+/* The two above as http.c's admin area (main.c sets host->admin_area to it). */
+extern const struct http_area admin_area;
 /* Sets h->admin_token from the config or from <db dir>/admin-token, creating it (0600) with a
  * random token when missing. 0 or -errno. */
 int admin_token_init(struct host *h);

@@ -2,7 +2,6 @@
  * A request is read whole (bounded by --max-body), run, and answered in HTTP_WRITEABLE. */
 #include "http.h"
 
-#include "admin.h"
 #include "auth.h"
 #include "defer.h"
 #include "intercept.h"
@@ -234,91 +233,6 @@ static void respond(struct http_req *r) {
   lws_callback_on_writable(r->wsi);
 }
 
-int http_reject(struct lws *wsi, int status, const char *message) {
-  return http_reject_with(wsi, status, message, NULL, NULL);
-}
-
-static const char *reason_phrase(int status) {
-  switch (status) {
-  case 400:
-    return "Bad Request";
-  case 401:
-    return "Unauthorized";
-  case 403:
-    return "Forbidden";
-  case 404:
-    return "Not Found";
-  case 426:
-    return "Upgrade Required";
-  case 429:
-    return "Too Many Requests";
-  case 500:
-    return "Internal Server Error";
-  case 503:
-    return "Service Unavailable";
-  default:
-    return "Error";
-  }
-}
-
-/* Writes a whole response to an upgrade request and returns 1 (what CONFIRM_UPGRADE wants for
- * "answered"). extra: an array of [name, value] or NULL. */
-static int upgrade_answer(struct lws *wsi, int status, const char *ctype, const void *body,
-                          size_t len, json_t *extra);
-
-int http_answer(struct lws *wsi, int status, const char *ctype, const void *body, size_t len) {
-  return upgrade_answer(wsi, status, ctype, body, len, NULL);
-}
-
-static int upgrade_answer(struct lws *wsi, int status, const char *ctype, const void *body,
-                          size_t len, json_t *extra) {
-  unsigned char buf[LWS_PRE + 4096], *start = buf + LWS_PRE, *p = start,
-                                     *end = buf + sizeof buf - 1;
-  /* Our own status line: at upgrade time lws has not recorded the request's version yet and
-   * would answer "HTTP/1.0", which WebSocket clients (RFC 6455 wants 1.1) reject as invalid. */
-  p += lws_snprintf((char *)p, (size_t)(end - p), "HTTP/1.1 %d %s\r\n", status,
-                    reason_phrase(status));
-  if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, (const unsigned char *)ctype,
-                                   (int)strlen(ctype), &p, end) ||
-      lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p, end) ||
-      lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p, end))
-    return -1;
-  size_t i;
-  json_t *kv;
-  json_array_foreach(extra, i, kv) {
-    char name[128];
-    const char *v = json_string_value(json_array_get(kv, 1));
-    snprintf(name, sizeof name, "%s:", json_string_value(json_array_get(kv, 0)));
-    if (lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)v,
-                                    (int)strlen(v), &p, end))
-      return -1;
-  }
-  if (lws_finalize_write_http_header(wsi, start, &p, end))
-    return -1;
-  unsigned char *b = malloc(LWS_PRE + len + 1);
-  if (!b)
-    return -1;
-  memcpy(b + LWS_PRE, body, len);
-  int n = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
-  free(b);
-  return n < (int)len ? -1 : 1;
-}
-
-int http_reject_with(struct lws *wsi, int status, const char *message, const char *header,
-                     const char *value) {
-  char body[256];
-  metrics_upgrade_refused(&((struct host *)lws_context_user(lws_get_context(wsi)))->metrics, status,
-                          message);
-  int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", message);
-  json_t *extra = header ? json_pack("[[ss]]", header, value) : NULL;
-  if (extra) /* lws wants "name:" and adds its colon itself here: drop ours */
-    json_array_set_new(json_array_get(extra, 0), 0,
-                       json_stringn(header, strlen(header) - (header[strlen(header) - 1] == ':')));
-  int rc = upgrade_answer(wsi, status, "application/json", body, (size_t)n, extra);
-  json_decref(extra);
-  return rc;
-}
-
 /* Valid ids are echoed; anything else (too long, odd bytes) is replaced by our own. */
 static void set_request_id(struct http_req *r) {
   const char *given = http_header_lookup(r->wsi, r->headers, "x-request-id");
@@ -398,7 +312,7 @@ static void run_function(struct http_req *r) {
 
 static void dispatch(struct http_req *r) {
   if (r->route == ROUTE_ADMIN)
-    admin_handle(r);
+    r->host->admin_area->handle(r);
   else
     run_function(r);
   if (r->deferred)
@@ -464,8 +378,8 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
     log_info(INTERCEPTOR, r.request_id, "upgrade from %s: %d from the interceptor", r.remote,
              r.status);
     metrics_upgrade_refused(&h->metrics, r.status, "interceptor");
-    rc =
-        upgrade_answer(wsi, r.status, r.content_type, r.resp + LWS_PRE, r.resp_len, r.resp_headers);
+    rc = http_answer_extra(wsi, r.status, r.content_type, r.resp + LWS_PRE, r.resp_len,
+                           r.resp_headers);
     goto out;
   }
   /* The connection event decides the rest (ws.c); it takes the claims. */
@@ -586,6 +500,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     lws_sul_schedule(lws_get_context(wsi), 0, &r->body_timer, body_check,
                      BODY_WINDOW_MS * LWS_US_PER_MS);
   r->route = http_route(r->path, r->name);
+  if (r->route == ROUTE_ADMIN && !h->admin_area)
+    r->route = ROUTE_NOT_FOUND; /* no admin area wired in (http_area in http.h) */
 
   if (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name) &&
       quarantine_get(h->quarantine, r->name)) {
@@ -605,7 +521,7 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     respond(r);
     return 0;
   }
-  if (r->route == ROUTE_ADMIN && admin_refuse(r)) {
+  if (r->route == ROUTE_ADMIN && h->admin_area->refuse(r)) {
     r->close_after = body_expected(r);
     respond(r);
     return 0;

@@ -4,6 +4,7 @@
 #define WSHOST_HTTP_H
 
 #include "host.h"
+#include "http_answer.h"
 #include "http_parse.h"
 
 struct http_req {
@@ -43,24 +44,25 @@ struct http_req {
   char remote[64];
 };
 
+/* The admin area (/_/...): admin.c provides it and main.c hands it over (host->admin_area), so
+ * http.c routes there without naming the admin module and calls go one way, admin -> http.
+ * refuse: sets a response and returns 1 when the request stops there (before its body is
+ * read); handle: answers it. Without one, /_/ is a 404. */
+struct http_area {
+  int (*refuse)(struct http_req *r);
+  void (*handle)(struct http_req *r);
+};
+
 /* The lws protocol callback's HTTP reasons land here. */
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct session *s, void *in,
                   size_t len);
 
-/* Writes a complete JSON error response now ({"error": message}) and returns 1, the value
- * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE wants for "refused, response written". */
-int http_reject(struct lws *wsi, int status, const char *message);
-/* The same with one more response header ("name:" with its colon, as lws wants it). */
-int http_reject_with(struct lws *wsi, int status, const char *message, const char *header,
-                     const char *value);
+/* Whole answers to an upgrade request, http_reject and http_answer: http_answer.h. */
 
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, after the handshake checks: the JWT (?access_token= or
  * Authorization: Bearer), __interceptor__, then the connection event (ws_admit). 0: go on
  * with the upgrade; 1: refused, the answer is written. */
 int http_admit_upgrade(struct host *h, struct lws *wsi);
-/* Writes a whole response to an upgrade request (status, a body of type ctype) and returns 1,
- * what CONFIRM_UPGRADE wants for "answered". */
-int http_answer(struct lws *wsi, int status, const char *ctype, const void *body, size_t len);
 
 /* Request views shared with the WebSocket connection event. New references / strings. */
 json_t *http_headers_json(struct lws *wsi);

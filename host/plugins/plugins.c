@@ -7,7 +7,6 @@
  * is unloaded and at most the old and the new one are mapped during a swap. */
 #include "plugins.h"
 
-#include "api.h"
 #include "crash.h"
 #include "elfcheck.h"
 #include "http_parse.h"
@@ -54,6 +53,7 @@ struct slot {
 
 struct plugins {
   struct host *h;
+  const cloud_api *api; /* handed to every plugin loaded (api.c owns it) */
   char dir[PATH_MAX];
   char run[PATH_MAX];
   struct map slots; /* name -> struct slot * */
@@ -313,7 +313,7 @@ int plugins_reload(struct plugins *p, const char *name) {
              v->desc->size, v->desc->context_size, v->desc->abi_version);
     goto fail;
   }
-  *v->desc->api = api_table();
+  *v->desc->api = p->api;
   int (*init)(void) = (int (*)(void))dlsym(v->dl, "cloud_plugin_init");
   v->fini = (void (*)(void))dlsym(v->dl, "cloud_plugin_fini");
   crash_enter(&saved, s->name, s->loads + 1, v->sha256, "load");
@@ -429,11 +429,12 @@ static int run_dir_prepare(struct plugins *p) {
   return 0;
 }
 
-int plugins_open(struct host *h, struct plugins **out) {
+int plugins_open(struct host *h, const cloud_api *api, struct plugins **out) {
   struct plugins *p = calloc(1, sizeof *p);
   if (!p)
     return -ENOMEM;
   p->h = h;
+  p->api = api;
   p->ifd = -1;
   map_init(&p->slots);
   if (!realpath(h->cfg.plugins_dir, p->dir)) {
@@ -595,7 +596,7 @@ static int reopen_fresh(struct plugins *p, struct slot *s) {
              (int)getpid(), v->number);
     return -1;
   }
-  *desc->api = api_table();
+  *desc->api = p->api;
   v->dl = dl;
   v->desc = desc;
   v->fini = (void (*)(void))dlsym(dl, "cloud_plugin_fini");

@@ -10,8 +10,9 @@
 #define PLUGINS_ABI_MAX 2
 
 /* Checks the folder, cleans the runtime folder and loads every valid function in it.
- * Files that fail are logged and recorded; only an unusable folder fails. 0 or -errno. */
-int plugins_open(struct host *h, struct plugins **out);
+ * Files that fail are logged and recorded; only an unusable folder fails. 0 or -errno.
+ * api: the table every plugin gets (api.c's; kept by address, for the life of p). */
+int plugins_open(struct host *h, const cloud_api *api, struct plugins **out);
 /* Starts watching the folder through the lws event loop. 0 or -errno. */
 int plugins_watch(struct plugins *p, struct lws_vhost *vh);
 /* Stops pending reloads; call before the lws context goes away. */

@@ -12,12 +12,12 @@
 #include "http.h"
 #include "initfn.h"
 #include "log.h"
+#include "net_ops.h"
 #include "plugins.h"
 #include "quarantine.h"
 #include "rooms.h"
 #include "timers.h"
 #include "wire.h"
-#include "ws.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -327,7 +327,7 @@ static void http_crashed(struct http_req *r, const char *request_id, int status,
                          const char *error) {
   char body[200];
   int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"requestId\":\"%s\"}", error, request_id);
-  http_set_response(r, status, "application/json", body, (size_t)n);
+  r->host->net->http_set_response(r, status, "application/json", body, (size_t)n);
 }
 
 /* The event's worker died (or was killed for overrunning): the event fails alone. */
@@ -338,7 +338,7 @@ static void pending_crashed(struct workers *P, struct pending *p, const char *wh
   p->rc = -1;
   p->crashed = 1;
   if (p->kind == INV_WS && p->conn)
-    ws_close(h, (cloud_socket){p->conn}, 1011, "function crashed");
+    h->net->ws_close(h, (cloud_socket){p->conn}, 1011, "function crashed");
   else if (p->kind == INV_HTTP && p->r)
     http_crashed(p->r, p->request_id, 502, "Function Crashed");
   else if (p->kind == INV_HTTP && p->defer) {
@@ -689,7 +689,7 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
              "%s refused: worker %d has %zu bytes of events waiting (it is busy): %s", ctx->method,
              w->index, w->out_len, conn ? "closing the connection with 1013" : "503");
     if (conn)
-      ws_close(h, (cloud_socket){conn}, 1013, "server busy");
+      h->net->ws_close(h, (cloud_socket){conn}, 1013, "server busy");
     if (d) {
       char body[200];
       int n =
@@ -785,7 +785,7 @@ static void *event_obj(struct workers *P, struct pending *p) {
   if (!p)
     return NULL;
   if (p->kind == INV_WS)
-    return ws_find(P->h, (cloud_socket){p->conn});
+    return P->h->net->ws_find(P->h, (cloud_socket){p->conn});
   if (p->kind == INV_HTTP)
     return p->r ? (void *)p->r : defer_request(P->h, p->defer);
   return NULL;
@@ -872,7 +872,7 @@ static void apply_call(struct worker *w, struct wread *rd) {
     const char *name = wread_str(rd);
     const char *value = wread_str(rd);
     struct http_req *r = p && p->kind == INV_HTTP ? inv.obj : NULL;
-    rc = r ? http_add_header(r, name, value) : CLOUD_ESTATE;
+    rc = r ? r->host->net->http_add_header(r, name, value) : CLOUD_ESTATE;
     break;
   }
   case OP_ROOM_JOIN:
@@ -991,8 +991,8 @@ static void handle_done(struct worker *w, struct wread *rd) {
     json_t *nv;
     json_array_foreach(hdrs, i, nv) {
       if (r)
-        http_add_header(r, json_string_value(json_array_get(nv, 0)),
-                        json_string_value(json_array_get(nv, 1)));
+        r->host->net->http_add_header(r, json_string_value(json_array_get(nv, 0)),
+                                      json_string_value(json_array_get(nv, 1)));
     }
   }
   json_decref(hdrs);
@@ -1010,7 +1010,8 @@ static void handle_done(struct worker *w, struct wread *rd) {
     }
   } else if (p->kind == INV_HTTP && p->sync && p->r) {
     if (responded)
-      http_set_response(p->r, status, ctype ? ctype : "text/plain", body ? body : "", blen);
+      p->r->host->net->http_set_response(p->r, status, ctype ? ctype : "text/plain",
+                                         body ? body : "", blen);
   } else if (p->kind == INV_HTTP && p->defer && !deferred) {
     /* The response is complete now: what the function set, or what invoke's caller would
      * have answered (http.c run_function) for a result without one. */
@@ -1083,6 +1084,8 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   }
 }
 
+static const struct invocation_runner workers_runner = {.invoke = workers_invoke};
+
 int workers_open(struct host *h) {
   if (!h->cfg.isolation || strcmp(h->cfg.isolation, "process"))
     return 0;
@@ -1103,6 +1106,7 @@ int workers_open(struct host *h) {
   map_init(&P->firing);
   map_init(&P->crashes);
   h->workers = P;
+  h->runner = &workers_runner;
   for (int i = 0; i < P->n; i++)
     if (!(P->live[i] = spawn(P, i))) {
       workers_close(h);
@@ -1163,6 +1167,7 @@ void workers_free(struct host *h) {
   free(P->live);
   free(P);
   h->workers = NULL;
+  h->runner = NULL;
 }
 
 void workers_on_swap(void *arg, const char *name) {

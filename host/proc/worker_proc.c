@@ -625,6 +625,7 @@ void worker_main(struct host *h, int fd, int index) {
   W.main = pthread_self();
   api_table_replace(&proxy);
   h->workers = NULL; /* this process runs plugins itself */
+  h->runner = NULL;
   /* Threads the versions' init started in the serving process did not come along with the
    * fork: init runs again here, its cloud_shared writes not repeated (the load made them). */
   W.replay = 1;

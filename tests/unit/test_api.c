@@ -12,6 +12,7 @@
 
 #include "api.h"
 #include "invocation.h"
+#include "net_ops_table.h"
 #include "plugins.h"
 
 #include <pthread.h>
@@ -83,6 +84,7 @@ static int bind_host(void **state) {
   (void)state;
   memset(&h, 0, sizeof h);
   h.shared = json_object();
+  h.net = &net_ops_table;
   api_bind(&h);
   return h.shared ? 0 : -1;
 }

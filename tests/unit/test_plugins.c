@@ -277,7 +277,7 @@ static void test_open_loads_folder(void **state) {
   install_bytes("txt.so", "not an ELF\n", 11, 0644);
   install("good2", "not.a.name.so", 0755, 0); /* no function name: ignored */
   install_bytes("README", "hello\n", 6, 0644);
-  assert_int_equal(plugins_open(&h, &p), 0);
+  assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   assert_non_null(p);
   assert_true(plugins_loaded(p, "fn"));
   assert_false(plugins_loaded(p, "bad"));
@@ -297,7 +297,7 @@ static void test_open_loads_folder(void **state) {
 
 static void test_reload_swaps_version(void **state) {
   (void)state;
-  assert_int_equal(plugins_open(&h, &p), 0);
+  assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   int found = -1;
   FunctionContext ctx = {.size = sizeof ctx, .function_name = "fn"};
   assert_int_equal(plugins_call(p, "fn", &ctx, &found), 0);
@@ -358,7 +358,7 @@ static void test_refusals_keep_old_version(void **state) {
       {"good2", NULL, 0757, 0, "writable by group or others"},
       {"good2", NULL, 0664, 0, "writable by group or others"},
   };
-  assert_int_equal(plugins_open(&h, &p), 0);
+  assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   install("good1", "fn.so", 0755, 0);
   assert_int_equal(plugins_reload(p, "fn"), 0);
   assert_int_equal(call("fn"), 1);
@@ -416,7 +416,7 @@ static void test_refusals_keep_old_version(void **state) {
 
 static void test_refused_without_old_version(void **state) {
   (void)state;
-  assert_int_equal(plugins_open(&h, &p), 0);
+  assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   install("abi99", "fn.so", 0755, 0);
   assert_true(plugins_reload(p, "fn") < 0);
   assert_false(plugins_loaded(p, "fn"));
@@ -436,7 +436,7 @@ static void test_delete_unloads(void **state) {
   (void)state;
   char path[PATH_MAX + 16];
   snprintf(path, sizeof path, "%s/fn.so", plugins_dir);
-  assert_int_equal(plugins_open(&h, &p), 0);
+  assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   install("good1", "fn.so", 0755, 0);
   assert_int_equal(plugins_reload(p, "fn"), 0);
   install_bytes("fn.so", "junk", 4, 0644);
@@ -463,7 +463,7 @@ static void test_delete_unloads(void **state) {
 static void test_close_runs_fini(void **state) {
   (void)state;
   install("good3", "fn.so", 0755, 0);
-  assert_int_equal(plugins_open(&h, &p), 0);
+  assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   assert_int_equal(call("fn"), 3);
   assert_int_equal(count_files(run_dir), 1);
   plugins_close(p);
@@ -479,7 +479,7 @@ static void test_unsafe_folder(void **state) {
   const mode_t modes[] = {0775, 0757, 0777};
   for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
     assert_int_equal(chmod(plugins_dir, modes[i]), 0);
-    assert_int_equal(plugins_open(&h, &q), -EPERM);
+    assert_int_equal(plugins_open(&h, api_table(), &q), -EPERM);
     assert_ptr_equal(q, &h);
     assert_int_equal(shared_int("ran"), -1); /* nothing of the folder ran */
   }
@@ -487,10 +487,10 @@ static void test_unsafe_folder(void **state) {
   char missing[PATH_MAX + 16];
   snprintf(missing, sizeof missing, "%s/missing", root);
   h.cfg.plugins_dir = missing;
-  assert_true(plugins_open(&h, &q) < 0);
+  assert_true(plugins_open(&h, api_table(), &q) < 0);
   /* A file is no folder. */
   snprintf(missing, sizeof missing, "%s/fn.so", plugins_dir);
-  assert_true(plugins_open(&h, &q) < 0);
+  assert_true(plugins_open(&h, api_table(), &q) < 0);
   assert_ptr_equal(q, &h);
 }
 

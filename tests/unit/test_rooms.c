@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "net_ops_table.h"
 #include "rooms.h"
 
 static struct host h;
@@ -19,6 +20,7 @@ static int setup(void **state) {
   (void)state;
   memset(&h, 0, sizeof h);
   memset(conns, 0, sizeof conns);
+  h.net = &net_ops_table;
   map_init(&h.conns);
   for (int i = 0; i < 3; i++) {
     conns[i].id = (uint64_t)i + 1;
