@@ -159,7 +159,9 @@ def test_flood_behind_a_busy_worker_is_bounded():
         async def go():
             other = await h.ws()
             ws = await h.ws(max_size=None)
-            await ws.send("sleep")
+            # Long enough for 48 MiB to arrive from a loaded machine under ASan (2 s was not);
+            # the 1013 ends the test as soon as the bound is passed.
+            await ws.send("sleep 12")
             big = "x" * (1024 * 1024 - 16)
             for _ in range(48):
                 await send_until_closed(ws, big)

@@ -1,8 +1,10 @@
 /* slow_echo: a __websocket__ for the isolation tests. Echoes every message; "sleep" first
- * blocks its caller for 2 s (a function waiting on something slow, without cloud_defer), and
+ * blocks its caller for 2 s ("sleep N": N s; a function waiting on something slow, without
+ * cloud_defer), and
  * "pid" answers with the process that ran it. Over HTTP: {"pid": ..}. */
 #include <cloud.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -11,6 +13,8 @@ CLOUD_FUNCTION(ctx) {
     const char *m = ctx->params.data ? ctx->params.data : "";
     if (!strcmp(m, "sleep"))
       sleep(2);
+    else if (!strncmp(m, "sleep ", 6))
+      sleep((unsigned)atoi(m + 6));
     if (!strcmp(m, "pid")) {
       char buf[32];
       snprintf(buf, sizeof buf, "pid %d", (int)getpid());
