@@ -298,18 +298,18 @@ static void test_conn_batching_and_online(void **state) {
   assert_int_equal(q_int(db, sql), 2);
   assert_true(q_int(db, "SELECT count(*) FROM users WHERE last_seen IS NOT NULL") == 1);
 
-  assert_int_equal(store_conn_close(s, c1), 0);
+  assert_int_equal(store_conn_close(s, c1, id), 0);
   assert_int_equal(q_int(db, sql), 2); /* batched */
   assert_int_equal(store_flush(s), 0);
   assert_int_equal(q_int(db, sql), 1);
-  assert_int_equal(store_conn_close(s, c1), 0); /* idempotent */
+  assert_int_equal(store_conn_close(s, c1, id), 0); /* idempotent */
   int64_t users, online, conns, queued;
   assert_int_equal(store_counts(s, &users, &online, &conns, &queued), 0);
   assert_int_equal(users, 1);
   assert_int_equal(online, 1);
   assert_int_equal(conns, 1);
   assert_int_equal(queued, 0);
-  assert_int_equal(store_conn_close(s, c2), 0);
+  assert_int_equal(store_conn_close(s, c2, id), 0);
   assert_int_equal(store_flush(s), 0);
   assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
   assert_int_equal(q_int(db, "SELECT count(*) FROM connections WHERE disconnected_at IS NULL"), 0);
@@ -320,7 +320,7 @@ static void test_conn_batching_and_online(void **state) {
   /* A connection for a user that was never created is refused, not orphaned. */
   assert_int_equal(store_conn_open(s, "nobody", "1.2.3.4"), CLOUD_ENOUSER);
   assert_int_equal(store_conn_open(s, "bad id", "1.2.3.4"), CLOUD_EINVAL);
-  assert_int_equal(store_conn_close(s, 0), CLOUD_EINVAL);
+  assert_int_equal(store_conn_close(s, 0, id), CLOUD_EINVAL);
   assert_int_equal(store_flush(s), 0);
   sqlite3_close(db);
   store_close(s);
@@ -335,7 +335,7 @@ static void test_batching_off(void **state) {
   assert_true(c > 0);
   assert_int_equal(store_flush_due_ms(s), -1);
   assert_int_equal(q_int(db, "SELECT connections FROM online_users WHERE user_id = 'u1'"), 1);
-  assert_int_equal(store_conn_close(s, c), 0);
+  assert_int_equal(store_conn_close(s, c, "u1"), 0);
   assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
   sqlite3_close(db);
   store_close(s);
@@ -614,7 +614,7 @@ static void test_memory(void **state) {
   assert_int_equal(store_outbox_push(s, id, "m", 1, 0), 0);
   struct got g = {0};
   assert_int_equal(store_outbox_drain(s, id, collect, &g), 1);
-  assert_int_equal(store_conn_close(s, c), 0);
+  assert_int_equal(store_conn_close(s, c, id), 0);
   assert_int_equal(store_flush(s), 0);
   store_close(s);
 }
@@ -628,7 +628,7 @@ static void test_admin_json(void **state) {
   int64_t c2 = store_conn_open(s, "on", "10.1.1.2");
   int64_t c3 = store_conn_open(s, "off", "10.1.1.3");
   assert_true(c1 > 0 && c2 > 0 && c3 > 0);
-  assert_int_equal(store_conn_close(s, c3), 0);
+  assert_int_equal(store_conn_close(s, c3, "off"), 0);
   assert_int_equal(store_outbox_push(s, "off", "q", 1, 0), 0);
 
   json_t *all = store_users_json(s, 0, 0);
