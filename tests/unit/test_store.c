@@ -341,6 +341,85 @@ static void test_batching_off(void **state) {
   store_close(s);
 }
 
+/* Issue 14: a fresh user and its first connection row are one write, durable after the
+ * pass's store_sync; a close waits in memory for the next commit, names its user for
+ * last_seen (once: a second close of the row changes nothing), and the admin views see it
+ * before it is committed. */
+static void test_user_conn_open_and_queued_close(void **state) {
+  struct fx *f = *state;
+  struct store *s = open_store(f->path, 0, 60000);
+  char id[STORE_ID_LEN + 1], token[STORE_TOKEN_LEN + 1], sql[200];
+  uint8_t hash[32];
+  assert_int_equal(store_user_new(id, token, hash), 0);
+  uint64_t before = store_user_seq(s);
+  int64_t row = store_user_conn_open(s, id, hash, "10.2.0.1");
+  assert_true(row > 0);
+  assert_true(store_user_seq(s) > before);
+  assert_false(store_synced_upto(s, store_user_seq(s)));
+  assert_int_equal(store_sync(s), 0);
+  assert_true(store_synced_upto(s, store_user_seq(s)));
+  sqlite3 *db = peer(f->path, 1);
+  snprintf(sql, sizeof sql, "SELECT connections FROM online_users WHERE user_id = '%s'", id);
+  assert_int_equal(q_int(db, sql), 1); /* both rows committed by the one sync */
+  assert_int_equal(store_user_check(s, id, token), 1);
+
+  usleep(3000); /* the close's time must differ from the connect's */
+  assert_int_equal(store_conn_close(s, row, id), 0);
+  assert_int_equal(q_int(db, sql), 1); /* not committed yet */
+  int64_t users, online, conns, queued;
+  assert_int_equal(store_counts(s, &users, &online, &conns, &queued), 0);
+  assert_int_equal(online, 0); /* the admin view applied the queued close */
+  assert_int_equal(conns, 0);
+  assert_int_equal(store_flush(s), 0);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
+  snprintf(sql, sizeof sql,
+           "SELECT u.last_seen = c.disconnected_at AND c.disconnected_at > c.connected_at FROM "
+           "users u JOIN connections c ON c.user_id = u.id WHERE u.id = '%s'",
+           id);
+  assert_int_equal(q_int(db, sql), 1);
+  snprintf(sql, sizeof sql, "SELECT last_seen FROM users WHERE id = '%s'", id);
+  int64_t seen = q_int(db, sql);
+  usleep(3000);
+  assert_int_equal(store_conn_close(s, row, id), 0); /* idempotent: last_seen stays */
+  assert_int_equal(store_flush(s), 0);
+  assert_int_equal(q_int(db, sql), seen);
+  assert_int_equal(store_conn_close(s, row, "bad id"), CLOUD_EINVAL);
+  assert_int_equal(store_user_conn_open(s, "short", hash, NULL), CLOUD_EINVAL);
+  sqlite3_close(db);
+  store_close(s);
+}
+
+/* A close still in memory when the process dies: the next start closes the row and sets its
+ * user's last_seen, so online_users and last_seen are right after kill -9. */
+static void test_lost_close_repaired_at_start(void **state) {
+  struct fx *f = *state;
+  struct store *s = open_store(f->path, 0, 60000);
+  char id[STORE_ID_LEN + 1], token[STORE_TOKEN_LEN + 1], sql[200];
+  uint8_t hash[32];
+  assert_int_equal(store_user_new(id, token, hash), 0);
+  int64_t row = store_user_conn_open(s, id, hash, NULL);
+  assert_true(row > 0);
+  assert_int_equal(store_sync(s), 0);
+  usleep(3000);
+  assert_int_equal(store_conn_close(s, row, id), 0);
+  /* A crash: the handle is dropped without store_close (SQLite rolls nothing back that was
+   * committed; the queued close was never written). */
+  sqlite3 *db = peer(f->path, 1);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 1);
+  sqlite3_close(db);
+  struct store *s2 = open_store(f->path, 0, 60000);
+  db = peer(f->path, 1);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
+  snprintf(sql, sizeof sql,
+           "SELECT u.last_seen > c.connected_at FROM users u JOIN connections c "
+           "ON c.user_id = u.id WHERE u.id = '%s'",
+           id);
+  assert_int_equal(q_int(db, sql), 1);
+  sqlite3_close(db);
+  store_close(s2);
+  (void)s; /* leaked on purpose: the process that "died" */
+}
+
 static void test_overdue_batch_commits_on_next_write(void **state) {
   struct fx *f = *state;
   struct store *s = open_store(f->path, 0, 1);
@@ -824,6 +903,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_conn_batching_and_online, setup, teardown),
       cmocka_unit_test_setup_teardown(test_batching_off, setup, teardown),
       cmocka_unit_test_setup_teardown(test_overdue_batch_commits_on_next_write, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_user_conn_open_and_queued_close, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lost_close_repaired_at_start, setup, teardown),
       cmocka_unit_test_setup_teardown(test_clean_close_closes_connections, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_recovery, setup, teardown),
       cmocka_unit_test_setup_teardown(test_outbox_order_and_drain, setup, teardown),
