@@ -38,6 +38,7 @@ struct conn {
   struct sendq q;
   struct msgbuf rx;
   int in_connect_event; /* cloud_bind_user is allowed */
+  json_t *req_headers;  /* the upgrade's headers (borrowed) during the connection event */
   int fresh_user;       /* user_id was created for this connection */
   int established;      /* the connection event ran; close events are due */
   int close_code;       /* close the host or plugin asked for, 0 if none */

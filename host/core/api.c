@@ -275,16 +275,18 @@ static int a_deferred_respond(cloud_deferred *d, int status, const char *content
   return defer_complete(bound, d, status, content_type ? content_type : "text/plain", body, len);
 }
 
+/* From the host's own object, not ctx->headers: with CLOUD_OPT_LAZY_HEADERS the plugin's
+ * ctx->headers is NULL and the object holds only what was looked up so far. */
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
-  if (!ctx || !name || !ctx->headers)
+  if (!ctx || !name)
     return NULL;
   struct conn *c = ctx_conn(ctx);
   struct http_req *r = ctx_req(ctx);
   if (!c && !r)
     return NULL; /* a timer, or a context that is not the call's */
-  if (c && !c->in_connect_event)
+  if (c && (!c->in_connect_event || !c->req_headers))
     return NULL; /* lws keeps the headers only until the connection is established */
-  return http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : ctx->headers, name);
+  return http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : c->req_headers, name);
 }
 
 static const char *a_env(const char *name) {

@@ -585,8 +585,8 @@ static void conn_drop(struct host *h, struct conn *c) {
   conn_free(c);
 }
 
-int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *headers,
-             json_t *query, const char *url, json_t *claims) {
+int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
+  json_t *claims = u->claims;
   char offered[128];
   if (offered_protocols(wsi, offered, sizeof offered) < 0) {
     json_decref(claims);
@@ -599,15 +599,13 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   }
   c->id = ++h->next_conn_id;
   c->opened_ms = host_now_ms();
-  snprintf(c->request_id, sizeof c->request_id, "%s", request_id);
+  snprintf(c->request_id, sizeof c->request_id, "%s", u->request_id);
   c->host = h;
   c->wsi = wsi;
   c->claims = claims;
   sendq_init(&c->q, h->cfg.max_send_queue);
   msgbuf_init(&c->rx, h->cfg.max_message);
-  char remote[64] = "";
-  lws_get_peer_simple(wsi, remote, sizeof remote);
-  str_set(&c->remote, remote, strlen(remote));
+  str_set(&c->remote, u->remote, strlen(u->remote)); /* no second getpeername */
   if (!c->remote || map_set(&h->conns, &c->id, sizeof c->id, c) < 0) {
     free(c->remote);
     json_decref(claims);
@@ -657,15 +655,17 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   user_link(h, c);
 
   FunctionContext ctx = {0};
-  ctx.headers = headers;
-  ctx.query = query;
-  ctx.url = url;
+  ctx.headers = u->headers_in_ctx ? u->headers : NULL;
+  ctx.query = u->query;
+  ctx.url = u->url;
+  c->req_headers = u->headers; /* cloud_request_header's, during the event */
   ctx.user_token = resumed ? NULL : fresh_token;
   ctx.protocols = offered[0] ? offered : NULL;
   c->in_connect_event = 1;
   c->established = 1; /* the connection event runs: a close event is due from here on */
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
+  c->req_headers = NULL;
   free(c->user_id_prev); /* replaced by cloud_bind_user during the event */
   c->user_id_prev = NULL;
   memset(token, 0, sizeof token);
