@@ -284,9 +284,11 @@ static const char *a_request_header(FunctionContext *ctx, const char *name) {
   struct http_req *r = ctx_req(ctx);
   if (!c && !r)
     return NULL; /* a timer, or a context that is not the call's */
-  if (c && (!c->in_connect_event || !c->req_headers))
+  if (c && (!c->in_connect_event || !c->upgrade))
     return NULL; /* lws keeps the headers only until the connection is established */
-  return http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : c->req_headers, name);
+  if (r)
+    return http_header_lookup(r->wsi, r->headers, name, r->headers_lazy);
+  return http_header_lookup(c->wsi, c->upgrade->headers, name, c->upgrade->headers_lazy);
 }
 
 static const char *a_env(const char *name) {

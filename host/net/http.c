@@ -51,7 +51,7 @@ json_t *http_headers_json(struct lws *wsi) {
       json_object_set_new(o, key, v);
   }
   for (size_t i = 0; i < sizeof custom_headers / sizeof *custom_headers; i++)
-    http_header_lookup(wsi, o, custom_headers[i]);
+    http_header_lookup(wsi, o, custom_headers[i], 0);
   return o;
 }
 
@@ -67,7 +67,7 @@ static int known_token(const char *lname, size_t n) {
   return -1;
 }
 
-const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name) {
+const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name, int lazy) {
   char lname[128], cname[130], buf[4096];
   size_t n = strlen(name);
   if (!n || n >= sizeof lname)
@@ -77,9 +77,9 @@ const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *nam
   json_t *have = json_object_get(headers, lname);
   if (have)
     return json_string_value(have);
-  /* Not there: a header the object was built without (built lazily, CLOUD_OPT_LAZY_HEADERS:
-   * it starts empty), or one lws does not know by name. */
-  int t = known_token(lname, n);
+  /* Not there: one lws does not know by name, or, in a lazy object, any header. The scan of
+   * lws's names (~1 500 instructions) is only for lazy objects. */
+  int t = lazy ? known_token(lname, n) : -1;
   if (t >= 0) {
     if (lws_hdr_total_length(wsi, (enum lws_token_indexes)t) <= 0 ||
         lws_hdr_copy(wsi, buf, sizeof buf, (enum lws_token_indexes)t) < 0)
@@ -342,7 +342,7 @@ int http_reject_with(struct lws *wsi, int status, const char *message, const cha
 
 /* Valid ids are echoed; anything else (too long, odd bytes) is replaced by our own. */
 static void set_request_id(struct http_req *r) {
-  const char *given = http_header_lookup(r->wsi, r->headers, "x-request-id");
+  const char *given = http_header_lookup(r->wsi, r->headers, "x-request-id", r->headers_lazy);
   size_t n = given ? strlen(given) : 0;
   int ok = n > 0 && n < 64;
   for (size_t i = 0; ok && i < n; i++) {
@@ -361,7 +361,7 @@ static void run_function(struct http_req *r) {
   FunctionContext ctx = {0};
   char err[256];
   json_t *body = NULL;
-  const char *ctype = http_header_lookup(r->wsi, r->headers, "content-type");
+  const char *ctype = http_header_lookup(r->wsi, r->headers, "content-type", r->headers_lazy);
   if (body_parse(ctype, r->body, r->body_len, &body, err, sizeof err) < 0) {
     log_info(r->name, r->request_id, "%s %s: 400 %s", r->method, r->path, err);
     respond_error(r, 400, "Bad Request", err, 0);
@@ -440,7 +440,7 @@ static const char *upgrade_token(struct http_req *r) {
   const char *t = json_string_value(json_object_get(r->query, "access_token"));
   if (t || lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION) <= 0)
     return t;
-  return auth_bearer(http_header_lookup(r->wsi, r->headers, "authorization"));
+  return auth_bearer(http_header_lookup(r->wsi, r->headers, "authorization", r->headers_lazy));
 }
 
 /* ctx->headers for an upgrade is built only when a function that runs for it reads it: the
@@ -461,7 +461,8 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
   int ws_headers = headers_wanted(h, r.name); /* __websocket__ */
   int icpt_headers = plugins_loaded(h->plugins, INTERCEPTOR) && headers_wanted(h, INTERCEPTOR);
   /* Lazily: an empty object that http_header_lookup fills by name (cloud_request_header). */
-  r.headers = ws_headers || icpt_headers ? http_headers_json(wsi) : json_object();
+  r.headers_lazy = !ws_headers && !icpt_headers;
+  r.headers = r.headers_lazy ? json_object() : http_headers_json(wsi);
   r.query = http_query_json(wsi);
   if (!r.headers || !r.query)
     goto out;
@@ -506,6 +507,7 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
                 &(struct ws_upgrade){.request_id = r.request_id,
                                      .remote = r.remote,
                                      .headers = r.headers,
+                                     .headers_lazy = r.headers_lazy,
                                      .headers_in_ctx = ws_headers,
                                      .query = r.query,
                                      .url = url ? url : r.path,

@@ -658,14 +658,14 @@ int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
   ctx.headers = u->headers_in_ctx ? u->headers : NULL;
   ctx.query = u->query;
   ctx.url = u->url;
-  c->req_headers = u->headers; /* cloud_request_header's, during the event */
+  c->upgrade = u; /* cloud_request_header reads its headers during the event */
   ctx.user_token = resumed ? NULL : fresh_token;
   ctx.protocols = offered[0] ? offered : NULL;
   c->in_connect_event = 1;
   c->established = 1; /* the connection event runs: a close event is due from here on */
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
-  c->req_headers = NULL;
+  c->upgrade = NULL;
   free(c->user_id_prev); /* replaced by cloud_bind_user during the event */
   c->user_id_prev = NULL;
   memset(token, 0, sizeof token);

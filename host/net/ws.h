@@ -20,6 +20,7 @@ struct ws_upgrade {
   const char *request_id;
   const char *remote; /* the peer's address, as http.c read it */
   json_t *headers;    /* every header, or (CLOUD_OPT_LAZY_HEADERS) those looked up so far */
+  int headers_lazy;   /* headers holds only what was looked up so far */
   int headers_in_ctx; /* 0: ctx->headers is NULL; cloud_request_header reads `headers` */
   json_t *query;
   const char *url;
