@@ -18,6 +18,7 @@ struct plugins;
 struct quarantine;
 struct http_req;
 struct invocation;
+struct ws_upgrade;
 struct rooms;
 struct timers;
 struct defers;
@@ -40,14 +41,15 @@ struct conn {
   struct conn *user_next; /* next connection of the same user */
   struct sendq q;
   struct msgbuf rx;
-  int in_connect_event; /* cloud_bind_user is allowed */
-  int fresh_user;       /* user_id was created for this connection */
-  int established;      /* the connection event ran; close events are due */
-  int close_code;       /* close the host or plugin asked for, 0 if none */
-  int close_sent;       /* lws has been told to send it */
-  int direct_ok;        /* frames may skip the queue when it is empty (ws.c conn_send) */
-  int gone;             /* out of host->conns: handles to it find nothing (ws_find) */
-  int commit_waiting;   /* on host->commit_wait: its frames wait for a commit */
+  int in_connect_event;             /* cloud_bind_user is allowed */
+  const struct ws_upgrade *upgrade; /* during the connection event: its request (ws.h) */
+  int fresh_user;                   /* user_id was created for this connection */
+  int established;                  /* the connection event ran; close events are due */
+  int close_code;                   /* close the host or plugin asked for, 0 if none */
+  int close_sent;                   /* lws has been told to send it */
+  int direct_ok;      /* frames may skip the queue when it is empty (ws.c conn_send) */
+  int gone;           /* out of host->conns: handles to it find nothing (ws_find) */
+  int commit_waiting; /* on host->commit_wait: its frames wait for a commit */
   struct conn *commit_next;
   char *close_reason;      /* owned, NULL for none: allocated only when a close is asked for */
   int peer_close_code;     /* what the client's close frame said, 0 if none */

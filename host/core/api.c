@@ -283,16 +283,21 @@ static int a_deferred_send_to_user(cloud_deferred *d, const char *user_id, const
   return bound->net->push_deferred(bound, d, user_id, data, len, is_binary);
 }
 
+/* From the host's own object, not ctx->headers: with CLOUD_OPT_LAZY_HEADERS the plugin's
+ * ctx->headers is NULL and the object holds only what was looked up so far. */
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
-  if (!ctx || !name || !ctx->headers)
+  if (!ctx || !name)
     return NULL;
   struct conn *c = ctx_conn(ctx);
   struct http_req *r = ctx_req(ctx);
   if (!c && !r)
     return NULL; /* a timer, or a context that is not the call's */
-  if (c && !c->in_connect_event)
+  if (c && (!c->in_connect_event || !c->upgrade))
     return NULL; /* lws keeps the headers only until the connection is established */
-  return bound->net->http_header_lookup(c ? c->wsi : r->wsi, r ? r->headers : ctx->headers, name);
+  if (r)
+    return bound->net->http_header_lookup(r->wsi, r->headers, name, r->headers_lazy);
+  return bound->net->http_header_lookup(c->wsi, c->upgrade->headers, name,
+                                        c->upgrade->headers_lazy);
 }
 
 static const char *a_env(const char *name) {

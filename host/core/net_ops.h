@@ -25,7 +25,8 @@ struct net_ops {
   int (*http_set_response)(struct http_req *r, int status, const char *content_type,
                            const char *body, size_t len);
   int (*http_add_header)(struct http_req *r, const char *name, const char *value);
-  const char *(*http_header_lookup)(struct lws *wsi, json_t *headers, const char *name);
+  const char *(*http_header_lookup)(struct lws *wsi, json_t *headers, const char *name,
+                                    int lazy);
   void (*http_deferred_done)(struct http_req *r);
 };
 

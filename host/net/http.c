@@ -50,11 +50,23 @@ json_t *http_headers_json(struct lws *wsi) {
       json_object_set_new(o, key, v);
   }
   for (size_t i = 0; i < sizeof custom_headers / sizeof *custom_headers; i++)
-    http_header_lookup(wsi, o, custom_headers[i]);
+    http_header_lookup(wsi, o, custom_headers[i], 0);
   return o;
 }
 
-const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name) {
+/* The lws token of a header lws knows by name ("cookie"), or -1. lws 4.1 has no lookup by
+ * name for its own tokens (lws_hdr_custom_* finds only the ones it does not know). */
+static int known_token(const char *lname, size_t n) {
+  for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+    const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+    if (name && name[0] == lname[0] && !strncmp(name, lname, n) && name[n] == ':' && !name[n + 1] &&
+        t != WSI_TOKEN_HTTP_URI_ARGS)
+      return t;
+  }
+  return -1;
+}
+
+const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name, int lazy) {
   char lname[128], cname[130], buf[4096];
   size_t n = strlen(name);
   if (!n || n >= sizeof lname)
@@ -64,11 +76,20 @@ const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *nam
   json_t *have = json_object_get(headers, lname);
   if (have)
     return json_string_value(have);
-  snprintf(cname, sizeof cname, "%s:", lname);
-  int len = lws_hdr_custom_length(wsi, cname, (int)n + 1);
-  if (len < 0 || len >= (int)sizeof buf ||
-      lws_hdr_custom_copy(wsi, buf, sizeof buf, cname, (int)n + 1) < 0)
-    return NULL;
+  /* Not there: one lws does not know by name, or, in a lazy object, any header. The scan of
+   * lws's names (~1 500 instructions) is only for lazy objects. */
+  int t = lazy ? known_token(lname, n) : -1;
+  if (t >= 0) {
+    if (lws_hdr_total_length(wsi, (enum lws_token_indexes)t) <= 0 ||
+        lws_hdr_copy(wsi, buf, sizeof buf, (enum lws_token_indexes)t) < 0)
+      return NULL;
+  } else {
+    snprintf(cname, sizeof cname, "%s:", lname);
+    int len = lws_hdr_custom_length(wsi, cname, (int)n + 1);
+    if (len < 0 || len >= (int)sizeof buf ||
+        lws_hdr_custom_copy(wsi, buf, sizeof buf, cname, (int)n + 1) < 0)
+      return NULL;
+  }
   json_t *v = json_string(buf);
   if (!v || json_object_set_new(headers, lname, v))
     return NULL;
@@ -235,7 +256,7 @@ static void respond(struct http_req *r) {
 
 /* Valid ids are echoed; anything else (too long, odd bytes) is replaced by our own. */
 static void set_request_id(struct http_req *r) {
-  const char *given = http_header_lookup(r->wsi, r->headers, "x-request-id");
+  const char *given = http_header_lookup(r->wsi, r->headers, "x-request-id", r->headers_lazy);
   size_t n = given ? strlen(given) : 0;
   int ok = n > 0 && n < 64;
   for (size_t i = 0; ok && i < n; i++) {
@@ -254,7 +275,7 @@ static void run_function(struct http_req *r) {
   FunctionContext ctx = {0};
   char err[256];
   json_t *body = NULL;
-  const char *ctype = http_header_lookup(r->wsi, r->headers, "content-type");
+  const char *ctype = http_header_lookup(r->wsi, r->headers, "content-type", r->headers_lazy);
   if (body_parse(ctype, r->body, r->body_len, &body, err, sizeof err) < 0) {
     log_info(r->name, r->request_id, "%s %s: 400 %s", r->method, r->path, err);
     respond_error(r, 400, "Bad Request", err, 0);
@@ -331,7 +352,15 @@ void http_deferred_done(struct http_req *r) {
 /* The JWT of an upgrade: ?access_token= (what a browser can send), else a Bearer header. */
 static const char *upgrade_token(struct http_req *r) {
   const char *t = json_string_value(json_object_get(r->query, "access_token"));
-  return t ? t : auth_bearer(json_string_value(json_object_get(r->headers, "authorization")));
+  if (t || lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION) <= 0)
+    return t;
+  return auth_bearer(http_header_lookup(r->wsi, r->headers, "authorization", r->headers_lazy));
+}
+
+/* ctx->headers for an upgrade is built only when a function that runs for it reads it: the
+ * connection event's, and the interceptor's when one is loaded (CLOUD_OPT_LAZY_HEADERS). */
+static int headers_wanted(struct host *h, const char *name) {
+  return !(plugins_options(h->plugins, name) & CLOUD_OPT_LAZY_HEADERS);
 }
 
 int http_admit_upgrade(struct host *h, struct lws *wsi) {
@@ -343,7 +372,11 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
   if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) < 0)
     snprintf(path, sizeof path, "/");
   r.path = path;
-  r.headers = http_headers_json(wsi);
+  int ws_headers = headers_wanted(h, r.name); /* __websocket__ */
+  int icpt_headers = plugins_loaded(h->plugins, INTERCEPTOR) && headers_wanted(h, INTERCEPTOR);
+  /* Lazily: an empty object that http_header_lookup fills by name (cloud_request_header). */
+  r.headers_lazy = !ws_headers && !icpt_headers;
+  r.headers = r.headers_lazy ? json_object() : http_headers_json(wsi);
   r.query = http_query_json(wsi);
   if (!r.headers || !r.query)
     goto out;
@@ -367,7 +400,7 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
                          .request_id = r.request_id,
                          .method = "GET",
                          .query = r.query,
-                         .headers = r.headers,
+                         .headers = icpt_headers ? r.headers : NULL,
                          .user = user};
   char *url = http_url(r.path, r.query);
   ctx.url = url ? url : r.path;
@@ -384,7 +417,15 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
   }
   /* The connection event decides the rest (ws.c); it takes the claims. */
   url = http_url(r.path, r.query);
-  rc = ws_admit(h, wsi, r.request_id, r.headers, r.query, url ? url : r.path, user);
+  rc = ws_admit(h, wsi,
+                &(struct ws_upgrade){.request_id = r.request_id,
+                                     .remote = r.remote,
+                                     .headers = r.headers,
+                                     .headers_lazy = r.headers_lazy,
+                                     .headers_in_ctx = ws_headers,
+                                     .query = r.query,
+                                     .url = url ? url : r.path,
+                                     .claims = user});
   free(url);
 out:
   json_decref(r.headers);

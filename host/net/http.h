@@ -17,6 +17,7 @@ struct http_req {
   char request_id[72];
   char *path;
   json_t *query, *headers;
+  int headers_lazy; /* headers holds only what was looked up (CLOUD_OPT_LAZY_HEADERS) */
   char *body;
   size_t body_len, body_cap;
   int64_t content_length; /* -1 unknown */
@@ -68,8 +69,10 @@ int http_admit_upgrade(struct host *h, struct lws *wsi);
 json_t *http_headers_json(struct lws *wsi);
 json_t *http_query_json(struct lws *wsi);
 char *http_url(const char *path, json_t *query);
-/* Any header by name (lower case, no colon) into headers (cached there); NULL if absent. */
-const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name);
+/* Any header by name (lower case, no colon) into headers (cached there); NULL if absent.
+ * lazy: headers was not built by http_headers_json (it starts empty), so a header lws knows
+ * by name may be missing from it; otherwise only custom ones are. */
+const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *name, int lazy);
 
 /* Response setters behind cloud_response_*: set status and a body (copied), content type. */
 int http_set_response(struct http_req *r, int status, const char *content_type, const char *body,

@@ -585,8 +585,8 @@ static void conn_drop(struct host *h, struct conn *c) {
   conn_free(c);
 }
 
-int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *headers,
-             json_t *query, const char *url, json_t *claims) {
+int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
+  json_t *claims = u->claims;
   char offered[128];
   if (offered_protocols(wsi, offered, sizeof offered) < 0) {
     json_decref(claims);
@@ -599,15 +599,13 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   }
   c->id = ++h->next_conn_id;
   c->opened_ms = host_now_ms();
-  snprintf(c->request_id, sizeof c->request_id, "%s", request_id);
+  snprintf(c->request_id, sizeof c->request_id, "%s", u->request_id);
   c->host = h;
   c->wsi = wsi;
   c->claims = claims;
   sendq_init(&c->q, h->cfg.max_send_queue);
   msgbuf_init(&c->rx, h->cfg.max_message);
-  char remote[64] = "";
-  lws_get_peer_simple(wsi, remote, sizeof remote);
-  str_set(&c->remote, remote, strlen(remote));
+  str_set(&c->remote, u->remote, strlen(u->remote)); /* no second getpeername */
   if (!c->remote || map_set(&h->conns, &c->id, sizeof c->id, c) < 0) {
     free(c->remote);
     json_decref(claims);
@@ -657,15 +655,17 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   user_link(h, c);
 
   FunctionContext ctx = {0};
-  ctx.headers = headers;
-  ctx.query = query;
-  ctx.url = url;
+  ctx.headers = u->headers_in_ctx ? u->headers : NULL;
+  ctx.query = u->query;
+  ctx.url = u->url;
+  c->upgrade = u; /* cloud_request_header reads its headers during the event */
   ctx.user_token = resumed ? NULL : fresh_token;
   ctx.protocols = offered[0] ? offered : NULL;
   c->in_connect_event = 1;
   c->established = 1; /* the connection event runs: a close event is due from here on */
   ws_event(c, "WebSocket:connection", &ctx);
   c->in_connect_event = 0;
+  c->upgrade = NULL;
   free(c->user_id_prev); /* replaced by cloud_bind_user during the event */
   c->user_id_prev = NULL;
   memset(token, 0, sizeof token);
@@ -692,9 +692,11 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   /* Accepted: the user exists from now on (a fresh one is committed before its greeting
    * leaves, egress_ready), then the connection row. */
   int rc = 0;
-  if (c->fresh_user)
-    rc = store_user_insert(h->store, c->user_id, fresh_hash);
-  else if (c->bound_user)
+  int64_t row = 0;
+  if (c->fresh_user) { /* the user row and its connection row: one write */
+    row = store_user_conn_open(h->store, c->user_id, fresh_hash, c->remote);
+    rc = row < 0 ? (int)row : 0;
+  } else if (c->bound_user)
     rc = store_user_ensure(h->store, c->user_id);
   explicit_bzero(fresh_hash, sizeof fresh_hash);
   if (rc >= 0 && h->cluster) /* issue 13: every node can check its token (or knows the id) */
@@ -710,7 +712,8 @@ int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *he
   /* Its frames (the greeting first: it carries the token) leave once this user is stored. */
   c->need_seq = c->fresh_user ? store_user_seq(h->store) : 0;
   h->stats.ws_opened++;
-  int64_t row = store_conn_open(h->store, c->user_id, c->remote);
+  if (!c->fresh_user)
+    row = store_conn_open(h->store, c->user_id, c->remote);
   c->row = row > 0 ? row : 0;
   if (offered[0])
     ws_protocol_prepare(h, c, offered);
@@ -780,7 +783,12 @@ static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
   /* Messages queued while the user was away go out right after the greeting, in order,
    * paced by the socket (drain_fill). */
   /* In a cluster the outbox is in Redis: the drain asks it (issue 13). */
-  int n = c->close_code ? 0 : h->cluster ? -1 : store_outbox_count(h->store, c->user_id);
+  /* A fresh user has nothing queued: nobody knew its id before this connection, which has
+   * been its live socket since ws_admit (user_link), so sends to it never reached the outbox. */
+  int n = c->close_code   ? 0
+          : h->cluster    ? -1
+          : c->fresh_user ? 0
+                          : store_outbox_count(h->store, c->user_id);
   if (n != 0) { /* < 0: the store could not say; the drain finds out (and retries) */
     if (n > 0)
       log_info(WS_FUNCTION, c->request_id, "delivering %d queued messages to user %s", n,
@@ -812,7 +820,7 @@ void ws_upgrade_abandoned(struct host *h, struct lws *wsi) {
   ctx.params.reason = "";
   ws_event(c, "WebSocket:close", &ctx);
   if (c->row)
-    store_conn_close(h->store, c->row);
+    store_conn_close(h->store, c->row, c->user_id);
   h->stats.ws_closed++;
   conn_drop(h, c);
 }
@@ -862,7 +870,7 @@ static void ws_closed(struct host *h, struct session *s) {
             (unsigned long long)c->id, str_or_empty(c->user_id), c->remote, code,
             *reason ? " " : "", reason, (long long)(host_now_ms() - c->opened_ms));
   if (c->row)
-    store_conn_close(h->store, c->row);
+    store_conn_close(h->store, c->row, c->user_id);
   conn_free(c);
 }
 

@@ -16,8 +16,17 @@ int ws_confirm_upgrade(struct host *h, struct lws *wsi);
  * (that status is written, no user or connection row is left) and cloud_accept_protocol can
  * pick the subprotocol. Takes claims. 0: upgrade (frames the event queued go after the 101);
  * 1: answered; <0: hang up. */
-int ws_admit(struct host *h, struct lws *wsi, const char *request_id, json_t *headers,
-             json_t *query, const char *url, json_t *claims);
+struct ws_upgrade {
+  const char *request_id;
+  const char *remote; /* the peer's address, as http.c read it */
+  json_t *headers;    /* every header, or (CLOUD_OPT_LAZY_HEADERS) those looked up so far */
+  int headers_lazy;   /* headers holds only what was looked up so far */
+  int headers_in_ctx; /* 0: ctx->headers is NULL; cloud_request_header reads `headers` */
+  json_t *query;
+  const char *url;
+  json_t *claims; /* taken */
+};
+int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u);
 /* LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: 0 accepts the extension for this upgrade. */
 int ws_confirm_extension(struct host *h, struct lws *wsi, const char *name);
 /* LWS_CALLBACK_WSI_DESTROY: an admitted upgrade lws never completed is closed (1006). */

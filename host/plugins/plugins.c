@@ -33,6 +33,7 @@ struct version {
   void *dl;
   const cloud_plugin_desc *desc;
   void (*fini)(void);
+  uint32_t options; /* CLOUD_OPT_* the file exports (CLOUD_OPTIONS), 0 without */
   int number;
   int pins;                   /* plugins_pin: outstanding deferred responses */
   int retired;                /* replaced or removed while pinned: unloaded at the last unpin */
@@ -314,6 +315,8 @@ int plugins_reload(struct plugins *p, const char *name) {
     goto fail;
   }
   *v->desc->api = p->api;
+  const uint32_t *options = dlsym(v->dl, "cloud_plugin_options");
+  v->options = options ? *options : 0;
   int (*init)(void) = (int (*)(void))dlsym(v->dl, "cloud_plugin_init");
   v->fini = (void (*)(void))dlsym(v->dl, "cloud_plugin_fini");
   crash_enter(&saved, s->name, s->loads + 1, v->sha256, "load");
@@ -538,6 +541,11 @@ void plugins_on_swap(struct plugins *p, void (*fn)(void *arg, const char *name),
 int plugins_loaded(const struct plugins *p, const char *name) {
   struct slot *s = map_get(&p->slots, name, strlen(name));
   return s && s->cur;
+}
+
+uint32_t plugins_options(const struct plugins *p, const char *name) {
+  struct slot *s = map_get(&p->slots, name, strlen(name));
+  return s && s->cur ? s->cur->options : 0;
 }
 
 static void status_one(void *arg, const char *key, void *value) {

@@ -23,6 +23,9 @@ void plugins_close(struct plugins *p);
 /* Runs function name on ctx. Returns its result; *found is 0 when no version is loaded. */
 int plugins_call(struct plugins *p, const char *name, FunctionContext *ctx, int *found);
 int plugins_loaded(const struct plugins *p, const char *name);
+/* The CLOUD_OPT_* bits name's current version exports (CLOUD_OPTIONS in cloud.h); 0 when it
+ * exports none or nothing is loaded. */
+uint32_t plugins_options(const struct plugins *p, const char *name);
 /* fn(arg, name) runs after the watch swapped a new version of name in (not at start, not for
  * plugins_reload called directly): how the core learns of reloads without plugins.c naming it. */
 void plugins_on_swap(struct plugins *p, void (*fn)(void *arg, const char *name), void *arg);

@@ -289,7 +289,8 @@ static int p_response_header(FunctionContext *ctx, const char *name, const char 
 }
 
 static const char *p_request_header(FunctionContext *ctx, const char *name) {
-  if (!on_main() || !W.running || ctx != W.cur.ctx || !name || !ctx->headers)
+  /* ctx->headers is NULL for a function with CLOUD_OPT_LAZY_HEADERS: the host has them. */
+  if (!on_main() || !W.running || ctx != W.cur.ctx || !name)
     return NULL;
   if (W.cur.kind != INV_HTTP && W.cur.kind != INV_WS)
     return NULL;
@@ -308,7 +309,7 @@ static const char *p_request_header(FunctionContext *ctx, const char *name) {
   const char *t;
   call_end(&b, &t);
   const char *v = keep(t);
-  if (v)
+  if (v && ctx->headers)
     json_object_set_new(ctx->headers, lower, json_string(v));
   return v;
 }

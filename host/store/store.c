@@ -141,8 +141,9 @@ static const char *const stmt_sql[ST__N] = {
     /* The host numbers connection rows itself, so a row can be named before it is written. */
     [ST_CONN_INSERT] = "INSERT INTO connections (id, user_id, boot_id, remote_addr, connected_at) "
                        "VALUES (?5, ?1, ?2, ?3, ?4)",
+    /* The host names the row's user itself (no RETURNING: an ephemeral table per close). */
     [ST_CONN_CLOSE] = "UPDATE connections SET disconnected_at = ?2 "
-                      "WHERE id = ?1 AND disconnected_at IS NULL RETURNING user_id",
+                      "WHERE id = ?1 AND disconnected_at IS NULL",
     [ST_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE user_id = ?1 AND expires_at > ?2",
     [ST_OUTBOX_INSERT] = "INSERT INTO outbox (user_id, payload, is_binary, created_at, expires_at) "
                          "VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -201,7 +202,14 @@ static const char *const stmt_sql[ST__N] = {
 /* A batched write. Each is kept in memory until the transaction that applied it committed:
  * a lock held by someone else, or a commit SQLite rolled back, costs a retry, never the write.
  * Order is kept: ops are applied in the order they were made. */
-enum op_kind { OP_USER_INSERT, OP_USER_DELETE, OP_CONN_OPEN, OP_CONN_CLOSE, OP_OUTBOX_ACK };
+enum op_kind {
+  OP_USER_INSERT,
+  OP_USER_DELETE,
+  OP_CONN_OPEN,
+  OP_CONN_CLOSE,
+  OP_OUTBOX_ACK,
+  OP_USER_CONN_OPEN /* a fresh user and its first connection row: one op, two inserts */
+};
 struct op {
   enum op_kind kind;
   int64_t row; /* connection row, or outbox id acknowledged up to */
@@ -364,6 +372,7 @@ static void done(sqlite3_stmt *st) {
  * fsync-less commit per connection event, and BEGIN IMMEDIATE takes the write lock up front
  * so the commit itself never waits. Readers are not blocked in WAL mode. */
 static int op_apply(struct store *s, struct op *o);
+static int txn_commit(struct store *s);
 
 static int ckpt_holding(struct store *s) {
   int64_t until = atomic_load(&s->ckpt_hold_until);
@@ -412,7 +421,7 @@ static int ops_apply(struct store *s) {
 static int txn_begin(struct store *s) {
   if (s->in_txn && s->batch_ms >= 0 && mono_ms() - s->txn_started >= s->batch_ms) {
     /* Overdue (the host's timer did not fire yet): commit now rather than grow the batch. */
-    int rc = store_flush(s);
+    int rc = txn_commit(s);
     if (rc)
       return rc;
   }
@@ -466,6 +475,12 @@ static int write_op(struct store *s, const struct op *o) {
   }
   s->ops[s->nops] = *o;
   s->ops[s->nops++].seq = ++s->op_seq;
+  /* A close has no caller waiting for its result and no client who must see it first: it
+   * waits in memory for the pass's commit (store_sync) or the batch timer (store_flush) and is
+   * applied there with the others, in order. A crash loses nothing store_open does not repair
+   * (it closes the rows a dead process left open and sets their users' last_seen). */
+  if (o->kind == OP_CONN_CLOSE && s->batch_ms >= 0)
+    return 0;
   if (!s->in_txn && ckpt_holding(s))
     return 0;
   int rc = txn_begin(s);
@@ -481,12 +496,22 @@ static int write_op(struct store *s, const struct op *o) {
 int store_flush(struct store *s) {
   if (!s)
     return 0;
+  if (s->in_txn && s->napplied < s->nops) {
+    int rc = ops_apply(s); /* closes queued since the transaction opened (write_op) */
+    if (rc == -EAGAIN || (rc < 0 && s->fault[0]))
+      return rc;
+  }
+  return txn_commit(s);
+}
+
+/* Commits what the open transaction holds (opening one for ops a lock held back). */
+static int txn_commit(struct store *s) {
   if (!s->in_txn) {
     if (s->nops == 0)
       return 0;
     if (ckpt_holding(s))
       return -EAGAIN;
-    int rc = txn_begin(s); /* ops held back by a lock: retry */
+    int rc = txn_begin(s); /* ops held back by a lock, or closes waiting for this commit */
     if (rc)
       return rc;
   }
@@ -580,6 +605,18 @@ static int boot_start(struct store *s) {
   int64_t now = now_ms();
   if (exec(s, "BEGIN IMMEDIATE", "boot"))
     return CLOUD_EIO;
+  /* Their users were last seen no later than now: a close still waiting for its batch when
+   * the process died (write_op) would have written that. */
+  if (sqlite3_prepare_v2(s->db,
+                         "UPDATE users SET last_seen = ?1 WHERE id IN (SELECT user_id FROM "
+                         "connections WHERE disconnected_at IS NULL)",
+                         -1, &st, NULL) != SQLITE_OK)
+    goto fail;
+  sqlite3_bind_int64(st, 1, now);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    goto fail;
+  sqlite3_finalize(st);
+  st = NULL;
   if (sqlite3_prepare_v2(
           s->db, "UPDATE connections SET disconnected_at = ?1 WHERE disconnected_at IS NULL", -1,
           &st, NULL) != SQLITE_OK)
@@ -908,11 +945,30 @@ int store_user_create(struct store *s, char *id_out, char *token_out) {
   return store_user_insert(s, id_out, hash);
 }
 
+static int conn_insert(struct store *s, const struct op *o) {
+  sqlite3_stmt *st = s->st[ST_CONN_INSERT];
+  sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, s->boot_id, -1, SQLITE_STATIC);
+  if (o->remote[0])
+    sqlite3_bind_text(st, 3, o->remote, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 4, o->at);
+  sqlite3_bind_int64(st, 5, o->row);
+  int rc = sqlite3_step(st);
+  done(st);
+  if (rc != SQLITE_DONE) {
+    if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
+      return CLOUD_ENOUSER;
+    return db_fail(s, "connection open");
+  }
+  return 0;
+}
+
 static int op_apply(struct store *s, struct op *o) {
   sqlite3_stmt *st;
   int rc;
   switch (o->kind) {
   case OP_USER_INSERT:
+  case OP_USER_CONN_OPEN:
     /* At --max-users the longest idle empty host-assigned users make room: a storm of new
      * or failed-resume connections cannot grow the table past the bound. */
     if (s->max_users > 0 && s->nusers >= s->max_users) {
@@ -940,7 +996,7 @@ static int op_apply(struct store *s, struct op *o) {
     if ((rc = run(s, ST_USER_INSERT, "user create")))
       return rc;
     s->nusers++;
-    return 0;
+    return o->kind == OP_USER_CONN_OPEN ? conn_insert(s, o) : 0;
   case OP_USER_DELETE:
     sqlite3_bind_text(s->st[ST_USER_DELETE], 1, o->user, -1, SQLITE_STATIC);
     if ((rc = run(s, ST_USER_DELETE, "user delete")))
@@ -948,40 +1004,17 @@ static int op_apply(struct store *s, struct op *o) {
     s->nusers -= sqlite3_changes(s->db);
     return 0;
   case OP_CONN_OPEN:
-    st = s->st[ST_CONN_INSERT];
-    sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, s->boot_id, -1, SQLITE_STATIC);
-    if (o->remote[0])
-      sqlite3_bind_text(st, 3, o->remote, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, o->at);
-    sqlite3_bind_int64(st, 5, o->row);
-    rc = sqlite3_step(st);
-    done(st);
-    if (rc != SQLITE_DONE) {
-      if (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return CLOUD_ENOUSER;
-      return db_fail(s, "connection open");
-    }
-    return 0;
-  case OP_CONN_CLOSE: {
+    return conn_insert(s, o);
+  case OP_CONN_CLOSE:
     st = s->st[ST_CONN_CLOSE];
     sqlite3_bind_int64(st, 1, o->row);
     sqlite3_bind_int64(st, 2, o->at);
-    char user[STORE_ID_MAX + 1];
-    int ulen = 0;
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      ulen = sqlite3_column_bytes(st, 0);
-      if (ulen > STORE_ID_MAX)
-        ulen = STORE_ID_MAX;
-      memcpy(user, sqlite3_column_text(st, 0), (size_t)ulen);
-      rc = sqlite3_step(st); /* RETURNING: the update is done when the statement finishes */
-    }
     done(st);
     if (rc != SQLITE_DONE)
       return db_fail(s, "connection close");
-    return ulen > 0 ? touch_user(s, user, ulen, o->at) : 0;
-  }
+    /* last_seen only when this closed the row: a second close of the same row changes nothing. */
+    return sqlite3_changes(s->db) > 0 ? touch_user(s, o->user, -1, o->at) : 0;
   case OP_OUTBOX_ACK:
     st = s->st[ST_OUTBOX_DELETE];
     sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
@@ -1112,7 +1145,7 @@ int store_user_exists(struct store *s, const char *id) {
 
 static int touch_user(struct store *s, const char *id, int len, int64_t now) {
   sqlite3_stmt *st = s->st[ST_USER_TOUCH];
-  sqlite3_bind_text(st, 1, id, len, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st, 1, id, len, SQLITE_STATIC); /* run() resets before id can go */
   sqlite3_bind_int64(st, 2, now);
   return run(s, ST_USER_TOUCH, "last_seen");
 }
@@ -1131,11 +1164,29 @@ int64_t store_conn_open(struct store *s, const char *user_id, const char *remote
   return s->next_conn_row++;
 }
 
-int store_conn_close(struct store *s, int64_t conn_row) {
-  if (!s || conn_row <= 0)
+int store_conn_close(struct store *s, int64_t conn_row, const char *user_id) {
+  if (!s || conn_row <= 0 || !user_id_valid(user_id))
     return CLOUD_EINVAL;
   struct op o = {.kind = OP_CONN_CLOSE, .at = now_ms(), .row = conn_row};
+  memcpy(o.user, user_id, strlen(user_id) + 1);
   return write_op(s, &o);
+}
+
+int64_t store_user_conn_open(struct store *s, const char *id, const uint8_t *hash,
+                             const char *remote_addr) {
+  int rc;
+  if (!s || !id || strlen(id) != STORE_ID_LEN || !hash)
+    return CLOUD_EINVAL;
+  struct op o = {.kind = OP_USER_CONN_OPEN, .at = now_ms(), .row = s->next_conn_row};
+  memcpy(o.user, id, STORE_ID_LEN + 1);
+  memcpy(o.hash, hash, SHA256_LEN);
+  if (remote_addr)
+    snprintf(o.remote, sizeof o.remote, "%s", remote_addr);
+  if ((rc = write_op(s, &o)) < 0)
+    return rc;
+  s->user_seq = s->op_seq;
+  s->sync_pending = 1; /* as store_user_insert: committed before any byte leaves */
+  return s->next_conn_row++;
 }
 
 int store_outbox_push(struct store *s, const char *user_id, const void *data, size_t len,
@@ -1371,9 +1422,18 @@ static json_t *text_or_null(sqlite3_stmt *st, int col) {
   return t ? json_string((const char *)t) : json_null();
 }
 
+/* The admin views read the loop's own connection, so they see the open transaction; closes
+ * still queued (write_op) are applied first, or a user just gone would still look online. A
+ * lock that stops it changes nothing: the rows are then as committed. */
+static void apply_queued(struct store *s) {
+  if (s->napplied < s->nops && !s->fault[0] && (s->in_txn || !ckpt_holding(s)))
+    (void)txn_begin(s);
+}
+
 json_t *store_users_json(struct store *s, int online_only, int limit) {
   if (!s)
     return NULL;
+  apply_queued(s);
   json_t *arr = json_array();
   sqlite3_stmt *st = s->st[online_only ? ST_USERS_ONLINE : ST_USERS_ALL];
   sqlite3_bind_int(st, 1, limit > 0 ? limit : -1);
@@ -1401,6 +1461,7 @@ json_t *store_users_json(struct store *s, int online_only, int limit) {
 json_t *store_user_json(struct store *s, const char *id) {
   if (!s || !user_id_valid(id))
     return NULL;
+  apply_queued(s);
   sqlite3_stmt *st = s->st[ST_USER_ONE];
   json_t *u = NULL, *conns = NULL;
   int rc;
@@ -1456,6 +1517,7 @@ int store_counts(struct store *s, int64_t *users, int64_t *online, int64_t *conn
                  int64_t *queued) {
   if (!s)
     return CLOUD_EINVAL;
+  apply_queued(s);
   sqlite3_stmt *st = s->st[ST_COUNTS];
   sqlite3_bind_int64(st, 1, now_ms());
   int rc = sqlite3_step(st);

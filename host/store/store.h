@@ -72,8 +72,17 @@ int store_user_exists(struct store *s, const char *id);
 
 /* A connection row: opened now for this boot. Returns the row id (> 0) or negative. */
 int64_t store_conn_open(struct store *s, const char *user_id, const char *remote_addr);
-/* Marks the row closed now (idempotent). */
-int store_conn_close(struct store *s, int64_t conn_row);
+/* A fresh user (the id, token hash of store_user_new) and its first connection row, one
+ * write: store_user_insert then store_conn_open. Returns the row id (> 0) or negative; the
+ * user is durable after the next store_sync, like store_user_insert's. */
+int64_t store_user_conn_open(struct store *s, const char *id, const uint8_t *hash,
+                             const char *remote_addr);
+/* Marks the row closed now and sets user_id's last_seen (idempotent: a row already closed
+ * changes nothing). user_id is the row's user. The write waits in memory for the next commit
+ * (the loop pass's store_sync, or store_flush within the batch time), not a statement now;
+ * the admin views (store_users_json, store_user_json, store_counts) apply it before they read.
+ * After a crash store_open closes what it finds open. */
+int store_conn_close(struct store *s, int64_t conn_row, const char *user_id);
 
 /* Queues a message for an offline user. 0, CLOUD_ENOUSER, CLOUD_EFULL, or negative.
  * Committed before it returns: a queued message survives kill -9. */

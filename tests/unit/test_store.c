@@ -298,18 +298,18 @@ static void test_conn_batching_and_online(void **state) {
   assert_int_equal(q_int(db, sql), 2);
   assert_true(q_int(db, "SELECT count(*) FROM users WHERE last_seen IS NOT NULL") == 1);
 
-  assert_int_equal(store_conn_close(s, c1), 0);
+  assert_int_equal(store_conn_close(s, c1, id), 0);
   assert_int_equal(q_int(db, sql), 2); /* batched */
   assert_int_equal(store_flush(s), 0);
   assert_int_equal(q_int(db, sql), 1);
-  assert_int_equal(store_conn_close(s, c1), 0); /* idempotent */
+  assert_int_equal(store_conn_close(s, c1, id), 0); /* idempotent */
   int64_t users, online, conns, queued;
   assert_int_equal(store_counts(s, &users, &online, &conns, &queued), 0);
   assert_int_equal(users, 1);
   assert_int_equal(online, 1);
   assert_int_equal(conns, 1);
   assert_int_equal(queued, 0);
-  assert_int_equal(store_conn_close(s, c2), 0);
+  assert_int_equal(store_conn_close(s, c2, id), 0);
   assert_int_equal(store_flush(s), 0);
   assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
   assert_int_equal(q_int(db, "SELECT count(*) FROM connections WHERE disconnected_at IS NULL"), 0);
@@ -320,7 +320,7 @@ static void test_conn_batching_and_online(void **state) {
   /* A connection for a user that was never created is refused, not orphaned. */
   assert_int_equal(store_conn_open(s, "nobody", "1.2.3.4"), CLOUD_ENOUSER);
   assert_int_equal(store_conn_open(s, "bad id", "1.2.3.4"), CLOUD_EINVAL);
-  assert_int_equal(store_conn_close(s, 0), CLOUD_EINVAL);
+  assert_int_equal(store_conn_close(s, 0, id), CLOUD_EINVAL);
   assert_int_equal(store_flush(s), 0);
   sqlite3_close(db);
   store_close(s);
@@ -335,8 +335,94 @@ static void test_batching_off(void **state) {
   assert_true(c > 0);
   assert_int_equal(store_flush_due_ms(s), -1);
   assert_int_equal(q_int(db, "SELECT connections FROM online_users WHERE user_id = 'u1'"), 1);
-  assert_int_equal(store_conn_close(s, c), 0);
+  assert_int_equal(store_conn_close(s, c, "u1"), 0);
   assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
+  sqlite3_close(db);
+  store_close(s);
+}
+
+/* Issue 14: a fresh user and its first connection row are one write, durable after the
+ * pass's store_sync; a close waits in memory for the next commit, names its user for
+ * last_seen (once: a second close of the row changes nothing), and the admin views see it
+ * before it is committed. */
+static void test_user_conn_open_and_queued_close(void **state) {
+  struct fx *f = *state;
+  struct store *s = open_store(f->path, 0, 60000);
+  char id[STORE_ID_LEN + 1], token[STORE_TOKEN_LEN + 1], sql[200];
+  uint8_t hash[32];
+  assert_int_equal(store_user_new(id, token, hash), 0);
+  uint64_t before = store_user_seq(s);
+  int64_t row = store_user_conn_open(s, id, hash, "10.2.0.1");
+  assert_true(row > 0);
+  assert_true(store_user_seq(s) > before);
+  assert_false(store_synced_upto(s, store_user_seq(s)));
+  assert_int_equal(store_sync(s), 0);
+  assert_true(store_synced_upto(s, store_user_seq(s)));
+  sqlite3 *db = peer(f->path, 1);
+  snprintf(sql, sizeof sql, "SELECT connections FROM online_users WHERE user_id = '%s'", id);
+  assert_int_equal(q_int(db, sql), 1); /* both rows committed by the one sync */
+  assert_int_equal(store_user_check(s, id, token), 1);
+
+  usleep(3000); /* the close's time must differ from the connect's */
+  assert_int_equal(store_conn_close(s, row, id), 0);
+  assert_int_equal(q_int(db, sql), 1); /* not committed yet */
+  int64_t users, online, conns, queued;
+  assert_int_equal(store_counts(s, &users, &online, &conns, &queued), 0);
+  assert_int_equal(online, 0); /* the admin view applied the queued close */
+  assert_int_equal(conns, 0);
+  assert_int_equal(store_flush(s), 0);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
+  snprintf(sql, sizeof sql,
+           "SELECT u.last_seen = c.disconnected_at AND c.disconnected_at > c.connected_at FROM "
+           "users u JOIN connections c ON c.user_id = u.id WHERE u.id = '%s'",
+           id);
+  assert_int_equal(q_int(db, sql), 1);
+  snprintf(sql, sizeof sql, "SELECT last_seen FROM users WHERE id = '%s'", id);
+  int64_t seen = q_int(db, sql);
+  usleep(3000);
+  assert_int_equal(store_conn_close(s, row, id), 0); /* idempotent: last_seen stays */
+  assert_int_equal(store_flush(s), 0);
+  assert_int_equal(q_int(db, sql), seen);
+  assert_int_equal(store_conn_close(s, row, "bad id"), CLOUD_EINVAL);
+  assert_int_equal(store_user_conn_open(s, "short", hash, NULL), CLOUD_EINVAL);
+  sqlite3_close(db);
+  store_close(s);
+}
+
+/* A close still in memory when the process dies (SIGKILL): the next start closes the row and
+ * sets its user's last_seen, so online_users and last_seen are right after kill -9. */
+static void test_lost_close_repaired_at_start(void **state) {
+  struct fx *f = *state;
+  char id[STORE_ID_LEN + 1], token[STORE_TOKEN_LEN + 1], sql[200];
+  uint8_t hash[32];
+  assert_int_equal(store_user_new(id, token, hash), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    struct store *s = open_store(f->path, 0, 60000);
+    int64_t row = store_user_conn_open(s, id, hash, NULL);
+    if (row <= 0 || store_sync(s))
+      _exit(1);
+    usleep(3000);
+    if (store_conn_close(s, row, id)) /* queued: the batch is 60 s */
+      _exit(1);
+    raise(SIGKILL);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  sqlite3 *db = peer(f->path, 1);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 1); /* the close was lost */
+  sqlite3_close(db);
+  struct store *s = open_store(f->path, 0, 60000);
+  db = peer(f->path, 1);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM online_users"), 0);
+  snprintf(sql, sizeof sql,
+           "SELECT u.last_seen > c.connected_at FROM users u JOIN connections c "
+           "ON c.user_id = u.id WHERE u.id = '%s'",
+           id);
+  assert_int_equal(q_int(db, sql), 1);
   sqlite3_close(db);
   store_close(s);
 }
@@ -614,7 +700,7 @@ static void test_memory(void **state) {
   assert_int_equal(store_outbox_push(s, id, "m", 1, 0), 0);
   struct got g = {0};
   assert_int_equal(store_outbox_drain(s, id, collect, &g), 1);
-  assert_int_equal(store_conn_close(s, c), 0);
+  assert_int_equal(store_conn_close(s, c, id), 0);
   assert_int_equal(store_flush(s), 0);
   store_close(s);
 }
@@ -628,7 +714,7 @@ static void test_admin_json(void **state) {
   int64_t c2 = store_conn_open(s, "on", "10.1.1.2");
   int64_t c3 = store_conn_open(s, "off", "10.1.1.3");
   assert_true(c1 > 0 && c2 > 0 && c3 > 0);
-  assert_int_equal(store_conn_close(s, c3), 0);
+  assert_int_equal(store_conn_close(s, c3, "off"), 0);
   assert_int_equal(store_outbox_push(s, "off", "q", 1, 0), 0);
 
   json_t *all = store_users_json(s, 0, 0);
@@ -824,6 +910,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_conn_batching_and_online, setup, teardown),
       cmocka_unit_test_setup_teardown(test_batching_off, setup, teardown),
       cmocka_unit_test_setup_teardown(test_overdue_batch_commits_on_next_write, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_user_conn_open_and_queued_close, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lost_close_repaired_at_start, setup, teardown),
       cmocka_unit_test_setup_teardown(test_clean_close_closes_connections, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_recovery, setup, teardown),
       cmocka_unit_test_setup_teardown(test_outbox_order_and_drain, setup, teardown),
