@@ -918,6 +918,7 @@ int ws_refuse(struct lws *wsi, int code, const char *why) {
 }
 
 static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in, size_t len) {
+  h->metrics.ws_in_pieces++;
   if (c->close_code)
     return 0; /* closing: what still arrives is not delivered */
   /* A frame that announces more than the limit is refused on its first bytes, not after a
