@@ -731,6 +731,12 @@ static void deflate_narrow(struct host *h, struct lws *wsi) {
   if (!h->cfg.deflate)
     return;
   lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
+  /* Each message we send gets a fresh compressor, ended after its last frame (pm_deflate.c
+   * PACKET_TX_PRESEND: deflateEnd on FIN when this argument is set; only our sending side
+   * reads it), so an idle connection holds no zlib state: ~9 KB each at the settings above
+   * (docs/BENCHMARKS.md). A sender may always drop its history (RFC 7692 7.1.1.1): the
+   * peer's inflater is unaffected, and this changes nothing in the negotiated response. */
+  lws_set_extension_option(wsi, "permessage-deflate", "client_no_context_takeover", "1");
   if (lws_get_vhost_listen_port(h->vhost) <= 0)
     lws_set_extension_option(wsi, "permessage-deflate", "client_max_window_bits", "9");
 }
