@@ -9,9 +9,9 @@
 #include "head_guard.h"
 #include "http.h"
 #include "log.h"
+#include "lws_alloc.h"
 #include "notify.h"
 #include "plugins.h"
-#include "rxbuf.h"
 #include "signals.h"
 #include "ws.h"
 
@@ -90,7 +90,7 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 /* rx_buffer_size (--ws-rx-buffer, 64 KiB by default) is how much lws 4.1 reads from a
  * WebSocket per service and the largest piece it hands to LWS_CALLBACK_RECEIVE. lws also
  * allocates a receive buffer of that size for every WebSocket for its whole life, unless
- * rxbuf.c's allocator hook applies: then that buffer is 160 bytes (it only ever holds control
+ * lws_alloc.c's allocator hook applies: then that buffer is 160 bytes (it only ever holds control
  * frames) and a 64 KiB message is one read instead of 128 at 512 (docs/BENCHMARKS.md). Without
  * the hook (another lws series) the buffer stays per connection and is capped at
  * WS_RX_PER_CONN. tx_packet_size: without it lws caps every send() at rx_buffer_size plus a
@@ -176,7 +176,7 @@ int server_start(struct host *h) {
   /* The supervisor bound the port; accept.c accepts on it and hands connections to lws. */
   info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
   size_t rx = h->cfg.ws_rx_buffer;
-  if (rxbuf_install()) {
+  if (lws_alloc_install()) {
     /* lws reads into pt->serv_buf and caps a read at its size (default 4096). */
     if (rx + LWS_PRE > 4096)
       info.pt_serv_buf_size = (unsigned)(rx + LWS_PRE);

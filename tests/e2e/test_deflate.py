@@ -88,6 +88,42 @@ def test_each_message_compressed_on_its_own():
         w.close()
 
 
+def recv_compressed(w, inflater):
+    fin, op, payload = w.recv_frame()
+    while not fin:
+        fin, _, more = w.recv_frame()
+        payload += more
+    return op, inflater.decompress(payload + b"\x00\x00\xff\xff")
+
+
+def test_shared_output_buffer_under_backpressure():
+    """lws's deflate output buffer is one for all connections (host/net/lws_alloc.c): what a
+    slow reader's socket refuses must have been copied out before the next connection's
+    message is compressed into the same buffer. A reader with a tiny window gets ten
+    compressed 60 KB echoes (more than the sockets hold: lws keeps a partial frame, the rest
+    waits in the host's queue) while three other connections are answered; every message then
+    reads back intact, in order. Before, the 60 KB echoes crashed the host (lws resumed a
+    message from a buffer the host had freed)."""
+    words = [os.urandom(3).hex() for _ in range(300)]
+    msgs = [" ".join(words[(i * 7 + k * 13) % 300] for k in range(8600))[:60000]
+            for i in range(10)]
+    with echo_host() as h:
+        slow = RawWS(h.port, timeout=20, extra_headers=DEFLATE_OFFER, rcvbuf=4096)
+        others = [deflate_ws(h) for _ in range(3)]
+        infl = {id(w): zlib.decompressobj(-15) for w in [slow] + others}
+        for w in [slow] + others:
+            recv_compressed(w, infl[id(w)])  # greeting
+        for m in msgs:
+            slow.send_frame(OP_TEXT, m)  # its echoes pile up: slow reads nothing yet
+        for w, m in zip(others, msgs[1:]):
+            w.send_frame(OP_TEXT, m)
+            assert recv_compressed(w, infl[id(w)]) == (OP_TEXT, m.encode()), "other reader"
+        for m in msgs:
+            assert recv_compressed(slow, infl[id(slow)]) == (OP_TEXT, m.encode()), "slow reader"
+        for w in [slow] + others:
+            w.close()
+
+
 def test_idle_deflate_connections_stay_small():
     """An idle connection that negotiated permessage-deflate and got its (compressed) greeting
     holds no zlib stream: ~4 KB each, against ~17 KB when the compressor lived on."""
