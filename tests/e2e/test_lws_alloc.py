@@ -57,6 +57,24 @@ def test_small_read_size_still_works():
         w.close()
 
 
+def test_read_size_bounds():
+    """--ws-rx-buffer: 128..1048576 (one buffer for the process, not per connection)."""
+    with echo_host(["--ws-rx-buffer", "1048576"]) as h:
+        w = greeted(h)
+        msg = "m" * 300000
+        w.send_frame(OP_TEXT, msg)
+        assert w.recv_message() == (OP_TEXT, msg)
+        w.close()
+    for bad in ("127", "1048577"):
+        h = echo_host(["--ws-rx-buffer", bad])
+        try:
+            h.start(wait=False)
+            assert h.wait_exit() != 0, f"--ws-rx-buffer {bad} must be refused"
+            assert "ws-rx-buffer" in h.log()
+        finally:
+            h.cleanup()
+
+
 def test_control_frames_byte_by_byte_on_many_connections():
     """Control frames are the only thing lws copies into a connection's own (now 160-byte)
     buffer. Pings of the largest legal size (125 bytes) and a close with a 123-byte reason,
