@@ -39,7 +39,6 @@ _Static_assert(LWS_ALLOC_RX_SMALL >= LWS_PRE + 125 + 1, "a control frame must fi
 #define TX_SHARED_SIZE (LWS_PRE + 7 + 5 + (1u << LWS_ALLOC_DEFLATE_TX_PWR2))
 
 static unsigned char *tx_shared;
-static unsigned long long rx_small, tx_shared_count;
 
 static void *lws_alloc_realloc(void *ptr, size_t size, const char *reason) {
   if (ptr && ptr == tx_shared) {
@@ -56,14 +55,10 @@ static void *lws_alloc_realloc(void *ptr, size_t size, const char *reason) {
   }
   if (!ptr && reason) {
     /* lws_malloc(rx_buffer_size + LWS_PRE + 4, "rx_ubuf"): a new buffer, never resized. */
-    if (size > LWS_ALLOC_RX_SMALL && !strcmp(reason, "rx_ubuf")) {
-      rx_small++;
+    if (size > LWS_ALLOC_RX_SMALL && !strcmp(reason, "rx_ubuf"))
       return malloc(LWS_ALLOC_RX_SMALL);
-    }
-    if (tx_shared && size <= TX_SHARED_SIZE && !strcmp(reason, "pmd tx deflate buf")) {
-      tx_shared_count++;
+    if (tx_shared && size <= TX_SHARED_SIZE && !strcmp(reason, "pmd tx deflate buf"))
       return tx_shared;
-    }
   }
   return realloc(ptr, size);
 }
@@ -82,11 +77,4 @@ int lws_alloc_install(void) {
 
 int lws_alloc_deflate_tx_pwr2(void) {
   return tx_shared ? LWS_ALLOC_DEFLATE_TX_PWR2 : 0;
-}
-
-unsigned long long lws_alloc_rx_small_count(void) {
-  return rx_small;
-}
-unsigned long long lws_alloc_tx_shared_count(void) {
-  return tx_shared_count;
 }

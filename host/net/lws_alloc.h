@@ -26,8 +26,4 @@ int lws_alloc_install(void);
  * default 1 KiB per connection). */
 int lws_alloc_deflate_tx_pwr2(void);
 
-/* Receive buffers allocated small, and deflate output buffers shared, since the install. */
-unsigned long long lws_alloc_rx_small_count(void);
-unsigned long long lws_alloc_tx_shared_count(void);
-
 #endif

@@ -176,11 +176,8 @@ int server_start(struct host *h) {
   /* The supervisor bound the port; accept.c accepts on it and hands connections to lws. */
   info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
   size_t rx = h->cfg.ws_rx_buffer;
-  if (lws_alloc_install()) {
-    /* lws reads into pt->serv_buf and caps a read at its size (default 4096). */
-    if (rx + LWS_PRE > 4096)
-      info.pt_serv_buf_size = (unsigned)(rx + LWS_PRE);
-  } else if (rx > WS_RX_PER_CONN) {
+  int small_rx = lws_alloc_install();
+  if (!small_rx && rx > WS_RX_PER_CONN) {
     log_warn(NULL, NULL,
              "lws %s allocates the receive buffer on every WebSocket: reading in pieces of %d "
              "bytes, not --ws-rx-buffer %zu",
@@ -191,6 +188,9 @@ int server_start(struct host *h) {
    * (1009 for a deflate bomb) when it reads in small pieces: 4096 then (test_deflate.py). */
   if (h->cfg.deflate && rx < 4096)
     rx = 4096;
+  /* lws reads into pt->serv_buf and caps a read at its size too (default 4096). */
+  if (small_rx && rx + LWS_PRE > 4096)
+    info.pt_serv_buf_size = (unsigned)(rx + LWS_PRE);
   protocols[0].rx_buffer_size = rx;
   protocols[2].rx_buffer_size = rx; /* the subprotocol slot (ws.c) matches "wshost" */
   info.protocols = protocols;
