@@ -46,9 +46,9 @@ static const struct opt opts[] = {
       "bytes/s a request body must keep up after 5 s (0: no minimum)"),
     O("max-header", OPT_SIZE, max_header, "4096",
       "HTTP request header bytes (per connection while it is read)"),
-    O("ws-rx-buffer", OPT_SIZE, ws_rx_buffer, "512",
-      "receive buffer per WebSocket (bytes, 128..65536): lws keeps it for the connection's life "
-      "and reads the socket in pieces of this size"),
+    O("ws-rx-buffer", OPT_SIZE, ws_rx_buffer, "65536",
+      "bytes lws reads from a WebSocket at a time (128..1048576); one buffer for all connections, "
+      "each keeps 160 bytes (lws 4.1; see README)"),
     O("max-connections", OPT_INT, max_connections, "10000", "WebSocket connections"),
     O("ping-interval", OPT_INT, ping_interval, "25", "seconds idle before a ping"),
     O("pong-timeout", OPT_INT, pong_timeout, "10", "seconds to wait for the pong"),
@@ -229,8 +229,8 @@ int config_parse(struct config *cfg, int argc, char **argv) {
     log_error(NULL, NULL, "--port, --max-message, --max-connections, --outbox-max out of range");
     return -1;
   }
-  if (cfg->ws_rx_buffer < 128 || cfg->ws_rx_buffer > 65536) {
-    log_error(NULL, NULL, "--ws-rx-buffer must be 128..65536 bytes");
+  if (cfg->ws_rx_buffer < 128 || cfg->ws_rx_buffer > 1048576) {
+    log_error(NULL, NULL, "--ws-rx-buffer must be 128..1048576 bytes");
     return -1;
   }
   if (!cfg->tls_cert != !cfg->tls_key) {

@@ -18,7 +18,7 @@ struct config {
   size_t max_body_total;        /* HTTP bodies being read, all requests together (503 past it) */
   size_t min_body_rate;         /* bytes/s a body must keep up after its grace (408 below) */
   size_t max_header;            /* HTTP request headers, bytes */
-  size_t ws_rx_buffer;          /* lws's per-WebSocket receive buffer, bytes (server.c) */
+  size_t ws_rx_buffer;          /* bytes lws reads from a WebSocket at a time (server.c) */
   int max_connections;          /* WebSocket connections (503 past it) */
   int ping_interval;            /* seconds of silence before a ping */
   int pong_timeout;             /* seconds to wait for the pong */

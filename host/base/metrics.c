@@ -212,6 +212,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
           m->ws_in_messages);
   counter(f, "wshost_ws_received_bytes_total", "Payload bytes of the messages received.",
           m->ws_in_bytes);
+  counter(f, "wshost_ws_received_pieces_total",
+          "Pieces lws handed the received messages over in: one per read of a large message, "
+          "each up to --ws-rx-buffer bytes.",
+          m->ws_in_pieces);
   counter(f, "wshost_ws_messages_sent_total", "WebSocket messages written to clients.",
           m->ws_out_messages);
   counter(f, "wshost_ws_sent_bytes_total", "Payload bytes of the messages sent.", m->ws_out_bytes);

@@ -23,6 +23,7 @@ struct metrics_hist {
 /* Every counter is touched on the event loop thread only, so plain integers do. */
 struct metrics {
   uint64_t ws_in_messages, ws_in_bytes;
+  uint64_t ws_in_pieces; /* LWS_CALLBACK_RECEIVE calls: a large message's pieces (reads) */
   uint64_t ws_out_messages, ws_out_bytes;
   uint64_t ws_out_direct; /* of ws_out_messages: written at once, without the send queue */
   uint64_t sendq_overflows;

@@ -296,8 +296,7 @@ static const char *a_request_header(FunctionContext *ctx, const char *name) {
     return NULL; /* lws keeps the headers only until the connection is established */
   if (r)
     return bound->net->http_header_lookup(r->wsi, r->headers, name, r->headers_lazy);
-  return bound->net->http_header_lookup(c->wsi, c->upgrade->headers, name,
-                                        c->upgrade->headers_lazy);
+  return bound->net->ws_upgrade_header(c, name);
 }
 
 static const char *a_env(const char *name) {

@@ -18,6 +18,8 @@ struct net_ops {
   int (*ws_bind_user)(struct host *h, struct conn *c, const char *user_id);
   int (*ws_reject)(struct conn *c, int status, const char *reason);
   int (*ws_accept_protocol)(struct conn *c, const char *name);
+  /* cloud_request_header in the connection event: a header of c's upgrade request. */
+  const char *(*ws_upgrade_header)(struct conn *c, const char *name);
   /* cloud_deferred_send_to_user (push.c): d completed with the push's outcome. */
   int (*push_deferred)(struct host *h, cloud_deferred *d, const char *user_id, const void *data,
                        size_t len, int is_binary);
@@ -25,8 +27,7 @@ struct net_ops {
   int (*http_set_response)(struct http_req *r, int status, const char *content_type,
                            const char *body, size_t len);
   int (*http_add_header)(struct http_req *r, const char *name, const char *value);
-  const char *(*http_header_lookup)(struct lws *wsi, json_t *headers, const char *name,
-                                    int lazy);
+  const char *(*http_header_lookup)(struct lws *wsi, json_t *headers, const char *name, int lazy);
   void (*http_deferred_done)(struct http_req *r);
 };
 

@@ -6,6 +6,12 @@
 #include "push.h"
 #include "ws.h"
 
+static const char *ws_upgrade_header(struct conn *c, const char *name) {
+  return c->upgrade
+             ? http_header_lookup(c->wsi, c->upgrade->headers, name, c->upgrade->headers_lazy)
+             : NULL;
+}
+
 const struct net_ops net_ops_table = {
     .ws_find = ws_find,
     .ws_send = ws_send,
@@ -15,6 +21,7 @@ const struct net_ops net_ops_table = {
     .ws_reject = ws_reject,
     .ws_accept_protocol = ws_accept_protocol,
     .push_deferred = push_deferred,
+    .ws_upgrade_header = ws_upgrade_header,
     .http_set_response = http_set_response,
     .http_add_header = http_add_header,
     .http_header_lookup = http_header_lookup,

@@ -9,6 +9,7 @@
 #include "head_guard.h"
 #include "http.h"
 #include "log.h"
+#include "lws_alloc.h"
 #include "notify.h"
 #include "plugins.h"
 #include "signals.h"
@@ -86,20 +87,23 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
   }
 }
 
-/* rx_buffer_size (--ws-rx-buffer, 512 by default): lws allocates it for every WebSocket for its
- * whole life, so at lws's usual 4096 it was most of an idle connection's memory (4 KiB of the
- * 6.3 KiB measured). lws 4.1 also reads the socket in pieces of this size (a 64 KiB message is
- * 128 reads at 512, 16 at 4096, 512 at 128): 512 takes a typical message in one read at a
- * fraction of the memory. tx_packet_size: without it lws caps every send() at rx_buffer_size
- * plus a frame header; at 64 KiB one send() takes a whole frame and lws buffers what the kernel
- * refuses (docs/BENCHMARKS.md, "Memory"). */
+/* rx_buffer_size (--ws-rx-buffer, 64 KiB by default) is how much lws 4.1 reads from a
+ * WebSocket per service and the largest piece it hands to LWS_CALLBACK_RECEIVE. lws also
+ * allocates a receive buffer of that size for every WebSocket for its whole life, unless
+ * lws_alloc.c's allocator hook applies: then that buffer is 160 bytes (it only ever holds control
+ * frames) and a 64 KiB message is one read instead of 128 at 512 (docs/BENCHMARKS.md). Without
+ * the hook (another lws series) the buffer stays per connection and is capped at
+ * WS_RX_PER_CONN. tx_packet_size: without it lws caps every send() at rx_buffer_size plus a
+ * frame header; at 64 KiB one send() takes a whole frame and lws buffers what the kernel
+ * refuses. */
+#define WS_RX_PER_CONN 512
 #define WS_TX_PACKET 65536
 static struct lws_protocols protocols[] = {
     {"wshost", callback_main, sizeof(struct session), 512, 0, NULL, WS_TX_PACKET},
     {"wshost-watch", plugins_watch_callback, 0, 0, 0, NULL, 0},
     /* The subprotocol slot (ws.c, WS_SLOT_PROTOCOL): an upgrade that offers subprotocols is
      * bound here; its name is rewritten per upgrade. Must match "wshost" in all but name. */
-    {WS_SLOT_PROTOCOL, callback_main, sizeof(struct session), 4096, 0, NULL, 0},
+    {WS_SLOT_PROTOCOL, callback_main, sizeof(struct session), 4096, 0, NULL, WS_TX_PACKET},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -171,9 +175,22 @@ int server_start(struct host *h) {
   memset(&info, 0, sizeof info);
   /* The supervisor bound the port; accept.c accepts on it and hands connections to lws. */
   info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+  size_t rx = h->cfg.ws_rx_buffer;
+  int small_rx = lws_alloc_install();
+  if (!small_rx && rx > WS_RX_PER_CONN) {
+    log_warn(NULL, NULL,
+             "lws %s allocates the receive buffer on every WebSocket: reading in pieces of %d "
+             "bytes, not --ws-rx-buffer %zu",
+             lws_get_library_version(), WS_RX_PER_CONN, rx);
+    rx = WS_RX_PER_CONN;
+  }
   /* With permessage-deflate on, lws 4.1.6 loses the close frame of a message it refuses
    * (1009 for a deflate bomb) when it reads in small pieces: 4096 then (test_deflate.py). */
-  size_t rx = h->cfg.deflate && h->cfg.ws_rx_buffer < 4096 ? 4096 : h->cfg.ws_rx_buffer;
+  if (h->cfg.deflate && rx < 4096)
+    rx = 4096;
+  /* lws reads into pt->serv_buf and caps a read at its size too (default 4096). */
+  if (small_rx && rx + LWS_PRE > 4096)
+    info.pt_serv_buf_size = (unsigned)(rx + LWS_PRE);
   protocols[0].rx_buffer_size = rx;
   protocols[2].rx_buffer_size = rx; /* the subprotocol slot (ws.c) matches "wshost" */
   info.protocols = protocols;

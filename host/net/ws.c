@@ -6,6 +6,7 @@
 #include "http.h"
 #include "invocation.h"
 #include "log.h"
+#include "lws_alloc.h"
 #include "peer.h"
 #include "plugins.h"
 #include "quarantine.h"
@@ -734,6 +735,21 @@ static void deflate_narrow(struct host *h, struct lws *wsi) {
   if (!h->cfg.deflate)
     return;
   lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
+  /* Each message we send gets a fresh compressor, ended after its last frame (pm_deflate.c
+   * PACKET_TX_PRESEND: deflateEnd on FIN when this argument is set; only our sending side
+   * reads it), so an idle connection holds no zlib state: ~9 KB each at the settings above
+   * (docs/BENCHMARKS.md). A sender may always drop its history (RFC 7692 7.1.1.1): the
+   * peer's inflater is unaffected, and this changes nothing in the negotiated response. */
+  lws_set_extension_option(wsi, "permessage-deflate", "client_no_context_takeover", "1");
+  /* A whole message compressed in one call, into the one output buffer all connections share
+   * (lws_alloc.c): lws then never resumes a message from the caller's buffer after
+   * lws_write returned, which it did at its default 1 KiB pieces (a crash, or corrupt frames). */
+  int pwr2 = lws_alloc_deflate_tx_pwr2();
+  if (pwr2) {
+    char v[8];
+    snprintf(v, sizeof v, "%d", pwr2);
+    lws_set_extension_option(wsi, "permessage-deflate", "tx_buf_size", v);
+  }
   if (lws_get_vhost_listen_port(h->vhost) <= 0)
     lws_set_extension_option(wsi, "permessage-deflate", "client_max_window_bits", "9");
 }
@@ -926,6 +942,7 @@ int ws_refuse(struct lws *wsi, int code, const char *why) {
 }
 
 static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in, size_t len) {
+  h->metrics.ws_in_pieces++;
   if (c->close_code)
     return 0; /* closing: what still arrives is not delivered */
   /* A frame that announces more than the limit is refused on its first bytes, not after a

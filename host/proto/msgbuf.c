@@ -63,8 +63,16 @@ void msgbuf_free(struct msgbuf *m) {
 int utf8_valid(const unsigned char *s, size_t len) {
   size_t i = 0;
   while (i < len) {
-    /* Text is mostly ASCII: skip it 8 bytes at a time (a 64 KiB message took ~7 instructions
-     * a byte one at a time, as much as lws's whole receive path). */
+    /* Text is mostly ASCII: skip it 32 bytes at a time (a 64 KiB message took ~7 instructions
+     * a byte one at a time, as much as lws's whole receive path; 8 at a time it was still 14%
+     * of the host's CPU in a 64 KiB echo once lws read whole messages). */
+    while (len - i >= 32) {
+      uint64_t w[4];
+      memcpy(w, s + i, 32);
+      if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ull)
+        break;
+      i += 32;
+    }
     while (len - i >= 8) {
       uint64_t w;
       memcpy(&w, s + i, 8);
