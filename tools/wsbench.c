@@ -1063,11 +1063,13 @@ static void parse_args(struct bench *b, int argc, char **argv) {
       b->close_handshake = atoi(optarg);
       break;
     case 'R': /* pid[,pid...] */
-      for (char *t = optarg; *t && b->npids < MAX_PIDS; t += strspn(t, ",")) {
+      for (char *t = optarg; *t; t += strspn(t, ",")) {
         char *e;
         long v = strtol(t, &e, 10);
         if (e == t || v <= 0)
           usage();
+        if (b->npids == MAX_PIDS)
+          die("-R: at most %d pids", MAX_PIDS);
         b->pids[b->npids++] = (int)v;
         t = e;
       }
