@@ -3,8 +3,9 @@
  *
  *   wsbench [-m echo|churn|idle|push|room] [-h host] [-p port] [-u path] [-c conns] [-d seconds]
  *           [-s size] [-g greetings] [-k srcips] [-w warmup] [-o max_handshakes]
- *           [-t handshake_timeout] [-C 0|1] [-R pid] [-l label]
+ *           [-t handshake_timeout] [-C 0|1] [-R pid[,pid...]] [-l label]
  *           push: [-P push_path] [-a header] [-n max_pushes] [-r pushes_per_s] [-T timeout_ms]
+ *                 [-E http_port]
  *
  * Every run prints readable lines starting with "# " and one result line of key=value pairs
  * starting with "mode=", which tools/bench/run parses.
@@ -44,6 +45,7 @@ enum state { ST_IDLE, ST_CONNECTING, ST_UPGRADING, ST_OPEN, ST_CLOSING, ST_DEAD 
 #define HTTP_SLOT UINT32_MAX
 #define MAX_FRAME (64u << 20) /* a frame bigger than this is a broken server, not a load */
 #define MAX_USER_ID 256
+#define MAX_PIDS 8 /* -R: a cluster is several server processes (and a redis-server) */
 
 struct conn {
   int fd;
@@ -69,6 +71,7 @@ struct conn {
  * machine, which on a shared box is the noise that explains a bad run. Clock ticks. */
 struct cpu_snap {
   long long machine_busy, steal, server, self;
+  long long per_pid[MAX_PIDS];
 };
 
 struct samples {
@@ -85,9 +88,11 @@ struct bench {
   enum mode mode;
   double secs, warmup, hs_timeout, push_timeout, push_rate;
   long max_pushes;
-  int rss_pid;
+  int rss_pid; /* the first of -R: its RSS is reported */
+  int pids[MAX_PIDS], npids;
+  int http_port; /* -E: pushes go to this port (another node of a cluster); 0: -p */
   /* runtime */
-  struct sockaddr_in dst;
+  struct sockaddr_in dst, hdst;
   int ep;
   struct conn *cs;
   unsigned char *msg; /* the echo frame, masked once: the server's unmasking cost is the same */
@@ -202,7 +207,7 @@ static long long pid_ticks(int pid) {
   return (long long)(ut + st);
 }
 
-static void cpu_snap_take(struct cpu_snap *c, int server_pid) {
+static void cpu_snap_take(struct cpu_snap *c, const int *pids, int npids) {
   unsigned long long v[8] = {0};
   FILE *f = fopen("/proc/stat", "r");
   memset(c, 0, sizeof *c);
@@ -214,19 +219,29 @@ static void cpu_snap_take(struct cpu_snap *c, int server_pid) {
     }
     fclose(f);
   }
-  c->server = server_pid ? pid_ticks(server_pid) : 0;
+  for (int i = 0; i < npids; i++) {
+    c->per_pid[i] = pid_ticks(pids[i]);
+    c->server += c->per_pid[i] > 0 ? c->per_pid[i] : 0;
+  }
   c->self = pid_ticks(getpid());
 }
 
-/* " server_cpu_pct=.. client_cpu_pct=.. other_cpu_pct=.. steal_pct=.." (100 = one CPU). */
+/* " server_cpu_pct=.. client_cpu_pct=.. other_cpu_pct=.. steal_pct=.." (100 = one CPU);
+ * server is the sum over -R's pids, so a cluster's own processes are not counted as others'.
+ * With several pids, " cpu_pct_1=.. cpu_pct_2=.." too, in -R's order. */
 static void cpu_report(char *dst, size_t cap, const struct cpu_snap *a, const struct cpu_snap *b,
-                       double secs) {
+                       int npids, double secs) {
   double hz = (double)sysconf(_SC_CLK_TCK), k = 100.0 / (hz * secs);
   long long server = b->server - a->server, self = b->self - a->self;
   long long other = (b->machine_busy - a->machine_busy) - server - self - (b->steal - a->steal);
-  snprintf(dst, cap, " server_cpu_pct=%.0f client_cpu_pct=%.0f other_cpu_pct=%.0f steal_pct=%.0f",
-           (double)server * k, (double)self * k, (double)(other > 0 ? other : 0) * k,
-           (double)(b->steal - a->steal) * k);
+  int o = snprintf(dst, cap,
+                   " server_cpu_pct=%.0f client_cpu_pct=%.0f other_cpu_pct=%.0f steal_pct=%.0f",
+                   (double)server * k, (double)self * k, (double)(other > 0 ? other : 0) * k,
+                   (double)(b->steal - a->steal) * k);
+  for (int i = 0; npids > 1 && i < npids && o > 0 && (size_t)o < cap; i++) {
+    long long d = a->per_pid[i] >= 0 && b->per_pid[i] >= 0 ? b->per_pid[i] - a->per_pid[i] : 0;
+    o += snprintf(dst + o, cap - (size_t)o, " cpu_pct_%d=%.1f", i + 1, (double)d * k);
+  }
 }
 
 /* ---- sockets and framing ---- */
@@ -696,7 +711,7 @@ static int http_open(struct bench *b) {
   int one = 1;
   setsockopt(b->hfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   /* Blocking connect on loopback: done once, before any measurement. */
-  if (connect(b->hfd, (struct sockaddr *)&b->dst, sizeof b->dst) < 0) {
+  if (connect(b->hfd, (struct sockaddr *)&b->hdst, sizeof b->hdst) < 0) {
     http_close(b);
     return -1;
   }
@@ -750,8 +765,8 @@ static void push_send(struct bench *b) {
   int n = snprintf(req, sizeof req,
                    "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                    "Content-Length: %d\r\n%s%s\r\n%s",
-                   b->push_path, b->host, b->port, bl, b->auth_header ? b->auth_header : "",
-                   b->auth_header ? "\r\n" : "", body);
+                   b->push_path, b->host, ntohs(b->hdst.sin_port), bl,
+                   b->auth_header ? b->auth_header : "", b->auth_header ? "\r\n" : "", body);
   b->pushes++;
   if (send(b->hfd, req, (size_t)n, MSG_NOSIGNAL) != n) {
     b->http_errors++;
@@ -941,7 +956,7 @@ static void push_begin(struct bench *b) {
     b->order[j] = tmp;
   }
   if (b->norder && http_open(b) < 0)
-    die("push: cannot connect to %s:%d for HTTP", b->host, b->port);
+    die("push: cannot connect to %s:%d for HTTP", b->host, ntohs(b->hdst.sin_port));
   /* room: the host times joining every socket to a room and leaving it (the function answers
    * "jl <sockets> <join_us> <leave_us>" on the connection that asked). */
   if (b->mode == M_ROOM && b->norder) {
@@ -984,17 +999,19 @@ static void ramp(struct bench *b) {
 static void usage(void) {
   fputs("usage: wsbench [-m echo|churn|idle|push|room] [-h host] [-p port] [-u path] [-c conns]\n"
         "               [-d seconds] [-s size] [-g greetings] [-k srcips] [-w warmup_s]\n"
-        "               [-o max_handshakes] [-t handshake_timeout_s] [-C 0|1] [-R pid] [-l label]\n"
-        "               [-P push_path] [-a 'Header: value'] [-n max_pushes] [-r pushes_per_s]\n"
-        "               [-T push_timeout_ms] [-x]\n"
+        "               [-o max_handshakes] [-t handshake_timeout_s] [-C 0|1] [-R pid[,pid..]]\n"
+        "               [-l label] [-P push_path] [-a 'Header: value'] [-n max_pushes]\n"
+        "               [-r pushes_per_s] [-T push_timeout_ms] [-E http_port] [-x]\n"
         "  echo : one message in flight per connection: round trips/s, p50/p99 latency\n"
         "  churn: connect, upgrade, read -g frames, close (-C 1: close handshake): conns/s\n"
         "  idle : hold -c connections for -d s; -R pid reports the server's RSS per connection\n"
         "  push : -c users greeted with {\"user_id\":..}; POST -P for one at a time, measure\n"
-        "         the time until the frame reaches that user's socket\n"
+        "         the time until the frame reaches that user's socket; -E: POST to this\n"
+        "         port (another node of a cluster) while the users are connected to -p\n"
         "  room : -c members of one room (tests/plugins/room_bench.c); POST -P (/room_bench)\n"
         "         one message at a time to the room, measure until the last member has it\n"
         "  -k N : spread connections over source addresses 127.0.0.1..N (0: automatic)\n"
+        "  -R   : server pids whose CPU is the server's (summed); RSS is the first one's\n"
         "  -x   : offer permessage-deflate (idle, churn: compressed frames are counted only)\n",
         stderr);
   exit(2);
@@ -1004,7 +1021,7 @@ static void parse_args(struct bench *b, int argc, char **argv) {
   int o;
   const char *m = "echo";
   b->greet = -1;
-  while ((o = getopt(argc, argv, "h:p:u:c:d:s:m:g:k:w:o:t:C:R:l:P:a:n:r:T:x")) != -1) {
+  while ((o = getopt(argc, argv, "h:p:u:c:d:s:m:g:k:w:o:t:C:R:l:P:a:n:r:T:xE:")) != -1) {
     switch (o) {
     case 'h':
       b->host = optarg;
@@ -1045,8 +1062,21 @@ static void parse_args(struct bench *b, int argc, char **argv) {
     case 'C':
       b->close_handshake = atoi(optarg);
       break;
-    case 'R':
-      b->rss_pid = atoi(optarg);
+    case 'R': /* pid[,pid...] */
+      for (char *t = optarg; *t; t += strspn(t, ",")) {
+        char *e;
+        long v = strtol(t, &e, 10);
+        if (e == t || v <= 0)
+          usage();
+        if (b->npids == MAX_PIDS)
+          die("-R: at most %d pids", MAX_PIDS);
+        b->pids[b->npids++] = (int)v;
+        t = e;
+      }
+      b->rss_pid = b->npids ? b->pids[0] : 0;
+      break;
+    case 'E':
+      b->http_port = atoi(optarg);
       break;
     case 'l':
       b->label = optarg;
@@ -1104,6 +1134,9 @@ static void parse_args(struct bench *b, int argc, char **argv) {
     die("cannot resolve %s", b->host);
   b->dst = *(struct sockaddr_in *)res->ai_addr;
   b->dst.sin_port = htons((uint16_t)b->port);
+  b->hdst = b->dst;
+  if (b->http_port > 0)
+    b->hdst.sin_port = htons((uint16_t)b->http_port);
   freeaddrinfo(res);
 }
 
@@ -1213,7 +1246,7 @@ int main(int argc, char **argv) {
         b.rtt = 0;
         b.churned = 0;
         b.lat.n = 0;
-        cpu_snap_take(&b.cpu0, b.rss_pid);
+        cpu_snap_take(&b.cpu0, b.pids, b.npids);
       }
       if (t >= end)
         break;
@@ -1259,7 +1292,7 @@ int main(int argc, char **argv) {
   if (el <= 0)
     el = 1e-9;
   struct cpu_snap cpu1;
-  cpu_snap_take(&cpu1, b.rss_pid);
+  cpu_snap_take(&cpu1, b.pids, b.npids);
   if (b.rss_pid)
     rss1 = rss_kb(b.rss_pid);
   long up = 0;
@@ -1267,12 +1300,12 @@ int main(int argc, char **argv) {
     up += b.cs[i].st == ST_OPEN || b.cs[i].st == ST_CLOSING;
   if (b.lat.n)
     qsort(b.lat.v, b.lat.n, sizeof *b.lat.v, cmp_double);
-  char rss[160] = "", cpu[160] = "", extra[320];
+  char rss[160] = "", cpu[400] = "", extra[576];
   if (b.rss_pid)
     snprintf(rss, sizeof rss, " rss_before_kb=%ld rss_after_kb=%ld bytes_per_conn=%.0f", rss0, rss1,
              up > 0 && rss0 >= 0 && rss1 >= 0 ? (double)(rss1 - rss0) * 1024.0 / (double)up : 0.0);
   if (b.measuring)
-    cpu_report(cpu, sizeof cpu, &b.cpu0, &cpu1, el);
+    cpu_report(cpu, sizeof cpu, &b.cpu0, &cpu1, b.npids, el);
   snprintf(extra, sizeof extra, "%s%s", rss, cpu); /* ends every result line */
   switch (b.mode) {
   case M_ECHO:

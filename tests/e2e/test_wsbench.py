@@ -2,6 +2,7 @@
 Counts only, no timings (the figures are make bench's business, not a test's)."""
 
 import os
+import shutil
 import subprocess
 
 from harness import *  # noqa: F401,F403
@@ -66,6 +67,26 @@ def test_churn_counts_connections():
             r = wsbench("-p", h.port, "-m", "churn", "-c", 4, "-d", 0.5, "-w", 0.1, "-g", 1,
                         "-C", close_handshake)
             assert r["failed"] == "0" and int(r["churned"]) > 0, r
+
+
+def test_push_to_another_node_of_a_cluster():
+    # make bench's cpush row: users on node B, pushes POSTed to node A's /_/push (-E), and the
+    # CPU of every process of the cluster counted as the server's (-R a,b), none as "others".
+    if not shutil.which("redis-server"):
+        print("  (skipped: no redis-server)")
+        return
+    from test_cluster import Redis, node, wait_joined
+    with Redis() as redis, node(redis) as a, node(redis) as b:
+        wait_joined(a, b)
+        r = wsbench("-p", b.port, "-E", a.port, "-P", "/_/push", "-a",
+                    f"Authorization: Bearer {a.admin_token}", "-m", "push", "-c", 5, "-d", 10,
+                    "-w", 1, "-n", 20, "-R", f"{a.serving_pid()},{b.serving_pid()},{redis.proc.pid}")
+        assert r["users"] == "5", r
+        assert r["pushes"] == "20" and r["delivered"] == "20", f"not pushed across nodes: {r}"
+        assert r["lost"] == "0" and r["queued"] == "0" and r["http_errors"] == "0", r
+        assert all(f"cpu_pct_{i}" in r for i in (1, 2, 3)), f"no CPU per process: {r}"
+        # All 20 went through node B's socket, not a local one on A: A holds no connection.
+        assert not a.online_users(), a.online_users()
 
 
 def test_bad_arguments_exit_2():
