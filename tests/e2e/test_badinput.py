@@ -242,9 +242,14 @@ async def test_close_codes():
         c.close()
 
         def plugin_saw():
-            closes = {e["user_id"]: e for e in shared_value(h, "ws_closes") or []}
-            want = list(seen) + [bad_reason_uid]
-            return closes if all(u in closes for u in want) else None
+            # Per user: with --isolation process two workers' appends to one list can race.
+            closes = {}
+            for u in list(seen) + [bad_reason_uid]:
+                got = shared_value(h, "ws_close:" + u)
+                if not got:
+                    return None
+                closes[u] = got[-1]
+            return closes
 
         closes = await async_wait_until(lambda: asyncio.to_thread(plugin_saw),
                                         what="every close event in cloud_shared")

@@ -1,8 +1,12 @@
 /* ws_echo: a __websocket__ for tests. Greets like the example (user id and token), echoes
  * every message as it came (text as text, binary as binary), and records each close event in
  * cloud_shared "ws_closes" (array of {user_id, code, reason}) and each error event in
- * "ws_errors", so the HTTP function `shared` can report them. */
+ * "ws_errors", so the HTTP function `shared` can report them. With --isolation process two
+ * workers may append at once and one append can be lost (a get then a set is not atomic
+ * across processes): each close is also kept under "ws_close:<user id>", which only that
+ * user's connections write. */
 #include <cloud.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static void append_shared(const char *key, json_t *item) {
@@ -33,8 +37,12 @@ CLOUD_FUNCTION(ctx) {
       return cloud_socket_send_binary(ctx->socket, ctx->params.data, ctx->params.len) < 0;
     return cloud_socket_send(ctx->socket, ctx->params.data) < 0;
   } else if (cloud_method_is(ctx, "WebSocket:close")) {
-    append_shared("ws_closes", json_pack("{s:s?, s:i, s:s?}", "user_id", ctx->user_id, "code",
-                                         ctx->params.code, "reason", ctx->params.reason));
+    json_t *e = json_pack("{s:s?, s:i, s:s?}", "user_id", ctx->user_id, "code", ctx->params.code,
+                          "reason", ctx->params.reason);
+    char key[160];
+    snprintf(key, sizeof key, "ws_close:%s", ctx->user_id ? ctx->user_id : "");
+    append_shared(key, json_incref(e));
+    append_shared("ws_closes", e);
   } else if (cloud_method_is(ctx, "WebSocket:error")) {
     append_shared("ws_errors",
                   json_pack("{s:s?, s:s?}", "user_id", ctx->user_id, "error", ctx->params.error));
