@@ -34,7 +34,12 @@
 /* WAL bytes kept after a checkpoint reset it; more is truncated (PRAGMA journal_size_limit). */
 #define WAL_SIZE_LIMIT (4 * 1024 * 1024)
 #define WAL_LIMIT_STR "4194304"
-#define CKPT_FRAMES 1000 /* WAL frames (of 4 KB pages) that call for a checkpoint now */
+/* WAL frames (of 4 KB pages): every CKPT_FRAMES more call the checkpoint thread now, while
+ * the loop goes on writing; past CKPT_HOLD_FRAMES the loop also holds its writes until one
+ * checkpoint copied everything (so the WAL can restart), at most CKPT_HOLD_MS. A hold at every
+ * CKPT_FRAMES cost churn ~40% of its rate (greetings wait for the commit the hold delays). */
+#define CKPT_FRAMES 1000
+#define CKPT_HOLD_FRAMES 3000
 #define CKPT_HOLD_MS 250
 #define DEFAULT_USER_TTL_S (30 * 24 * 3600)
 #define DEFAULT_CONN_HISTORY_S (7 * 24 * 3600)
@@ -253,12 +258,13 @@ struct store {
   char *path;
   pthread_t ckpt;
   int ckpt_started, ckpt_stop;
+  int ckpt_kicked_at; /* WAL frames when the loop last called the thread (loop thread only) */
   pthread_mutex_t ckpt_mu;
   pthread_cond_t ckpt_cv;
   struct metrics_hist *commit_latency; /* NULL: commits are not timed */
   /* A PASSIVE checkpoint racing a writer that commits every few ms never finds the WAL
    * wholly copied, so the WAL is never restarted and only grows (959 MB once). Past
-   * CKPT_FRAMES the loop holds its batched writes (in memory, as for a lock) until the
+   * CKPT_HOLD_FRAMES the loop holds its batched writes (in memory, as for a lock) until the
    * thread has copied everything, at most CKPT_HOLD_MS. Monotonic ms; 0: no hold. */
   _Atomic int64_t ckpt_hold_until;
 };
@@ -383,12 +389,18 @@ static int ckpt_holding(struct store *s) {
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
   (void)db, (void)name;
   struct store *s = arg;
-  if (frames > CKPT_FRAMES && s->ckpt_started && !ckpt_holding(s)) {
+  if (frames < s->ckpt_kicked_at)
+    s->ckpt_kicked_at = 0; /* the WAL restarted */
+  if (!s->ckpt_started || ckpt_holding(s))
+    return SQLITE_OK;
+  if (frames > CKPT_HOLD_FRAMES)
     atomic_store(&s->ckpt_hold_until, mono_ms() + CKPT_HOLD_MS);
-    pthread_mutex_lock(&s->ckpt_mu);
-    pthread_cond_signal(&s->ckpt_cv);
-    pthread_mutex_unlock(&s->ckpt_mu);
-  }
+  else if (frames < s->ckpt_kicked_at + CKPT_FRAMES)
+    return SQLITE_OK;
+  s->ckpt_kicked_at = frames;
+  pthread_mutex_lock(&s->ckpt_mu);
+  pthread_cond_signal(&s->ckpt_cv);
+  pthread_mutex_unlock(&s->ckpt_mu);
   return SQLITE_OK;
 }
 static int touch_user(struct store *s, const char *id, int len, int64_t now);
