@@ -34,6 +34,7 @@ struct bus {
   int ever_up, down_logged;
   int64_t connect_ms, ping_ms, last_ping_ms, down_ms, next_try_ms, backoff_ms;
   ev_timer tick;
+  ev_prepare flush;    /* writes the commands of this loop pass before the loop polls */
   struct map channels; /* channel name -> (void *)1 */
 };
 
@@ -109,6 +110,7 @@ static int parse_url(struct bus *b, const char *url) {
 }
 
 static void teardown(struct bus *b, const char *why);
+static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents);
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   struct bus *b = ac->data;
@@ -316,6 +318,8 @@ int bus_open(struct ev_loop *loop, const char *url, const struct bus_hooks *hook
   b->tick.data = b;
   ev_timer_start(loop, &b->tick);
   ev_unref(loop); /* the bus alone does not keep the loop running */
+  ev_prepare_init(&b->flush, on_flush);
+  b->flush.data = b;
   connect_both(b);
   *out = b;
   return 0;
@@ -330,6 +334,7 @@ void bus_close(struct bus *b) {
     return;
   ev_ref(b->loop);
   ev_timer_stop(b->loop, &b->tick);
+  ev_prepare_stop(b->loop, &b->flush);
   b->hooks.down = NULL; /* stopping: not an outage */
   b->ever_up = 0;
   b->down_logged = 1;
@@ -356,6 +361,18 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv) {
   free(p);
 }
 
+/* hiredis arms its write watcher for each command and writes once the loop reports the
+ * socket writable: two epoll_ctl and one more loop pass per command (measured on the local
+ * push path of a cluster). Writing them here, before libev applies that change, costs
+ * neither; a write that does not finish leaves the watcher armed, as before. */
+static void on_flush(struct ev_loop *loop, ev_prepare *w, int revents) {
+  struct bus *b = w->data;
+  (void)revents;
+  ev_prepare_stop(loop, w);
+  if (b->cmd && (b->cmd->c.flags & REDIS_CONNECTED))
+    redisAsyncHandleWrite(b->cmd);
+}
+
 int bus_cmd(struct bus *b, bus_reply_fn fn, void *arg, int argc, const char **argv,
             const size_t *lens) {
   if (!b || !b->up || !b->cmd)
@@ -369,6 +386,8 @@ int bus_cmd(struct bus *b, bus_reply_fn fn, void *arg, int argc, const char **ar
     free(p);
     return -ENOTCONN;
   }
+  if (!ev_is_active(&b->flush))
+    ev_prepare_start(b->loop, &b->flush);
   return 0;
 }
 
