@@ -67,11 +67,12 @@ static struct http_req *ctx_req(FunctionContext *ctx) {
 }
 
 /* A send made on another thread, on its way to the loop. */
-enum send_kind { SEND_SOCKET, SEND_USER, SEND_ROOM, SEND_ALL };
+enum send_kind { SEND_SOCKET, SEND_USER, SEND_ROOM, SEND_ALL, SEND_DEFERRED };
 struct send_item {
   struct xthread_item base;
   enum send_kind kind;
-  cloud_socket s; /* SEND_SOCKET: the target; SEND_ROOM, SEND_ALL: the one excluded */
+  cloud_socket s;    /* SEND_SOCKET: the target; SEND_ROOM, SEND_ALL: the one excluded */
+  cloud_deferred *d; /* SEND_DEFERRED: the response the push's outcome completes */
   int is_binary;
   char name[STORE_ID_MAX + 1]; /* user id or room name */
   size_t len;
@@ -94,14 +95,18 @@ static void send_run(struct host *h, struct xthread_item *it) {
     case SEND_ALL:
       rooms_broadcast(h, m->data, m->len, m->is_binary, m->s);
       break;
+    case SEND_DEFERRED:
+      if (h->net->push_deferred(h, m->d, m->name, m->data, m->len, m->is_binary) == CLOUD_ENOMEM)
+        defer_complete(h, m->d, 500, "application/json", "{\"error\":\"out of memory\"}", 24);
+      break;
     }
   }
   free(m);
 }
 
 /* Copies a send made off the loop and posts it: 0 once queued (the outcome is the loop's). */
-static int send_post(enum send_kind kind, cloud_socket s, const char *name, const void *data,
-                     size_t len, int is_binary) {
+static int send_post_to(enum send_kind kind, cloud_socket s, cloud_deferred *d, const char *name,
+                        const void *data, size_t len, int is_binary) {
   if ((!data && len) || (name && strlen(name) > STORE_ID_MAX))
     return CLOUD_EINVAL;
   if (len > bound->cfg.max_send_queue)
@@ -112,6 +117,7 @@ static int send_post(enum send_kind kind, cloud_socket s, const char *name, cons
   m->base.run = send_run;
   m->kind = kind;
   m->s = s;
+  m->d = d;
   m->is_binary = is_binary;
   snprintf(m->name, sizeof m->name, "%s", name ? name : "");
   m->len = len;
@@ -121,6 +127,11 @@ static int send_post(enum send_kind kind, cloud_socket s, const char *name, cons
   if (rc < 0)
     free(m);
   return rc;
+}
+
+static int send_post(enum send_kind kind, cloud_socket s, const char *name, const void *data,
+                     size_t len, int is_binary) {
+  return send_post_to(kind, s, NULL, name, data, len, is_binary);
 }
 
 static int a_socket_send(cloud_socket s, const void *data, size_t len, int is_binary) {
@@ -278,9 +289,14 @@ static int a_deferred_respond(cloud_deferred *d, int status, const char *content
 
 static int a_deferred_send_to_user(cloud_deferred *d, const char *user_id, const void *data,
                                    size_t len, int is_binary) {
-  if (!invocation_on_loop())
-    return CLOUD_ESTATE; /* the cluster's answer arrives on the loop; so does the call */
-  return bound->net->push_deferred(bound, d, user_id, data, len, is_binary);
+  if (invocation_on_loop())
+    return bound->net->push_deferred(bound, d, user_id, data, len, is_binary);
+  /* Another thread: checked here what can be, the push itself runs on the loop. */
+  if (!user_id || !defer_open(bound, d))
+    return CLOUD_EINVAL;
+  /* An id too long to be one is posted empty: the loop answers 404, as for any unknown id. */
+  const char *user = strlen(user_id) <= STORE_ID_MAX ? user_id : "";
+  return send_post_to(SEND_DEFERRED, (cloud_socket){0}, d, user, data, len, is_binary);
 }
 
 /* From the host's own object, not ctx->headers: with CLOUD_OPT_LAZY_HEADERS the plugin's

@@ -434,12 +434,10 @@ static int p_deferred_respond(cloud_deferred *d, int status, const char *content
 
 static int p_deferred_send_to_user(cloud_deferred *d, const char *user_id, const void *data,
                                    size_t len, int is_binary) {
-  if (!on_main())
-    return CLOUD_ESTATE;
   if (!d || !user_id || (!data && len))
     return CLOUD_EINVAL;
   struct wbuf b = {0};
-  call_begin(&b, OP_DEFER_PUSH, 1);
+  call_begin(&b, OP_DEFER_PUSH, on_main());
   wbuf_u64(&b, (uint64_t)(uintptr_t)d);
   wbuf_str(&b, user_id);
   wbuf_bytes(&b, data ? data : "", len);

@@ -15,8 +15,7 @@
  * Threading: the host calls the plugin on its event loop thread, and most calls below must be
  * made there, from inside a CLOUD_FUNCTION, CLOUD_INIT or CLOUD_FINI (elsewhere they return
  * CLOUD_ESTATE, or NULL). Marked "any thread": the send calls (cloud_socket_send*,
- * cloud_send_to_user*, cloud_room_send*, cloud_broadcast*), cloud_log* and
- * cloud_deferred_json / _text.
+ * cloud_send_to_user*, cloud_room_send*, cloud_broadcast*), cloud_log* and cloud_deferred_*.
  * From another thread those copy their arguments, wake the loop and return 0 at once: the send
  * happens on the loop, so its count and its errors (a closed socket) are not reported back;
  * CLOUD_EFULL means the loop's queue of such calls is full. A plugin's threads must be stopped
@@ -423,7 +422,8 @@ static inline int cloud_deferred_text(cloud_deferred *d, int status, const char 
  *   404 {"error": "no such user"}   507 {"error": "outbox full"}
  *   503 {"error": "cluster unavailable" | "store unavailable"}: not sent elsewhere, not queued
  * 0 when d will be completed, CLOUD_EINVAL (d already completed or timed out, NULL argument),
- * CLOUD_ENOMEM, CLOUD_ESTATE off the loop thread or on a host older than this call. */
+ * CLOUD_ENOMEM, CLOUD_EFULL (from another thread: the loop's queue is full), CLOUD_ESTATE on a
+ * host older than this call. Any thread. */
 static inline int cloud_deferred_send_to_user(cloud_deferred *d, const char *user_id,
                                               const char *text) {
   size_t n = 0;

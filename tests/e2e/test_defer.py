@@ -133,5 +133,26 @@ def test_client_gone_before_the_response():
         assert h.http("GET", "/slow?ms=10").status == 200
 
 
+async def test_deferred_push_from_another_thread():
+    """cloud_deferred_send_to_user from a plugin's own thread: the push runs on the loop and
+    the deferred response carries its outcome (DESIGN 8: cloud_deferred_* from any thread)."""
+    with Host(plugins={"__websocket__": tplugin("ws_echo"),
+                       "defer_push_thread": tplugin("defer_push_thread")}) as h:
+        ws, g = await h.user()
+        body = {"user_id": g["user_id"], "message": "from a thread"}
+        r = await asyncio.to_thread(h.http, "POST", "/defer_push_thread", json_body=body)
+        assert r.status == 200 and r.json == {"delivered": 1}, r
+        assert await recv(ws) == "from a thread"
+        body = {"user_id": "nobody-here", "message": "x"}
+        r = await asyncio.to_thread(h.http, "POST", "/defer_push_thread", json_body=body)
+        assert r.status == 404 and r.json == {"error": "no such user"}, r
+        # An id too long to be one is answered like any unknown id, in every mode.
+        r = await asyncio.to_thread(h.http, "POST", "/defer_push_thread", json_body={
+            "user_id": "u" * 200, "message": "x"})
+        assert r.status == 404 and r.json == {"error": "no such user"}, r
+        await ws.close()
+
+
 if __name__ == "__main__":
     run(globals())
+
