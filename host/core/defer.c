@@ -60,18 +60,23 @@ size_t defers_outstanding(struct host *h) {
   return n;
 }
 
-/* Removes d from the table (caller holds no lock) and lets go of what it holds. Loop only. */
-static void finish(struct deferred *d) {
-  struct host *h = d->h;
-  pthread_mutex_lock(&h->defers->mu);
-  map_del(&h->defers->by_id, &d->id, sizeof d->id);
-  pthread_mutex_unlock(&h->defers->mu);
+/* Lets go of what d holds (its timer, its request's link, its plugin version) and frees it. */
+static void release(struct host *h, struct deferred *d) {
   if (h->loop)
     ev_timer_stop(h->loop, &d->timeout);
   if (d->r)
     d->r->defer = NULL;
   plugins_unpin(h->plugins, d->pin);
   free(d);
+}
+
+/* Removes d from the table (caller holds no lock) and releases it. Loop only. */
+static void finish(struct deferred *d) {
+  struct host *h = d->h;
+  pthread_mutex_lock(&h->defers->mu);
+  map_del(&h->defers->by_id, &d->id, sizeof d->id);
+  pthread_mutex_unlock(&h->defers->mu);
+  release(h, d);
 }
 
 static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents) {
@@ -199,25 +204,30 @@ int defer_complete(struct host *h, cloud_deferred *handle, int status, const cha
   return rc;
 }
 
-int defer_open(struct host *h, cloud_deferred *handle) {
+/* Whether handle is open (known, not completed) and, if so, its request (NULL once the
+ * client went away). Takes the table's lock: any thread. */
+static int lookup_open(struct host *h, cloud_deferred *handle, struct http_req **r) {
   uint64_t id = (uint64_t)(uintptr_t)handle;
+  *r = NULL;
   if (!h || !h->defers || !id)
     return 0;
   pthread_mutex_lock(&h->defers->mu);
   struct deferred *d = map_get(&h->defers->by_id, &id, sizeof id);
   int open = d && !d->done;
+  if (open)
+    *r = d->r;
   pthread_mutex_unlock(&h->defers->mu);
   return open;
 }
 
+int defer_open(struct host *h, cloud_deferred *handle) {
+  struct http_req *r;
+  return lookup_open(h, handle, &r);
+}
+
 struct http_req *defer_request(struct host *h, cloud_deferred *handle) {
-  uint64_t id = (uint64_t)(uintptr_t)handle;
-  if (!h || !h->defers || !id)
-    return NULL;
-  pthread_mutex_lock(&h->defers->mu);
-  struct deferred *d = map_get(&h->defers->by_id, &id, sizeof id);
-  struct http_req *r = d && !d->done ? d->r : NULL;
-  pthread_mutex_unlock(&h->defers->mu);
+  struct http_req *r;
+  lookup_open(h, handle, &r);
   return r;
 }
 
@@ -228,14 +238,7 @@ void defer_detach(struct deferred *d) {
 
 static void cancel_one(void *arg, const char *key, void *value) {
   (void)key;
-  struct host *h = arg;
-  struct deferred *d = value;
-  if (h->loop)
-    ev_timer_stop(h->loop, &d->timeout);
-  if (d->r)
-    d->r->defer = NULL;
-  plugins_unpin(h->plugins, d->pin);
-  free(d);
+  release(arg, value);
 }
 
 void defers_cancel(struct host *h) {
