@@ -868,3 +868,20 @@ def run(namespace, test_timeout=240):
                 shutil.rmtree(h.tmp, ignore_errors=True)
     print(f"{passed} passed, {failed} failed", flush=True)
     sys.exit(1 if failed else 0)
+
+
+# Room test functions (tests/plugins/rooms_ws.c) answer each command with "ok <command> ...".
+SKIPPED = {}  # id(ws) -> room traffic cmd() read past while waiting for its answer
+
+
+async def cmd(ws, text, timeout=5.0):
+    """Sends a command and returns the rest of its "ok <command> " answer; room traffic that
+    arrives meanwhile is kept for drain()."""
+    await ws.send(text)
+    name = text.split(" ", 1)[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        m = await recv(ws, max(0.05, deadline - time.monotonic()))
+        if m.startswith(f"ok {name} "):
+            return m[len(f"ok {name} "):]
+        SKIPPED.setdefault(id(ws), []).append(m)

@@ -256,22 +256,8 @@ async def test_example_push_answers_once_redis_took_it_and_says_507_when_full():
         await ws.close()
 
 
-SKIPPED = {}  # id(ws) -> room traffic rcmd() read past while waiting for its answer
-
-
-async def rcmd(ws, text, timeout=5.0):
-    await ws.send(text)
-    name = text.split(" ", 1)[0]
-    deadline = time.monotonic() + timeout
-    while True:
-        m = await recv(ws, max(0.05, deadline - time.monotonic()))
-        if m.startswith(f"ok {name} "):
-            return m[len(f"ok {name} "):]
-        SKIPPED.setdefault(id(ws), []).append(m)
-
-
 async def rrecv(ws):
-    """The next room message, also one rcmd() read past."""
+    """The next room message, also one cmd() read past."""
     kept = SKIPPED.get(id(ws))
     return kept.pop(0) if kept else await recv(ws)
 
@@ -284,10 +270,10 @@ async def test_room_with_members_on_every_node():
         socks = [await h.ws() for h in (h1, h2, h3)]
         outsider = await h1.ws()  # in no room: gets broadcasts only
         for ws in socks:
-            assert await rcmd(ws, "join lobby") == "0"
+            assert await cmd(ws, "join lobby") == "0"
 
         async def members():
-            return json.loads(await rcmd(socks[0], "members lobby"))
+            return json.loads(await cmd(socks[0], "members lobby"))
 
         deadline = time.monotonic() + 10
         while len(m := await members()) < 3:
@@ -297,17 +283,17 @@ async def test_room_with_members_on_every_node():
         assert sorted(x["sockets"] for x in m) == [1, 1, 1], m
         await asyncio.sleep(0.3)  # every node's SUBSCRIBE has been sent before its HSET
         # From node 2 to everyone in the room (sayall: the sender too).
-        assert await rcmd(socks[1], "sayall lobby hello") == "1"  # reached on its own node
+        assert await cmd(socks[1], "sayall lobby hello") == "1"  # reached on its own node
         for ws in socks:
             assert await rrecv(ws) == "hello"
         await no_message(outsider)
         # Broadcast from node 3 reaches every socket of every node but the sender (except).
-        assert await rcmd(socks[2], "bcast all-hands") == "0"  # nobody else on node 3
+        assert await cmd(socks[2], "bcast all-hands") == "0"  # nobody else on node 3
         for ws in socks[:2] + [outsider]:
             assert await rrecv(ws) == "all-hands"
         await no_message(socks[2])
         # A member leaving on node 3 leaves the merged list.
-        assert await rcmd(socks[2], "leave lobby") == "0"
+        assert await cmd(socks[2], "leave lobby") == "0"
         deadline = time.monotonic() + 10
         while len(m := await members()) != 2:
             if time.monotonic() > deadline:
@@ -327,7 +313,7 @@ async def test_room_with_members_on_every_node():
                 raise Fail(f"members on node 1 after leave and join: {m}")
             await asyncio.sleep(0.2)
         await asyncio.sleep(0.3)
-        assert await rcmd(socks[0], "sayall lobby again") == "1"
+        assert await cmd(socks[0], "sayall lobby again") == "1"
         assert await rrecv(socks[0]) == "again" and await rrecv(socks[1]) == "again"
         assert await rrecv(socks[2]) == "again"
         for ws in socks + [outsider]:

@@ -15,22 +15,6 @@ def rooms_host(**kw):
     return Host(plugins={"__websocket__": tplugin("rooms_ws")}, **kw)
 
 
-SKIPPED = {}  # id(ws) -> room traffic cmd() read past while waiting for its answer
-
-
-async def cmd(ws, text, timeout=5.0):
-    """Sends a command and returns the rest of its "ok <command> " answer; room traffic that
-    arrives meanwhile is kept for drain()."""
-    await ws.send(text)
-    name = text.split(" ", 1)[0]
-    deadline = time.monotonic() + timeout
-    while True:
-        m = await recv(ws, max(0.05, deadline - time.monotonic()))
-        if m.startswith(f"ok {name} "):
-            return m[len(f"ok {name} "):]
-        SKIPPED.setdefault(id(ws), []).append(m)
-
-
 async def drain(ws, timeout=0.3):
     """Everything that arrived (also while cmd() waited) until timeout passes quietly."""
     out = SKIPPED.pop(id(ws), [])
