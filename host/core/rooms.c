@@ -306,3 +306,50 @@ json_t *rooms_of(struct host *h, cloud_socket s) {
     json_array_append_new(out, json_string(sr->v[i]->name));
   return out;
 }
+
+struct room_row {
+  struct host *h;
+  json_t *out;
+  size_t limit;
+};
+
+static void list_room(void *arg, const char *key, void *value) {
+  (void)key;
+  struct room_row *rr = arg;
+  struct room *room = value;
+  if (json_array_size(rr->out) >= rr->limit)
+    return;
+  struct member_list m = {rr->h, json_object()};
+  if (!m.by_user)
+    return;
+  map_each(&room->members, count_member, &m);
+  json_array_append_new(
+      rr->out, json_pack("{s:s#, s:i, s:i}", "room", room->name, (int)room->name_len, "users",
+                         (int)json_object_size(m.by_user), "sockets", (int)room->members.count));
+  json_decref(m.by_user);
+}
+
+static int by_room_name(const void *a, const void *b) {
+  const char *x = json_string_value(json_object_get(*(json_t *const *)a, "room"));
+  const char *y = json_string_value(json_object_get(*(json_t *const *)b, "room"));
+  return strcmp(x, y);
+}
+
+json_t *rooms_list_local(struct host *h, size_t limit) {
+  struct room_row rr = {h, json_array(), limit};
+  if (!rr.out || !h->rooms)
+    return rr.out;
+  map_each(&h->rooms->by_name, list_room, &rr);
+  size_t n = json_array_size(rr.out);
+  json_t **v = n ? malloc(n * sizeof *v) : NULL;
+  if (!v)
+    return rr.out;
+  for (size_t i = 0; i < n; i++)
+    v[i] = json_incref(json_array_get(rr.out, i));
+  qsort(v, n, sizeof *v, by_room_name);
+  json_array_clear(rr.out);
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(rr.out, v[i]);
+  free(v);
+  return rr.out;
+}

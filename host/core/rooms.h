@@ -34,5 +34,8 @@ json_t *rooms_of(struct host *h, cloud_socket s);
 /* s leaves every room: its connection closed. */
 void rooms_leave_all(struct host *h, uint64_t socket_id);
 size_t rooms_count(const struct host *h);
+/* This node's rooms, [{"room", "users", "sockets"}] sorted by name, at most limit of them (the
+ * admin API's GET /_/rooms). New reference, NULL on out of memory. */
+json_t *rooms_list_local(struct host *h, size_t limit);
 
 #endif

@@ -375,6 +375,15 @@ void ws_close_all(struct host *h, int code, const char *reason) {
     }
 }
 
+int ws_user_close(struct host *h, const char *user_id, int code, const char *reason) {
+  struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
+  int n = 0;
+  for (struct conn *c = u ? u->head : NULL; c; c = c->user_next)
+    if (ws_close(h, (cloud_socket){c->id}, code, reason) == 0)
+      n++;
+  return n;
+}
+
 /* The outbox drain. Rows are loaded only while the send queue has room (half of it, so live
  * frames of other kinds still fit), a batch at a time, again from the writable callback as
  * the socket takes them: a backlog larger than the queue is paced, never a reason to close

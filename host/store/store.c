@@ -125,6 +125,7 @@ enum {
   ST_USER_EVICT,
   ST_USER_COUNT,
   ST_CONN_MAX,
+  ST_USER_REVOKE,
   ST__N
 };
 
@@ -202,6 +203,9 @@ static const char *const stmt_sql[ST__N] = {
         "o.user_id = u.id) ORDER BY u.last_seen LIMIT ?1)",
     [ST_USER_COUNT] = "SELECT count(*) FROM users",
     [ST_CONN_MAX] = "SELECT coalesce(max(id), 0) FROM connections",
+    /* A zero-length hash matches no token, and is not NULL: a cluster import never gives the
+     * user a token again. */
+    [ST_USER_REVOKE] = "UPDATE users SET token_hash = X'' WHERE id = ?1 AND length(token_hash) > 0",
 };
 
 /* A batched write. Each is kept in memory until the transaction that applied it committed:
@@ -1139,6 +1143,20 @@ int store_user_delete(struct store *s, const char *id) {
   struct op o = {.kind = OP_USER_DELETE};
   memcpy(o.user, id, strlen(id) + 1);
   return write_op(s, &o);
+}
+
+int store_user_revoke(struct store *s, const char *id) {
+  int rc;
+  if (!s || !user_id_valid(id))
+    return -EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc;
+  sqlite3_bind_text(s->st[ST_USER_REVOKE], 1, id, -1, SQLITE_STATIC);
+  if ((rc = run(s, ST_USER_REVOKE, "user revoke")))
+    return rc;
+  int n = sqlite3_changes(s->db);
+  rc = store_flush(s);
+  return rc < 0 ? rc : n;
 }
 
 int store_user_exists(struct store *s, const char *id) {

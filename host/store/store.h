@@ -59,6 +59,10 @@ int store_user_insert(struct store *s, const char *id, const uint8_t *hash);
 /* 1 when the user exists and token matches its stored hash (constant-time compare), 0 when
  * not (unknown id, no token stored, wrong token), negative on store failure. */
 int store_user_check(struct store *s, const char *id, const char *token);
+/* Drops the user's resume token (the admin API's revoke): no token resumes it again. 1 when a
+ * token was dropped, 0 when it had none (unknown, app-bound or already revoked), -errno on
+ * failure. Durable when it returns 1. */
+int store_user_revoke(struct store *s, const char *id);
 /* Creates the user without a token if absent (cloud_bind_user). 0 or negative. */
 int store_user_ensure(struct store *s, const char *id);
 /* Deletes a user that has no connection rows and nothing queued (a host-assigned user the
