@@ -3,6 +3,11 @@ whether to come back), revoke a user's resume token, create a user before it con
 to every socket, and list the rooms. Each behind the admin token; bad bodies are 400."""
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
 
 from harness import *  # noqa: F401,F403
 
@@ -175,6 +180,62 @@ async def test_rooms_list():
         await async_wait_until(
             lambda: h.http("GET", "/_/rooms", auth=True).json["rooms"] ==
             [{"room": "alpha", "users": 1, "sockets": 1}], what="a's rooms to go")
+        await b.close()
+
+
+def ctl(*args, etc=None, env_file=None):
+    """tools/wshostctl with nothing but the given settings (no --url, --token or --db)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("WSHOST")}
+    e["WSHOSTCTL_ETC"] = etc or "/nonexistent"
+    if env_file:
+        e["WSHOSTCTL_ENV_FILE"] = env_file
+    return subprocess.run([sys.executable, os.path.join(SOURCE_DIR, "tools", "wshostctl"),
+                           *args], capture_output=True, text=True, timeout=20, env=e)
+
+
+async def test_wshostctl_actions_read_the_hosts_settings():
+    with Host(plugins={"__websocket__": tplugin("rooms_ws")}) as h, \
+            tempfile.TemporaryDirectory() as etc:
+        env_file = os.path.join(etc, "wshost.env")
+        with open(env_file, "w") as f:
+            f.write(f"# the host's settings\nWSHOST_PORT={h.port}\nWSHOST_DB={h.db}\n"
+                    f"WSHOST_ADMIN_TOKEN={ADMIN_TOKEN}\n")
+        a, b = await h.ws(), await h.ws()
+        await cmd(a, "join lobby")
+        p = await asyncio.to_thread(ctl, "rooms", env_file=env_file)
+        assert p.returncode == 0 and "lobby" in p.stdout, (p.stdout, p.stderr)
+        p = await asyncio.to_thread(ctl, "--json", "broadcast", "hi all", env_file=env_file)
+        assert p.returncode == 0 and json.loads(p.stdout)["delivered"] == 2, (p.stdout, p.stderr)
+        # The JSON config alone: the port and a token file, from the default folder.
+        token_file = os.path.join(etc, "admin-token")
+        with open(token_file, "w") as f:
+            f.write(ADMIN_TOKEN + "\n")
+        with open(os.path.join(etc, "wshost.json"), "w") as f:
+            json.dump({"port": h.port, "bind": "0.0.0.0", "admin-token-file": token_file,
+                       "db": h.db}, f)
+        os.unlink(env_file)
+        p = await asyncio.to_thread(ctl, "add-user", "mate-1", etc=etc)
+        assert p.returncode == 0 and "created" in p.stdout, (p.stdout, p.stderr)
+        r = await h.ahttp("POST", "/_/users", json_body={"user_id": "mate-1"}, auth=True)
+        assert r.json["created"] is False, f"wshostctl add-user did not create it: {r}"
+        # kick / revoke of an example user (the plain greeting plugin is not loaded here, so
+        # the users come from the store: a resume token comes with a fresh user).
+        uid = h.sql("SELECT user_id FROM online_users LIMIT 1")[0][0]
+        p = await asyncio.to_thread(ctl, "kick", uid, "--no-reconnect", etc=etc)
+        assert p.returncode == 0 and "4001" in p.stdout, (p.stdout, p.stderr)
+        await async_wait_until(
+            lambda: asyncio.to_thread(lambda: uid not in h.online_users()),
+            what=f"the kicked user {uid} to go offline")
+        p = await asyncio.to_thread(ctl, "revoke", "mate-1", etc=etc)
+        assert p.returncode == 1 and "no resume token" in p.stderr, (p.stdout, p.stderr)
+        p = await asyncio.to_thread(ctl, "disconnect", "AAAAAAAAAAAAAAAAAAAAAA", etc=etc)
+        assert p.returncode == 1 and "no such user" in p.stderr, (p.stdout, p.stderr)
+        # A wrong token in the settings is a clear error, not a silent default.
+        with open(token_file, "w") as f:
+            f.write("wrong\n")
+        p = await asyncio.to_thread(ctl, "rooms", etc=etc)
+        assert p.returncode == 1 and "401" in p.stderr, (p.stdout, p.stderr)
+        await a.close()
         await b.close()
 
 
