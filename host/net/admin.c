@@ -1,6 +1,6 @@
-/* admin.c: the operator's endpoints under /_/: healthz (public), status, users, push.
- * Everything but healthz and client.js needs the bearer token; --admin-loopback-only also needs a
- * local peer. */
+/* admin.c: the operator's endpoints under /_/: healthz, client.js and the ui page (public);
+ * status, users, rooms, push, broadcast, disconnect and revoke behind the bearer token
+ * (--admin-loopback-only also needs a local peer). */
 #include "admin.h"
 
 #include "cluster.h"
@@ -45,7 +45,7 @@ static int is_loopback(const char *addr) {
 }
 
 int admin_refuse(struct http_req *r) {
-  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js") ||
+  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js") || !strcmp(r->name, "ui") ||
       (!strcmp(r->name, "metrics") && r->host->cfg.metrics_public))
     return 0;
   if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
@@ -101,6 +101,21 @@ static void serve_client_js(struct http_req *r) {
   http_set_response(r, 200, "text/javascript; charset=utf-8", (const char *)client_js,
                     client_js_len);
   http_add_header(r, "access-control-allow-origin", "*");
+  http_add_header(r, "cache-control", "no-cache");
+}
+
+/* The operator's page: a shell without data, public like client.js; what it shows it reads from
+ * the endpoints behind the token. Its own inline script and same-origin fetches only. */
+extern const unsigned char admin_ui_html[];
+extern const size_t admin_ui_html_len;
+static void serve_ui(struct http_req *r) {
+  http_set_response(r, 200, "text/html; charset=utf-8", (const char *)admin_ui_html,
+                    admin_ui_html_len);
+  http_add_header(r, "content-security-policy",
+                  "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                  "connect-src 'self'; frame-ancestors 'none'; form-action 'none'");
+  http_add_header(r, "x-frame-options", "DENY");
+  http_add_header(r, "referrer-policy", "no-referrer");
   http_add_header(r, "cache-control", "no-cache");
 }
 
@@ -363,6 +378,8 @@ void admin_handle(struct http_req *r) {
     status(r);
   else if (!strcmp(n, "client.js") && get)
     serve_client_js(r);
+  else if (!strcmp(n, "ui") && get)
+    serve_ui(r);
   else if (!strcmp(n, "metrics") && get)
     metrics(r);
   else if (!strcmp(n, "users") && get) {
