@@ -348,7 +348,7 @@ static void broadcast(struct http_req *r) {
 
 #define ROOMS_LIST_MAX 10000
 
-static void rooms_list(struct http_req *r) {
+static void rooms_list_route(struct http_req *r) {
   const char *lim = json_string_value(json_object_get(r->query, "limit"));
   long limit = lim ? strtol(lim, NULL, 10) : 1000;
   if (limit <= 0 || limit > ROOMS_LIST_MAX)
@@ -423,7 +423,7 @@ void admin_handle(struct http_req *r) {
     else
       set_json(r, 400, json_pack("{ss}", "error", "bad room name"));
   } else if (!strcmp(n, "rooms") && get)
-    rooms_list(r);
+    rooms_list_route(r);
   else if (!strcmp(n, "push") && !strcmp(r->method, "POST"))
     push(r);
   else if (!strcmp(n, "broadcast") && !strcmp(r->method, "POST"))
