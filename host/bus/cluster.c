@@ -1,4 +1,4 @@
-/* cluster.c: many hosts acting as one on Redis (--redis, DESIGN §10): node identity and
+/* cluster.c: many hosts acting as one on Redis (--redis, docs/SCALING.md): node identity and
  * presence, users and their token hashes, pushes, the outbox, rooms and broadcast cluster-wide.
  *
  * Keys (docs/SCALING.md has the reasoning and the costs):

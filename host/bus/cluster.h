@@ -1,4 +1,4 @@
-/* cluster.h: many hosts acting as one on Redis (--redis, DESIGN §10): node identity and
+/* cluster.h: many hosts acting as one on Redis (--redis, docs/SCALING.md): node identity and
  * presence, users and their token hashes, pushes, the outbox, rooms and broadcast cluster-wide. */
 #ifndef WSHOST_CLUSTER_H
 #define WSHOST_CLUSTER_H

@@ -178,10 +178,10 @@ char *http_url(const char *path, json_t *query) {
   return url;
 }
 
-/* Request bodies are read at a pace and within a budget (issue 9, finding 6): a body must
- * bring min_body_rate bytes/s in every window after the first, and all bodies buffered at
- * once stay under max_body_total. A request answered before its body was read keeps reading
- * and dropping it for at most LINGER_MS and LINGER_BYTES, and as long as bytes keep coming
+/* Request bodies are read at a pace and within a budget (lws 4.1 resets its timeout on every read):
+ * a body must bring min_body_rate bytes/s in every window after the first, and all bodies buffered
+ * at once stay under max_body_total. A request answered before its body was read keeps reading and
+ * dropping it for at most LINGER_MS and LINGER_BYTES, and as long as bytes keep coming
  * (LINGER_IDLE_MS), as nginx's lingering close does:
  * closing with unread bytes makes the kernel send a reset, and most clients (Node, Python)
  * then lose the answer that was already on its way. */

@@ -1,5 +1,5 @@
-/* store.c: SQLite persistence of users, connections and the outbox (DESIGN §3).
- * Owns the database handle, the public schema and its migrations, and write batching. */
+/* store.c: SQLite persistence of users, connections and the outbox (docs/INTERNALS.md, "The
+ * store"). Owns the database handle, the public schema and its migrations, and write batching. */
 #include "store.h"
 
 #include "metrics.h"
@@ -135,7 +135,7 @@ static const char *const stmt_sql[ST__N] = {
         "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
     [ST_USER_ENSURE] =
         "INSERT OR IGNORE INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2)",
-    /* Issue 13: a user another node of the cluster created (cluster.c). */
+    /* A user another node of the cluster created (cluster.c). */
     [ST_USER_IMPORT] =
         "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, "
         "?3) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash WHERE "
