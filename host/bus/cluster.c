@@ -161,14 +161,6 @@ static const char USERS_LUA[] = "local keys = {}\n"
                                 "if #keys == 0 then return {} end\n"
                                 "return redis.call('SUNION', unpack(keys))\n";
 
-int cluster_up(const struct host *h) {
-  return h->cluster && bus_up(h->cluster->bus);
-}
-
-const char *cluster_node_id(const struct host *h) {
-  return h->cluster ? h->cluster->node : NULL;
-}
-
 /* A command from C strings (NULL ends the list). 0 or -ENOTCONN. */
 static int cmd(struct cluster *cl, bus_reply_fn fn, void *arg, const char *a0, ...) {
   const char *argv[16];

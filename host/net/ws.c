@@ -23,6 +23,8 @@ _Static_assert(SENDQ_PRE >= LWS_PRE, "send queue frames need lws's pre-padding")
 
 static const char WS_FUNCTION[] = "__websocket__";
 
+static void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered);
+
 struct conn *ws_find(struct host *h, cloud_socket s) {
   /* A reply to the event being handled is the common case: its connection is at hand, no
    * map lookup (~150 instructions a message). Not once it closed: then every handle to it
@@ -1029,7 +1031,7 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
  * the slot is renamed to the accepted name, or to "", which lws leaves out of the 101 (RFC
  * 6455 4.2.2 lets the server pick none; the client decides whether to stay). The name is
  * set anew for every upgrade, so a failed one cannot leave it wrong for the next. */
-void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered) {
+static void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered) {
   struct lws_protocols *slot = h->proto_slot;
   if (!slot)
     return;

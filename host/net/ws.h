@@ -36,7 +36,6 @@ void ws_upgrade_abandoned(struct host *h, struct lws *wsi);
  * registers it beside "wshost", with the same callback and sizes, and keeps a pointer to
  * lws's copy in h->proto_slot. */
 #define WS_SLOT_PROTOCOL "wshost-subprotocol"
-void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered);
 /* LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: names the chosen subprotocol for the 101. */
 void ws_protocol_filter(struct host *h, struct lws *wsi);
 

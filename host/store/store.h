@@ -61,9 +61,6 @@ int store_user_insert(struct store *s, const char *id, const uint8_t *hash);
 int store_user_check(struct store *s, const char *id, const char *token);
 /* Creates the user without a token if absent (cloud_bind_user). 0 or negative. */
 int store_user_ensure(struct store *s, const char *id);
-/* Deletes a user that has no connection rows and nothing queued (a host-assigned user the
- * connection handler replaced with cloud_bind_user before its row was written). */
-int store_user_delete(struct store *s, const char *id);
 /* A user created on another node of the cluster: inserted with its token hash
  * (SHA256_LEN bytes, NULL for an app-bound id), or given the hash if it had none. 0 or negative. */
 int store_user_import(struct store *s, const char *id, const uint8_t *hash);
