@@ -128,12 +128,12 @@ struct host {
   ev_timer drain, log_tick;
   ev_timer watchdog; /* systemd WatchdogSec= pings (notify.c) */
   int64_t drain_deadline_ms;
-  /* Issue 11: what the plugin being called is doing (invocation.c), rooms, timers, deferred
+  /* What the plugin being called is doing (invocation.c), rooms, timers, deferred
    * HTTP responses and the queue other threads post to (xthread.c). */
   struct invocation *inv;
   struct rooms *rooms;
   struct timers *timers;
-  /* Issue 12: JWT verification (NULL without --jwt-*), the --env-file values (NULL without). */
+  /* JWT verification (NULL without --jwt-*), the --env-file values (NULL without). */
   struct auth_jwt *jwt;
   struct envfile *env;
   struct lws_protocols *proto_slot; /* lws's copy of the subprotocol slot (ws.c) */
@@ -151,10 +151,10 @@ struct host {
   int64_t accept_log_ms;
   uint64_t accept_refused, accept_errors;
   struct quarantine *quarantine;
-  struct cluster *cluster; /* issue 13: --redis (cluster.c); NULL on a single node */
+  struct cluster *cluster; /* --redis (cluster.c); NULL on a single node */
   struct workers *workers; /* --isolation process: plugin calls run there (worker.c) */
   const struct invocation_runner *runner; /* set with workers: invoke() goes there */
-  /* Issue 14: a frame written straight to the socket is built here (lws wants LWS_PRE bytes
+  /* A frame written straight to the socket is built here (lws wants LWS_PRE bytes
    * of room before the payload); grown to the largest frame sent so far. */
   unsigned char *tx_scratch;
   size_t tx_scratch_cap;

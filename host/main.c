@@ -93,7 +93,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
     quarantine_close(h->quarantine);
     return 1;
   }
-  /* Issue 13: --redis joins the cluster (connecting in the background, on the loop). */
+  /* --redis joins the cluster (connecting in the background, on the loop). */
   static const struct cluster_ops cluster_ops = {
       .user_deliver = ws_user_deliver,
       .drain_rows = ws_drain_rows,

@@ -2,7 +2,7 @@
  * Pure (bytes in, verdict out) so it can be unit-tested and fuzzed.
  *
  * Why: dlopen maps each PT_LOAD segment from the file and zeroes its tail; a segment that ends
- * past the end of a half-written file is a SIGBUS inside _dl_map_segments (issue 9, finding 4).
+ * past the end of a half-written file is a SIGBUS inside _dl_map_segments.
  * Everything here is checked with overflow-safe arithmetic on the image's own length. */
 #include "elfcheck.h"
 

@@ -51,10 +51,6 @@ int log_level_parse(const char *name) {
   return -1;
 }
 
-int log_enabled(enum log_level level) {
-  return (int)level >= min_level;
-}
-
 void log_set_format(enum log_format f) {
   format = f;
 }

@@ -18,7 +18,6 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 void log_set_level(enum log_level level);
 /* Parses "debug", "info", "warn", "error". -1 if unknown. */
 int log_level_parse(const char *name);
-int log_enabled(enum log_level level);
 void log_set_format(enum log_format format);
 /* Parses "text", "json". -1 if unknown. */
 int log_format_parse(const char *name);

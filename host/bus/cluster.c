@@ -1,4 +1,4 @@
-/* cluster.c: many hosts acting as one on Redis (--redis, DESIGN §10): node identity and
+/* cluster.c: many hosts acting as one on Redis (--redis, docs/SCALING.md): node identity and
  * presence, users and their token hashes, pushes, the outbox, rooms and broadcast cluster-wide.
  *
  * Keys (docs/SCALING.md has the reasoning and the costs):
@@ -160,14 +160,6 @@ static const char USERS_LUA[] = "local keys = {}\n"
                                 "end\n"
                                 "if #keys == 0 then return {} end\n"
                                 "return redis.call('SUNION', unpack(keys))\n";
-
-int cluster_up(const struct host *h) {
-  return h->cluster && bus_up(h->cluster->bus);
-}
-
-const char *cluster_node_id(const struct host *h) {
-  return h->cluster ? h->cluster->node : NULL;
-}
 
 /* A command from C strings (NULL ends the list). 0 or -ENOTCONN. */
 static int cmd(struct cluster *cl, bus_reply_fn fn, void *arg, const char *a0, ...) {

@@ -1,4 +1,4 @@
-/* cluster.h: many hosts acting as one on Redis (--redis, DESIGN §10): node identity and
+/* cluster.h: many hosts acting as one on Redis (--redis, docs/SCALING.md): node identity and
  * presence, users and their token hashes, pushes, the outbox, rooms and broadcast cluster-wide. */
 #ifndef WSHOST_CLUSTER_H
 #define WSHOST_CLUSTER_H
@@ -38,9 +38,6 @@ struct cluster_ops {
  * all). Needs h->loop. 0 or negative (a bad URL). */
 int cluster_open(struct host *h, const struct cluster_ops *ops);
 void cluster_close(struct host *h);
-/* 1 while Redis answers. */
-int cluster_up(const struct host *h);
-const char *cluster_node_id(const struct host *h);
 
 /* --- hooks (each a no-op without --redis; callers check h->cluster) --- */
 

@@ -295,6 +295,7 @@ static void room_user_count(struct host *h, struct room *room, const char *user,
 }
 
 /* Removes id from room, and the room when it is empty. */
+<<<<<<< HEAD
 static void room_remove(struct host *h, struct rooms *r, struct room *room, uint64_t id,
                         const char *user) {
   if (!map_del(&room->members, &id, sizeof id))
@@ -302,6 +303,11 @@ static void room_remove(struct host *h, struct rooms *r, struct room *room, uint
   if (user)
     room_user_count(h, room, user, -1, id);
   if (h->cluster) /* issue 13: other nodes learn this node's members */
+=======
+static void room_remove(struct host *h, struct rooms *r, struct room *room, uint64_t id) {
+  map_del(&room->members, &id, sizeof id);
+  if (h->cluster) /* other nodes learn this node's members */
+>>>>>>> main
     cluster_room_changed(h, room->name, room->members.count > 0);
   if (!room->members.count) {
     map_del(&r->by_name, room->name, room->name_len);
@@ -359,8 +365,12 @@ int rooms_join(struct host *h, cloud_socket s, const char *name) {
     return rc;
   }
   sr->v[sr->n++] = room;
+<<<<<<< HEAD
   room_user_count(h, room, sr->user, 1, s.id);
   if (h->cluster) /* issue 13 */
+=======
+  if (h->cluster) /* other nodes learn this node's members */
+>>>>>>> main
     cluster_room_changed(h, name, 1);
   return 0;
 }
@@ -452,7 +462,7 @@ int rooms_send(struct host *h, const char *name, const void *data, size_t len, i
     return rc;
   if (room)
     map_each(&room->members, send_one, &f);
-  if (h->cluster) /* issue 13: the room's members on other nodes (except is a local socket) */
+  if (h->cluster) /* the room's members on other nodes (except is a local socket) */
     cluster_room_send(h, name, data, len, is_binary);
   return f.sent;
 }
@@ -480,14 +490,14 @@ int rooms_broadcast(struct host *h, const void *data, size_t len, int is_binary,
     return CLOUD_ETOOBIG;
   struct fanout f = {h, data, len, is_binary, except.id, 0};
   map_each(&h->conns, send_one, &f);
-  if (h->cluster) /* issue 13: every other node */
+  if (h->cluster) /* every other node */
     cluster_broadcast(h, data, len, is_binary);
   return f.sent;
 }
 
 json_t *rooms_members(struct host *h, const char *name) {
   json_t *local = rooms_members_local(h, name);
-  /* Issue 13: with the other nodes' members as last read (refreshed in the background). */
+  /* With the other nodes' members as last read (refreshed in the background). */
   return local && h->cluster ? cluster_room_members(h, name, local) : local;
 }
 

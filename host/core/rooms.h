@@ -27,7 +27,7 @@ int rooms_broadcast(struct host *h, const void *data, size_t len, int is_binary,
                     cloud_socket except);
 /* [{"user_id", "sockets"}] of a room (empty if none), NULL for a bad name. New reference. */
 json_t *rooms_members(struct host *h, const char *room);
-/* Issue 13, the cluster's local delivery and view: a room's (or every) socket on this node
+/* The cluster's local delivery and view: a room's (or every) socket on this node
  * for a message from another node; this node's members only. */
 int rooms_deliver(struct host *h, const char *room, const void *data, size_t len, int is_binary);
 int rooms_deliver_all(struct host *h, const void *data, size_t len, int is_binary);

@@ -15,6 +15,9 @@ struct xthread {
   ev_async wake;
 };
 
+/* On the loop: runs everything queued now. */
+static void xthread_drain(struct host *h);
+
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents) {
   (void)loop;
   (void)revents;
@@ -67,7 +70,7 @@ static struct xthread_item *take_all(struct xthread *x) {
   return all;
 }
 
-void xthread_drain(struct host *h) {
+static void xthread_drain(struct host *h) {
   struct xthread *x = h->xq;
   if (!x)
     return;

@@ -22,7 +22,5 @@ void xthread_close(struct host *h);
 /* From any thread: queues item and wakes the loop. 0, or CLOUD_EFULL / CLOUD_ESTATE (no
  * loop); on failure the item is still the caller's. */
 int xthread_post(struct host *h, struct xthread_item *item);
-/* On the loop: runs everything queued now (also called by the watcher). */
-void xthread_drain(struct host *h);
 
 #endif

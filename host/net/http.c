@@ -24,7 +24,8 @@ static const char *const method_names[] = {"GET",   "POST",   "OPTIONS", "PUT",
 static const char *const custom_headers[] = {"x-request-id",     "x-api-key", "x-forwarded-proto",
                                              "x-forwarded-host", "x-real-ip", "x-requested-with"};
 
-json_t *http_headers_json(struct lws *wsi) {
+/* Request views for a function's context. New references / strings. */
+static json_t *http_headers_json(struct lws *wsi) {
   json_t *o = json_object();
   if (!o)
     return NULL;
@@ -96,7 +97,7 @@ const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *nam
   return json_string_value(json_object_get(headers, lname));
 }
 
-json_t *http_query_json(struct lws *wsi) {
+static json_t *http_query_json(struct lws *wsi) {
   json_t *o = json_object();
   char buf[4096];
   for (int i = 0; o; i++) {
@@ -161,7 +162,7 @@ static size_t walk_query(json_t *query, char *out) {
   return o;
 }
 
-char *http_url(const char *path, json_t *query) {
+static char *http_url(const char *path, json_t *query) {
   if (!path)
     path = "/";
   size_t plen = strlen(path), qlen = query ? walk_query(query, NULL) : 0;
@@ -178,10 +179,10 @@ char *http_url(const char *path, json_t *query) {
   return url;
 }
 
-/* Request bodies are read at a pace and within a budget (issue 9, finding 6): a body must
- * bring min_body_rate bytes/s in every window after the first, and all bodies buffered at
- * once stay under max_body_total. A request answered before its body was read keeps reading
- * and dropping it for at most LINGER_MS and LINGER_BYTES, and as long as bytes keep coming
+/* Request bodies are read at a pace and within a budget (lws 4.1 resets its timeout on every read):
+ * a body must bring min_body_rate bytes/s in every window after the first, and all bodies buffered
+ * at once stay under max_body_total. A request answered before its body was read keeps reading and
+ * dropping it for at most LINGER_MS and LINGER_BYTES, and as long as bytes keep coming
  * (LINGER_IDLE_MS), as nginx's lingering close does:
  * closing with unread bytes makes the kernel send a reset, and most clients (Node, Python)
  * then lose the answer that was already on its way. */
@@ -363,7 +364,10 @@ static int headers_wanted(struct host *h, const char *name) {
   return !(plugins_options(h->plugins, name) & CLOUD_OPT_LAZY_HEADERS);
 }
 
-int http_admit_upgrade(struct host *h, struct lws *wsi) {
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, after the handshake checks: the JWT (?access_token= or
+ * Authorization: Bearer), __interceptor__, then the connection event (ws_admit). 0: go on
+ * with the upgrade; 1: refused, the answer is written. */
+static int http_admit_upgrade(struct host *h, struct lws *wsi) {
   struct http_req r = {.host = h, .wsi = wsi, .method = "GET", .no_defer = 1};
   lws_get_peer_simple(wsi, r.remote, sizeof r.remote);
   snprintf(r.name, sizeof r.name, "__websocket__");

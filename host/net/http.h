@@ -60,15 +60,6 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
 
 /* Whole answers to an upgrade request, http_reject and http_answer: http_answer.h. */
 
-/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE, after the handshake checks: the JWT (?access_token= or
- * Authorization: Bearer), __interceptor__, then the connection event (ws_admit). 0: go on
- * with the upgrade; 1: refused, the answer is written. */
-int http_admit_upgrade(struct host *h, struct lws *wsi);
-
-/* Request views shared with the WebSocket connection event. New references / strings. */
-json_t *http_headers_json(struct lws *wsi);
-json_t *http_query_json(struct lws *wsi);
-char *http_url(const char *path, json_t *query);
 /* Any header by name (lower case, no colon) into headers (cached there); NULL if absent.
  * lazy: headers was not built by http_headers_json (it starts empty), so a header lws knows
  * by name may be missing from it; otherwise only custom ones are. */

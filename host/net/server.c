@@ -198,7 +198,7 @@ int server_start(struct host *h) {
   /* lws joins our loop (plugin libwebsockets-evlib_ev) and leaves signals to us. Not libuv:
    * Debian's lws 4.1.6 is built with _DEBUG, which under libuv closes every connection a
    * second time when a callback returns -1, so close frames (1001, 1009, ...) are never
-   * sent (lws issue #3569). */
+   * sent (warmcat/libwebsockets#3569). */
   info.options = LWS_SERVER_OPTION_LIBEV;
   info.foreign_loops = loops;
   /* lws writes NULL here once the context is wholly gone. */

@@ -2,7 +2,7 @@
  * function: it wakes the loop to drain and arms a watchdog that ends the process regardless.
  *
  * libev's ev_signal only runs when the loop does, so a function spinning forever made SIGTERM
- * do nothing (issue 9, finding 9). Here the handler itself arms alarm() (async-signal-safe) and
+ * do nothing. Here the handler itself arms alarm() (async-signal-safe) and
  * wakes the loop with ev_async_send (safe from handlers); if the drain cannot run, SIGALRM
  * writes one line and _exit()s. The state is static: a signal handler has no other way in. */
 #include "signals.h"

@@ -23,6 +23,8 @@ _Static_assert(SENDQ_PRE >= LWS_PRE, "send queue frames need lws's pre-padding")
 
 static const char WS_FUNCTION[] = "__websocket__";
 
+static void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered);
+
 struct conn *ws_find(struct host *h, cloud_socket s) {
   /* A reply to the event being handled is the common case: its connection is at hand, no
    * map lookup (~150 instructions a message). Not once it closed: then every handle to it
@@ -37,7 +39,7 @@ struct conn *ws_find(struct host *h, cloud_socket s) {
 }
 
 /* Per-connection strings are allocated to their length, and close reasons only when a close
- * happens: an idle connection carries none of them (issue 14: 608 bytes of fixed arrays). */
+ * happens: an idle connection carries none of them (fixed arrays were 608 bytes). */
 static void str_set(char **dst, const char *src, size_t n) {
   char *d = malloc(n + 1);
   if (d) {
@@ -91,7 +93,7 @@ static void user_link(struct host *h, struct conn *c) {
   c->user_next = u->head;
   u->head = c;
   u->count++;
-  if (u->count == 1 && h->cluster) /* issue 13: presence */
+  if (u->count == 1 && h->cluster) /* presence on the other nodes */
     cluster_user_online(h, c->user_id, 1);
 }
 
@@ -111,7 +113,7 @@ static void user_unlink(struct host *h, struct conn *c) {
   if (!u->count) {
     map_del(&h->users, c->user_id, strlen(c->user_id));
     free(u);
-    if (h->cluster) /* issue 13: presence */
+    if (h->cluster) /* presence on the other nodes */
       cluster_user_online(h, c->user_id, 0);
   }
 }
@@ -347,7 +349,7 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
     return CLOUD_EINVAL;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
-  if (h->cluster) /* issue 13: other nodes, and the outbox in Redis */
+  if (h->cluster) /* other nodes, and the outbox in Redis */
     return cluster_send_to_user(h, user_id, data, len, is_binary);
   int held;
   int sent = ws_user_deliver(h, user_id, data, len, is_binary, &held);
@@ -421,7 +423,7 @@ static void drain_fill(struct conn *c) {
    * buffer): the timer that confirms them calls again. */
   if (!c->draining || c->close_code || c->nmarks >= DRAIN_IN_FLIGHT_MAX)
     return;
-  if (h->cluster) { /* issue 13: the outbox is in Redis; rows come to ws_drain_rows */
+  if (h->cluster) { /* the outbox is in Redis; rows come to ws_drain_rows */
     cluster_outbox_load(h, c->id, c->user_id, c->drain_after, DRAIN_BATCH);
     return;
   }
@@ -535,7 +537,8 @@ static void wire_mark(struct conn *c, int64_t row) {
  * store while its database is locked). */
 static void drain_ack(struct conn *c, int closing) {
   wire_confirm(c, closing);
-  if (c->drain_acked > c->drain_deleted && c->host->cluster) { /* issue 13 */
+  if (c->drain_acked > c->drain_deleted &&
+      c->host->cluster) { /* pop the acknowledged rows from Redis */
     cluster_outbox_ack(c->host, c->user_id, c->drain_acked);
     c->drain_deleted = c->drain_acked;
   } else if (c->drain_acked > c->drain_deleted &&
@@ -710,7 +713,7 @@ int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
   } else if (c->bound_user)
     rc = store_user_ensure(h->store, c->user_id);
   explicit_bzero(fresh_hash, sizeof fresh_hash);
-  if (rc >= 0 && h->cluster) /* issue 13: every node can check its token (or knows the id) */
+  if (rc >= 0 && h->cluster) /* every node can check its token (or knows the id) */
     cluster_user_created(h, c->user_id, c->fresh_user ? fresh_token : NULL);
   explicit_bzero(fresh_token, sizeof fresh_token);
   if (rc < 0) {
@@ -810,7 +813,7 @@ static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
     lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
   /* Messages queued while the user was away go out right after the greeting, in order,
    * paced by the socket (drain_fill). */
-  /* In a cluster the outbox is in Redis: the drain asks it (issue 13). */
+  /* In a cluster the outbox is in Redis: the drain asks it. */
   /* A fresh user has nothing queued: nobody knew its id before this connection, which has
    * been its live socket since ws_admit (user_link), so sends to it never reached the outbox. */
   int n = c->close_code   ? 0
@@ -1040,7 +1043,7 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
  * the slot is renamed to the accepted name, or to "", which lws leaves out of the 101 (RFC
  * 6455 4.2.2 lets the server pick none; the client decides whether to stay). The name is
  * set anew for every upgrade, so a failed one cannot leave it wrong for the next. */
-void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered) {
+static void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered) {
   struct lws_protocols *slot = h->proto_slot;
   if (!slot)
     return;

@@ -36,7 +36,6 @@ void ws_upgrade_abandoned(struct host *h, struct lws *wsi);
  * registers it beside "wshost", with the same callback and sizes, and keeps a pointer to
  * lws's copy in h->proto_slot. */
 #define WS_SLOT_PROTOCOL "wshost-subprotocol"
-void ws_protocol_prepare(struct host *h, struct conn *c, const char *offered);
 /* LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: names the chosen subprotocol for the 101. */
 void ws_protocol_filter(struct host *h, struct lws *wsi);
 
@@ -52,10 +51,10 @@ int ws_accept_protocol(struct conn *c, const char *name);
 int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary);
 /* The part of ws_send_to_user on this node: sockets reached; *held counts those draining the
- * outbox (the message must reach them through it). Issue 13: the cluster's local delivery. */
+ * outbox (the message must reach them through it). The cluster's local delivery. */
 int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary, int *held);
-/* Issue 13: outbox rows read from Redis for connection conn_id (n < 0: not read), and a new
+/* Cluster: outbox rows read from Redis for connection conn_id (n < 0: not read), and a new
  * row behind a drain of the user. */
 struct cluster_row;
 void ws_drain_rows(struct host *h, uint64_t conn_id, const struct cluster_row *rows, int n);

@@ -1,5 +1,5 @@
-/* store.c: SQLite persistence of users, connections and the outbox (DESIGN §3).
- * Owns the database handle, the public schema and its migrations, and write batching. */
+/* store.c: SQLite persistence of users, connections and the outbox (docs/INTERNALS.md, "The
+ * store"). Owns the database handle, the public schema and its migrations, and write batching. */
 #include "store.h"
 
 #include "metrics.h"
@@ -139,7 +139,6 @@ enum {
   ST_USER_ONE,
   ST_USER_CONNS,
   ST_COUNTS,
-  ST_USER_DELETE,
   ST_CONN_PRUNE,
   ST_USER_PRUNE,
   ST_USER_PRUNE_WINDOW,
@@ -168,7 +167,7 @@ static const char *const stmt_sql[ST__N] = {
         "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
     [ST_USER_ENSURE] =
         "INSERT OR IGNORE INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2)",
-    /* Issue 13: a user another node of the cluster created (cluster.c). */
+    /* A user another node of the cluster created (cluster.c). */
     [ST_USER_IMPORT] =
         "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, "
         "?3) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash WHERE "
@@ -206,10 +205,6 @@ static const char *const stmt_sql[ST__N] = {
     [ST_COUNTS] = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM online_users), "
                   "(SELECT count(*) FROM connections WHERE disconnected_at IS NULL), "
                   "(SELECT count(*) FROM outbox WHERE expires_at > ?1)",
-    /* Only a user that never connected under its own id and has nothing queued. */
-    [ST_USER_DELETE] = "DELETE FROM users WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM outbox "
-                       "WHERE user_id = ?1) AND NOT EXISTS (SELECT 1 FROM connections "
-                       "WHERE user_id = ?1)",
     /* Maintenance deletes in small batches (index-driven) so no step holds the lock long. */
     [ST_CONN_PRUNE] = "DELETE FROM connections WHERE id IN (SELECT id FROM connections "
                       "WHERE disconnected_at IS NOT NULL AND disconnected_at < ?1 LIMIT ?2)",
@@ -262,7 +257,6 @@ static const char *const stmt_sql[ST__N] = {
  * Order is kept: ops are applied in the order they were made. */
 enum op_kind {
   OP_USER_INSERT,
-  OP_USER_DELETE,
   OP_CONN_OPEN,
   OP_CONN_CLOSE,
   OP_OUTBOX_ACK,
@@ -1062,12 +1056,6 @@ static int op_apply(struct store *s, struct op *o) {
       return rc;
     s->nusers++;
     return o->kind == OP_USER_CONN_OPEN ? conn_insert(s, o) : 0;
-  case OP_USER_DELETE:
-    sqlite3_bind_text(s->st[ST_USER_DELETE], 1, o->user, -1, SQLITE_STATIC);
-    if ((rc = run(s, ST_USER_DELETE, "user delete")))
-      return rc;
-    s->nusers -= sqlite3_changes(s->db);
-    return 0;
   case OP_CONN_OPEN:
     return conn_insert(s, o);
   case OP_CONN_CLOSE:
@@ -1184,14 +1172,6 @@ int store_user_import(struct store *s, const char *id, const uint8_t *hash) {
    * later (docs/SCALING.md). */
   s->sync_pending = 1;
   return 0;
-}
-
-int store_user_delete(struct store *s, const char *id) {
-  if (!s || !user_id_valid(id))
-    return CLOUD_EINVAL;
-  struct op o = {.kind = OP_USER_DELETE};
-  memcpy(o.user, id, strlen(id) + 1);
-  return write_op(s, &o);
 }
 
 int store_user_revoke(struct store *s, const char *id) {

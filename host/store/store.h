@@ -1,6 +1,6 @@
-/* store.h: SQLite persistence of users, connections and the outbox (DESIGN §3).
- * Owns the database handle, the schema and its migrations, and write batching. Nothing else
- * in the host talks SQL. */
+/* store.h: SQLite persistence of users, connections and the outbox (docs/INTERNALS.md, "The
+ * store"). Owns the database handle, the schema and its migrations, and write batching. Nothing
+ * else in the host talks SQL. */
 #ifndef WSHOST_STORE_H
 #define WSHOST_STORE_H
 
@@ -87,10 +87,7 @@ typedef int (*store_frame_fn)(void *arg, const void *data, size_t len, int is_bi
 int store_room_history_each(struct store *s, const char *room, int n, store_frame_fn fn, void *arg);
 /* Creates the user without a token if absent (cloud_bind_user). 0 or negative. */
 int store_user_ensure(struct store *s, const char *id);
-/* Deletes a user that has no connection rows and nothing queued (a host-assigned user the
- * connection handler replaced with cloud_bind_user before its row was written). */
-int store_user_delete(struct store *s, const char *id);
-/* Issue 13: a user created on another node of the cluster: inserted with its token hash
+/* A user created on another node of the cluster: inserted with its token hash
  * (SHA256_LEN bytes, NULL for an app-bound id), or given the hash if it had none. 0 or negative. */
 int store_user_import(struct store *s, const char *id, const uint8_t *hash);
 /* 1 if the user exists, 0 if not, negative on failure. */

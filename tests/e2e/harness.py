@@ -423,7 +423,7 @@ class Host:
         return sql_rows(self.db, query, params)
 
     def sql_cli(self, query, timeout=10):
-        """The operator's way (DESIGN 3): the sqlite3 command line tool."""
+        """The operator's way (CONTRACT 3): the sqlite3 command line tool."""
         return subprocess.run(["sqlite3", self.db, query], capture_output=True, text=True,
                               timeout=timeout)
 

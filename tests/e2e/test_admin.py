@@ -1,4 +1,4 @@
-"""Admin endpoints (DESIGN 6, DECISIONS "Admin"): /_/healthz public; /_/status, /_/users,
+"""Admin endpoints (CONTRACT 6, DECISIONS "Admin"): /_/healthz public; /_/status, /_/users,
 /_/users/<id>, /_/push behind Authorization: Bearer <admin token>, 401 otherwise."""
 
 import asyncio

@@ -1,4 +1,4 @@
-"""test_auth.py: auth at the door and Laf's special functions (DESIGN 11, issue 12): JWTs on
+"""test_auth.py: auth at the door and Laf's special functions (CONTRACT 11): JWTs on
 HTTP requests and upgrades, __interceptor__ (allowing, denying, failing closed), __init__ at
 start and after its reload, cloud_env from --env-file (re-read on SIGHUP, refused when others
 may read it). Tokens are made here: HS256 with hmac, RS256 with the openssl command."""

@@ -1,4 +1,4 @@
-"""Bad input over raw TCP (DESIGN 5, issue 5): the lines of DESIGN 5 that test_ws.py,
+"""Bad input over raw TCP (CONTRACT 5): the lines of CONTRACT 5 that test_ws.py,
 test_ws_limits.py and test_http.py leave open. Each bad client gets the RFC answer (an HTTP
 error, a close code) or its connection closed, within a bound, while a well-behaved client
 keeps being served: every test checks the bystander after (and where it takes time, during)

@@ -1,4 +1,4 @@
-"""Issue 14: what a connection writes, batched. A fresh user and its connection row are one
+"""What a connection writes, batched. A fresh user and its connection row are one
 write; a close waits in memory for the loop pass's commit (or the batch timer). These tests
 check that the database still tells the truth: after clean closes, and after kill -9 right
 after closes (store_open repairs what a dead process left open, last_seen included)."""

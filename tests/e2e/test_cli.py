@@ -1,4 +1,4 @@
-"""Command line and start-up checks (DESIGN 4, 7; DECISIONS "Command line"): --help, env
+"""Command line and start-up checks (CONTRACT 4, 7; DECISIONS "Command line"): --help, env
 variables, unknown flags, refusing writable plugin files and dirs."""
 
 import os
@@ -24,15 +24,18 @@ def test_help_lists_flags():
 
 
 def test_readme_documents_every_flag():
-    """The README's command-line table lists every flag --help knows (and no stale one)."""
+    """The command-line table of docs/OPERATIONS.md lists every flag --help knows (and no
+    stale one)."""
     import re
     r = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10)
     helped = set(re.findall(r"^  (--[a-z0-9-]+)", r.stdout + r.stderr, re.M))
-    readme = open(os.path.join(SOURCE_DIR, "README.md")).read()
-    table = readme[readme.index("## Command line"):readme.index("## Admin API")]
+    doc = open(os.path.join(SOURCE_DIR, "docs", "OPERATIONS.md")).read()
+    start = doc.index("\n## Command line\n")
+    end = doc.find("\n## ", start + 1)
+    table = doc[start:end if end > 0 else len(doc)]
     documented = set(re.findall(r"^\| `(--[a-z0-9-]+)", table, re.M))
-    assert helped - documented == set(), f"README lacks {sorted(helped - documented)}"
-    assert documented - helped == set(), f"README has stale {sorted(documented - helped)}"
+    assert helped - documented == set(), f"docs/OPERATIONS.md lacks {sorted(helped - documented)}"
+    assert documented - helped == set(), f"docs/OPERATIONS.md has stale {sorted(documented - helped)}"
 
 
 def test_unknown_flag_fails():

@@ -1,4 +1,4 @@
-"""A cluster of hosts on one Redis (issue 13, DESIGN 10), with a real redis-server on a free
+"""A cluster of hosts on one Redis (CONTRACT 10), with a real redis-server on a free
 port: a push on node 3 reaches a user's tabs on nodes 1 and 2; a user created on node 1
 resumes on node 2; a push while the user is offline is queued in Redis and delivered on
 reconnect to node 3; a room with members on every node; a node killed with -9 leaves presence

@@ -1,4 +1,4 @@
-"""A crash in a function is not a crash of the service (DESIGN 9, issue 10, in-process):
+"""A crash in a function is not a crash of the service (CONTRACT 9, in-process):
 the crash is logged with function, version, request id and a backtrace; the supervisor
 restarts the serving process within the bound; users resume and get what was queued
 meanwhile; the crashing build is quarantined (503) until a different build is deployed or an
@@ -23,7 +23,7 @@ class Host(Host):  # noqa: F405,F811
     def __init__(self, *args, flags=(), **kw):
         super().__init__(*args, flags=list(flags) + ["--isolation", "none"], **kw)
 
-# The bound DESIGN 9 sets is 1 s; the assertion leaves room for a loaded 2-core machine
+# The bound CONTRACT 9 sets is 1 s; the assertion leaves room for a loaded 2-core machine
 # (tools/crash-restart measures p50/p99 on an idle one).
 BACK_WITHIN = 3.0
 

@@ -1,4 +1,4 @@
-"""The Debian package (issue 15, items 2 and 3): `make deb` builds it; it depends on runtime
+"""The Debian package: `make deb` builds it; it depends on runtime
 packages only; `dpkg -i` (root) creates the wshost user, /etc/wshost/wshost.env,
 /var/lib/wshost (0750, wshost) and /var/lib/wshost/plugins (0755, root), enables nothing;
 `systemd-analyze verify` accepts the unit; the installed host runs as the unit would run it

@@ -1,4 +1,4 @@
-"""Work that waits end to end (issue 11, DESIGN 8): plugins/slow.c answers from a worker
+"""Work that waits end to end (CONTRACT 8): plugins/slow.c answers from a worker
 thread after 200 ms while 20 WebSocket clients keep echoing (p99 under 50 ms); a deferred
 response never completed gets 504 after --defer-timeout; a response completes exactly once;
 a version with a response outstanding stays loaded across a reload until it is answered; a
@@ -135,7 +135,7 @@ def test_client_gone_before_the_response():
 
 async def test_deferred_push_from_another_thread():
     """cloud_deferred_send_to_user from a plugin's own thread: the push runs on the loop and
-    the deferred response carries its outcome (DESIGN 8: cloud_deferred_* from any thread)."""
+    the deferred response carries its outcome (CONTRACT 8: cloud_deferred_* from any thread)."""
     with Host(plugins={"__websocket__": tplugin("ws_echo"),
                        "defer_push_thread": tplugin("defer_push_thread")}) as h:
         ws, g = await h.user()

@@ -1,4 +1,4 @@
-"""test_deflate.py: permessage-deflate (RFC 7692; issue 12). Negotiated when a client offers
+"""test_deflate.py: permessage-deflate (RFC 7692). Negotiated when a client offers
 it (--deflate on), every kind of message round-trips compressed, empty ones too
 (lws 4.1.6 aborts on those: the host writes them itself), and a message that inflates past
 --max-message is closed with 1009 however small it was on the wire (a deflate bomb). Off by

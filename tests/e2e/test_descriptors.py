@@ -1,4 +1,4 @@
-"""Descriptor exhaustion (issue 9, finding 5): with a low `ulimit -n` and more clients than
+"""Descriptor exhaustion: with a low `ulimit -n` and more clients than
 descriptors, the host neither spins nor floods its log, and /_/healthz answers again on a
 fresh connection as soon as some clients leave."""
 

@@ -1,4 +1,4 @@
-"""test_door.py: the connection event decides at the door (DESIGN 11, issue 12): it runs before
+"""test_door.py: the connection event decides at the door (CONTRACT 11): it runs before
 the 101, so cloud_reject refuses the upgrade with an HTTP status and leaves no user, connection
 or greeting; cloud_accept_protocol picks an offered subprotocol; a client offering
 subprotocols is never dropped without an answer."""

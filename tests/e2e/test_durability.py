@@ -1,4 +1,4 @@
-"""Nothing lost, nothing unbounded (issue 9): the outbox drain is paced and at-least-once,
+"""Nothing lost, nothing unbounded: the outbox drain is paced and at-least-once,
 sends from a close event are queued, the WAL is checkpointed, rows are pruned and capped, and
 storage faults (a deleted file, a lock held by another process) are seen and survived."""
 

@@ -1,4 +1,4 @@
-"""HTTP functions end to end (DESIGN 1, 5; DECISIONS "HTTP"): methods, query, headers,
+"""HTTP functions end to end (CONTRACT 1, 5; DECISIONS "HTTP"): methods, query, headers,
 bodies, request ids, 404 names, 400 malformed JSON, 413 body limit, 500 handler error."""
 
 import json
@@ -135,7 +135,7 @@ def test_unknown_function_404():
 
 
 def test_bad_names_404():
-    """DESIGN 5: a name outside [A-Za-z0-9_-]{1,128}, `..` or `%2e` included, is a 404 that
+    """CONTRACT 5: a name outside [A-Za-z0-9_-]{1,128}, `..` or `%2e` included, is a 404 that
     never touches the file system; names beginning with `__` are not callable over HTTP.
     Every path is tried; all violations are reported together."""
     with http_host() as h:
@@ -160,9 +160,9 @@ def test_bad_names_404():
 
 def test_dot_segments_and_bad_escapes_never_escape():
     """libwebsockets removes dot segments (RFC 3986 5.2.4) and decodes the path before the
-    host sees it, so `/../echo` IS `/echo` (README, Known limitations): such a path reaches
-    at most the function its canonical form names, never a file. Escapes lws cannot decode
-    (`%`, `%zz`, `%00`) are refused by lws itself; nothing is served."""
+    host sees it, so `/../echo` IS `/echo` (docs/OPERATIONS.md, Known limitations): such a
+    path reaches at most the function its canonical form names, never a file. Escapes lws
+    cannot decode (`%`, `%zz`, `%00`) are refused by lws itself; nothing is served."""
     with http_host() as h:
         for path in ["/../echo", "/%2e%2e%2fecho", "/x/../echo", "/./echo", "/../../../echo"]:
             r = h.http("GET", path)

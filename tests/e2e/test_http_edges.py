@@ -1,4 +1,4 @@
-"""HTTP edges of issue 9 (findings 6 and 8): slow request bodies hold neither memory nor
+"""HTTP edges lws 4.1 gets wrong: slow request bodies hold neither memory nor
 connections (--max-body-total, --min-body-rate), a request answered before its body was read
 is answered in a way every client can read (lingering close), and header lines lws 4.1 gets
 wrong are answered with a status."""

@@ -1,4 +1,4 @@
-"""Install (issue 15, item 1): `cmake --install` and `make install PREFIX=` into a temporary
+"""Install: `cmake --install` and `make install PREFIX=` into a temporary
 prefix; functions built OUTSIDE the repository against that prefix, once with pkg-config and
 once with find_package(wshost), then served by the installed wshost."""
 

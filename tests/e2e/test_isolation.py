@@ -1,4 +1,4 @@
-"""--isolation process (DESIGN 9, issue 10 items 4 and 5): functions run in worker processes.
+"""--isolation process (CONTRACT 9): functions run in worker processes.
 A crash fails only the event that was running (its connection gets 1011, its HTTP request
 502) and the worker is replaced while every other connection keeps its answers; a function
 that blocks stalls only its own worker; one connection's events stay in order; SIGTERM ends

@@ -1,4 +1,4 @@
-"""Issue 14: headers built lazily. A function that exports CLOUD_OPTIONS(CLOUD_OPT_LAZY_HEADERS)
+"""Headers built lazily. A function that exports CLOUD_OPTIONS(CLOUD_OPT_LAZY_HEADERS)
 gets ctx->headers NULL in its connection event and reads headers through cloud_request_header;
 every function without it (all plugins built before, ABI 1 included) keeps getting
 ctx->headers. Also run with --isolation process (make test-isolation)."""

@@ -1,4 +1,4 @@
-"""The host's log (issue 15 item 5, issue 9 finding 11): every line of a run has time, level,
+"""The host's log (CONTRACT 6): every line of a run has time, level,
 source, function and request id, in text or --log-format json; lines about a request carry its
 id; a storm of identical warnings is counted, not written line by line."""
 

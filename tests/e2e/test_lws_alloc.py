@@ -1,4 +1,4 @@
-"""Issue 14, large messages: lws reads a WebSocket in pieces of --ws-rx-buffer (64 KiB by
+"""Large messages: lws reads a WebSocket in pieces of --ws-rx-buffer (64 KiB by
 default) while each connection keeps only a 160-byte receive buffer (host/net/lws_alloc.c), which
 holds control frames. Counts and payloads only, never timings."""
 

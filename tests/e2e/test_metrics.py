@@ -1,4 +1,4 @@
-"""GET /_/metrics (issue 15, item 4): the Prometheus text format, parsed strictly here, with
+"""GET /_/metrics: the Prometheus text format, parsed strictly here, with
 values that follow what the test did; behind the admin token unless --metrics-public; and
 scraped by Debian's real `prometheus` server, whose query API must then know the series."""
 

@@ -1,4 +1,4 @@
-"""systemd readiness (issue 15, item 3): with $NOTIFY_SOCKET set, the host says READY=1 once
+"""systemd readiness: with $NOTIFY_SOCKET set, the host says READY=1 once
 its port answers, WATCHDOG=1 from its loop when $WATCHDOG_USEC asks for it, and STOPPING=1
 when SIGTERM starts the drain. systemd is played by a unix datagram socket of this test."""
 

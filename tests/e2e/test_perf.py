@@ -1,4 +1,4 @@
-"""Issue 14's performance work, as behaviour that must hold: an idle connection stays small,
+"""The per-connection performance work, as behaviour that must hold: an idle connection stays small,
 large messages cross a small receive buffer intact, direct writes keep order with queued
 frames, greetings wait for a batched commit, and closes count in metrics instead of logging.
 Counts and bounds only, never timings."""

@@ -1,10 +1,10 @@
-"""Hot reload end to end (DESIGN 4, issue 4): functions swapped under live WebSocket clients
+"""Hot reload end to end (CONTRACT 4): functions swapped under live WebSocket clients
 by `mv` and `cp`, bad files refused while the old version keeps serving, cloud_shared kept
 across versions, CLOUD_INIT / CLOUD_FINI, world-writable files, functions added and removed
 without restart, __websocket__.so deleted and restored, and a function built with the CMake
 helper add_cloud_function.
 
-Versions of tests/plugins/reload_ws.c are compiled here with DESIGN 2's one-line command
+Versions of tests/plugins/reload_ws.c are compiled here with CONTRACT 2's one-line command
 (-DVERSION=N); every answer names the version that gave it ("vN:<message>")."""
 
 import asyncio
@@ -26,7 +26,7 @@ _built = {}
 
 
 def build(tag, source=RELOAD_SRC, defines=()):
-    """cc -shared -fPIC -I sdk/include <source> -o <tag>.so -ljansson (DESIGN 2); cached."""
+    """cc -shared -fPIC -I sdk/include <source> -o <tag>.so -ljansson (CONTRACT 2); cached."""
     if tag not in _built:
         out = os.path.join(_builds, tag + ".so")
         cmd = ["cc", "-shared", "-fPIC", "-I", SDK_INCLUDE, *("-D" + d for d in defines),
@@ -411,7 +411,7 @@ async def test_delete_websocket_function_then_restore():
 
 
 async def test_cmake_add_cloud_function():
-    """DESIGN 2: `add_cloud_function(__websocket__ handler.c)` builds __websocket__.so (no "lib"
+    """CONTRACT 2: `add_cloud_function(__websocket__ handler.c)` builds __websocket__.so (no "lib"
     prefix) in a project of its own, and the host hot-loads it."""
     proj = os.path.join(_builds, "cmake-project")
     os.makedirs(proj, exist_ok=True)

@@ -1,5 +1,5 @@
-"""Nothing in plugins/ and no stuck function can take the host down or keep it up (issue 9,
-findings 4 and 9): a plugin written in place and cut short at any offset is refused while the
+"""Nothing in plugins/ and no stuck function can take the host down or keep it up
+(CONTRACT 4, 6): a plugin written in place and cut short at any offset is refused while the
 old version serves; SIGTERM ends a host whose loop a function holds forever."""
 
 import signal

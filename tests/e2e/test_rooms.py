@@ -1,8 +1,8 @@
-"""Rooms and broadcast end to end (issue 11, DESIGN 8) through tests/plugins/rooms_ws.c:
+"""Rooms and broadcast end to end (CONTRACT 8) through tests/plugins/rooms_ws.c:
 only a room's messages reach its members, `except` leaves the sender out, a closed socket
 leaves its rooms (GET /_/rooms/<name>), broadcast reaches every socket, /_/status counts rooms,
 sends from 8 threads at once arrive whole (run under ASan in make test-asan, TSan in
-make test-tsan). Also the host-private invocation record (issue 10): a plugin that forges
+make test-tsan). Also the host-private invocation record: a plugin that forges
 ctx->socket / ctx->host gets errors, and nothing is written through them; and a function
 built against the ABI 1 header still loads and serves."""
 
@@ -113,7 +113,7 @@ async def test_broadcast_reaches_every_socket():
 
 
 async def test_close_log_line_shows_what_the_plugin_got():
-    # The line per closed connection is debug since issue 14 (closes are counted in metrics).
+    # The line per closed connection is debug (closes are counted in metrics).
     with Host(plugins={"__websocket__": tplugin("ws_echo"), "shared": tplugin("shared")},
               flags=["--log-level", "debug"]) as h:
         ws, _ = await h.user()

@@ -1,4 +1,4 @@
-"""TLS and admin exposure (issue 5, DECISIONS flags): --tls-cert/--tls-key serve https://
+"""TLS and admin exposure (DECISIONS flags): --tls-cert/--tls-key serve https://
 and wss:// on one port; --admin-loopback-only keeps /_/status, /_/users, /_/push to local
 peers (127.0.0.0/8, ::1) while /_/healthz stays public. The bearer token itself is covered
 by test_admin.py and its constant-time compare by tests/unit/test_admin.c."""

@@ -1,4 +1,4 @@
-"""SIGTERM drain (DESIGN 6): close 1001 to every client, state flushed, exit 0,
+"""SIGTERM drain (CONTRACT 6): close 1001 to every client, state flushed, exit 0,
 online_users empty; queued messages survive a clean restart."""
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Timers end to end (issue 11, DESIGN 8) through tests/plugins/ticker.c: a timer fires at its
+"""Timers end to end (CONTRACT 8) through tests/plugins/ticker.c: a timer fires at its
 period (firings counted over 3 s, generous bounds), keeps firing across a hot reload of its
 function (the new version gets the calls), ends when the file is removed, stops on
 cloud_timer_stop, and a handler slower than the period skips firings instead of piling up."""

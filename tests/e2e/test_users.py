@@ -1,4 +1,4 @@
-"""Users, persistence and push (DESIGN 3): resume, tabs, wrong tokens, token hashing,
+"""Users, persistence and push (CONTRACT 3): resume, tabs, wrong tokens, token hashing,
 kill -9 and restart, outbox order/bound/expiry, online_users under load, cloud_bind_user."""
 
 import asyncio
@@ -188,7 +188,7 @@ async def test_kill9_restart_keeps_users_and_outbox():
 
 
 async def test_outbox_bound():
-    # Single node: a cluster's /push cannot say 507 yet (issue 13, docs/SCALING.md).
+    # Single node: a cluster's outbox is in Redis (docs/SCALING.md).
     with Host(flags=["--outbox-max", "3"], single_node=True) as h:
         ws, g = await h.user()
         uid, token = g["user_id"], g["token"]

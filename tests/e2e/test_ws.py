@@ -1,4 +1,4 @@
-"""WebSocket events end to end (DESIGN 1, 2, 3): greeting, messages, fragments, close events,
+"""WebSocket events end to end (CONTRACT 1, 2, 3): greeting, messages, fragments, close events,
 push, socket handles after close."""
 
 import asyncio

@@ -1,4 +1,4 @@
-"""WebSocket edges of issue 9 (finding 8), in raw frames: each protocol error gets a close
+"""WebSocket edges lws 4.1 gets wrong, in raw frames: each protocol error gets a close
 frame with a code the client can read (RFC 6455 7.4.1), not a dropped TCP connection, and the
 plugin's WebSocket:close sees the same code."""
 

@@ -1,4 +1,4 @@
-"""WebSocket limits and bad input (DESIGN 5): message size 1009, invalid UTF-8 1007, protocol
+"""WebSocket limits and bad input (CONTRACT 5): message size 1009, invalid UTF-8 1007, protocol
 garbage, heartbeat. After each bad client, other clients keep working."""
 
 import asyncio
@@ -150,8 +150,8 @@ async def test_protocol_garbage_does_not_hurt():
 async def test_unmasked_frame_does_not_hurt():
     """RFC 6455 5.1 says a server MUST close on an unmasked client frame. libwebsockets 4.1
     (Debian 12) parses the mask bit but does not enforce it on the server side, and its API
-    does not tell the application (README, Known limitations). What the host does guarantee:
-    the frame is taken as a frame of its connection only, the host stays up, and others are
+    does not tell the application (docs/OPERATIONS.md, Known limitations). What the host does
+    guarantee: the frame is taken as a frame of its connection only, the host stays up, and others are
     served."""
     with Host() as h:
         bystander, _ = await h.user()
@@ -168,7 +168,7 @@ async def test_unmasked_frame_does_not_hurt():
 
 
 async def test_slow_reader_dropped():
-    """DESIGN 5: a reader whose send queue passes --max-send-queue is closed; the host does
+    """CONTRACT 5: a reader whose send queue passes --max-send-queue is closed; the host does
     not grow without bound and everyone else goes on."""
     with Host(flags=["--max-send-queue", "65536"]) as h:
         bystander, _ = await h.user()

@@ -1,7 +1,7 @@
 /* fuzz_http: everything a client's request line and body reach before a plugin runs:
  * http_route, url_decode, query_parse and body_parse, on arbitrary bytes split into parts
  * at NUL bytes: path \0 query \0 content-type \0 body. Besides "no crash, no leak, no UB",
- * it checks the routing contract of DESIGN 5: only [A-Za-z0-9_-]{1,128} names not starting
+ * it checks the routing contract of CONTRACT 5: only [A-Za-z0-9_-]{1,128} names not starting
  * with "__" reach the plugin loader. */
 #include "http_parse.h"
 

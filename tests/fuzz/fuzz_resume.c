@@ -1,4 +1,4 @@
-/* fuzz_resume: the resume path of an upgrade (?user_id=<id>&token=<token>, DESIGN 3): the
+/* fuzz_resume: the resume path of an upgrade (?user_id=<id>&token=<token>, CONTRACT 3): the
  * query as a client may write it, user_id_valid on the id, then store_user_check against a
  * :memory: store that holds a few real users. A wrong or missing token must never yield an
  * id: store_user_check answers 1 only for an exact (id, token) pair the store created.

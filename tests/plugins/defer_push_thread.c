@@ -1,5 +1,5 @@
 /* defer_push_thread: POST {"user_id", "message"}: cloud_deferred_send_to_user called from a
- * thread of the function's own (DESIGN 8: cloud_deferred_* are safe from any thread). The
+ * thread of the function's own (CONTRACT 8: cloud_deferred_* are safe from any thread). The
  * function joins the thread before it returns; the answer is the push's outcome. */
 #include <cloud.h>
 #include <pthread.h>

@@ -1,5 +1,5 @@
 /* hdr_eager: a connection event that reports what it can see of the upgrade's headers, built
- * without CLOUD_OPTIONS (every plugin before issue 14): ctx->headers must be there.
+ * without CLOUD_OPTIONS (every plugin before CLOUD_OPTIONS existed): ctx->headers must be there.
  * hdr_lazy.c is the same code with CLOUD_OPT_LAZY_HEADERS. */
 #include <cloud.h>
 #include <stdlib.h>

@@ -341,7 +341,7 @@ static void test_batching_off(void **state) {
   store_close(s);
 }
 
-/* Issue 14: a fresh user and its first connection row are one write, durable after the
+/* A fresh user and its first connection row are one write, durable after the
  * pass's store_sync; a close waits in memory for the next commit, names its user for
  * last_seen (once: a second close of the row changes nothing), and the admin views see it
  * before it is committed. */

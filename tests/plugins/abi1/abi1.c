@@ -7,7 +7,7 @@ _Static_assert(CLOUD_ABI_VERSION == 1, "built against the ABI 1 header");
 CLOUD_FUNCTION(ctx) {
   if (cloud_method_is(ctx, "WebSocket:message"))
     return cloud_socket_send(ctx->socket, ctx->params.data) < 0;
-  /* ?hdr: says what ctx->headers holds (issue 14: built for every plugin without
+  /* ?hdr: says what ctx->headers holds (built for every plugin without
    * CLOUD_OPTIONS, as all ABI 1 plugins are). */
   if (cloud_method_is(ctx, "WebSocket:connection") && json_object_get(ctx->query, "hdr")) {
     json_t *ua = json_object_get(ctx->headers, "user-agent");
