@@ -295,19 +295,13 @@ static void room_user_count(struct host *h, struct room *room, const char *user,
 }
 
 /* Removes id from room, and the room when it is empty. */
-<<<<<<< HEAD
 static void room_remove(struct host *h, struct rooms *r, struct room *room, uint64_t id,
                         const char *user) {
   if (!map_del(&room->members, &id, sizeof id))
     return;
   if (user)
     room_user_count(h, room, user, -1, id);
-  if (h->cluster) /* issue 13: other nodes learn this node's members */
-=======
-static void room_remove(struct host *h, struct rooms *r, struct room *room, uint64_t id) {
-  map_del(&room->members, &id, sizeof id);
   if (h->cluster) /* other nodes learn this node's members */
->>>>>>> main
     cluster_room_changed(h, room->name, room->members.count > 0);
   if (!room->members.count) {
     map_del(&r->by_name, room->name, room->name_len);
@@ -365,12 +359,8 @@ int rooms_join(struct host *h, cloud_socket s, const char *name) {
     return rc;
   }
   sr->v[sr->n++] = room;
-<<<<<<< HEAD
   room_user_count(h, room, sr->user, 1, s.id);
-  if (h->cluster) /* issue 13 */
-=======
   if (h->cluster) /* other nodes learn this node's members */
->>>>>>> main
     cluster_room_changed(h, name, 1);
   return 0;
 }
