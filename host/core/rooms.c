@@ -56,6 +56,7 @@ struct rooms {
   uint64_t ev_dropped;
   ev_timer ev_fire;
   struct host *h;
+  int user_rooms_used; /* a user holds (or held) a room: connections look theirs up */
 };
 
 /* Presence events go to the WebSocket function. */
@@ -90,6 +91,7 @@ int rooms_open(struct host *h) {
   r->ev_fire.data = r;
   r->h = h;
   h->rooms = r;
+  r->user_rooms_used = h->store ? store_user_rooms_any(h->store) != 0 : 0;
   if (h->store && store_room_kept_each(h->store, kept_load, r) < 0)
     log_warn(NULL, NULL, "cannot read the kept rooms: their history starts again");
   return 0;
@@ -579,6 +581,7 @@ int rooms_user_join(struct host *h, const char *user_id, const char *room) {
     return exists < 0 ? CLOUD_EIO : CLOUD_ENOUSER;
   if (!have && store_user_room(h->store, user_id, room, 1) < 0)
     return CLOUD_EIO;
+  h->rooms->user_rooms_used = 1;
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
   int joined = 0;
   for (struct conn *c = u ? u->head : NULL; c; c = c->user_next)
@@ -602,6 +605,10 @@ int rooms_user_leave(struct host *h, const char *user_id, const char *room) {
 }
 
 void rooms_socket_ready(struct host *h, struct conn *c) {
+  /* A fresh user holds nothing (nobody knew its id), and most hosts never use user rooms: no
+   * read per connection then (connection churn). */
+  if (c->fresh_user || !h->rooms->user_rooms_used)
+    return;
   json_t *held = store_user_rooms(h->store, c->user_id, ROOMS_PER_SOCKET_MAX);
   size_t i;
   json_t *v;

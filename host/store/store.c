@@ -1206,6 +1206,15 @@ int store_user_room(struct store *s, const char *user_id, const char *room, int 
   return sqlite3_changes(s->db);
 }
 
+int store_user_rooms_any(struct store *s) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(s->db, "SELECT EXISTS (SELECT 1 FROM user_rooms)", -1, &st, NULL))
+    return db_fail(s, "user rooms any");
+  int rc = sqlite3_step(st), any = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW ? any : db_fail(s, "user rooms any");
+}
+
 json_t *store_user_rooms(struct store *s, const char *user_id, int limit) {
   if (!s || !user_id_valid(user_id))
     return NULL;

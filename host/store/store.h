@@ -66,6 +66,8 @@ int store_user_revoke(struct store *s, const char *id);
 /* Rooms a user holds (cloud_user_join): add (add 1) or drop a row, in the pass's commit. 1 when
  * it changed, 0 when not, -errno on failure. */
 int store_user_room(struct store *s, const char *user_id, const char *room, int add);
+/* 1 if any user holds a room (read once at start), 0 if none, -errno. */
+int store_user_rooms_any(struct store *s);
 /* The rooms the user holds, sorted, at most limit: a new JSON array, NULL on failure. */
 json_t *store_user_rooms(struct store *s, const char *user_id, int limit);
 /* A room's history: keep its last last_n frames (0: keep none, and drop what was kept). */
