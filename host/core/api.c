@@ -299,6 +299,40 @@ static int a_deferred_send_to_user(cloud_deferred *d, const char *user_id, const
   return send_post_to(SEND_DEFERRED, (cloud_socket){0}, d, user, data, len, is_binary);
 }
 
+static int a_user_join(const char *user_id, const char *room) {
+  return invocation_on_loop() ? rooms_user_join(bound, user_id, room) : CLOUD_ESTATE;
+}
+
+static int a_user_leave(const char *user_id, const char *room) {
+  return invocation_on_loop() ? rooms_user_leave(bound, user_id, room) : CLOUD_ESTATE;
+}
+
+static json_t *a_rooms(void) {
+  return invocation_on_loop() ? rooms_list(bound) : NULL;
+}
+
+static json_t *a_user_sockets(const char *user_id) {
+  return invocation_on_loop() ? rooms_user_sockets(bound, user_id) : NULL;
+}
+
+static int a_room_keep(const char *room, int last_n) {
+  return invocation_on_loop() ? rooms_keep(bound, room, last_n) : CLOUD_ESTATE;
+}
+
+static int a_room_history(cloud_socket s, const char *room, int n) {
+  return invocation_on_loop() ? rooms_history(bound, s, room, n) : CLOUD_ESTATE;
+}
+
+static int a_user_create(const char *user_id) {
+  if (!invocation_on_loop())
+    return CLOUD_ESTATE;
+  if (!user_id_valid(user_id))
+    return CLOUD_EINVAL;
+  int before = store_user_exists(bound->store, user_id);
+  int rc = before < 0 ? before : store_user_ensure(bound->store, user_id);
+  return rc < 0 ? CLOUD_EIO : !before;
+}
+
 /* From the host's own object, not ctx->headers: with CLOUD_OPT_LAZY_HEADERS the plugin's
  * ctx->headers is NULL and the object holds only what was looked up so far. */
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
@@ -360,6 +394,13 @@ static cloud_api table = {
     .reject = a_reject,
     .accept_protocol = a_accept_protocol,
     .deferred_send_to_user = a_deferred_send_to_user,
+    .user_join = a_user_join,
+    .user_leave = a_user_leave,
+    .rooms = a_rooms,
+    .user_sockets = a_user_sockets,
+    .room_keep = a_room_keep,
+    .room_history = a_room_history,
+    .user_create = a_user_create,
 };
 
 const cloud_api *api_table(void) {

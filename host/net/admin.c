@@ -1,6 +1,6 @@
-/* admin.c: the operator's endpoints under /_/: healthz (public), status, users, push.
- * Everything but healthz and client.js needs the bearer token; --admin-loopback-only also needs a
- * local peer. */
+/* admin.c: the operator's endpoints under /_/: healthz, client.js and the ui page (public);
+ * status, users, rooms, push, broadcast, disconnect and revoke behind the bearer token
+ * (--admin-loopback-only also needs a local peer). */
 #include "admin.h"
 
 #include "cluster.h"
@@ -45,7 +45,7 @@ static int is_loopback(const char *addr) {
 }
 
 int admin_refuse(struct http_req *r) {
-  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js") ||
+  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js") || !strcmp(r->name, "ui") ||
       (!strcmp(r->name, "metrics") && r->host->cfg.metrics_public))
     return 0;
   if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
@@ -101,6 +101,21 @@ static void serve_client_js(struct http_req *r) {
   http_set_response(r, 200, "text/javascript; charset=utf-8", (const char *)client_js,
                     client_js_len);
   http_add_header(r, "access-control-allow-origin", "*");
+  http_add_header(r, "cache-control", "no-cache");
+}
+
+/* The operator's page: a shell without data, public like client.js; what it shows it reads from
+ * the endpoints behind the token. Its own inline script and same-origin fetches only. */
+extern const unsigned char admin_ui_html[];
+extern const size_t admin_ui_html_len;
+static void serve_ui(struct http_req *r) {
+  http_set_response(r, 200, "text/html; charset=utf-8", (const char *)admin_ui_html,
+                    admin_ui_html_len);
+  http_add_header(r, "content-security-policy",
+                  "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                  "connect-src 'self'; frame-ancestors 'none'; form-action 'none'");
+  http_add_header(r, "x-frame-options", "DENY");
+  http_add_header(r, "referrer-policy", "no-referrer");
   http_add_header(r, "cache-control", "no-cache");
 }
 
@@ -194,6 +209,161 @@ static void push(struct http_req *r) {
   json_decref(b);
 }
 
+static json_t *body_object(struct http_req *r) {
+  json_error_t e;
+  if (!r->body || !r->body_len)
+    return json_object();
+  json_t *b = json_loadb(r->body, r->body_len, 0, &e);
+  if (!json_is_object(b)) {
+    json_decref(b);
+    return NULL;
+  }
+  return b;
+}
+
+static void bad_request(struct http_req *r, const char *why) {
+  set_json(r, 400, json_pack("{ss ss}", "error", "Bad Request", "message", why));
+}
+
+/* The user id of /_/users/<id>/<verb>, from the path (r->name is cut at FN_NAME_MAX), into id
+ * (STORE_ID_MAX+1 bytes). 0, or -1 when the path is not that shape or the id is not one. */
+static int user_of_action(struct http_req *r, const char *verb, char *id) {
+  const char *p = r->path + strlen("/_/users/");
+  const char *slash = strchr(p, '/');
+  size_t n = slash ? (size_t)(slash - p) : 0;
+  if (!slash || strcmp(slash + 1, verb) || n == 0 || n > STORE_ID_MAX)
+    return -1;
+  memcpy(id, p, n);
+  id[n] = 0;
+  return user_id_valid(id) ? 0 : -1;
+}
+
+/* POST /_/users/<id>/disconnect {"code": 4000, "reason": "...", "reconnect": true}: every socket
+ * of the user on this node is closed. Without a code: 4000 when
+ * the client may come back, 4001 when it should not (the JS client stops retrying). */
+static void user_disconnect(struct http_req *r, const char *id) {
+  json_t *b = body_object(r);
+  if (!b) {
+    bad_request(r, "body must be a JSON object {\"code\", \"reason\", \"reconnect\"}");
+    return;
+  }
+  json_t *jr = json_object_get(b, "reconnect"), *jc = json_object_get(b, "code");
+  json_t *jreason = json_object_get(b, "reason");
+  int reconnect = jr ? json_is_true(jr) : 1;
+  int code = jc          ? (int)json_integer_value(jc)
+             : reconnect ? WS_CLOSE_RECONNECT
+                         : WS_CLOSE_NO_RECONNECT;
+  const char *reason = jreason ? json_string_value(jreason) : "disconnected by the operator";
+  if ((jr && !json_is_boolean(jr)) || (jc && !json_is_integer(jc)) || (jreason && !reason) ||
+      code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 || code == 1015 ||
+      strlen(reason) > 123) {
+    bad_request(r, "code must be 1000..4999 (not 1004-1006, 1015), reason at most 123 bytes, "
+                   "reconnect a boolean");
+    json_decref(b);
+    return;
+  }
+  int exists = store_user_exists(r->host->store, id);
+  if (exists <= 0) {
+    set_json(r, exists < 0 ? 503 : 404,
+             json_pack("{ss}", "error", exists < 0 ? "store unavailable" : "no such user"));
+    json_decref(b);
+    return;
+  }
+  int n = ws_user_close(r->host, id, code, reason);
+  log_warn("_", r->request_id, "admin disconnect of user %s (%d \"%s\") from %s: %d socket(s)", id,
+           code, reason, r->remote, n);
+  set_json(r, 200, json_pack("{ss si si}", "user_id", id, "code", code, "disconnected", n));
+  json_decref(b);
+}
+
+/* POST /_/users/<id>/revoke: the user's resume token stops working, and its sockets here are
+ * closed (4001: a token that no longer resumes is no reason to retry). An app-bound user has no
+ * token of the host's to drop: 409. */
+static void user_revoke(struct http_req *r, const char *id) {
+  struct host *h = r->host;
+  int exists = store_user_exists(h->store, id);
+  if (exists < 0) {
+    set_json(r, 503, json_pack("{ss}", "error", "store unavailable"));
+    return;
+  }
+  if (!exists) {
+    set_json(r, 404, json_pack("{ss}", "error", "no such user"));
+    return;
+  }
+  int rc = store_user_revoke(h->store, id);
+  if (rc < 0) {
+    set_json(r, 503, json_pack("{ss}", "error", "store unavailable"));
+    return;
+  }
+  if (rc == 0) {
+    set_json(r, 409,
+             json_pack("{ss ss}", "error", "Conflict", "message",
+                       "the user has no resume token (app-bound or already revoked)"));
+    return;
+  }
+  int n = ws_user_close(h, id, WS_CLOSE_NO_RECONNECT, "token revoked");
+  log_warn("_", r->request_id,
+           "admin revoked the resume token of user %s from %s; %d socket(s) closed", id, r->remote,
+           n);
+  set_json(r, 200, json_pack("{ss sb si}", "user_id", id, "revoked", 1, "disconnected", n));
+}
+
+/* POST /_/users {"user_id"}: a user that exists before it connects (app-bound: no token), so
+ * sends to it queue. 201 created, 200 when it was there already. */
+static void user_create(struct http_req *r) {
+  json_t *b = body_object(r);
+  const char *id = json_string_value(json_object_get(b, "user_id"));
+  if (!id || !user_id_valid(id)) {
+    bad_request(r, "body must be {\"user_id\": an id of [A-Za-z0-9_.:@-], 1..128 bytes}");
+    json_decref(b);
+    return;
+  }
+  int before = store_user_exists(r->host->store, id);
+  int rc = before < 0 ? before : store_user_ensure(r->host->store, id);
+  if (rc < 0)
+    set_json(r, 503, json_pack("{ss}", "error", "store unavailable"));
+  else
+    set_json(r, before ? 200 : 201, json_pack("{ss sb}", "user_id", id, "created", !before));
+  json_decref(b);
+}
+
+/* POST /_/broadcast {"message"}: every live socket (every node's, in a cluster). */
+static void broadcast(struct http_req *r) {
+  json_t *b = body_object(r);
+  json_t *m = json_object_get(b, "message");
+  if (!json_is_string(m)) {
+    bad_request(r, "body must be {\"message\": string}");
+    json_decref(b);
+    return;
+  }
+  int n =
+      rooms_broadcast(r->host, json_string_value(m), json_string_length(m), 0, (cloud_socket){0});
+  if (n < 0)
+    set_json(r, n == CLOUD_ETOOBIG ? 413 : 500,
+             json_pack("{ss}", "error", n == CLOUD_ETOOBIG ? "message too large" : "failed"));
+  else
+    set_json(r, 200, json_pack("{si sb}", "delivered", n, "cluster", r->host->cluster != NULL));
+  json_decref(b);
+}
+
+#define ROOMS_LIST_MAX 10000
+
+static void rooms_list_route(struct http_req *r) {
+  const char *lim = json_string_value(json_object_get(r->query, "limit"));
+  long limit = lim ? strtol(lim, NULL, 10) : 1000;
+  if (limit <= 0 || limit > ROOMS_LIST_MAX)
+    limit = limit <= 0 ? 1000 : ROOMS_LIST_MAX;
+  json_t *list = rooms_list_local(r->host, (size_t)limit);
+  if (!list) {
+    set_json(r, 500, json_pack("{ss}", "error", "out of memory"));
+    return;
+  }
+  size_t total = rooms_count(r->host);
+  set_json(r, 200,
+           json_pack("{so si sb}", "rooms", list, "count", (int)total, "truncated",
+                     total > json_array_size(list)));
+}
+
 void admin_handle(struct http_req *r) {
   struct host *h = r->host;
   const char *n = r->name;
@@ -208,6 +378,8 @@ void admin_handle(struct http_req *r) {
     status(r);
   else if (!strcmp(n, "client.js") && get)
     serve_client_js(r);
+  else if (!strcmp(n, "ui") && get)
+    serve_ui(r);
   else if (!strcmp(n, "metrics") && get)
     metrics(r);
   else if (!strcmp(n, "users") && get) {
@@ -224,6 +396,16 @@ void admin_handle(struct http_req *r) {
       defer_complete(h, d, 500, "application/json", "{\"error\":\"out of memory\"}", 24);
     else
       set_json(r, 200, store_users_json(h->store, on && strcmp(on, "0"), limit > 0 ? limit : 1000));
+  } else if (!strcmp(n, "users") && !strcmp(r->method, "POST"))
+    user_create(r);
+  else if (!strncmp(n, "users/", 6) && !strcmp(r->method, "POST")) {
+    char id[STORE_ID_MAX + 1];
+    if (!user_of_action(r, "disconnect", id))
+      user_disconnect(r, id);
+    else if (!user_of_action(r, "revoke", id))
+      user_revoke(r, id);
+    else
+      set_json(r, 404, json_pack("{ss}", "error", "Not Found"));
   } else if (!strncmp(n, "users/", 6) && get) {
     /* The id from the path itself: r->name keeps FN_NAME_MAX bytes, so a 128-byte id after
      * "users/" would arrive cut and could name another user. */
@@ -240,8 +422,12 @@ void admin_handle(struct http_req *r) {
       set_json(r, 200, json_pack("{s:s, s:o}", "room", room, "members", m));
     else
       set_json(r, 400, json_pack("{ss}", "error", "bad room name"));
-  } else if (!strcmp(n, "push") && !strcmp(r->method, "POST"))
+  } else if (!strcmp(n, "rooms") && get)
+    rooms_list_route(r);
+  else if (!strcmp(n, "push") && !strcmp(r->method, "POST"))
     push(r);
+  else if (!strcmp(n, "broadcast") && !strcmp(r->method, "POST"))
+    broadcast(r);
   else if (!strcmp(n, "quarantine") && get) {
     json_t *q = quarantine_status(h->quarantine);
     set_json(r, 200, q);

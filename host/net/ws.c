@@ -318,6 +318,7 @@ int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
   free(c->user_id_prev);
   c->user_id_prev = c->user_id;
   c->user_id = id;
+  rooms_socket_rebound(h, c->id, c->user_id); /* rooms it joined before the bind */
   struct invocation *inv = invocation_current(h);
   if (inv && inv->kind == INV_WS && inv->obj == c && inv->ctx)
     ((FunctionContext *)inv->ctx)->user_id = c->user_id; /* ws_open's own ctx */
@@ -375,6 +376,15 @@ void ws_close_all(struct host *h, int code, const char *reason) {
         conn_kick(c);
       }
     }
+}
+
+int ws_user_close(struct host *h, const char *user_id, int code, const char *reason) {
+  struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
+  int n = 0;
+  for (struct conn *c = u ? u->head : NULL; c; c = c->user_next)
+    if (ws_close(h, (cloud_socket){c->id}, code, reason) == 0)
+      n++;
+  return n;
 }
 
 /* The outbox drain. Rows are loaded only while the send queue has room (half of it, so live
@@ -719,6 +729,8 @@ int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
   if (!c->fresh_user)
     row = store_conn_open(h->store, c->user_id, c->remote);
   c->row = row > 0 ? row : 0;
+  /* Its user is final now: the socket joins the rooms the user holds (cloud_user_join). */
+  rooms_socket_ready(h, c);
   if (offered[0])
     ws_protocol_prepare(h, c, offered);
   /* lws frees the per-session memory when it binds the WebSocket protocol; the opaque

@@ -67,6 +67,13 @@ void ws_drain_restart(struct host *h, uint64_t conn_id);
  * 0, or CLOUD_ECLOSED when wsi has no open connection. */
 int ws_refuse(struct lws *wsi, int code, const char *why);
 
+/* Close codes of the host's own disconnects, read by the JS client (sdk/js/wshost.js): 4000 the
+ * client may reconnect at once, 4001 it should not reconnect. */
+#define WS_CLOSE_RECONNECT 4000
+#define WS_CLOSE_NO_RECONNECT 4001
+/* Closes every live socket of the user on this node with code and reason (the admin API's
+ * disconnect): how many were told to close. */
+int ws_user_close(struct host *h, const char *user_id, int code, const char *reason);
 /* Sends close 1001 to every connection (SIGTERM). */
 void ws_close_all(struct host *h, int code, const char *reason);
 /* Once per loop pass, before the loop sleeps (server.c): commits the users created in this

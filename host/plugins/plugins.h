@@ -7,7 +7,7 @@
 
 /* ABI versions this host serves. */
 #define PLUGINS_ABI_MIN 1
-#define PLUGINS_ABI_MAX 2
+#define PLUGINS_ABI_MAX 3
 
 /* Checks the folder, cleans the runtime folder and loads every valid function in it.
  * Files that fail are logged and recorded; only an unusable folder fails. 0 or -errno.

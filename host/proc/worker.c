@@ -953,6 +953,39 @@ static void apply_call(struct worker *w, struct wread *rd) {
     rc = rd->bad ? CLOUD_EINVAL : p && p->ctx ? api->accept_protocol(&fake, name) : CLOUD_ESTATE;
     break;
   }
+  case OP_USER_JOIN:
+  case OP_USER_LEAVE: {
+    const char *uid = wread_str(rd);
+    const char *room = wread_str(rd);
+    rc = rd->bad              ? CLOUD_EINVAL
+         : op == OP_USER_JOIN ? api->user_join(uid, room)
+                              : api->user_leave(uid, room);
+    break;
+  }
+  case OP_ROOMS:
+  case OP_USER_SOCKETS: {
+    json_t *v = op == OP_ROOMS ? api->rooms() : api->user_sockets(wread_str(rd));
+    text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    rc = 0;
+    break;
+  }
+  case OP_ROOM_KEEP: {
+    const char *room = wread_str(rd);
+    int64_t n = (int64_t)wread_u64(rd);
+    rc = rd->bad || n < 0 || n > INT32_MAX ? CLOUD_EINVAL : api->room_keep(room, (int)n);
+    break;
+  }
+  case OP_ROOM_HISTORY: {
+    cloud_socket s = {wread_u64(rd)};
+    const char *room = wread_str(rd);
+    int64_t n = (int64_t)wread_u64(rd);
+    rc = rd->bad || n < 0 || n > INT32_MAX ? CLOUD_EINVAL : api->room_history(s, room, (int)n);
+    break;
+  }
+  case OP_USER_CREATE:
+    rc = api->user_create(wread_str(rd));
+    break;
   default:
     log_warn(NULL, NULL, "worker %d sent unknown call %llu", w->index, (unsigned long long)op);
   }

@@ -29,7 +29,14 @@ enum worker_op {
   OP_ENV,          /* name -> value */
   OP_REJECT,       /* status, reason (the connection event's upgrade) */
   OP_ACCEPT_PROTO, /* subprotocol name (the connection event's upgrade) */
-  OP_DEFER_PUSH    /* handle, user id, data, is_binary */
+  OP_DEFER_PUSH,   /* handle, user id, data, is_binary */
+  OP_USER_JOIN,    /* user id, room */
+  OP_USER_LEAVE,   /* user id, room */
+  OP_ROOMS,        /* -> JSON text */
+  OP_USER_SOCKETS, /* user id -> JSON text */
+  OP_ROOM_KEEP,    /* room, last_n */
+  OP_ROOM_HISTORY, /* sock, room, n */
+  OP_USER_CREATE   /* user id */
 };
 
 /* Event kinds beyond enum inv_kind on the wire: stop after what is queued. */

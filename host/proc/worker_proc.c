@@ -367,6 +367,28 @@ static int p_broadcast(const void *data, size_t len, int is_binary, cloud_socket
   return (int)call_end(&b, NULL);
 }
 
+/* In a close event the socket has left its rooms in the serving process already (the event
+ * runs here later): it is still a member of those the event named, as p_socket_rooms says. */
+static void members_with_closing(json_t *members, const char *room) {
+  const FunctionContext *ctx = W.cur.ctx;
+  if (!json_is_array(members) || !W.running || !W.cur.rooms || !ctx || !ctx->user_id)
+    return;
+  size_t i;
+  json_t *v;
+  int in = 0;
+  json_array_foreach(W.cur.rooms, i, v) in |= !strcmp(json_string_value(v), room);
+  if (!in)
+    return;
+  json_array_foreach(members, i, v) {
+    if (!strcmp(json_string_value(json_object_get(v, "user_id")), ctx->user_id)) {
+      json_int_t n = json_integer_value(json_object_get(v, "sockets"));
+      json_object_set_new(v, "sockets", json_integer(n + 1));
+      return;
+    }
+  }
+  json_array_append_new(members, json_pack("{s:s, s:i}", "user_id", ctx->user_id, "sockets", 1));
+}
+
 static json_t *p_room_members(const char *room) {
   if (!on_main())
     return NULL;
@@ -375,7 +397,10 @@ static json_t *p_room_members(const char *room) {
   wbuf_str(&b, room);
   const char *t;
   call_end(&b, &t);
-  return parse(t);
+  json_t *m = parse(t);
+  if (m && room)
+    members_with_closing(m, room);
+  return m;
 }
 
 static json_t *p_socket_rooms(cloud_socket s) {
@@ -477,6 +502,83 @@ static int p_accept_protocol(FunctionContext *ctx, const char *name) {
   return (int)call_end(&b, NULL);
 }
 
+static int user_room_call(enum worker_op op, const char *user_id, const char *room) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (!user_id || !room)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, op, 1);
+  wbuf_str(&b, user_id);
+  wbuf_str(&b, room);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_user_join(const char *user_id, const char *room) {
+  return user_room_call(OP_USER_JOIN, user_id, room);
+}
+
+static int p_user_leave(const char *user_id, const char *room) {
+  return user_room_call(OP_USER_LEAVE, user_id, room);
+}
+
+static json_t *p_rooms(void) {
+  if (!on_main())
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_ROOMS, 1);
+  const char *t;
+  call_end(&b, &t);
+  return parse(t);
+}
+
+static json_t *p_user_sockets(const char *user_id) {
+  if (!on_main() || !user_id)
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_USER_SOCKETS, 1);
+  wbuf_str(&b, user_id);
+  const char *t;
+  call_end(&b, &t);
+  return parse(t);
+}
+
+static int p_room_keep(const char *room, int last_n) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (!room || last_n < 0)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_ROOM_KEEP, 1);
+  wbuf_str(&b, room);
+  wbuf_u64(&b, (uint64_t)last_n);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_room_history(cloud_socket s, const char *room, int n) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (!room || n < 0)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_ROOM_HISTORY, 1);
+  wbuf_u64(&b, s.id);
+  wbuf_str(&b, room);
+  wbuf_u64(&b, (uint64_t)n);
+  return (int)call_end(&b, NULL);
+}
+
+static int p_user_create(const char *user_id) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (!user_id)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_USER_CREATE, 1);
+  wbuf_str(&b, user_id);
+  return (int)call_end(&b, NULL);
+}
+
 static const cloud_api proxy = {
     .abi_version = CLOUD_ABI_VERSION,
     .size = sizeof(cloud_api),
@@ -508,6 +610,13 @@ static const cloud_api proxy = {
     .env = p_env,
     .reject = p_reject,
     .accept_protocol = p_accept_protocol,
+    .user_join = p_user_join,
+    .user_leave = p_user_leave,
+    .rooms = p_rooms,
+    .user_sockets = p_user_sockets,
+    .room_keep = p_room_keep,
+    .room_history = p_room_history,
+    .user_create = p_user_create,
 };
 
 /* Runs one event frame (its payload after the type byte). */

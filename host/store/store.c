@@ -92,6 +92,27 @@ static const char schema_v1[] =
     "  SELECT user_id, count(*), min(connected_at) FROM connections\n"
     "  WHERE disconnected_at IS NULL GROUP BY user_id;\n";
 /* SCHEMA_V1 END */
+/* Added to v1 without a version bump (new tables change no query on the old ones): rooms a user
+ * holds (every socket of the user is in them, sockets that connect later too), and the frames
+ * a room keeps for its history (cloud_room_keep / cloud_room_history). */
+static const char schema_rooms[] =
+    "CREATE TABLE IF NOT EXISTS user_rooms (\n"
+    "  user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,\n"
+    "  room TEXT NOT NULL,\n"
+    "  PRIMARY KEY (user_id, room)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE TABLE IF NOT EXISTS room_keep (\n"
+    "  room TEXT PRIMARY KEY,\n"
+    "  last_n INTEGER NOT NULL            -- frames kept, newest first\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE TABLE IF NOT EXISTS room_history (\n"
+    "  room TEXT NOT NULL,\n"
+    "  seq INTEGER NOT NULL,              -- the room's send order\n"
+    "  is_binary INTEGER NOT NULL,\n"
+    "  payload BLOB NOT NULL,\n"
+    "  sent_at INTEGER NOT NULL,\n"
+    "  PRIMARY KEY (room, seq)\n"
+    ") WITHOUT ROWID;\n";
 /* Added to v1 without a version bump (an index changes no query's answer): pruning closed
  * connections by age must not scan the whole table. */
 static const char index_closed[] = "CREATE INDEX IF NOT EXISTS connections_closed ON connections "
@@ -124,6 +145,18 @@ enum {
   ST_USER_EVICT,
   ST_USER_COUNT,
   ST_CONN_MAX,
+  ST_USER_REVOKE,
+  ST_UROOM_ADD,
+  ST_UROOM_DEL,
+  ST_UROOM_OF,
+  ST_KEEP_SET,
+  ST_KEEP_DEL,
+  ST_KEEP_ALL,
+  ST_HIST_ADD,
+  ST_HIST_TRIM,
+  ST_HIST_OLDEST,
+  ST_HIST_DROP,
+  ST_HIST_LAST,
   ST__N
 };
 
@@ -197,6 +230,26 @@ static const char *const stmt_sql[ST__N] = {
         "o.user_id = u.id) ORDER BY u.last_seen LIMIT ?1)",
     [ST_USER_COUNT] = "SELECT count(*) FROM users",
     [ST_CONN_MAX] = "SELECT coalesce(max(id), 0) FROM connections",
+    /* A zero-length hash matches no token, and is not NULL: a cluster import never gives the
+     * user a token again. */
+    [ST_USER_REVOKE] = "UPDATE users SET token_hash = X'' WHERE id = ?1 AND length(token_hash) > 0",
+    [ST_UROOM_ADD] = "INSERT OR IGNORE INTO user_rooms (user_id, room) VALUES (?1, ?2)",
+    [ST_UROOM_DEL] = "DELETE FROM user_rooms WHERE user_id = ?1 AND room = ?2",
+    [ST_UROOM_OF] = "SELECT room FROM user_rooms WHERE user_id = ?1 ORDER BY room LIMIT ?2",
+    [ST_KEEP_SET] = "INSERT INTO room_keep (room, last_n) VALUES (?1, ?2) ON CONFLICT (room) DO "
+                    "UPDATE SET last_n = excluded.last_n",
+    [ST_KEEP_DEL] = "DELETE FROM room_keep WHERE room = ?1",
+    [ST_KEEP_ALL] = "SELECT k.room, k.last_n, coalesce(max(h.seq), 0), count(h.seq), "
+                    "coalesce(sum(length(h.payload)), 0) FROM room_keep k LEFT JOIN room_history h "
+                    "ON h.room = k.room GROUP BY k.room",
+    [ST_HIST_ADD] = "INSERT INTO room_history (room, seq, is_binary, payload, sent_at) VALUES (?1, "
+                    "?2, ?3, ?4, ?5)",
+    [ST_HIST_TRIM] = "DELETE FROM room_history WHERE room = ?1 AND seq <= ?2",
+    [ST_HIST_OLDEST] = "SELECT seq, length(payload) FROM room_history WHERE room = ?1 ORDER BY seq "
+                       "LIMIT 1",
+    [ST_HIST_DROP] = "DELETE FROM room_history WHERE room = ?1",
+    [ST_HIST_LAST] = "SELECT payload, is_binary FROM (SELECT seq, payload, is_binary FROM "
+                     "room_history WHERE room = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
 };
 
 /* A batched write. Each is kept in memory until the transaction that applied it committed:
@@ -590,7 +643,7 @@ static int migrate(struct store *s) {
       (exec(s, schema_v1, "create schema") || exec(s, "PRAGMA user_version = 1", "create schema")))
     goto fail;
   /* Later versions: if (version < 2) { ALTER ...; PRAGMA user_version = 2 } */
-  if (exec(s, index_closed, "create index"))
+  if (exec(s, index_closed, "create index") || exec(s, schema_rooms, "create room tables"))
     goto fail;
   return exec(s, "COMMIT", "migrate");
 fail:
@@ -1119,6 +1172,160 @@ int store_user_import(struct store *s, const char *id, const uint8_t *hash) {
    * later (docs/SCALING.md). */
   s->sync_pending = 1;
   return 0;
+}
+
+int store_user_revoke(struct store *s, const char *id) {
+  int rc;
+  if (!s || !user_id_valid(id))
+    return -EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc;
+  sqlite3_bind_text(s->st[ST_USER_REVOKE], 1, id, -1, SQLITE_STATIC);
+  if ((rc = run(s, ST_USER_REVOKE, "user revoke")))
+    return rc;
+  int n = sqlite3_changes(s->db);
+  rc = store_flush(s);
+  return rc < 0 ? rc : n;
+}
+
+/* --- rooms a user holds, and room history ------------------------------------------------ */
+
+static void apply_queued(struct store *s);
+
+int store_user_room(struct store *s, const char *user_id, const char *room, int add) {
+  int rc;
+  if (!s || !user_id_valid(user_id) || !room)
+    return -EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc;
+  int st = add ? ST_UROOM_ADD : ST_UROOM_DEL;
+  sqlite3_bind_text(s->st[st], 1, user_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(s->st[st], 2, room, -1, SQLITE_STATIC);
+  if ((rc = run(s, st, add ? "user room add" : "user room delete")))
+    return rc;
+  return sqlite3_changes(s->db);
+}
+
+int store_user_rooms_any(struct store *s) {
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(s->db, "SELECT EXISTS (SELECT 1 FROM user_rooms)", -1, &st, NULL))
+    return db_fail(s, "user rooms any");
+  int rc = sqlite3_step(st), any = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW ? any : db_fail(s, "user rooms any");
+}
+
+json_t *store_user_rooms(struct store *s, const char *user_id, int limit) {
+  if (!s || !user_id_valid(user_id))
+    return NULL;
+  apply_queued(s);
+  sqlite3_stmt *st = s->st[ST_UROOM_OF];
+  sqlite3_bind_text(st, 1, user_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, limit);
+  json_t *out = json_array();
+  int rc;
+  while (out && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    json_array_append_new(out, json_string((const char *)sqlite3_column_text(st, 0)));
+  done(st);
+  if (out && rc != SQLITE_DONE) {
+    db_fail(s, "user rooms");
+    json_decref(out);
+    return NULL;
+  }
+  return out;
+}
+
+int store_room_keep(struct store *s, const char *room, int last_n) {
+  int rc;
+  if (!s || !room)
+    return -EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc;
+  if (last_n > 0) {
+    sqlite3_bind_text(s->st[ST_KEEP_SET], 1, room, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s->st[ST_KEEP_SET], 2, last_n);
+    return run(s, ST_KEEP_SET, "room keep");
+  }
+  sqlite3_bind_text(s->st[ST_KEEP_DEL], 1, room, -1, SQLITE_STATIC);
+  if ((rc = run(s, ST_KEEP_DEL, "room keep")))
+    return rc;
+  sqlite3_bind_text(s->st[ST_HIST_DROP], 1, room, -1, SQLITE_STATIC);
+  return run(s, ST_HIST_DROP, "room history drop");
+}
+
+int store_room_kept_each(struct store *s, store_kept_fn fn, void *arg) {
+  if (!s)
+    return -EINVAL;
+  apply_queued(s);
+  sqlite3_stmt *st = s->st[ST_KEEP_ALL];
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    fn(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1),
+       sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4));
+  done(st);
+  return rc == SQLITE_DONE ? 0 : db_fail(s, "kept rooms");
+}
+
+int store_room_history_trim(struct store *s, const char *room, int64_t upto) {
+  int rc;
+  if (!s || !room)
+    return -EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc;
+  sqlite3_bind_text(s->st[ST_HIST_TRIM], 1, room, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(s->st[ST_HIST_TRIM], 2, upto);
+  return run(s, ST_HIST_TRIM, "room history trim");
+}
+
+int store_room_history_add(struct store *s, const char *room, int64_t seq, const void *data,
+                           size_t len, int is_binary) {
+  int rc;
+  if (!s || !room)
+    return -EINVAL;
+  if ((rc = txn_begin(s)))
+    return rc;
+  sqlite3_stmt *st = s->st[ST_HIST_ADD];
+  sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, seq);
+  sqlite3_bind_int(st, 3, is_binary);
+  if (is_binary)
+    sqlite3_bind_blob(st, 4, len ? data : "", (int)len, SQLITE_STATIC);
+  else
+    sqlite3_bind_text(st, 4, len ? data : "", (int)len, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 5, now_ms());
+  return run(s, ST_HIST_ADD, "room history add");
+}
+
+int64_t store_room_history_oldest(struct store *s, const char *room, int64_t *bytes) {
+  sqlite3_stmt *st = s->st[ST_HIST_OLDEST];
+  sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+  int64_t seq = 0;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    seq = sqlite3_column_int64(st, 0);
+    *bytes = sqlite3_column_int64(st, 1);
+  }
+  done(st);
+  return rc == SQLITE_ROW ? seq : rc == SQLITE_DONE ? 0 : db_fail(s, "room history oldest");
+}
+
+int store_room_history_each(struct store *s, const char *room, int n, store_frame_fn fn,
+                            void *arg) {
+  if (!s || !room)
+    return -EINVAL;
+  apply_queued(s);
+  sqlite3_stmt *st = s->st[ST_HIST_LAST];
+  sqlite3_bind_text(st, 1, room, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, n);
+  int rc, count = 0;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const void *p = sqlite3_column_blob(st, 0);
+    if (fn(arg, p ? p : "", (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_int(st, 1)) < 0)
+      break;
+    count++;
+  }
+  done(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? count : db_fail(s, "room history");
 }
 
 int store_user_exists(struct store *s, const char *id) {

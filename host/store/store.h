@@ -59,6 +59,34 @@ int store_user_insert(struct store *s, const char *id, const uint8_t *hash);
 /* 1 when the user exists and token matches its stored hash (constant-time compare), 0 when
  * not (unknown id, no token stored, wrong token), negative on store failure. */
 int store_user_check(struct store *s, const char *id, const char *token);
+/* Drops the user's resume token (the admin API's revoke): no token resumes it again. 1 when a
+ * token was dropped, 0 when it had none (unknown, app-bound or already revoked), -errno on
+ * failure. Durable when it returns 1. */
+int store_user_revoke(struct store *s, const char *id);
+/* Rooms a user holds (cloud_user_join): add (add 1) or drop a row, in the pass's commit. 1 when
+ * it changed, 0 when not, -errno on failure. */
+int store_user_room(struct store *s, const char *user_id, const char *room, int add);
+/* 1 if any user holds a room (read once at start), 0 if none, -errno. */
+int store_user_rooms_any(struct store *s);
+/* The rooms the user holds, sorted, at most limit: a new JSON array, NULL on failure. */
+json_t *store_user_rooms(struct store *s, const char *user_id, int limit);
+/* A room's history: keep its last last_n frames (0: keep none, and drop what was kept). */
+int store_room_keep(struct store *s, const char *room, int last_n);
+/* Every kept room, once, at start: its last_n, newest seq, frames and payload bytes kept. */
+typedef void (*store_kept_fn)(void *arg, const char *room, int last_n, int64_t seq, int64_t frames,
+                              int64_t bytes);
+int store_room_kept_each(struct store *s, store_kept_fn fn, void *arg);
+/* A frame sent to a kept room, as number seq; and the frames at or below upto dropped. Both in
+ * the pass's commit. 0 or -errno. */
+int store_room_history_add(struct store *s, const char *room, int64_t seq, const void *data,
+                           size_t len, int is_binary);
+int store_room_history_trim(struct store *s, const char *room, int64_t upto);
+/* The oldest kept frame: its seq (0 if none) and payload bytes, or -errno. */
+int64_t store_room_history_oldest(struct store *s, const char *room, int64_t *bytes);
+/* The last n kept frames, oldest first, to fn (which stops the walk by returning < 0): how
+ * many fn took, or -errno. */
+typedef int (*store_frame_fn)(void *arg, const void *data, size_t len, int is_binary);
+int store_room_history_each(struct store *s, const char *room, int n, store_frame_fn fn, void *arg);
 /* Creates the user without a token if absent (cloud_bind_user). 0 or negative. */
 int store_user_ensure(struct store *s, const char *id);
 /* A user created on another node of the cluster: inserted with its token hash

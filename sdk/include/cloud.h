@@ -39,7 +39,7 @@ extern "C" {
 
 /* ABI version of this header. The host serves a range of versions and refuses others. */
 #ifndef CLOUD_ABI_VERSION
-#define CLOUD_ABI_VERSION 2
+#define CLOUD_ABI_VERSION 3
 #endif
 
 /* Status codes: every int-returning call returns 0 (or a count) on success, one of these on
@@ -143,6 +143,14 @@ typedef struct cloud_api {
   /* ABI 2: a push whose HTTP answer waits for the cluster (check size before use) */
   int (*deferred_send_to_user)(cloud_deferred *, const char *user_id, const void *, size_t,
                                int is_binary);
+  /* ABI 3: rooms users hold, the rooms' view, history, users made before they connect */
+  int (*user_join)(const char *user_id, const char *room);
+  int (*user_leave)(const char *user_id, const char *room);
+  json_t *(*rooms)(void);
+  json_t *(*user_sockets)(const char *user_id);
+  int (*room_keep)(const char *room, int last_n);
+  int (*room_history)(cloud_socket, const char *room, int n);
+  int (*user_create)(const char *user_id);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -361,6 +369,53 @@ static inline json_t *cloud_room_members(const char *room) {
  * WebSocket:close event, to tell its rooms it left. Loop thread. */
 static inline json_t *cloud_socket_rooms(cloud_socket s) {
   return cloud_api_->socket_rooms(s);
+}
+
+/* ---- ABI 3: rooms for applications. A user may hold a room: every socket of the user is in
+ * it, on this node and (with --redis) every other, sockets that connect later too, and the
+ * membership is stored (a restart keeps it). A socket in a room for either reason counts once.
+ * Presence: when a user's first socket enters a room or its last leaves it (a leave, a close),
+ * __websocket__ gets method "Room:join" / "Room:leave", with ctx->user_id the user,
+ * ctx->params.data the room and ctx->socket the socket that entered or left (closed, for a
+ * close). They run after the call that caused them returned. Inside every event
+ * cloud_room_members and cloud_socket_rooms agree about ctx->socket: in its WebSocket:close
+ * it is still a member of the rooms it is in; it leaves them after that event. */
+
+/* The user holds room from now on: its sockets join. How many joined now (0: none live),
+ * CLOUD_ENOUSER, CLOUD_EINVAL (bad id or name), CLOUD_EFULL (1024 rooms held), CLOUD_EIO. */
+static inline int cloud_user_join(const char *user_id, const char *room) {
+  return cloud_api_->user_join(user_id, room);
+}
+/* The user no longer holds room, and every socket of the user leaves it (also one that
+ * joined with cloud_room_join). How many left; CLOUD_EINVAL if the user was not in it. */
+static inline int cloud_user_leave(const char *user_id, const char *room) {
+  return cloud_api_->user_leave(user_id, room);
+}
+/* Every room with a member: [{"room": .., "users": n, "sockets": n}], sorted by name, as a new
+ * reference (json_decref it). Loop thread. */
+static inline json_t *cloud_rooms(void) {
+  return cloud_api_->rooms();
+}
+/* The user's live sockets: [{"socket": id, "session": id or null, "node": id or null}] (the
+ * number is a cloud_socket's id), new reference; NULL for a bad id. Loop thread. */
+static inline json_t *cloud_user_sockets(const char *user_id) {
+  return cloud_api_->user_sockets(user_id);
+}
+/* The room keeps its last last_n frames sent with cloud_room_send* (1..1000; and at most 8 MiB
+ * of them), stored, so cloud_room_history serves them after a restart too; 0 keeps none and
+ * drops what was kept. 0, CLOUD_EINVAL, CLOUD_EFULL (10 000 rooms keep frames), CLOUD_EIO. */
+static inline int cloud_room_keep(const char *room, int last_n) {
+  return cloud_api_->room_keep(room, last_n);
+}
+/* Sends s the room's last n kept frames, oldest first, through its send queue: how many (0 for
+ * a room that keeps none), CLOUD_ECLOSED, CLOUD_EINVAL, CLOUD_EFULL (s's queue), CLOUD_EIO. */
+static inline int cloud_room_history(cloud_socket s, const char *room, int n) {
+  return cloud_api_->room_history(s, room, n);
+}
+/* A user by id before it ever connects (app-bound: no resume token), so that sends to it
+ * queue in its outbox: 1 created, 0 it existed; CLOUD_EINVAL for a bad id, CLOUD_EIO. */
+static inline int cloud_user_create(const char *user_id) {
+  return cloud_api_->user_create(user_id);
 }
 
 /* ---- ABI 2: timers. A timer belongs to the function that started it, by name: when it

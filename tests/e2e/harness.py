@@ -31,6 +31,10 @@ import traceback
 
 import websockets
 
+# tools/wshostctl reads the installed host's settings (/etc/wshost) for its defaults: tests
+# never see the machine's.
+os.environ["WSHOSTCTL_ETC"] = "/nonexistent/wshostctl-etc"
+
 SOURCE_DIR = os.environ.get(
     "WSHOST_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD_DIR = os.environ.get("WSHOST_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))

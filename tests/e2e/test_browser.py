@@ -39,9 +39,20 @@ class Page:
     """One Chromium tab on a page served from a second origin (so the module is imported
     across origins, as an app would from its own site)."""
 
-    def __init__(self, host_port):
-        body = (PAGE % {"port": host_port}).encode()
+    def __init__(self, host_port, url=None):
+        """url: open that page instead of serving the client test page."""
+        self.server = None
+        self.profile = tempfile.mkdtemp(prefix="wshost-chromium-")
+        if url is None:
+            url = self._serve((PAGE % {"port": host_port}).encode())
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--remote-debugging-port=0", f"--user-data-dir={self.profile}", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.devtools = None
+        self.next_id = 0
 
+    def _serve(self, body):
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 self.send_response(200)
@@ -55,14 +66,7 @@ class Page:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.profile = tempfile.mkdtemp(prefix="wshost-chromium-")
-        url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--remote-debugging-port=0", f"--user-data-dir={self.profile}", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.devtools = None
-        self.next_id = 0
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
 
     async def attach(self):
         # Chromium names its DevTools port on stderr; the page target comes from /json/list.
@@ -103,7 +107,8 @@ class Page:
             await self.devtools.close()
         self.proc.kill()
         self.proc.wait(10)
-        self.server.shutdown()
+        if self.server:
+            self.server.shutdown()
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
