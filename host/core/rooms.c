@@ -5,6 +5,7 @@
 
 #include "cluster.h"
 #include "log.h"
+#include "msgbuf.h"
 #include "net_ops.h"
 
 #include <stdlib.h>
@@ -214,7 +215,9 @@ static void send_one(void *arg, const char *key, void *value) {
 
 int rooms_send(struct host *h, const char *name, const void *data, size_t len, int is_binary,
                cloud_socket except) {
-  if (!room_name_valid(name) || (!data && len))
+  /* Each member's send checks the text too (ws.c conn_send); this says why none was reached,
+   * and keeps it from other nodes. */
+  if (!room_name_valid(name) || (!data && len) || (!is_binary && !utf8_valid(data, len)))
     return CLOUD_EINVAL;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
@@ -244,7 +247,7 @@ int rooms_deliver_all(struct host *h, const void *data, size_t len, int is_binar
 
 int rooms_broadcast(struct host *h, const void *data, size_t len, int is_binary,
                     cloud_socket except) {
-  if (!data && len)
+  if ((!data && len) || (!is_binary && !utf8_valid(data, len)))
     return CLOUD_EINVAL;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
