@@ -239,7 +239,8 @@ static int conn_send(struct conn *c, const void *data, size_t len, int is_binary
   int row = tag > 0;
   if (c->close_code || c->peer_close_code)
     return CLOUD_ECLOSED;
-  if (!is_binary && !utf8_valid(data, len))
+  if (!is_binary && !(data == h->text_checked && len == h->text_checked_len) &&
+      !utf8_valid(data, len))
     return CLOUD_EINVAL;
   if (!row && len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
@@ -408,7 +409,12 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
   if (h->cluster) /* issue 13: other nodes, and the outbox in Redis */
     return cluster_send_to_user(h, user_id, data, len, is_binary);
   int held;
+  const void *checked = h->text_checked;
+  size_t checked_len = h->text_checked_len;
+  if (!is_binary)
+    h->text_checked = data, h->text_checked_len = len; /* checked above */
   int sent = ws_user_deliver(h, user_id, data, len, is_binary, &held);
+  h->text_checked = checked, h->text_checked_len = checked_len;
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
   if (sent && !held)
     return sent;
@@ -1025,7 +1031,13 @@ static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in,
   ctx.params.data = c->rx.data;
   ctx.params.len = c->rx.len;
   ctx.params.is_binary = c->rx.is_binary;
+  /* An echo sends the bytes msgbuf checked: conn_send need not read them again. */
+  const void *checked = h->text_checked;
+  size_t checked_len = h->text_checked_len;
+  if (!c->rx.is_binary)
+    h->text_checked = c->rx.data, h->text_checked_len = c->rx.len;
   ws_event(c, "WebSocket:message", &ctx);
+  h->text_checked = checked, h->text_checked_len = checked_len;
   /* The handler may have closed the connection; c stays valid until LWS_CALLBACK_CLOSED. */
   msgbuf_reset(&c->rx);
   return 0;
