@@ -135,10 +135,11 @@ async def test_large_live_push_is_delivered_live():
         ws = await h.ws()
         assert deflated(ws), ws.extensions
         await recv(ws)  # greeting
-        for i in range(3):
-            m = big(i, 200_000)
+        # Around the fragment size (64 KiB) and its multiples, and a message much larger.
+        for i, n in enumerate([65535, 65536, 65537, 131072, 131073, 200_000, 1_000_000]):
+            m = big(i, n)
             await ws.send(m)
-            assert await recv(ws, 20) == m, f"echo {i} not intact"
+            assert await recv(ws, 20) == m, f"echo of {n} bytes not intact"
         binary = os.urandom(500_000)
         await ws.send(binary)
         assert await recv(ws, 20) == binary, "binary echo not intact"
