@@ -158,6 +158,14 @@ struct host {
    * of room before the payload); grown to the largest frame sent so far. */
   unsigned char *tx_scratch;
   size_t tx_scratch_cap;
+  /* The largest fragment of a compressed message one lws_write takes (ws.c conn_write,
+   * lws_alloc.h): set with the server, from the size of lws's deflate output buffer. */
+  size_t deflate_piece;
+  /* Text already checked as UTF-8 for the call in progress: the message event being handled
+   * (msgbuf checked it on the way in) or a fan-out's text (checked once for all its sockets).
+   * conn_send does not check these bytes again; whoever sets it restores what was there. */
+  const void *text_checked;
+  size_t text_checked_len;
   /* Connections whose queued frames wait for the commit of their new user; the commit runs
    * once per loop pass (ws_commit_pass, from an ev_prepare watcher). */
   struct conn *commit_wait;

@@ -10,6 +10,7 @@
 #include "cluster.h"
 #include "invocation.h"
 #include "log.h"
+#include "msgbuf.h"
 #include "net_ops.h"
 
 #include <stdint.h>
@@ -407,6 +408,11 @@ struct fanout {
   int sent;
 };
 
+/* Sends to every socket of map (but except): the text checked once for all of them (DESIGN 8:
+ * a send returns how many sockets it reached). */
+static int fan_out(struct host *h, const struct map *members, const void *data, size_t len,
+                   int is_binary, uint64_t except);
+
 static void send_one(void *arg, const char *key, void *value) {
   (void)value;
   struct fanout *f = arg;
@@ -441,6 +447,20 @@ static int history_add(struct host *h, const char *room, const void *data, size_
   return 0;
 }
 
+static int fan_out(struct host *h, const struct map *members, const void *data, size_t len,
+                   int is_binary, uint64_t except) {
+  if (!is_binary && !utf8_valid(data, len))
+    return CLOUD_EINVAL;
+  struct fanout f = {h, data, len, is_binary, except, 0};
+  const void *checked = h->text_checked;
+  size_t checked_len = h->text_checked_len;
+  if (!is_binary) /* each socket's send (ws.c conn_send) need not read it again */
+    h->text_checked = data, h->text_checked_len = len;
+  map_each(members, send_one, &f);
+  h->text_checked = checked, h->text_checked_len = checked_len;
+  return f.sent;
+}
+
 int rooms_send(struct host *h, const char *name, const void *data, size_t len, int is_binary,
                cloud_socket except) {
   if (!room_name_valid(name) || (!data && len))
@@ -448,30 +468,31 @@ int rooms_send(struct host *h, const char *name, const void *data, size_t len, i
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
   struct room *room = room_get(h->rooms, name, 0);
-  struct fanout f = {h, data, len, is_binary, except.id, 0};
+  if (!is_binary && !utf8_valid(data, len))
+    return CLOUD_EINVAL; /* before it is kept: what history serves is what members could get */
   int rc = history_add(h, name, data, len, is_binary);
   if (rc < 0)
     return rc;
-  if (room)
-    map_each(&room->members, send_one, &f);
-  if (h->cluster) /* the room's members on other nodes (except is a local socket) */
+  struct map none = {0};
+  int sent = fan_out(h, room ? &room->members : &none, data, len, is_binary, except.id);
+  if (sent >= 0 && h->cluster) /* the room's members on other nodes (except is a local socket) */
     cluster_room_send(h, name, data, len, is_binary);
-  return f.sent;
+  return sent;
 }
 
 int rooms_deliver(struct host *h, const char *name, const void *data, size_t len, int is_binary) {
   struct room *room = room_name_valid(name) ? room_get(h->rooms, name, 0) : NULL;
-  struct fanout f = {h, data, len, is_binary, 0, 0};
-  if (room && len <= h->cfg.max_send_queue)
-    map_each(&room->members, send_one, &f);
-  return f.sent;
+  if (!room || len > h->cfg.max_send_queue)
+    return 0;
+  int sent = fan_out(h, &room->members, data, len, is_binary, 0);
+  return sent > 0 ? sent : 0;
 }
 
 int rooms_deliver_all(struct host *h, const void *data, size_t len, int is_binary) {
-  struct fanout f = {h, data, len, is_binary, 0, 0};
-  if (len <= h->cfg.max_send_queue)
-    map_each(&h->conns, send_one, &f);
-  return f.sent;
+  if (len > h->cfg.max_send_queue)
+    return 0;
+  int sent = fan_out(h, &h->conns, data, len, is_binary, 0);
+  return sent > 0 ? sent : 0;
 }
 
 int rooms_broadcast(struct host *h, const void *data, size_t len, int is_binary,
@@ -480,11 +501,10 @@ int rooms_broadcast(struct host *h, const void *data, size_t len, int is_binary,
     return CLOUD_EINVAL;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
-  struct fanout f = {h, data, len, is_binary, except.id, 0};
-  map_each(&h->conns, send_one, &f);
-  if (h->cluster) /* every other node */
+  int sent = fan_out(h, &h->conns, data, len, is_binary, except.id);
+  if (sent >= 0 && h->cluster) /* every other node */
     cluster_broadcast(h, data, len, is_binary);
-  return f.sent;
+  return sent;
 }
 
 json_t *rooms_members(struct host *h, const char *name) {

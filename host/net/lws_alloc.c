@@ -22,9 +22,10 @@
  * lws_write (lws_issue_raw_ext_access -> lws_issue_raw, which copies an unsent remainder to
  * the connection's buflist_out). What a message still has to say between two writable
  * callbacks waits inside zlib, not there. So one buffer serves every connection; made large
- * enough for a whole message, it also means lws never has to come back for the rest of one
- * (tx_draining_ext), which it did with zlib still pointing into the caller's buffer, long
- * freed by then (a SIGSEGV in deflate, or corrupt frames: test_deflate.py). */
+ * enough for the whole of one lws_write (ws.c writes a compressed message in fragments that
+ * fit it), it also means lws never has to come back for the rest of one (tx_draining_ext),
+ * which it did with zlib still pointing into the caller's buffer, long freed by then (a
+ * SIGSEGV in deflate, or corrupt frames: test_deflate.py, test_send_path.py). */
 #include "lws_alloc.h"
 
 #include <libwebsockets.h>
@@ -33,9 +34,9 @@
 
 _Static_assert(LWS_ALLOC_RX_SMALL >= LWS_PRE + 125 + 1, "a control frame must fit");
 
-/* The shared output buffer holds a whole compressed message: ws.c sets lws's tx_buf_size to
- * LWS_ALLOC_DEFLATE_TX_PWR2 on every connection, and sends there are capped at 64 KiB, whose
- * deflateBound is ~64.1 KiB. */
+/* The shared output buffer holds the whole of what one lws_write compresses: ws.c sets lws's
+ * tx_buf_size to LWS_ALLOC_DEFLATE_TX_PWR2 on every connection and writes a compressed message
+ * in fragments of LWS_ALLOC_DEFLATE_PIECE bytes at most (lws_alloc.h checks the bound). */
 #define TX_SHARED_SIZE (LWS_PRE + 7 + 5 + (1u << LWS_ALLOC_DEFLATE_TX_PWR2))
 
 static unsigned char *tx_shared;
@@ -76,5 +77,9 @@ int lws_alloc_install(void) {
 }
 
 int lws_alloc_deflate_tx_pwr2(void) {
-  return tx_shared ? LWS_ALLOC_DEFLATE_TX_PWR2 : 0;
+  return tx_shared ? LWS_ALLOC_DEFLATE_TX_PWR2 : LWS_ALLOC_DEFLATE_TX_PWR2_OWN;
+}
+
+size_t lws_alloc_deflate_piece(void) {
+  return LWS_ALLOC_DEFLATE_PIECE(lws_alloc_deflate_tx_pwr2());
 }

@@ -177,6 +177,7 @@ int server_start(struct host *h) {
   info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
   size_t rx = h->cfg.ws_rx_buffer;
   int small_rx = lws_alloc_install();
+  h->deflate_piece = lws_alloc_deflate_piece();
   if (!small_rx && rx > WS_RX_PER_CONN) {
     log_warn(NULL, NULL,
              "lws %s allocates the receive buffer on every WebSocket: reading in pieces of %d "

@@ -120,22 +120,69 @@ static void user_unlink(struct host *h, struct conn *c) {
 
 static void wire_mark(struct conn *c, int64_t row);
 
-/* Hands one frame to lws; payload has LWS_PRE bytes of room before it. 0 once lws has it
- * whole (what the kernel does not take now, lws buffers and writes itself), -1 when lws
- * refused it (the connection is closing or its socket failed). */
-static int conn_write(struct conn *c, unsigned char *payload, size_t len, int is_binary,
-                      int64_t tag) {
-  int n = lws_write(c->wsi, payload, len, is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-  if (n < (int)len)
+/* lws 4.1.6 aborts the process when permessage-deflate compresses an empty message after
+ * another (pm_deflate.c:471, assert(0) on a sync flush shorter than 4 bytes): any client could
+ * end every connection by sending "" to an echo. An empty message is written uncompressed
+ * (RFC 7692 6: RSV1 clear), two bytes straight to the socket, when lws has nothing of its
+ * own pending, so the stream stays in order. 0, or -1 when it cannot be written now. */
+static int ws_write_empty(struct lws *wsi, int is_binary) {
+  unsigned char frame[2] = {(unsigned char)(0x80 | (is_binary ? 2 : 1)), 0};
+  if (lws_partial_buffered(wsi))
     return -1;
-  c->host->metrics.ws_out_messages++, c->host->metrics.ws_out_bytes += len;
-  /* The server's frame header is 2, 4 or 10 bytes (RFC 6455 5.2; no mask, no extensions). */
-  c->wire_bytes += len + (len < 126 ? 2 : len < 65536 ? 4 : 10);
+  ssize_t n = send(lws_get_socket_fd(wsi), frame, 2, MSG_NOSIGNAL | MSG_DONTWAIT);
+  return n == 2 ? 0 : -1;
+}
+
+/* The one writer: every data frame reaches lws here (conn_send decided it may go now).
+ * payload[0..len) has LWS_PRE bytes of room before it; *sent counts what lws already has.
+ * Without permessage-deflate the message goes whole: what the kernel does not take now, lws
+ * buffers and writes itself. With it, a message goes in fragments of at most
+ * lws_alloc_deflate_piece() bytes, one a call: each compresses whole into lws's output
+ * buffer, so lws never comes back for the rest of one from a frame freed by then (what the
+ * outbox drain once gave it whole: a SIGSEGV in deflate, or corrupt messages); the caller
+ * writes the next fragment when the socket takes more, and nothing else goes in between.
+ * 1 once the message is all written, 0 while fragments remain, -1 when lws refused it (the
+ * connection is closing or its socket failed). */
+static int conn_write(struct conn *c, unsigned char *payload, size_t len, size_t *sent,
+                      int is_binary, int64_t tag) {
+  struct host *h = c->host;
+  size_t off = *sent, n = len - off;
+  int more = 0;
+  if (c->deflate && !len) {
+    if (ws_write_empty(c->wsi, is_binary) < 0)
+      return -1;
+    c->wire_bytes += 2;
+  } else {
+    if (c->deflate && n > h->deflate_piece) {
+      n = h->deflate_piece;
+      more = 1;
+    }
+    int wp = off ? LWS_WRITE_CONTINUATION : is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
+    if (more)
+      wp |= LWS_WRITE_NO_FIN;
+    /* lws puts a fragment's header in the LWS_PRE bytes before it: payload of the fragment
+     * before, kept intact (a message to a user that never left whole is sent again, ws_closed). */
+    unsigned char keep[LWS_PRE];
+    if (off)
+      memcpy(keep, payload + off - LWS_PRE, LWS_PRE);
+    int w = lws_write(c->wsi, payload + off, n, (enum lws_write_protocol)wp);
+    if (off)
+      memcpy(payload + off - LWS_PRE, keep, LWS_PRE);
+    if (w < (int)n)
+      return -1;
+    /* The server's frame header is 2, 4 or 10 bytes (RFC 6455 5.2; no mask, no extensions). */
+    c->wire_bytes += n + (n < 126 ? 2 : n < 65536 ? 4 : 10);
+  }
+  *sent = off + n;
+  h->metrics.ws_out_bytes += n;
+  if (more)
+    return 0;
+  h->metrics.ws_out_messages++;
   if (tag) {
     wire_mark(c, tag);
-    c->host->metrics.outbox_delivered++;
+    h->metrics.outbox_delivered++;
   }
-  return 0;
+  return 1;
 }
 
 /* A frame may go straight to the socket when nothing has to go before it: nothing queued,
@@ -164,11 +211,6 @@ static unsigned char *tx_scratch(struct host *h, size_t len) {
   return h->tx_scratch + LWS_PRE;
 }
 
-/* lws 4.1.6's compressor reads past its input on big messages (SIGSEGV in zlib's deflate,
- * measured from a few hundred KB up): on a connection that negotiated permessage-deflate a
- * send is capped well below that (CLOUD_ETOOBIG). */
-#define WS_DEFLATE_MAX_SEND (64 * 1024)
-
 /* Asks lws for a writable callback once the connection is upgraded. Before (the connection
  * event runs before the 101, ws_admit), frames only wait in the queue: ws_established asks. */
 static void conn_kick(struct conn *c) {
@@ -176,29 +218,49 @@ static void conn_kick(struct conn *c) {
     lws_callback_on_writable(c->wsi);
 }
 
-/* Writes a frame on c now when nothing has to go first, else queues it and asks lws for a
- * writable callback. A reader too slow to keep its queue under the bound is dropped: the host
- * never grows without bound for one client. */
-static int conn_send_tag(struct conn *c, const void *data, size_t len, int is_binary,
-                         long long tag) {
+/* The send path: every data frame for a client starts here, whatever sent it (a function's
+ * send, a push or cloud_send_to_user, a room or broadcast fan-out, an outbox row the drain
+ * loaded, a frame rerouted from a closed connection), and conn_write is the one place it
+ * reaches lws. tag: 0, SENDQ_TO_USER (a message to the user, rerouted if this connection
+ * closes before it left), or an outbox row id (> 0). The limits, in order:
+ *  1. close state: nothing more for a connection closing by either side (CLOUD_ECLOSED): lws
+ *     answers a peer's close and hangs up without asking us to write again;
+ *  2. UTF-8: a text message must be valid (RFC 6455 8.1; the client would close 1007):
+ *     CLOUD_EINVAL;
+ *  3. size: a message larger than the send queue bound could never be queued: CLOUD_ETOOBIG
+ *     (not for an outbox row stored under a larger bound: an empty queue takes it);
+ *  4. send queue bytes: a row loads only while the queue is under half its bound (CLOUD_EFULL:
+ *     the drain stops and loads more as the socket takes them); any other frame past the
+ *     bound closes the connection as a slow reader (CLOUD_EFULL): the host never grows
+ *     without bound for one client;
+ *  5. order: a frame goes straight to the socket only when nothing waits before it
+ *     (conn_direct_ok), else it waits in the queue for SERVER_WRITEABLE;
+ *  6. deflate fragment cap, in conn_write. */
+static int conn_send(struct conn *c, const void *data, size_t len, int is_binary, long long tag) {
   struct host *h = c->host;
-  /* Closing, by us or by the peer (its close frame came: lws answers it and hangs up without
-   * asking us to write again): a frame queued now would never leave. */
+  int row = tag > 0;
   if (c->close_code || c->peer_close_code)
     return CLOUD_ECLOSED;
-  if (len > h->cfg.max_send_queue || (c->deflate && len > WS_DEFLATE_MAX_SEND))
+  if (!is_binary && !(data == h->text_checked && len == h->text_checked_len) &&
+      !utf8_valid(data, len))
+    return CLOUD_EINVAL;
+  if (!row && len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
+  if (row && c->q.count && c->q.bytes + len > c->q.max_bytes / 2)
+    return CLOUD_EFULL;
   unsigned char *buf;
-  if (conn_direct_ok(c) && (buf = tx_scratch(h, len))) {
+  /* Rows always queue: the writable callback paces them by the socket. */
+  if (!row && conn_direct_ok(c) && (buf = tx_scratch(h, len))) {
+    size_t sent = 0;
     if (len)
       memcpy(buf, data, len);
-    if (conn_write(c, buf, len, is_binary, 0) < 0)
+    if (conn_write(c, buf, len, &sent, is_binary, 0) < 0)
       return CLOUD_ECLOSED;
     h->metrics.ws_out_direct++;
     return 0;
   }
   int rc = sendq_push(&c->q, data, len, is_binary);
-  if (rc == CLOUD_EFULL) {
+  if (rc == CLOUD_EFULL && !row) {
     h->metrics.sendq_overflows++;
     log_warn(WS_FUNCTION, c->request_id,
              "closing slow reader: connection %llu of user %s from %s has %zu bytes queued",
@@ -227,10 +289,6 @@ static int conn_send_tag(struct conn *c, const void *data, size_t len, int is_bi
   }
   lws_callback_on_writable(c->wsi);
   return 0;
-}
-
-static int conn_send(struct conn *c, const void *data, size_t len, int is_binary) {
-  return conn_send_tag(c, data, len, is_binary, 0);
 }
 
 static void commit_wait_remove(struct host *h, struct conn *c) {
@@ -262,8 +320,8 @@ void ws_commit_pass(struct host *h) {
     while (c->direct_ok && !c->close_code && !c->draining &&
            store_synced_upto(h->store, c->need_seq) && !lws_partial_buffered(c->wsi) &&
            (f = sendq_peek(&c->q)) && !f->tag) {
-      if (conn_write(c, f->buf + SENDQ_PRE, f->len, f->is_binary, 0) < 0)
-        break;
+      if (conn_write(c, f->buf + SENDQ_PRE, f->len, &f->sent, f->is_binary, 0) < 1)
+        break; /* lws refused it (or, never without deflate, fragments remain) */
       h->metrics.ws_out_direct++;
       sendq_pop(&c->q);
     }
@@ -278,7 +336,7 @@ int ws_send(struct host *h, cloud_socket s, const void *data, size_t len, int is
     return CLOUD_ECLOSED;
   if (!data && len)
     return CLOUD_EINVAL;
-  return conn_send(c, data, len, is_binary);
+  return conn_send(c, data, len, is_binary, 0);
 }
 
 int ws_close(struct host *h, cloud_socket s, int code, const char *reason) {
@@ -337,7 +395,7 @@ int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_
     for (struct conn *c = u->head; c; c = c->user_next) {
       if (c->draining && !c->close_code)
         (*held)++;
-      else if (conn_send_tag(c, data, len, is_binary, SENDQ_TO_USER) == 0)
+      else if (conn_send(c, data, len, is_binary, SENDQ_TO_USER) == 0)
         sent++; /* queued, it is not lost if the connection closes first (ws_closed) */
     }
   return sent;
@@ -345,14 +403,21 @@ int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_
 
 int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary) {
-  if (!user_id_valid(user_id) || (!data && len))
+  /* conn_send's limits, before a message is stored for later: the outbox never holds one
+   * that could not be sent. */
+  if (!user_id_valid(user_id) || (!data && len) || (!is_binary && !utf8_valid(data, len)))
     return CLOUD_EINVAL;
   if (len > h->cfg.max_send_queue)
     return CLOUD_ETOOBIG;
   if (h->cluster) /* other nodes, and the outbox in Redis */
     return cluster_send_to_user(h, user_id, data, len, is_binary);
   int held;
+  const void *checked = h->text_checked;
+  size_t checked_len = h->text_checked_len;
+  if (!is_binary)
+    h->text_checked = data, h->text_checked_len = len; /* checked above */
   int sent = ws_user_deliver(h, user_id, data, len, is_binary, &held);
+  h->text_checked = checked, h->text_checked_len = checked_len;
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
   if (sent && !held)
     return sent;
@@ -399,18 +464,25 @@ struct drain_fill_state {
   int full;
 };
 
+/* One outbox row for c, through the send path like every other frame. */
 static int drain_take(void *arg, int64_t id, const void *data, size_t len, int is_binary) {
   struct drain_fill_state *d = arg;
   struct conn *c = d->c;
-  if (c->q.count && c->q.bytes + len > c->q.max_bytes / 2) {
+  int rc = conn_send(c, data, len, is_binary, id);
+  if (rc == CLOUD_EINVAL) {
+    /* Text that is not UTF-8 (stored before the send path checked it): no client may be
+     * sent it. Acknowledged with the rows around it, so it does not stop the drain. */
+    log_warn(WS_FUNCTION, c->request_id,
+             "outbox message %lld of user %s dropped: its text is not valid UTF-8", (long long)id,
+             c->user_id);
+    wire_mark(c, id);
+    c->drain_after = id;
+    return 0;
+  }
+  if (rc < 0) { /* the queue is full enough (or the connection closing): load more later */
     d->full = 1;
     return 1;
   }
-  if (sendq_push(&c->q, data, len, is_binary) < 0) {
-    d->full = 1;
-    return 1;
-  }
-  c->q.tail->tag = id;
   c->drain_after = id;
   return 0;
 }
@@ -746,27 +818,26 @@ int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
  * lws 4.1 picks the sender's window from the "client" argument on a vhost that does not
  * listen itself (pm_deflate.c: args[SERVER + (listen_port <= 0)]), which ours does not (the
  * supervisor's socket is adopted); the "server" one also sizes lws's inflater, so it stays. */
-static void deflate_narrow(struct host *h, struct lws *wsi) {
+static int deflate_narrow(struct host *h, struct lws *wsi) {
   if (!h->cfg.deflate)
-    return;
-  lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
+    return 0;
+  /* memLevel 1 also bounds what zlib holds between a message's fragments (lws_alloc.h). */
+  int rc = lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
   /* Each message we send gets a fresh compressor, ended after its last frame (pm_deflate.c
    * PACKET_TX_PRESEND: deflateEnd on FIN when this argument is set; only our sending side
    * reads it), so an idle connection holds no zlib state: ~9 KB each at the settings above
    * (docs/BENCHMARKS.md). A sender may always drop its history (RFC 7692 7.1.1.1): the
    * peer's inflater is unaffected, and this changes nothing in the negotiated response. */
   lws_set_extension_option(wsi, "permessage-deflate", "client_no_context_takeover", "1");
-  /* A whole message compressed in one call, into the one output buffer all connections share
-   * (lws_alloc.c): lws then never resumes a message from the caller's buffer after
-   * lws_write returned, which it did at its default 1 KiB pieces (a crash, or corrupt frames). */
-  int pwr2 = lws_alloc_deflate_tx_pwr2();
-  if (pwr2) {
-    char v[8];
-    snprintf(v, sizeof v, "%d", pwr2);
-    lws_set_extension_option(wsi, "permessage-deflate", "tx_buf_size", v);
-  }
+  /* The output buffer one lws_write compresses into whole (conn_write writes fragments of
+   * h->deflate_piece bytes): the one all connections share (lws_alloc.c), or its own. */
+  char v[8];
+  snprintf(v, sizeof v, "%d", lws_alloc_deflate_tx_pwr2());
+  if (rc < 0 || lws_set_extension_option(wsi, "permessage-deflate", "tx_buf_size", v) < 0)
+    return -1;
   if (lws_get_vhost_listen_port(h->vhost) <= 0)
     lws_set_extension_option(wsi, "permessage-deflate", "client_max_window_bits", "9");
+  return 0;
 }
 
 int ws_confirm_extension(struct host *h, struct lws *wsi, const char *name) {
@@ -780,19 +851,6 @@ int ws_confirm_extension(struct host *h, struct lws *wsi, const char *name) {
   return 0;
 }
 
-/* lws 4.1.6 aborts the process when permessage-deflate compresses an empty message after
- * another (pm_deflate.c:471, assert(0) on a sync flush shorter than 4 bytes): any client could
- * end every connection by sending "" to an echo. An empty message is written uncompressed
- * (RFC 7692 6: RSV1 clear), two bytes straight to the socket, when lws has nothing of its
- * own pending, so the stream stays in order. 0, or -1 when it cannot be written now. */
-static int ws_write_empty(struct lws *wsi, int is_binary) {
-  unsigned char frame[2] = {(unsigned char)(0x80 | (is_binary ? 2 : 1)), 0};
-  if (lws_partial_buffered(wsi))
-    return -1;
-  ssize_t n = send(lws_get_socket_fd(wsi), frame, 2, MSG_NOSIGNAL | MSG_DONTWAIT);
-  return n == 2 ? 0 : -1;
-}
-
 /* LWS_CALLBACK_ESTABLISHED: the 101 is out. What the connection event queued goes now. */
 static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
   struct conn *c = lws_get_opaque_user_data(wsi);
@@ -804,7 +862,12 @@ static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
   /* From here frames may skip the queue (conn_send), but not with permessage-deflate: lws may
    * then have to finish a compressed frame in SERVER_WRITEABLE. */
   c->direct_ok = !c->deflate;
-  deflate_narrow(h, wsi);
+  if (c->deflate && deflate_narrow(h, wsi) < 0 && !c->close_code) {
+    /* Without those settings a fragment's compressed bytes may not fit lws's output buffer. */
+    log_error(WS_FUNCTION, c->request_id, "lws refused the compressor settings: closing 1011");
+    c->close_code = 1011;
+    close_reason_set(c, "compressor unavailable");
+  }
   log_debug(WS_FUNCTION, c->request_id, "connection %llu of user %s from %s opened%s",
             (unsigned long long)c->id, c->user_id, c->remote, c->fresh_user ? "" : " (resumed)");
   if (c->close_code == 1008) /* the connection event overflowed its own queue */
@@ -983,7 +1046,13 @@ static int ws_receive(struct host *h, struct lws *wsi, struct conn *c, void *in,
   ctx.params.data = c->rx.data;
   ctx.params.len = c->rx.len;
   ctx.params.is_binary = c->rx.is_binary;
+  /* An echo sends the bytes msgbuf checked: conn_send need not read them again. */
+  const void *checked = h->text_checked;
+  size_t checked_len = h->text_checked_len;
+  if (!c->rx.is_binary)
+    h->text_checked = c->rx.data, h->text_checked_len = c->rx.len;
   ws_event(c, "WebSocket:message", &ctx);
+  h->text_checked = checked, h->text_checked_len = checked_len;
   /* The handler may have closed the connection; c stays valid until LWS_CALLBACK_CLOSED. */
   msgbuf_reset(&c->rx);
   return 0;
@@ -994,14 +1063,14 @@ static int ws_writeable(struct lws *wsi, struct conn *c) {
   int wrote = 0;
   /* store_sync ran before this callback (server.c): new users are committed. */
   while ((f = sendq_peek(&c->q))) {
-    int bad = c->deflate && !f->len ? ws_write_empty(wsi, f->is_binary) < 0
-                                    : conn_write(c, f->buf + SENDQ_PRE, f->len, f->is_binary,
-                                                 f->tag > 0 ? f->tag : 0) < 0;
-    if (bad) {
+    int done =
+        conn_write(c, f->buf + SENDQ_PRE, f->len, &f->sent, f->is_binary, f->tag > 0 ? f->tag : 0);
+    if (done < 0) {
       drain_ack(c, 0);
       return -1;
     }
-    sendq_pop(&c->q);
+    if (done) /* else a fragment of it went: the rest when the socket takes more */
+      sendq_pop(&c->q);
     wrote = 1;
     /* lws_send_pipe_choked costs a poll(2): ask only when there is more to write. */
     if (sendq_peek(&c->q) && lws_send_pipe_choked(wsi))

@@ -21,6 +21,7 @@ int sendq_push(struct sendq *q, const void *data, size_t len, int is_binary) {
     return CLOUD_ENOMEM;
   f->next = NULL;
   f->len = len;
+  f->sent = 0;
   f->is_binary = is_binary;
   f->tag = 0;
   if (len)

@@ -15,6 +15,7 @@
 struct sendq_frame {
   struct sendq_frame *next;
   size_t len;
+  size_t sent; /* payload bytes already handed to lws: a message written in fragments */
   int is_binary;
   long long tag; /* the caller's (0 from sendq_push): ws.c puts an outbox row id (> 0) here, or
                    SENDQ_TO_USER for a cloud_send_to_user frame */

@@ -209,7 +209,8 @@ static inline int cloud_method_is(const FunctionContext *ctx, const char *method
 }
 
 /* Queues a text frame (copied). 0, or CLOUD_ECLOSED / CLOUD_EFULL (the connection is then
- * closed: a reader that slow is dropped) / CLOUD_ETOOBIG. Any thread. */
+ * closed: a reader that slow is dropped) / CLOUD_ETOOBIG / CLOUD_EINVAL (text that is not valid
+ * UTF-8, which no client may be sent; so for every text send). Any thread. */
 static inline int cloud_socket_send(cloud_socket s, const char *text) {
   size_t n = 0;
   if (!text)

@@ -2,8 +2,8 @@
 it (--deflate on), every kind of message round-trips compressed, empty ones too
 (lws 4.1.6 aborts on those: the host writes them itself), and a message that inflates past
 --max-message is closed with 1009 however small it was on the wire (a deflate bomb). Off by
-default (lws 4.1.6's compressor crashes on big messages: sends over 64 KB are refused on such
-a connection)."""
+default. Messages larger than lws's compressor output buffer (written in fragments that fit
+it): tests/e2e/test_send_path.py."""
 
 import os
 import zlib

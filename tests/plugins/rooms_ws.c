@@ -2,7 +2,8 @@
  * commands, for tests/e2e/test_rooms.py. Answers "ok <command> <result>"; what others send to
  * a room arrives as it was sent. Commands: join R, leave R, say R TEXT (all but the sender),
  * sayall R TEXT, bcast TEXT, members R, rooms, threads N (8 threads each send N messages to
- * this socket, N to its room "t" and log one line, at once), forge. */
+ * this socket, N to its room "t" and log one line, at once), forge, badutf8 R (text that is not
+ * UTF-8 to this socket, its user, room R and everyone: the five return codes). */
 #include <cloud.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -100,7 +101,14 @@ CLOUD_FUNCTION(ctx) {
     reply(s, "threads", 8);
   } else if (!strcmp(m, "forge"))
     return forge(ctx);
-  else
+  else if (sscanf(m, "badutf8 %159s", room) == 1) {
+    static const char bad[] = "caf\xc3\x28 \xed\xa0\x80"; /* a bad sequence, a surrogate */
+    char buf[128];
+    snprintf(buf, sizeof buf, "ok badutf8 %d %d %d %d %d", cloud_socket_send(s, bad),
+             cloud_send_to_user(ctx->user_id, bad), cloud_room_send(room, bad, none),
+             cloud_broadcast(bad, none), cloud_socket_send(s, "valid caf\xc3\xa9") /* 0 */);
+    cloud_socket_send(s, buf);
+  } else
     reply(s, "unknown", -1);
   return 0;
 }
