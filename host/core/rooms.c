@@ -408,8 +408,8 @@ struct fanout {
   int sent;
 };
 
-/* Sends to every socket of map (but except): the text checked once for all of them (DESIGN 8:
- * a send returns how many sockets it reached). */
+/* Sends to every socket of map (but except), the text checked once for all of them: how many
+ * sockets it reached. */
 static int fan_out(struct host *h, const struct map *members, const void *data, size_t len,
                    int is_binary, uint64_t except);
 
