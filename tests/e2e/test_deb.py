@@ -180,6 +180,127 @@ def test_unit_is_hardened():
         shutil.rmtree(x, ignore_errors=True)
 
 
+# --- the unit's system call filter, applied to the real host -----------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def syscalls_of(item):
+    """The system calls a SystemCallFilter= item names, groups (@name) expanded as systemd
+    expands them (systemd-analyze syscall-filter)."""
+    if not item.startswith("@"):
+        return frozenset([item])
+    out = sh(["systemd-analyze", "syscall-filter", item]).stdout.splitlines()
+    names = set()
+    for line in out[1:]:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names |= syscalls_of(line)
+    assert names, f"{item}: no system calls"
+    return frozenset(names)
+
+
+def unit_allow_list(unit):
+    """The allow-list the unit's SystemCallFilter= lines make, in order: the first line sets
+    it, each later one adds to it or (with ~) takes from it."""
+    allow = None
+    for value in re.findall(r"^SystemCallFilter=(.*)$", unit, re.M):
+        deny = value.startswith("~")
+        names = set()
+        for item in value.lstrip("~").split():
+            names |= syscalls_of(item)
+        if allow is None:
+            assert not deny, "the unit's filter is a deny-list: this test checks an allow-list"
+            allow = names
+        else:
+            allow = allow - names if deny else allow | names
+    assert allow, "the unit has no SystemCallFilter="
+    return allow
+
+
+class FilteredHost(Host):
+    """A Host started under the unit's system call filter (tests/e2e/seccomp_run.c)."""
+
+    def __init__(self, launcher, allow_file, **kw):
+        self.launcher = [launcher, allow_file]
+        super().__init__(**kw)
+
+    def command(self):
+        return self.launcher + super().command()
+
+
+async def test_host_works_under_the_units_syscall_filter():
+    """Without booting the unit: the host, its supervisor and its workers do their work with
+    the unit's SystemCallFilter= loaded the way systemd loads it (EPERM for the rest): serve
+    HTTP and WebSocket, push, load a function deployed while running, restart after a crash
+    in a function, SIGHUP, and drain on SIGTERM to exit 0. A call the filter refuses would
+    show as a failure here instead of in production."""
+    x = extracted()
+    work = tempfile.mkdtemp(prefix="wshost-seccomp-")
+    try:
+        unit = open(os.path.join(x, UNIT)).read()
+        assert "SystemCallErrorNumber=EPERM" in unit, "the test assumes EPERM, as the unit says"
+        allow = unit_allow_list(unit)
+        for needed in ("fork", "clone", "execve", "inotify_add_watch", "signalfd4", "prctl",
+                       "setrlimit"):
+            assert needed in allow, f"{needed} not allowed"
+        for refused in ("chroot", "setpriority", "mount", "reboot", "ptrace"):
+            assert refused not in allow, f"{refused} allowed"
+        allow_file = os.path.join(work, "allow")
+        with open(allow_file, "w") as f:
+            f.write("\n".join(sorted(allow)) + "\n")
+        launcher = os.path.join(work, "seccomp_run")
+        r = sh(["cc", "-O1", "-Wall", "-Werror", os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "seccomp_run.c"), "-o", launcher, "-lseccomp"],
+            check=False)
+        if r.returncode != 0 and "seccomp.h" in r.stderr:
+            skip("libseccomp-dev is not installed (tools/install-deps installs it)")
+        assert r.returncode == 0, r.stderr
+        # The filter bites: raising one's own nice value (@resources) is refused under it.
+        probe = [sys.executable, "-c", "import os; os.setpriority(os.PRIO_PROCESS, 0, 1)"]
+        assert sh(probe, check=False).returncode == 0
+        r = sh([launcher, allow_file] + probe, check=False)
+        assert r.returncode != 0 and "Operation not permitted" in r.stderr, (r.returncode, r.stderr)
+
+        plugins = {"__websocket__": example("__websocket__"), "echo": example("echo"),
+                   "push": example("push"), "crash": tplugin("crash")}
+        for flags in ([], ["--isolation", "process"]):
+            h = FilteredHost(launcher, allow_file, plugins=plugins, flags=flags)
+            with h:
+                r = await h.ahttp("POST", "/echo", json_body={"x": 1})
+                assert r.status == 200, (flags, r)
+                ws, greeting = await h.user()
+                await ws.send("hi")
+                assert await recv(ws) == "I have received your message"
+                r = await h.apush(greeting["user_id"], "pushed")
+                assert r.status == 200 and r.json == {"delivered": 1}, (flags, r)
+                assert await recv(ws) == "pushed"
+                await ws.close()
+                # Deployed while running: inotify, the private copy, dlopen.
+                h.add_plugin("echo2", example("echo"))
+                await asyncio.to_thread(wait_until, lambda: h.http(
+                    "POST", "/echo2", json_body={}).status == 200, 10, 0.1, "echo2 loaded")
+                # A crash in a function: the report, the quarantine, a new serving process.
+                try:
+                    await h.ahttp("GET", "/crash?do=segv", timeout=5)
+                except (OSError, http.client.HTTPException):
+                    pass
+                await asyncio.to_thread(wait_until, lambda: h.http(
+                    "GET", "/_/healthz").status == 200, 10, 0.1, "healthz after the crash")
+                r = await h.ahttp("POST", "/echo", json_body={"after": "crash"})
+                assert r.status == 200, (flags, r)
+                h.signal(signal.SIGHUP)
+                await asyncio.sleep(0.3)
+                assert (await h.ahttp("GET", "/_/healthz")).status == 200
+                assert h.stop() == 0, f"{flags}: exit {h.returncode}\n{h.log_tail()}"
+                log = h.log()
+                assert "quarantined" in log, f"{flags}: no crash handling\n{h.log_tail()}"
+                for word in ("Operation not permitted", "EPERM"):
+                    assert word not in log, f"{flags}: {word} in the log:\n{h.log_tail(80)}"
+    finally:
+        shutil.rmtree(x, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # --- install, upgrade, remove, purge in a throwaway root --------------------------------------
 
 MACHINE_PATHS = ["/etc/wshost", "/var/lib/wshost", "/usr/bin/wshost", "/usr/bin/wshostctl",
