@@ -483,6 +483,29 @@ def upgraded_deb(deb, folder):
     return out, newer
 
 
+def conffile_era_deb(deb, folder):
+    """The package as it was before 0.1.0-1 (version 0.1.0): the settings shipped as a conffile
+    /etc/wshost/wshost.env, root:root 0644. Without maintainer scripts (that package's ignored
+    $DPKG_ROOT); the user is made by the upgrade's postinst as on a first install."""
+    raw = os.path.join(folder, "raw-old")
+    sh(["dpkg-deb", "-R", deb, raw])
+    control = os.path.join(raw, "DEBIAN", "control")
+    text = re.sub(r"^Version: \S+$", "Version: 0.1.0", open(control).read(), flags=re.M)
+    with open(control, "w") as f:
+        f.write(text)
+    for script in ("postinst", "prerm", "postrm"):
+        os.unlink(os.path.join(raw, "DEBIAN", script))
+    os.makedirs(os.path.join(raw, "etc/wshost"))
+    shutil.copy(os.path.join(raw, TEMPLATE), os.path.join(raw, SETTINGS))
+    os.chmod(os.path.join(raw, SETTINGS), 0o644)
+    with open(os.path.join(raw, "DEBIAN", "conffiles"), "w") as f:
+        f.write("/" + SETTINGS + "\n")
+    out = os.path.join(folder, "wshost_0.1.0_old.deb")
+    sh(["dpkg-deb", "--root-owner-group", "-b", raw, out])
+    shutil.rmtree(raw, ignore_errors=True)
+    return out
+
+
 class FakeSystemd:
     def __init__(self, path):
         self.path = path
@@ -633,6 +656,45 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root():
         if proc is not None:
             proc.kill()
             proc.wait(5)
+        after = machine_state()
+        shutil.rmtree(root.dir, ignore_errors=True)
+    changed = {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+               if before.get(k) != after.get(k)}
+    assert not changed, f"the machine's own files changed: {changed}"
+
+
+def test_upgrade_from_the_conffile_package():
+    """From a package that shipped the settings as a world-readable conffile: the upgrade does
+    not prompt (stdin closed), keeps the operator's lines, and gives the file root:wshost 0640
+    once; a mode the operator chose is kept."""
+    if os.geteuid() != 0:
+        skip("dpkg --root needs root to give the files their owners")
+    deb, _ = built()
+    before = machine_state()
+    root = Root(deb)
+    try:
+        for operator_mode in (None, 0o600):
+            old = conffile_era_deb(deb, root.path("tmp"))
+            r = root.dpkg("-i", old)
+            assert r.returncode == 0, f"{r.stdout}{r.stderr}"
+            assert mode_of(root.path(SETTINGS)) == (0o644, 0, 0)
+            with open(root.path(SETTINGS), "a") as f:
+                f.write("WSHOST_ADMIN_TOKEN=operator-secret\n")
+            if operator_mode is not None:
+                os.chmod(root.path(SETTINGS), operator_mode)
+            r = root.dpkg("-i", deb)
+            assert r.returncode == 0, f"the upgrade failed:\n{r.stdout}{r.stderr}"
+            assert root.status().startswith("install ok installed"), root.status()
+            assert "WSHOST_ADMIN_TOKEN=operator-secret" in open(root.path(SETTINGS)).read()
+            gid = int(root.entry("group", "wshost")[2])
+            want = (0o640, 0, gid) if operator_mode is None else (operator_mode, 0, 0)
+            assert mode_of(root.path(SETTINGS)) == want, (oct(mode_of(root.path(SETTINGS))[0]),
+                                                          want)
+            r = root.dpkg("--purge", "wshost")
+            assert r.returncode == 0, f"{r.stdout}{r.stderr}"
+            assert not os.path.exists(root.path(SETTINGS)), "purge left the settings"
+            root.calls()
+    finally:
         after = machine_state()
         shutil.rmtree(root.dir, ignore_errors=True)
     changed = {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
