@@ -34,7 +34,8 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The whole end-to-end suite again with --isolation process (functions in worker processes);
-# CI runs it beside `make test`. The .deb test installs system-wide and is left to `make test`.
+# CI runs it beside `make test`. The .deb test is about the package, not the mode (and takes a
+# minute): `make test` runs it, in a throwaway root.
 # The end-to-end suite again with every host in a cluster on one redis-server (--redis).
 test-redis: build
 	cd $(BUILD) && WSHOST_E2E_REDIS=1 ctest --output-on-failure -j $(JOBS) -R '^e2e\.' -E 'e2e.test_deb$$'
