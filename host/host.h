@@ -144,7 +144,8 @@ struct host {
   /* The listening socket comes from the supervisor (supervisor.c); accept.c accepts on it
    * within a descriptor budget derived from RLIMIT_NOFILE. */
   int listen_fd;
-  int host_pid; /* the supervisor's pid: names the runtime folder across restarts */
+  int host_pid;      /* the supervisor's pid: names the runtime folder across restarts */
+  int supervisor_fd; /* control socket to the supervisor, -1 without one (notify.c relays) */
   long nofile, fd_budget;
   ev_io accept_io;
   ev_timer accept_pause;

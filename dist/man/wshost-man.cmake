@@ -65,18 +65,32 @@ ${options}.SH SIGNALS
 .TP
 .B SIGTERM, SIGINT
 drain: close every connection with 1001, flush the store, exit 0.
+.TP
+.B SIGHUP
+re-read the \\fB\\-\\-env\\-file\\fR in the serving process; connections stay open
+(\\fBsystemctl reload wshost\\fR sends it).
 .SH ENDPOINTS
 .TP
 .B /_/healthz
 public liveness check.
 .TP
-.B /_/status, /_/users, /_/push, /_/metrics
+.B /_/status, /_/users, /_/users/\\fIid\\fB, /_/push, /_/metrics
 behind \\fBAuthorization: Bearer\\fR \\fItoken\\fR (\\fB\\-\\-admin\\-token\\fR);
 \\fB/_/metrics\\fR is the Prometheus text format (public with \\fB\\-\\-metrics\\-public\\fR).
+.TP
+.B /_/rooms, /_/rooms/\\fIname\\fR
+rooms and their members (admin token).
+.TP
+.B /_/quarantine, POST /_/quarantine/\\fIfunction\\fB/lift
+functions kept out after a crash with the recent crash records, and lifting one
+(admin token; \\fBwshostctl quarantine\\fR, \\fBwshostctl lift\\fR).
 .SH FILES
 .TP
 .I /etc/wshost/wshost.env
-settings of the systemd service.
+settings of the systemd service (mode 0640, root:wshost: secrets go here).
+Made from
+.I /usr/share/wshost/wshost.env
+when the package is installed and missing; never overwritten by an upgrade.
 .TP
 .I /var/lib/wshost/plugins
 functions of the service (owned by root, mode 0755: deploying is root's act).
@@ -84,8 +98,13 @@ functions of the service (owned by root, mode 0755: deploying is root's act).
 .I /var/lib/wshost/wshost.db
 the SQLite database; \\fIadmin-token\\fR beside it when generated.
 .SH SEE ALSO
-\\fBwshostctl\\fR (the operator's command; \\fBwshostctl \\-\\-help\\fR),
+.BR wshostctl (8),
 .BR systemctl (1),
 .BR sqlite3 (1),
 .I /usr/share/wshost/examples
 ")
+# Debian wants man pages compressed; -n keeps the name and time out of the header.
+execute_process(COMMAND gzip -9n -c "${OUT}" OUTPUT_FILE "${OUT}.gz" RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "gzip ${OUT} failed (${rc})")
+endif()

@@ -142,7 +142,8 @@ static void on_signal(int signum, void *arg) {
     return;
   h->stopping = 1;
   log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping", signum, h->nconns);
-  notify_stopping();
+  if (h->supervisor_fd < 0) /* else the supervisor says it, as the main process */
+    notify_stopping();
   ws_close_all(h, 1001, "server shutting down");
   h->drain_deadline_ms = host_now_ms() + (int64_t)h->cfg.drain_timeout * 1000;
   ev_timer_start(h->loop, &h->drain);
@@ -272,7 +273,7 @@ int server_start(struct host *h) {
 int server_run(struct host *h) {
   log_info(NULL, NULL, "serving process %d accepting%s", (int)getpid(),
            h->cfg.tls_cert ? " (TLS)" : "");
-  notify_watchdog_start(h->loop, &h->watchdog);
+  notify_watchdog_start(h->loop, &h->watchdog, &h->supervisor_fd);
   /* Returns when the drain timer breaks the loop. */
   ev_run(h->loop, 0);
   notify_watchdog_stop(h->loop, &h->watchdog);

@@ -1,8 +1,8 @@
-/* notify.c: what systemd hears from the serving process (sd_notify from libsystemd): READY,
- * STOPPING and the watchdog ping. The unit says NotifyAccess=all because the process that
- * listens may be a child of the one systemd started (the supervisor), so nothing here sends
- * MAINPID, and the watchdog reads $WATCHDOG_USEC itself: sd_watchdog_enabled() answers no in
- * a child, whose pid is not $WATCHDOG_PID. */
+/* notify.c: what systemd hears (sd_notify from libsystemd): READY, STOPPING and the watchdog
+ * ping. The unit says NotifyAccess=main, so only the process systemd started may speak: with a
+ * supervisor that is the supervisor, and the serving process's loop sends its pings to it over
+ * the control socket to be relayed. The watchdog reads $WATCHDOG_USEC itself:
+ * sd_watchdog_enabled() answers no in a child, whose pid is not $WATCHDOG_PID. */
 #include "notify.h"
 
 #include "log.h"
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -31,14 +32,25 @@ void notify_stopping(void) {
   send_state("STOPPING=1\nSTATUS=draining connections");
 }
 
-static void watchdog_ping(struct ev_loop *loop, ev_timer *t, int revents) {
-  (void)loop;
-  (void)t;
-  (void)revents;
+void notify_watchdog_ping(void) {
   send_state("WATCHDOG=1");
 }
 
-int notify_watchdog_start(struct ev_loop *loop, ev_timer *timer) {
+static void watchdog_ping(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  const int *relay_fd = t->data;
+  if (!relay_fd || *relay_fd < 0) {
+    notify_watchdog_ping();
+    return;
+  }
+  /* Never blocks the loop: a supervisor too busy to read misses one ping of several. */
+  struct notify_relay_msg m = {NOTIFY_WATCHDOG_MAGIC, 0};
+  if (send(*relay_fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+    log_warn(NULL, NULL, "cannot pass the watchdog ping to the supervisor: %s", strerror(errno));
+}
+
+int notify_watchdog_start(struct ev_loop *loop, ev_timer *timer, const int *relay_fd) {
   const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
   if (!usec || !getenv("NOTIFY_SOCKET"))
     return 0;
@@ -57,6 +69,7 @@ int notify_watchdog_start(struct ev_loop *loop, ev_timer *timer) {
   }
   double every = (double)us / 2e6; /* systemd's advice: ping at half the interval */
   ev_timer_init(timer, watchdog_ping, 0, every);
+  timer->data = (void *)relay_fd;
   ev_timer_start(loop, timer);
   log_info(NULL, NULL, "systemd watchdog: a ping every %.3f s from the event loop", every);
   return 1;

@@ -120,7 +120,8 @@ static int spawn(struct sup *s) {
   return 0;
 }
 
-/* Reads what the serving process said: ready, or the report of its crash. */
+/* Reads what the serving process said: ready, a watchdog ping to relay to systemd, or the
+ * report of its crash. */
 static void read_ctl(struct sup *s) {
   union {
     struct ready_msg r;
@@ -136,6 +137,8 @@ static void read_ctl(struct sup *s) {
       } else
         log_info(NULL, NULL, "serving process %d is back, %lld ms after it was started",
                  (int)s->child, (long long)(mono_ms() - s->child_started));
+    } else if ((size_t)n == sizeof(struct notify_relay_msg) && m.r.magic == NOTIFY_WATCHDOG_MAGIC) {
+      notify_watchdog_ping();
     } else if ((size_t)n == sizeof m.c && m.c.magic == CRASH_MAGIC) {
       s->last = m.c;
       s->last.function[sizeof s->last.function - 1] = 0;
@@ -247,6 +250,7 @@ static void on_signal(struct sup *s, int signo) {
   }
   s->stopping = 1;
   s->exit_code = 0;
+  notify_stopping(); /* from here, the main process: NotifyAccess=main */
   if (s->child) {
     log_info(NULL, NULL, "supervisor: %s: passing it to serving process %d (drain)",
              crash_signal_name(signo), (int)s->child);

@@ -4,7 +4,8 @@ Starts the real binary (WSHOST_BIN) on a free loopback port with a private temp 
 (plugins dir, db file, log file), and offers small clients: HTTP (http.client), WebSocket
 (python3-websockets, asyncio) and a raw TCP WebSocket for hand-made frames. Ends with a tiny
 test runner: `run(globals())` runs every `test_*` function of the calling file in order,
-prints PASS/FAIL per test and `N passed, M failed`, and exits 1 on any failure.
+prints PASS/FAIL/SKIP per test and `N passed, M failed, K skipped`, and exits 1 on any failure,
+77 (ctest's SKIP_RETURN_CODE) when every test skipped, 2 when a name filter selects nothing.
 
 Everything waits with a bound: no call here can hang a test forever.
 Use Debian's /usr/bin/python3 (it has python3-websockets).
@@ -829,6 +830,25 @@ def _mask_fast(payload, key):
 # The runner
 
 
+# What ctest counts as "Not Run" rather than passed (SKIP_RETURN_CODE in CMakeLists.txt).
+SKIP_EXIT = 77
+
+
+class Skip(Exception):
+    """Raised by skip(): the test cannot run on this machine. It is reported as SKIP with the
+    reason, never counted as passed."""
+
+
+def skip(reason):
+    raise Skip(reason)
+
+
+def skip_file(reason):
+    """Every test of the file is skipped (e.g. a server it needs is not installed)."""
+    print(f"SKIP all tests: {reason}", flush=True)
+    sys.exit(SKIP_EXIT)
+
+
 def run(namespace, test_timeout=240):
     """Runs every test_* function of the namespace (definition order; argv names filter).
     Async tests run in a fresh event loop each, bounded by test_timeout."""
@@ -837,19 +857,30 @@ def run(namespace, test_timeout=240):
              and f.__module__ == namespace.get("__name__")]
     only = set(sys.argv[1:])
     if only:
+        unknown = sorted(only - {t[0] for t in tests})
+        if unknown:
+            # A mistyped filter must not pass by running nothing.
+            print(f"no such test: {' '.join(unknown)} (have: {' '.join(t[0] for t in tests)})",
+                  flush=True)
+            sys.exit(2)
         tests = [t for t in tests if t[0] in only]
-    passed = failed = 0
+    if not tests:
+        print("no test to run", flush=True)
+        sys.exit(2)
+    passed = failed = skipped = 0
     for name, fn in tests:
         Host.all_hosts.clear()
         if e2e_redis_url():
             e2e_redis_call(b"FLUSHALL")  # each test starts with an empty cluster
         t0 = time.monotonic()
-        error = None
+        error = skipped_why = None
         try:
             if inspect.iscoroutinefunction(fn):
                 asyncio.run(asyncio.wait_for(fn(), test_timeout))
             else:
                 fn()
+        except Skip as e:
+            skipped_why = str(e) or "no reason given"
         except asyncio.TimeoutError:
             error = f"test timed out after {test_timeout}s"
         except Exception as e:  # noqa: BLE001 - report everything
@@ -864,14 +895,19 @@ def run(namespace, test_timeout=240):
         if error:
             failed += 1
             print(f"FAIL {name} ({dt:.1f}s): {error}", flush=True)
+        elif skipped_why is not None:
+            skipped += 1
+            print(f"SKIP {name}: {skipped_why}", flush=True)
         else:
             passed += 1
             print(f"PASS {name} ({dt:.1f}s)", flush=True)
         for h in Host.all_hosts:
             if not error:
                 shutil.rmtree(h.tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed else 0)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    if failed:
+        sys.exit(1)
+    sys.exit(SKIP_EXIT if skipped and not passed else 0)
 
 
 # Room test functions (tests/plugins/rooms_ws.c) answer each command with "ok <command> ...".

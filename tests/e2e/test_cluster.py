@@ -436,6 +436,5 @@ async def test_two_reuse_port_hosts_share_a_port_and_a_user():
 
 if __name__ == "__main__":
     if not shutil.which("redis-server"):
-        print("SKIP test_cluster: redis-server is not installed (tools/install-deps installs it)")
-        sys.exit(0)
+        skip_file("redis-server is not installed (tools/install-deps installs it)")
     run(globals())

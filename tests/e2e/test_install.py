@@ -3,6 +3,7 @@ prefix; functions built OUTSIDE the repository against that prefix, once with pk
 once with find_package(wshost), then served by the installed wshost."""
 
 import functools
+import gzip
 
 from harness import *  # noqa: F401,F403
 
@@ -17,7 +18,9 @@ EXPECTED = ["bin/wshost", "bin/wshostctl", "include/wshost/cloud.h", "share/pkgc
             "share/wshost/cmake/wshostConfig.cmake",
             "share/wshost/cmake/wshostConfigVersion.cmake",
             "share/wshost/examples/CMakeLists.txt", "share/wshost/examples/__websocket__.c",
-            "share/wshost/examples/push.c", "share/man/man8/wshost.8",
+            "share/wshost/examples/push.c", "share/man/man8/wshost.8.gz",
+            "share/man/man8/wshostctl.8.gz", "share/doc/wshost/copyright",
+            "share/doc/wshost/changelog.Debian.gz", "share/wshost/wshost.env",
             "lib/systemd/system/wshost.service", "etc/wshost/wshost.env"]
 
 
@@ -72,21 +75,25 @@ def test_cmake_install_layout():
     # The unit and the settings name this prefix, not the build's or /usr.
     unit = open(os.path.join(p, "lib/systemd/system/wshost.service")).read()
     assert f"ExecStart={p}/bin/wshost\n" in unit, unit
-    for line in ("Type=notify", "NotifyAccess=all", "Restart=on-failure", "NoNewPrivileges=yes",
+    for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "PrivateTmp=yes", "LimitNOFILE="):
         assert line in unit, f"{line} missing from the unit"
     env = open(os.path.join(p, "etc/wshost/wshost.env")).read()
     assert f"WSHOST_PLUGINS={p}/var/lib/wshost/plugins" in env, env
+    # Secrets go in it: not readable by others (the package gives it to root:wshost).
+    mode = os.stat(os.path.join(p, "etc/wshost/wshost.env")).st_mode & 0o777
+    assert mode == 0o640, oct(mode)
+    assert open(os.path.join(p, "share/wshost/wshost.env")).read() == env
     # The man page comes from --help: every flag of the installed binary is in it.
     help_text = sh([os.path.join(p, "bin/wshost"), "--help"])
     flags = re.findall(r"^  (--[a-z-]+)", help_text, re.M)
     assert len(flags) > 10, help_text
-    page = open(os.path.join(p, "share/man/man8/wshost.8")).read()
+    page = gzip.open(os.path.join(p, "share/man/man8/wshost.8.gz"), "rt").read()
     assert page.startswith(".\\\"") and "\n.TH WSHOST 8 " in page, page[:200]
     for f in flags:
         assert f.replace("-", "\\-") in page, f"{f} not in wshost.8"
     if shutil.which("man"):
-        text = sh(["man", "-l", os.path.join(p, "share/man/man8/wshost.8")],
+        text = sh(["man", "-l", os.path.join(p, "share/man/man8/wshost.8.gz")],
                   env={**os.environ, "MANWIDTH": "100", "MANPAGER": "cat", "PAGER": "cat"})
         assert "--metrics-public" in text and "SYNOPSIS" in text, text[:500]
 

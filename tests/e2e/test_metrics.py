@@ -259,9 +259,7 @@ def test_slow_reader_counted():
 def test_prometheus_scrapes_it():
     prom = shutil.which("prometheus")
     if not prom:
-        print("SKIP test_prometheus_scrapes_it: no prometheus binary (apt-get install "
-              "prometheus; tools/install-deps installs it)")
-        return
+        skip("no prometheus binary (apt-get install prometheus; tools/install-deps installs it)")
     with Host(plugins={"echo": example("echo")}) as h:
         assert h.http("POST", "/echo", json_body={"x": 1}).status == 200
         tmp = os.path.join(h.tmp, "prom")

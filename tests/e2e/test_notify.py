@@ -94,6 +94,64 @@ def test_no_watchdog_unless_asked():
         sd.close()
 
 
+def test_only_the_main_process_notifies():
+    """The unit says NotifyAccess=main: systemd drops (and logs) every message from another
+    pid. So READY, each WATCHDOG=1 and STOPPING must come from the pid systemd started (the
+    supervisor), which relays the serving loop's pings; the sender's pid is read from the
+    kernel's SCM_CREDENTIALS, as systemd reads it."""
+    h = Host(plugins={"echo": example("echo")})
+    sd = FakeSystemd(h.tmp)
+    sd.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    senders = {}
+
+    def take(timeout):
+        sd.sock.settimeout(timeout)
+        data, anc, _, _ = sd.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+        pid = None
+        for level, kind, blob in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = struct.unpack("iII", blob[:12])[0]
+        for line in data.decode().split("\n"):
+            if "=" in line:
+                senders.setdefault(line.split("=", 1)[0], set()).add(pid)
+        return data.decode()
+
+    def take_until(key, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while key not in senders:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Fail(f"no {key} within {timeout}s (got {senders})")
+            try:
+                take(left)
+            except socket.timeout:
+                pass
+
+    try:
+        h.env.update({"NOTIFY_SOCKET": sd.path, "WATCHDOG_USEC": "200000"})
+        h.start(wait=False)
+        take_until("READY")
+        assert h.serving_pid() != h.proc.pid  # the pings do come from a child's loop
+        # A few pings, so the serving loop's timer has run (every 0.1 s).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(senders.get("WATCHDOG", ())) < 1:
+            try:
+                take(0.5)
+            except socket.timeout:
+                pass
+        for _ in range(5):
+            take(2.0)
+        assert "WATCHDOG" in senders, f"no watchdog ping relayed: {senders}"
+        h.signal(signal.SIGTERM)
+        take_until("STOPPING")
+        assert h.wait_exit() == 0
+        main = h.proc.pid
+        wrong = {k: v for k, v in senders.items() if v != {main}}
+        assert not wrong, f"sent by a pid other than the main one ({main}): {wrong}"
+    finally:
+        sd.close()
+
+
 def test_runs_without_notify_socket():
     with Host(plugins={"echo": example("echo")}) as h:
         assert h.http("GET", "/_/healthz").status == 200

@@ -73,8 +73,7 @@ def test_push_to_another_node_of_a_cluster():
     # make bench's cpush row: users on node B, pushes POSTed to node A's /_/push (-E), and the
     # CPU of every process of the cluster counted as the server's (-R a,b), none as "others".
     if not shutil.which("redis-server"):
-        print("  (skipped: no redis-server)")
-        return
+        skip("no redis-server (tools/install-deps installs it)")
     from test_cluster import Redis, node, wait_joined
     with Redis() as redis, node(redis) as a, node(redis) as b:
         wait_joined(a, b)
