@@ -17,7 +17,6 @@ static const char *const names[] = {"debug", "info", "warn", "error"};
 /* The repeat limiter: one slot per call site (hashed; a collision evicts the older site after
  * writing its summary). Its lock also orders the writes, so a summary precedes what follows. */
 #define SLOTS 256
-#define PROBE 8
 #define LAST_MAX 240
 struct site {
   const void *key;
@@ -32,11 +31,22 @@ struct site {
 };
 static struct site sites[SLOTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static int64_t (*clock_fn)(void);
+static int64_t (*clock_fn)(void); /* the time lines are stamped with (NULL: the real one) */
+static int64_t (*mono_fn)(void);  /* the limiter's seconds (NULL: CLOCK_MONOTONIC) */
 
 static int64_t real_now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The limiter counts seconds on the monotonic clock: a wall clock set back must not hold a
+ * site's second open (and its lines suppressed) until the clock catches up. */
+static int64_t mono_now_ms(void) {
+  if (mono_fn)
+    return mono_fn();
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
   return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
@@ -74,6 +84,12 @@ void log_set_fd(int fd) {
 void log_set_clock(int64_t (*now_ms)(void)) {
   pthread_mutex_lock(&lock);
   clock_fn = now_ms;
+  pthread_mutex_unlock(&lock);
+}
+
+void log_set_limiter_clock(int64_t (*mono_ms)(void)) {
+  pthread_mutex_lock(&lock);
+  mono_fn = mono_ms;
   memset(sites, 0, sizeof sites);
   pthread_mutex_unlock(&lock);
 }
@@ -249,53 +265,58 @@ static void write_line(char *buf, size_t cap, int64_t ms, enum log_level level, 
   }
 }
 
-static void write_summary(struct site *s, int64_t now) {
+/* now: the limiter's clock (the length of the window); wall: the line's stamp. */
+static void write_summary(struct site *s, int64_t now, int64_t wall) {
   char msg[LAST_MAX + 96], line[4096];
   int n = snprintf(msg, sizeof msg, "last message repeated %u more times in %.1f s: %s", s->repeats,
                    (double)(now - s->window_ms) / 1000.0, s->last);
   if (n < 0)
     return;
-  write_line(line, sizeof line, now, s->level, s->source, s->function,
+  write_line(line, sizeof line, wall, s->level, s->source, s->function,
              s->last_rid[0] ? s->last_rid : NULL, msg, strlen(msg));
   s->repeats = 0;
 }
 
 void log_flush_repeats(int all) {
   pthread_mutex_lock(&lock);
-  int64_t now = clock_fn ? clock_fn() : real_now_ms();
+  int64_t now = mono_now_ms(), wall = clock_fn ? clock_fn() : real_now_ms();
   for (int i = 0; i < SLOTS; i++)
     if (sites[i].repeats && (all || now - sites[i].window_ms >= LOG_WINDOW_MS))
-      write_summary(&sites[i], now);
+      write_summary(&sites[i], now, wall);
   pthread_mutex_unlock(&lock);
 }
 
-/* The limiter's decision for one line of call site key: 1 to write it. Under the lock. */
+/* The limiter's decision for one line of call site key: 1 to write it. Under the lock.
+ * Linear probing over the whole table, to the key or the first free slot: slots are never
+ * emptied, so a key is always found before a free one. A site whose second is over with
+ * nothing suppressed holds no state and may be taken over; only when all SLOTS are busy does
+ * the one quiet longest go, after its summary. (Probing only a few slots let busy sites that
+ * hash alike evict each other, which restarted their seconds and let their lines through;
+ * whether they did depended on where the format strings were mapped.) */
 static int admit(const void *key, const char *source, enum log_level level, const char *function,
-                 const char *request_id, const char *msg, size_t len, int64_t now) {
+                 const char *request_id, const char *msg, size_t len, int64_t now, int64_t wall) {
   uintptr_t k = (uintptr_t)key ^ ((uintptr_t)level << 3);
   k ^= k >> 17;
   k *= (uintptr_t)0x9e3779b97f4a7c15u;
-  /* Open addressing over PROBE slots: two busy sites that hash alike must not keep evicting
-   * each other (each eviction would restart the other's second and let its lines through).
-   * When all are taken the one quiet longest goes, after its summary. */
   size_t at = (k >> 24) % SLOTS;
-  struct site *s = NULL, *oldest = NULL;
-  for (size_t i = 0; i < PROBE && !s; i++) {
+  struct site *s = NULL, *free_slot = NULL, *stale = NULL, *oldest = NULL;
+  for (size_t i = 0; i < SLOTS && !s && !free_slot; i++) {
     struct site *c = &sites[(at + i) % SLOTS];
     if (c->key == key && c->level == level)
       s = c;
-    else if (!c->key && !oldest)
-      oldest = c;
-  }
-  for (size_t i = 0; i < PROBE && !s && !oldest; i++) {
-    struct site *c = &sites[(at + i) % SLOTS];
-    if (!oldest || c->window_ms < oldest->window_ms)
-      oldest = c;
+    else if (!c->key)
+      free_slot = c;
+    else {
+      if (!stale && !c->repeats && now - c->window_ms >= LOG_WINDOW_MS)
+        stale = c;
+      if (!oldest || c->window_ms < oldest->window_ms)
+        oldest = c;
+    }
   }
   if (!s) {
-    s = oldest;
+    s = stale ? stale : free_slot ? free_slot : oldest;
     if (s->repeats)
-      write_summary(s, now);
+      write_summary(s, now, wall);
     memset(s, 0, sizeof *s);
     s->key = key;
     s->source = source;
@@ -304,7 +325,7 @@ static int admit(const void *key, const char *source, enum log_level level, cons
   }
   if (now - s->window_ms >= LOG_WINDOW_MS) {
     if (s->repeats)
-      write_summary(s, now);
+      write_summary(s, now, wall);
     s->window_ms = now;
     s->written = 0;
   }
@@ -324,9 +345,9 @@ static void emit(const void *key, const char *source, enum log_level level, cons
                  const char *request_id, const char *msg, size_t len) {
   char line[4096];
   pthread_mutex_lock(&lock);
-  int64_t now = clock_fn ? clock_fn() : real_now_ms();
-  if (admit(key, source, level, function, request_id, msg, len, now))
-    write_line(line, sizeof line, now, level, source, function, request_id, msg, len);
+  int64_t now = mono_now_ms(), wall = clock_fn ? clock_fn() : real_now_ms();
+  if (admit(key, source, level, function, request_id, msg, len, now, wall))
+    write_line(line, sizeof line, wall, level, source, function, request_id, msg, len);
   pthread_mutex_unlock(&lock);
 }
 

@@ -49,8 +49,11 @@ void log_lws_emit(int lws_level, const char *line);
 /* One line from a signal handler: no locks, no stdio, no limiter. */
 void log_emergency(enum log_level level, const char *source, const char *message);
 
-/* Tests: where lines go (default 2) and the clock the limiter uses (NULL: the real one). */
+/* Tests: where lines go (default 2), the wall clock lines are stamped with (ms since 1970),
+ * and the monotonic clock the limiter counts its seconds on (setting it forgets every site).
+ * NULL: the real ones (CLOCK_REALTIME, CLOCK_MONOTONIC). */
 void log_set_fd(int fd);
 void log_set_clock(int64_t (*now_ms)(void));
+void log_set_limiter_clock(int64_t (*mono_ms)(void));
 
 #endif
