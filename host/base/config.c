@@ -63,6 +63,9 @@ static const struct opt opts[] = {
       "ms a changed plugin file must be quiet before it is loaded"),
     O("defer-timeout", OPT_INT, defer_timeout, "30",
       "seconds a deferred HTTP response may take before the host answers 504"),
+    O("xthread-max-bytes", OPT_SIZE, xthread_max_bytes, "67108864",
+      "bytes of sends and deferred responses other threads may queue for the event loop "
+      "(past it they get CLOUD_EFULL)"),
     O("admin-loopback-only", OPT_BOOL, admin_loopback_only, "0",
       "serve /_/status, /_/users, /_/push to 127.0.0.0/8 and ::1 only"),
     O("metrics-public", OPT_BOOL, metrics_public, "0",

@@ -29,6 +29,7 @@ struct config {
   int64_t max_users;            /* users rows at most (0: no bound) */
   int reload_debounce_ms;       /* quiet time after a plugin file changed before it is loaded */
   int defer_timeout;            /* seconds a deferred HTTP response may take (504 past it) */
+  size_t xthread_max_bytes;     /* sends and completions other threads queue for the loop */
   int admin_loopback_only;
   int metrics_public;          /* GET /_/metrics without the admin token */
   int deflate;                 /* permessage-deflate offered by a client is accepted */

@@ -226,6 +226,14 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
   counter(f, "wshost_ws_send_queue_overflows_total",
           "Slow readers closed because their send queue passed --max-send-queue.",
           m->sendq_overflows);
+  gauge(f, "wshost_xthread_queued_bytes",
+        "Bytes of sends and deferred responses other threads queued for the event loop and it "
+        "has not run yet (bounded by --xthread-max-bytes).",
+        (int64_t)g->xthread_bytes);
+  counter(f, "wshost_xthread_refused_total",
+          "Sends and deferred responses from other threads refused with CLOUD_EFULL (the "
+          "loop's queue held --xthread-max-bytes).",
+          g->xthread_refused);
   counter(f, "wshost_http_requests_total", "HTTP requests (functions and /_/).", g->http_requests);
 
   gauge(f, "wshost_users", "Users in the store (-1: unknown).", g->users_stored);

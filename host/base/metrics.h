@@ -52,6 +52,7 @@ struct metrics_gauges {
   uint64_t upgrades, closes, http_requests;
   double start_time_s;
   int draining;
+  uint64_t xthread_bytes, xthread_refused; /* the loop's queue of other threads' sends */
 };
 
 /* A monotonic clock in nanoseconds, for the durations below. */

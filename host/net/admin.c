@@ -12,6 +12,7 @@
 #include "rooms.h"
 #include "timers.h"
 #include "ws.h"
+#include "xthread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,7 +118,9 @@ static void metrics(struct http_req *r) {
                              .closes = h->stats.ws_closed,
                              .http_requests = h->stats.http_requests,
                              .start_time_s = (double)h->started_ms / 1e3,
-                             .draining = h->stopping};
+                             .draining = h->stopping,
+                             .xthread_bytes = xthread_bytes(h),
+                             .xthread_refused = xthread_refused(h)};
   int64_t online, conns;
   store_counts(h->store, &g.users_stored, &online, &conns, &g.outbox_depth);
   struct stat st;
