@@ -88,8 +88,11 @@ static const struct opt opts[] = {
     O("jwt-public-key", OPT_STR, jwt_public_key, NULL,
       "PEM public key file (RSA: RS256, EC P-256: ES256) instead of --jwt-secret"),
     O("jwt-leeway", OPT_INT, jwt_leeway, "30", "seconds of clock skew allowed on exp and nbf"),
+    O("jwt-require-exp", OPT_ONOFF, jwt_require_exp, "on",
+      "refuse (401) a JWT without an exp claim, which would be good forever (on/off)"),
     O("env-file", OPT_STR, env_file, NULL,
-      "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; must not be world-readable)"),
+      "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; others may not read it, only its "
+      "owner may write it)"),
     O("redis", OPT_STR, redis, NULL,
       "redis://[:password@]host:port[/db] or unix:///path: join the cluster on that Redis"
       " (password also from WSHOST_REDIS_PASSWORD)"),

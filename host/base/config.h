@@ -41,6 +41,7 @@ struct config {
   int drain_timeout; /* seconds SIGTERM waits for connections; the process ends by then + 2 */
   const char *jwt_secret, *jwt_public_key, *env_file;
   int jwt_leeway;
+  int jwt_require_exp; /* a JWT without exp is refused (401) */
   /* Issue 13: the cluster (bus.c, cluster.c) and SO_REUSEPORT (listen.c). */
   const char *redis; /* redis://host:port[/db] or unix:///path; NULL: no cluster */
   int reuse_port;

@@ -349,12 +349,44 @@ void http_deferred_done(struct http_req *r) {
   respond(r);
 }
 
-/* The JWT of an upgrade: ?access_token= (what a browser can send), else a Bearer header. */
-static const char *upgrade_token(struct http_req *r) {
-  const char *t = json_string_value(json_object_get(r->query, "access_token"));
-  if (t || lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION) <= 0)
-    return t;
-  return auth_bearer(http_header_lookup(r->wsi, r->headers, "authorization", r->headers_lazy));
+/* The JWT of an upgrade: ?access_token= (what a browser can send), else a Bearer header.
+ * With a key configured, a credential that says two things is refused (-1 and *why), never
+ * read as no credential at all: a repeated access_token (the query holds an array), an
+ * empty one, or one that disagrees with the Authorization header. */
+static int upgrade_token(struct http_req *r, const char **token, const char **why) {
+  *token = NULL;
+  json_t *q = json_object_get(r->query, "access_token");
+  const char *header =
+      lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0
+          ? http_header_lookup(r->wsi, r->headers, "authorization", r->headers_lazy)
+          : NULL;
+  const char *bearer = auth_bearer(header), *t = json_string_value(q);
+  if (r->host->jwt && q) {
+    if (!t) {
+      *why = "access_token given more than once";
+      return -1;
+    }
+    if (!*t) {
+      *why = "empty access_token";
+      return -1;
+    }
+    if (header && (!bearer || strcmp(t, bearer))) {
+      *why = "access_token and the Authorization header disagree";
+      return -1;
+    }
+  }
+  *token = t ? t : bearer;
+  return 0;
+}
+
+/* The resume credentials (?user_id=&token=) given more than once: the host would resume as
+ * the first while the function saw an array. NULL, or the name of the repeated one. */
+static const char *repeated_credential(json_t *query) {
+  static const char *const names[] = {"user_id", "token"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (json_is_array(json_object_get(query, names[i])))
+      return names[i];
+  return NULL;
 }
 
 /* ctx->headers for an upgrade is built only when a function that runs for it reads it: the
@@ -381,9 +413,15 @@ int http_admit_upgrade(struct host *h, struct lws *wsi) {
   if (!r.headers || !r.query)
     goto out;
   set_request_id(&r);
-  const char *why;
+  const char *why, *token, *twice = repeated_credential(r.query);
   json_t *user = NULL;
-  if (auth_check(h, upgrade_token(&r), &user, &why) < 0) {
+  if (twice) {
+    log_warn(r.name, r.request_id, "upgrade from %s: 401, %s given more than once", r.remote,
+             twice);
+    rc = http_reject(wsi, 401, "Unauthorized");
+    goto out;
+  }
+  if (upgrade_token(&r, &token, &why) < 0 || auth_check(h, token, &user, &why) < 0) {
     log_warn(r.name, r.request_id, "upgrade from %s: 401, JWT refused: %s", r.remote, why);
     rc = http_reject(wsi, 401, "Unauthorized");
     goto out;
