@@ -81,6 +81,9 @@ static const struct opt opts[] = {
       "serve in this process, without the supervisor that restarts it after a crash (debugging)"),
     O("log-format", OPT_LOGFORMAT, log_format, "text",
       "text (time level source function request-id message) or json (one object per line)"),
+    O("log-journal", OPT_STR, log_journal, "auto",
+      "start each log line with its syslog priority (<3> error .. <7> debug) for journald: on, "
+      "off, or auto (when stderr is the journal stream systemd names in JOURNAL_STREAM)"),
     O("drain-timeout", OPT_INT, drain_timeout, "3",
       "seconds SIGTERM lets connections close; the process ends by then + 2 s, even if stuck"),
     O("jwt-secret", OPT_STR, jwt_secret, NULL,
@@ -241,6 +244,11 @@ int config_parse(struct config *cfg, int argc, char **argv) {
   }
   if (!cfg->tls_cert != !cfg->tls_key) {
     log_error(NULL, NULL, "--tls-cert and --tls-key go together");
+    return -1;
+  }
+  if (strcmp(cfg->log_journal, "auto") && strcmp(cfg->log_journal, "on") &&
+      strcmp(cfg->log_journal, "off")) {
+    log_error(NULL, NULL, "--log-journal is auto, on or off, not '%s'", cfg->log_journal);
     return -1;
   }
   if (cfg->isolation && strcmp(cfg->isolation, "none") && strcmp(cfg->isolation, "process")) {

@@ -36,9 +36,10 @@ struct config {
   const char *allowed_origins; /* comma-separated; NULL = any */
   const char *tls_cert, *tls_key;
   int log_level;
-  int no_supervisor; /* serve in this process: a crash ends the host (debugging) */
-  int log_format;    /* enum log_format: text or json lines */
-  int drain_timeout; /* seconds SIGTERM waits for connections; the process ends by then + 2 */
+  int no_supervisor;       /* serve in this process: a crash ends the host (debugging) */
+  int log_format;          /* enum log_format: text or json lines */
+  const char *log_journal; /* auto, on, off: the "<N>" priority prefix journald reads */
+  int drain_timeout;       /* seconds SIGTERM waits for connections; the process ends by then + 2 */
   const char *jwt_secret, *jwt_public_key, *env_file;
   int jwt_leeway;
   int jwt_require_exp; /* a JWT without exp is refused (401) */

@@ -5,13 +5,16 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static atomic_int min_level = LOG_INFO;
 static atomic_int format = LOG_FORMAT_TEXT;
 static atomic_int out_fd = 2;
+static atomic_int journal;
 static const char *const names[] = {"debug", "info", "warn", "error"};
 
 /* The repeat limiter: one slot per call site (hashed; a collision evicts the older site after
@@ -67,6 +70,27 @@ int log_enabled(enum log_level level) {
 
 void log_set_format(enum log_format f) {
   format = f;
+}
+
+enum log_format log_get_format(void) {
+  return (enum log_format)format;
+}
+
+void log_set_journal(int on) {
+  journal = on;
+}
+
+int log_journal(void) {
+  return journal;
+}
+
+int log_stderr_is_journal(void) {
+  const char *v = getenv("JOURNAL_STREAM");
+  unsigned long long dev, ino;
+  struct stat st;
+  if (!v || sscanf(v, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+    return 0;
+  return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
 int log_format_parse(const char *name) {
@@ -210,11 +234,16 @@ static void put_json(struct out *o, const char *s, size_t n) {
 /* Formats one line into buf (cap bytes) and writes it with one write(2). Async-signal-safe:
  * no stdio, no locks. */
 static void write_line(char *buf, size_t cap, int64_t ms, enum log_level level, const char *file,
-                       const char *function, const char *request_id, const char *msg,
-                       size_t msglen) {
+                       const char *function, const char *request_id, const char *msg, size_t msglen,
+                       const char *fields) {
   struct out o = {buf, 0, cap - 1};
   char ts[32];
   stamp(ts, ms);
+  if (journal) {
+    static const char prio[] = {'7', '6', '4', '3'}; /* debug, info, warning, err */
+    char p[3] = {'<', prio[level], '>'};
+    put(&o, p, 3);
+  }
   const char *src;
   size_t srclen = source_name(file, &src);
   if (format == LOG_FORMAT_JSON) {
@@ -232,6 +261,8 @@ static void write_line(char *buf, size_t cap, int64_t ms, enum log_level level, 
       puts_(&o, ",\"request_id\":");
       put_json(&o, request_id, strlen(request_id));
     }
+    if (fields)
+      puts_(&o, fields); /* whole fields, each with its leading comma, or nothing */
     puts_(&o, ",\"msg\":");
     o.cap--; /* room for the closing brace */
     put_json(&o, msg, msglen);
@@ -273,7 +304,7 @@ static void write_summary(struct site *s, int64_t now, int64_t wall) {
   if (n < 0)
     return;
   write_line(line, sizeof line, wall, s->level, s->source, s->function,
-             s->last_rid[0] ? s->last_rid : NULL, msg, strlen(msg));
+             s->last_rid[0] ? s->last_rid : NULL, msg, strlen(msg), NULL);
   s->repeats = 0;
 }
 
@@ -341,14 +372,62 @@ static int admit(const void *key, const char *source, enum log_level level, cons
   return 0;
 }
 
-static void emit(const void *key, const char *source, enum log_level level, const char *function,
-                 const char *request_id, const char *msg, size_t len) {
+static void emit_fields(const void *key, const char *source, enum log_level level,
+                        const char *function, const char *request_id, const char *msg, size_t len,
+                        const char *fields) {
   char line[4096];
   pthread_mutex_lock(&lock);
   int64_t now = mono_now_ms(), wall = clock_fn ? clock_fn() : real_now_ms();
   if (admit(key, source, level, function, request_id, msg, len, now, wall))
-    write_line(line, sizeof line, wall, level, source, function, request_id, msg, len);
+    write_line(line, sizeof line, wall, level, source, function, request_id, msg, len, fields);
   pthread_mutex_unlock(&lock);
+}
+
+static void emit(const void *key, const char *source, enum log_level level, const char *function,
+                 const char *request_id, const char *msg, size_t len) {
+  emit_fields(key, source, level, function, request_id, msg, len, NULL);
+}
+
+/* `,"name":` and s as a JSON string (put_json closes it even when cut), whole or not at all:
+ * the fields must stay valid JSON. */
+static void field_str(struct out *o, const char *name, const char *s, size_t max) {
+  size_t n = s ? strlen(s) : 0;
+  char tmp[1400];
+  struct out t = {tmp, 0, sizeof tmp - 1};
+  puts_(&t, ",\"");
+  puts_(&t, name);
+  puts_(&t, "\":");
+  put_json(&t, s ? s : "", n > max ? max : n);
+  if (t.len < t.cap && t.len <= o->cap - o->len)
+    put(o, tmp, t.len);
+}
+
+void log_access_at(const char *source, const char *function, const char *request_id,
+                   const char *method, const char *path, int status, const char *peer, size_t bytes,
+                   double duration_ms, const char *note) {
+  if (LOG_INFO < min_level)
+    return;
+  char msg[512], fields[2048], num[96];
+  int n = snprintf(msg, sizeof msg, "%s %.200s %d %s%s%s, %zu bytes in %.1f ms", method, path,
+                   status, peer, note ? " " : "", note ? note : "", bytes, duration_ms);
+  size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
+  msg[len] = 0;
+  struct out o = {fields, 0, sizeof fields - 1};
+  if (format == LOG_FORMAT_JSON) {
+    field_str(&o, "method", method, 16);
+    field_str(&o, "path", path, 200);
+    snprintf(num, sizeof num, ",\"status\":%d", status);
+    puts_(&o, num);
+    field_str(&o, "peer", peer, 64);
+    snprintf(num, sizeof num, ",\"bytes\":%zu,\"duration_ms\":%.3f", bytes, duration_ms);
+    puts_(&o, num);
+    if (note)
+      field_str(&o, "note", note, 200);
+  }
+  fields[o.len] = 0;
+  /* The site is the note's text (a literal per call site), never a client's bytes. */
+  emit_fields(note ? (const void *)note : (const void *)log_access_at, source, LOG_INFO, function,
+              request_id, msg, len, format == LOG_FORMAT_JSON ? fields : NULL);
 }
 
 /* Site keys of lws lines: addresses inside a private array, never a format string's address. */
@@ -405,5 +484,5 @@ void log_emergency(enum log_level level, const char *source, const char *message
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   write_line(line, sizeof line, (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000, level, source, NULL,
-             NULL, message, strlen(message));
+             NULL, message, strlen(message), NULL);
 }

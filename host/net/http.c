@@ -249,6 +249,11 @@ static void respond_error(struct http_req *r, int status, const char *error, con
   json_decref(o);
 }
 
+/* Milliseconds since the request line arrived: the access line's duration. */
+static double elapsed_ms(const struct http_req *r) {
+  return r->started_ns ? (double)(metrics_now_ns() - r->started_ns) / 1e6 : 0;
+}
+
 static void respond(struct http_req *r) {
   r->ready = 1;
   lws_callback_on_writable(r->wsi);
@@ -338,14 +343,14 @@ static void dispatch(struct http_req *r) {
     run_function(r);
   if (r->deferred)
     return; /* logged and answered by http_deferred_done */
-  log_info(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, "%s %s %d %s", r->method,
-           r->path, r->status, r->remote);
+  log_access(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, r->method, r->path, r->status,
+             r->remote, r->resp_len, elapsed_ms(r), NULL);
   respond(r);
 }
 
 void http_deferred_done(struct http_req *r) {
-  log_info(r->name, r->request_id, "%s %s %d %s (deferred)", r->method, r->path, r->status,
-           r->remote);
+  log_access(r->name, r->request_id, r->method, r->path, r->status, r->remote, r->resp_len,
+             elapsed_ms(r), "(deferred)");
   respond(r);
 }
 
@@ -544,7 +549,8 @@ static int framing_refused(struct http_req *r) {
                                 : "Not Implemented",
                 why, 0);
   r->close_after = 1;
-  log_info(NULL, r->request_id, "%s %.200s %d %s: %s", r->method, r->path, status, r->remote, why);
+  log_access(NULL, r->request_id, r->method, r->path, status, r->remote, r->resp_len, elapsed_ms(r),
+             why);
   respond(r);
   return 1;
 }
@@ -553,6 +559,8 @@ static void body_check(lws_sorted_usec_list_t *sul);
 
 static int http_begin(struct host *h, struct lws *wsi, struct session *s, const char *uri) {
   struct http_req *r = calloc(1, sizeof *r);
+  if (r)
+    r->started_ns = metrics_now_ns();
   if (!r)
     return -1;
   s->req = r;
@@ -596,7 +604,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
       (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name))) {
     respond_error(r, 404, "Function Not Found", NULL, 0);
     r->close_after = body_expected(r);
-    log_info(NULL, r->request_id, "%s %.200s 404 %s", r->method, r->path, r->remote);
+    log_access(NULL, r->request_id, r->method, r->path, 404, r->remote, r->resp_len, elapsed_ms(r),
+               NULL);
     respond(r);
     return 0;
   }
