@@ -255,6 +255,7 @@ static double elapsed_ms(const struct http_req *r) {
 }
 
 static void respond(struct http_req *r) {
+  metrics_http_response(&r->host->metrics, r->status);
   r->ready = 1;
   lws_callback_on_writable(r->wsi);
 }
