@@ -236,7 +236,7 @@ static void put_json(struct out *o, const char *s, size_t max) {
   put(o, "\"");
 }
 
-/* One frame as backtrace_symbols writes it, "file(symbol+0xoff) [0xaddr]", into tmp. dladdr
+/* One frame as backtrace_symbols writes it, "file(symbol+0xoff)[0xaddr]", into tmp. dladdr
  * is what backtrace_symbols_fd calls (glibc's _dl_addr): no more and no less safe here. */
 static void frame_text(char *tmp, size_t cap, void *frame) {
   struct out o = {tmp, tmp + cap - 1};
@@ -249,7 +249,7 @@ static void frame_text(char *tmp, size_t cap, void *frame) {
       put(&o, di.dli_sname);
     put(&o, "+0x");
     put_u(&o, (uint64_t)((uintptr_t)frame - base), 16, 1);
-    put(&o, ") ");
+    put(&o, ")");
   }
   put(&o, "[0x");
   put_u(&o, (uint64_t)(uintptr_t)frame, 16, 1);
