@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -141,9 +142,28 @@ async def test_ambiguous_credentials_on_upgrade_get_401():
         assert await upgrade_status(h, "access_token=" + good) == 101
         assert await upgrade_status(h, "access_token=" + good, {"Authorization": "Bearer " + good}) == 101
         assert await upgrade_status(h, "") == 101
+        # HTTP: two Authorization headers, one good, are one bad credential (lws joins them).
+        for pair in ((good, "BAD"), ("BAD", good), (good, good)):
+            head = "".join(f"Authorization: Bearer {t}\r\n" for t in pair)
+            status = await asyncio.to_thread(raw_status, h.port, "GET /whoami HTTP/1.1\r\n"
+                                             f"Host: x\r\n{head}Connection: close\r\n\r\n")
+            assert status == 401, (pair, status)
     # Repeated resume credentials are refused without a JWT key too (the host reads them).
     with Host(plugins=plugins_with(__websocket__=tplugin("whoami"))) as h:
         assert await upgrade_status(h, "user_id=a&user_id=b&token=x") == 401
+
+
+def raw_status(port, request):
+    """The status of the answer to a request written byte for byte."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request.encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1])
 
 
 def test_rs256_key_and_algorithm_confusion():
