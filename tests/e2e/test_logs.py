@@ -156,22 +156,32 @@ def test_journal_priority_prefix():
     """Under journald each line starts with its syslog priority: --log-journal on, or auto
     when stderr is the stream JOURNAL_STREAM names (device:inode). Elsewhere no prefix."""
     for fmt in ("text", "json"):
-        h = Host(plugins={"echo": example("echo")},
-                 flags=["--log-journal", "on", "--log-format", fmt, "--log-level", "debug"])
+        # A crash in a worker too: its report (and, in text, each frame's line) is an error.
+        h = Host(plugins={"echo": example("echo"), "crash": tplugin("crash")},
+                 flags=["--log-journal", "on", "--log-format", fmt, "--log-level", "debug",
+                        "--isolation", "process"])
         with h:
             assert h.http("GET", "/echo").status == 200
             assert h.http("GET", "/_/status", auth="wrong-token").status == 401
+            assert h.http("GET", "/crash?do=segv", timeout=5).status == 502
+            h.wait_log(r"crash_deref_null")
         lines = h.log().splitlines()
         assert len(lines) > 5
         levels = set()
+        frames = 0
         for line in lines:
             m = re.match(r"^<([0-7])>(.*)$", line)
             assert m, f"no priority prefix: {line!r}"
             rest = m.group(2)
+            if fmt == "text" and re.match(r"^\S+\[0x[0-9a-f]+\]$", rest):
+                assert m.group(1) == "3", line  # a backtrace frame of the crash report
+                frames += 1
+                continue
             level = json.loads(rest)["level"] if fmt == "json" else rest.split()[1]
             assert m.group(1) == PRIORITY[level], line
             levels.add(level)
-        assert {"info", "warn"} <= levels, levels
+        assert {"info", "warn", "error"} <= levels, levels
+        assert (frames >= 3) == (fmt == "text"), frames
     # auto: the stream systemd would name is the host's stderr (the log file here).
     h = Host(plugins={"echo": example("echo")})
     open(h.log_path, "ab").close()
