@@ -3,6 +3,11 @@ floods cloud_broadcast with 1 MiB messages while its function holds the event lo
 refused with CLOUD_EFULL past --xthread-max-bytes, the serving process's memory stays
 bounded, the refusals are counted in /_/metrics, and sends work again once the loop ran."""
 
+import shutil
+import socket
+import subprocess
+import tempfile
+
 from harness import *  # noqa: F401,F403
 
 MIB = 1 << 20
@@ -73,6 +78,43 @@ def test_flood_from_a_worker_thread_leaves_the_serving_process_bounded():
         assert r.json["other"] == 0 and r.json["ok"] + r.json["full"] == 120, r.json
         grown = peak_rss_kib(pid) - before
         assert grown < 48 * 1024, f"serving process peak RSS grew {grown} KiB"
+
+
+def test_cluster_publish_flood_is_bounded():
+    """In a cluster each broadcast is a PUBLISH, and one function making 120 of 1 MiB writes
+    nothing until it returns: hiredis's write buffer held all 120 MiB. Past BUS_MAX_UNSENT
+    (16 MiB) a publish is refused and logged instead; the local sends still happen."""
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="wshost-e2e-redis-")
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--loglevel", "warning", "--dir", tmp],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        def pong():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    return c.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        wait_until(pong, 10, what="redis-server")
+        with Host(plugins={"xthread_flood": tplugin("xthread_flood")},
+                  flags=["--isolation", "none", "--redis", f"redis://127.0.0.1:{port}"]) as h:
+            h.wait_log(r"cluster: connected to ", timeout=10)
+            pid = h.serving_pid()
+            before = peak_rss_kib(pid)
+            r = h.http("POST", "/xthread_flood",
+                       json_body={"n": 120, "size": MIB, "inline": True}, timeout=60)
+            assert r.status == 200 and r.json == {"ok": 120, "full": 0, "other": 0}, r
+            grown = peak_rss_kib(pid) - before
+            assert grown < 48 * 1024, f"peak RSS grew {grown} KiB"
+            wait_until(lambda: "not published" in h.log(), 5, what="the refused publishes")
+            assert "more than 16777216 bytes wait to be written to Redis" in h.log()
+    finally:
+        redis.kill()
+        redis.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 /* xthread_flood: POST {"n", "size"}: a thread of the function's own makes n cloud_broadcast
  * calls of size bytes each while the function holds the event loop (it joins the thread
  * before it returns), so every accepted send waits in the loop's cross-thread queue at once.
- * Answers {"ok", "full", "other"}: the sends accepted, refused with CLOUD_EFULL, and failed
- * otherwise. */
+ * With "inline": true the function makes the calls itself, on the loop (in a cluster each is
+ * a PUBLISH that waits to be written until the function returns). Answers {"ok", "full",
+ * "other"}: the sends accepted, refused with CLOUD_EFULL, and failed otherwise. */
 #include <cloud.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -44,11 +45,13 @@ CLOUD_FUNCTION(ctx) {
   memset(j.text, 'x', j.size);
   j.text[j.size] = 0;
   pthread_t t;
-  if (pthread_create(&t, NULL, run, &j)) {
+  if (json_is_true(json_object_get(ctx->body, "inline")))
+    run(&j);
+  else if (pthread_create(&t, NULL, run, &j)) {
     free(j.text);
     return cloud_response_json(ctx, 500, json_pack("{ss}", "error", "no thread"));
-  }
-  pthread_join(t, NULL);
+  } else
+    pthread_join(t, NULL);
   free(j.text);
   return cloud_response_json(ctx, 200,
                              json_pack("{sisisi}", "ok", j.ok, "full", j.full, "other", j.other));
