@@ -246,6 +246,12 @@ int config_parse(struct config *cfg, int argc, char **argv) {
     log_error(NULL, NULL, "--tls-cert and --tls-key go together");
     return -1;
   }
+  if (cfg->xthread_max_bytes < 4096) {
+    log_error(NULL, NULL,
+              "--xthread-max-bytes must be at least 4096 (every send from another "
+              "thread would be refused)");
+    return -1;
+  }
   if (strcmp(cfg->log_journal, "auto") && strcmp(cfg->log_journal, "on") &&
       strcmp(cfg->log_journal, "off")) {
     log_error(NULL, NULL, "--log-journal is auto, on or off, not '%s'", cfg->log_journal);
