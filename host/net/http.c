@@ -560,10 +560,9 @@ static void body_check(lws_sorted_usec_list_t *sul);
 
 static int http_begin(struct host *h, struct lws *wsi, struct session *s, const char *uri) {
   struct http_req *r = calloc(1, sizeof *r);
-  if (r)
-    r->started_ns = metrics_now_ns();
   if (!r)
     return -1;
+  r->started_ns = metrics_now_ns();
   s->req = r;
   r->host = h;
   r->wsi = wsi;
@@ -596,8 +595,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     /* Its build crashed the host (quarantine.c): say so, not 404, until it is replaced. */
     respond_error(r, 503, "Function Unavailable", NULL, 1);
     r->close_after = body_expected(r);
-    log_info(r->name, r->request_id, "%s %.200s 503: function quarantined after a crash %s",
-             r->method, r->path, r->remote);
+    log_access(r->name, r->request_id, r->method, r->path, 503, r->remote, r->resp_len,
+               elapsed_ms(r), "(function quarantined after a crash)");
     respond(r);
     return 0;
   }
@@ -619,8 +618,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     if (r->content_length > 0 && (uint64_t)r->content_length > h->cfg.max_body) {
       respond_error(r, 413, "Payload Too Large", NULL, 0);
       r->close_after = 1;
-      log_info(r->name, r->request_id, "%s %s 413 (%lld bytes)", r->method, r->path,
-               (long long)r->content_length);
+      log_access(r->name, r->request_id, r->method, r->path, 413, r->remote, r->resp_len,
+                 elapsed_ms(r), "(Content-Length over --max-body)");
       respond(r);
     }
     return 0; /* the rest comes with LWS_CALLBACK_HTTP_BODY_COMPLETION */
@@ -649,8 +648,8 @@ static void body_check(lws_sorted_usec_list_t *sul) {
     r->slow = 1;
     /* A peer too slow to send may be too slow to read its answer as well. */
     r->deadline_ms = host_now_ms() + LINGER_MS;
-    log_info(r->name, r->request_id, "%s %s 408 %s: %zu body bytes in %d ms (at least %zu/s)",
-             r->method, r->path, r->remote, r->window_bytes, BODY_WINDOW_MS, h->cfg.min_body_rate);
+    log_access(r->name, r->request_id, r->method, r->path, 408, r->remote, r->resp_len,
+               elapsed_ms(r), "(body slower than --min-body-rate)");
     respond(r);
   }
   r->window_bytes = 0;
@@ -671,8 +670,8 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
   if (r->body_len + len > r->host->cfg.max_body) {
     respond_error(r, 413, "Payload Too Large", NULL, 0);
     r->close_after = 1;
-    log_info(r->name, r->request_id, "%s %s 413 (over %zu bytes)", r->method, r->path,
-             r->host->cfg.max_body);
+    log_access(r->name, r->request_id, r->method, r->path, 413, r->remote, r->resp_len,
+               elapsed_ms(r), "(body over --max-body)");
     respond(r);
     return 0;
   }
@@ -688,8 +687,8 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
     if (h->http_body_bytes - r->body_cap + cap > h->cfg.max_body_total) {
       respond_error(r, 503, "Service Unavailable", "too many request bytes in flight; retry", 0);
       r->close_after = 1;
-      log_info(r->name, r->request_id, "%s %s 503 %s: %zu body bytes buffered (limit %zu)",
-               r->method, r->path, r->remote, h->http_body_bytes, h->cfg.max_body_total);
+      log_access(r->name, r->request_id, r->method, r->path, 503, r->remote, r->resp_len,
+                 elapsed_ms(r), "(bodies in flight over --max-body-total)");
       respond(r);
       return 0;
     }
