@@ -14,7 +14,7 @@
 #   lib/systemd/system/wshost.service            Type=notify, hardened; installed, never enabled
 #   etc/wshost/wshost.env                        a plain install only: the package ships none in
 #                                                /etc (no conffile, so no prompt on upgrade)
-set(WSHOST_VERSION 0.1.0)
+set(WSHOST_VERSION ${PROJECT_VERSION}) # project() in CMakeLists.txt
 
 install(TARGETS wshost RUNTIME DESTINATION bin)
 install(PROGRAMS ${CMAKE_SOURCE_DIR}/tools/wshostctl DESTINATION bin)

@@ -156,5 +156,7 @@ int main(int argc, char **argv) {
     return rc > 0 ? 0 : 2;
   log_set_level((enum log_level)cfg.log_level);
   log_set_format((enum log_format)cfg.log_format);
+  log_set_journal(!strcmp(cfg.log_journal, "on") ||
+                  (!strcmp(cfg.log_journal, "auto") && log_stderr_is_journal()));
   return cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
 }

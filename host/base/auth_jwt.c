@@ -15,6 +15,7 @@ struct auth_jwt {
   unsigned char *key;
   int key_len;
   int leeway_s;
+  int require_exp; /* a token without exp would be good forever: refused unless turned off */
 };
 
 /* The algorithm a PEM public key is for: RS256 for RSA, ES256 for a P-256 EC key. */
@@ -36,7 +37,7 @@ static jwt_alg_t pem_alg(const char *pem, char *err, size_t errlen) {
 }
 
 int auth_jwt_open(struct auth_jwt **out, const char *secret, const char *public_key_pem,
-                  int leeway_s, char *err, size_t errlen) {
+                  int leeway_s, int require_exp, char *err, size_t errlen) {
   *out = NULL;
   if (!secret == !public_key_pem) {
     snprintf(err, errlen, "give either a secret or a public key");
@@ -60,6 +61,7 @@ int auth_jwt_open(struct auth_jwt **out, const char *secret, const char *public_
   a->key_len = (int)strlen(key);
   a->alg = alg;
   a->leeway_s = leeway_s;
+  a->require_exp = require_exp;
   *out = a;
   return 0;
 }
@@ -121,6 +123,8 @@ int auth_jwt_verify(const struct auth_jwt *a, const char *token, int64_t now_s, 
   int64_t exp = INT64_MAX, nbf = INT64_MIN;
   if (!time_claim(c, "exp", &exp) || !time_claim(c, "nbf", &nbf)) {
     *why = "exp or nbf is not a number";
+  } else if (exp == INT64_MAX && a->require_exp) {
+    *why = "no exp claim, and one is required";
   } else if (exp != INT64_MAX && now_s > exp + a->leeway_s) {
     *why = "expired";
   } else if (nbf != INT64_MIN && now_s < nbf - a->leeway_s) {

@@ -9,14 +9,16 @@
 struct auth_jwt;
 
 /* Exactly one of secret (HS256) and public_key_pem (RS256 or ES256, told by the key's type).
- * 0, or -EINVAL with a reason in err (an unreadable or unusable key). */
+ * require_exp: a token without an exp claim is refused. 0, or -EINVAL with a reason in err
+ * (an unreadable or unusable key). */
 int auth_jwt_open(struct auth_jwt **out, const char *secret, const char *public_key_pem,
-                  int leeway_s, char *err, size_t errlen);
+                  int leeway_s, int require_exp, char *err, size_t errlen);
 void auth_jwt_close(struct auth_jwt *a);
 
 /* Verifies token at time now_s (seconds since the epoch). 0 and *claims (a new reference to the
- * payload object) when the signature is good with this key's one algorithm, and exp/nbf (when
- * present; both must be numbers) hold within the leeway. Otherwise -EACCES and *why, a static
+ * payload object) when the signature is good with this key's one algorithm, exp is there
+ * (unless require_exp is off), and exp/nbf (when present; both must be numbers) hold within
+ * the leeway. Otherwise -EACCES and *why, a static
  * reason fit for a log line (never the token). */
 int auth_jwt_verify(const struct auth_jwt *a, const char *token, int64_t now_s, json_t **claims,
                     const char **why);

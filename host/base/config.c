@@ -63,6 +63,9 @@ static const struct opt opts[] = {
       "ms a changed plugin file must be quiet before it is loaded"),
     O("defer-timeout", OPT_INT, defer_timeout, "30",
       "seconds a deferred HTTP response may take before the host answers 504"),
+    O("xthread-max-bytes", OPT_SIZE, xthread_max_bytes, "67108864",
+      "bytes of sends and deferred responses other threads may queue for the event loop "
+      "(past it they get CLOUD_EFULL)"),
     O("admin-loopback-only", OPT_BOOL, admin_loopback_only, "0",
       "serve /_/status, /_/users, /_/push to 127.0.0.0/8 and ::1 only"),
     O("metrics-public", OPT_BOOL, metrics_public, "0",
@@ -78,6 +81,9 @@ static const struct opt opts[] = {
       "serve in this process, without the supervisor that restarts it after a crash (debugging)"),
     O("log-format", OPT_LOGFORMAT, log_format, "text",
       "text (time level source function request-id message) or json (one object per line)"),
+    O("log-journal", OPT_STR, log_journal, "auto",
+      "start each log line with its syslog priority (<3> error .. <7> debug) for journald: on, "
+      "off, or auto (when stderr is the journal stream systemd names in JOURNAL_STREAM)"),
     O("drain-timeout", OPT_INT, drain_timeout, "3",
       "seconds SIGTERM lets connections close; the process ends by then + 2 s, even if stuck"),
     O("jwt-secret", OPT_STR, jwt_secret, NULL,
@@ -85,8 +91,11 @@ static const struct opt opts[] = {
     O("jwt-public-key", OPT_STR, jwt_public_key, NULL,
       "PEM public key file (RSA: RS256, EC P-256: ES256) instead of --jwt-secret"),
     O("jwt-leeway", OPT_INT, jwt_leeway, "30", "seconds of clock skew allowed on exp and nbf"),
+    O("jwt-require-exp", OPT_ONOFF, jwt_require_exp, "on",
+      "refuse (401) a JWT without an exp claim, which would be good forever (on/off)"),
     O("env-file", OPT_STR, env_file, NULL,
-      "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; must not be world-readable)"),
+      "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; others may not read it, only its "
+      "owner may write it)"),
     O("redis", OPT_STR, redis, NULL,
       "redis://[:password@]host:port[/db] or unix:///path: join the cluster on that Redis"
       " (password also from WSHOST_REDIS_PASSWORD)"),
@@ -235,6 +244,17 @@ int config_parse(struct config *cfg, int argc, char **argv) {
   }
   if (!cfg->tls_cert != !cfg->tls_key) {
     log_error(NULL, NULL, "--tls-cert and --tls-key go together");
+    return -1;
+  }
+  if (cfg->xthread_max_bytes < 4096) {
+    log_error(NULL, NULL,
+              "--xthread-max-bytes must be at least 4096 (every send from another "
+              "thread would be refused)");
+    return -1;
+  }
+  if (strcmp(cfg->log_journal, "auto") && strcmp(cfg->log_journal, "on") &&
+      strcmp(cfg->log_journal, "off")) {
+    log_error(NULL, NULL, "--log-journal is auto, on or off, not '%s'", cfg->log_journal);
     return -1;
   }
   if (cfg->isolation && strcmp(cfg->isolation, "none") && strcmp(cfg->isolation, "process")) {

@@ -29,17 +29,20 @@ struct config {
   int64_t max_users;            /* users rows at most (0: no bound) */
   int reload_debounce_ms;       /* quiet time after a plugin file changed before it is loaded */
   int defer_timeout;            /* seconds a deferred HTTP response may take (504 past it) */
+  size_t xthread_max_bytes;     /* sends and completions other threads queue for the loop */
   int admin_loopback_only;
   int metrics_public;          /* GET /_/metrics without the admin token */
   int deflate;                 /* permessage-deflate offered by a client is accepted */
   const char *allowed_origins; /* comma-separated; NULL = any */
   const char *tls_cert, *tls_key;
   int log_level;
-  int no_supervisor; /* serve in this process: a crash ends the host (debugging) */
-  int log_format;    /* enum log_format: text or json lines */
-  int drain_timeout; /* seconds SIGTERM waits for connections; the process ends by then + 2 */
+  int no_supervisor;       /* serve in this process: a crash ends the host (debugging) */
+  int log_format;          /* enum log_format: text or json lines */
+  const char *log_journal; /* auto, on, off: the "<N>" priority prefix journald reads */
+  int drain_timeout;       /* seconds SIGTERM waits for connections; the process ends by then + 2 */
   const char *jwt_secret, *jwt_public_key, *env_file;
   int jwt_leeway;
+  int jwt_require_exp; /* a JWT without exp is refused (401) */
   /* The cluster (bus.c, cluster.c) and SO_REUSEPORT (listen.c). */
   const char *redis; /* redis://host:port[/db] or unix:///path; NULL: no cluster */
   int reuse_port;

@@ -2,13 +2,15 @@
  * version and request is on the CPU) and the handler that reports it before the process goes.
  *
  * The handler only calls what is async-signal-safe in practice: clock_gettime, write, send,
- * and backtrace()/backtrace_symbols_fd(), which are not on POSIX's list but are safe once
- * backtrace() has run (its first call loads libgcc_s with malloc: crash_install makes that
- * call). backtrace_symbols_fd resolves names through glibc's _dl_addr (as dladdr does): it
+ * and backtrace()/dladdr(), which are not on POSIX's list but are safe once backtrace() has
+ * run (its first call loads libgcc_s with malloc: crash_install makes that call). dladdr
+ * resolves names through glibc's _dl_addr (as backtrace_symbols_fd does): it
  * takes the loader's recursive lock, so a crash inside dlopen on another thread could stall
  * it; we accept that for named frames, and the supervisor's SIGKILL after the drain timeout
  * bounds it. Everything is formatted by hand into a stack buffer: no malloc, no stdio. */
 #include "crash.h"
+
+#include "log.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -213,6 +215,107 @@ static void write_all(int fd, const char *p, size_t n) {
   }
 }
 
+/* A JSON string of s: quotes, backslashes and control bytes escaped, bytes past ASCII shown
+ * as '?' (a file name may hold anything; the line must stay valid JSON). */
+static void put_json(struct out *o, const char *s, size_t max) {
+  put(o, "\"");
+  for (size_t i = 0; s && s[i] && i < max && o->p + 7 < o->end; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      *o->p++ = '\\';
+      *o->p++ = (char)c;
+    } else if (c < 0x20 || c >= 0x7f) {
+      put(o, c < 0x20 ? "\\u00" : "?");
+      if (c < 0x20) {
+        *o->p++ = "0123456789abcdef"[c >> 4];
+        *o->p++ = "0123456789abcdef"[c & 15];
+      }
+    } else
+      *o->p++ = (char)c;
+  }
+  put(o, "\"");
+}
+
+/* One frame as backtrace_symbols writes it, "file(symbol+0xoff)[0xaddr]", into tmp. dladdr
+ * is what backtrace_symbols_fd calls (glibc's _dl_addr): no more and no less safe here. */
+static void frame_text(char *tmp, size_t cap, void *frame) {
+  struct out o = {tmp, tmp + cap - 1};
+  Dl_info di;
+  if (dladdr(frame, &di) && di.dli_fname) {
+    put(&o, di.dli_fname);
+    put(&o, "(");
+    uintptr_t base = di.dli_sname ? (uintptr_t)di.dli_saddr : (uintptr_t)di.dli_fbase;
+    if (di.dli_sname)
+      put(&o, di.dli_sname);
+    put(&o, "+0x");
+    put_u(&o, (uint64_t)((uintptr_t)frame - base), 16, 1);
+    put(&o, ")");
+  }
+  put(&o, "[0x");
+  put_u(&o, (uint64_t)(uintptr_t)frame, 16, 1);
+  put(&o, "]");
+  *o.p = 0;
+}
+
+/* The report on stderr in the log's format: text is the error line then a line per frame;
+ * JSON is one object with the frames in a "backtrace" array, so every line a shipper reads
+ * parses. Under journald each line carries the "<3>" (error) priority prefix. */
+static void write_report(int64_t now, int signo, const struct crash_frame *f, const char *msg,
+                         void *const *frames, int n) {
+  char line[12288], tmp[256];
+  const char *prefix = log_journal() ? "<3>" : "";
+  struct out o = {line, line + sizeof line - 2};
+  put(&o, prefix);
+  if (log_get_format() == LOG_FORMAT_JSON) {
+    put(&o, "{\"time\":\"");
+    put_time(&o, now);
+    put(&o, "\",\"level\":\"error\",\"source\":\"crash\"");
+    if (f->function) {
+      put(&o, ",\"function\":");
+      put_json(&o, f->function, 128);
+      put(&o, ",\"request_id\":");
+      put_json(&o, f->request_id, 63);
+    }
+    put(&o, ",\"msg\":");
+    put_json(&o, msg, 767);
+    put(&o, ",\"signal\":\"");
+    put(&o, crash_signal_name(signo));
+    put(&o, "\",\"pid\":");
+    put_u(&o, (uint64_t)getpid(), 10, 1);
+    put(&o, ",\"backtrace\":[");
+    for (int i = 0; i < n && o.p + 300 < o.end; i++) {
+      frame_text(tmp, sizeof tmp, frames[i]);
+      if (i)
+        put(&o, ",");
+      put_json(&o, tmp, sizeof tmp);
+    }
+    put(&o, "]}\n");
+    write_all(STDERR_FILENO, line, (size_t)(o.p - line));
+    return;
+  }
+  put_time(&o, now);
+  put(&o, " error ");
+  if (f->function)
+    put_safe(&o, f->function, 128);
+  else
+    put(&o, "-");
+  put(&o, " ");
+  if (f->request_id)
+    put_safe(&o, f->request_id, 63);
+  else
+    put(&o, "-");
+  put(&o, " ");
+  put(&o, msg);
+  put(&o, "; backtrace:\n");
+  for (int i = 0; i < n && o.p + 300 < o.end; i++) {
+    frame_text(tmp, sizeof tmp, frames[i]);
+    put(&o, prefix);
+    put(&o, tmp);
+    put(&o, "\n");
+  }
+  write_all(STDERR_FILENO, line, (size_t)(o.p - line));
+}
+
 static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   (void)uctx;
   int saved_errno = errno;
@@ -236,22 +339,11 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
     f = (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
                              m ? m->version : 0};
   }
-  char buf[1024];
-  struct out o = {buf, buf + sizeof buf - 1};
+  char buf[1024], msg[768];
+  struct out o = {msg, msg + sizeof msg - 1};
 
-  /* 1. The error line, in the log's format, then the frames (one line each). */
-  put_time(&o, now);
-  put(&o, " error ");
-  if (f.function)
-    put_safe(&o, f.function, 128);
-  else
-    put(&o, "-");
-  put(&o, " ");
-  if (f.request_id)
-    put_safe(&o, f.request_id, 63);
-  else
-    put(&o, "-");
-  put(&o, f.function ? " function crashed: " : " host crashed outside any function: ");
+  /* 1. The report for the log: the message (what crashed, where), then the frames. */
+  put(&o, f.function ? "function crashed: " : "host crashed outside any function: ");
   put(&o, crash_signal_name(signo));
   put(&o, " (signal ");
   put_u(&o, (uint64_t)signo, 10, 1);
@@ -275,13 +367,12 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   }
   put(&o, ", pid ");
   put_u(&o, (uint64_t)getpid(), 10, 1);
-  put(&o, "; backtrace:\n");
-  write_all(STDERR_FILENO, buf, (size_t)(o.p - buf));
-  backtrace_symbols_fd(frames, n, STDERR_FILENO);
+  *o.p = 0;
+  write_report(now, signo, &f, msg, frames, n);
 
   /* 2. The crash file: one JSON line the next serving process reads (quarantine.c). */
   if (g.record_fd >= 0) {
-    o.p = buf;
+    o = (struct out){buf, buf + sizeof buf - 1};
     put(&o, "{\"kind\":\"crash\",\"t\":");
     put_u(&o, (uint64_t)now, 10, 1);
     put(&o, ",\"signal\":");

@@ -74,12 +74,20 @@ int envfile_load(const char *path, struct envfile **out, char *err, size_t errle
     snprintf(err, errlen, "env file %s: not a regular file", path);
     return -EINVAL;
   }
-  if (st.st_mode & (S_IROTH | S_IWOTH)) {
+  /* It holds secrets and decides what functions read: nobody but its owner (the host's
+   * user or root) may change it, and only its group may read it (0640 root:wshost is how a
+   * package installs it). */
+  const char *why = st.st_mode & (S_IROTH | S_IWOTH) ? "readable or writable by others"
+                    : st.st_mode & S_IWGRP           ? "writable by its group"
+                    : st.st_uid != 0 && st.st_uid != geteuid()
+                        ? "owned by another user, who can change it"
+                        : NULL;
+  if (why) {
     close(fd);
     snprintf(err, errlen,
-             "env file %s is readable or writable by others (mode %03o); it holds "
-             "secrets: chmod o-rwx %s",
-             path, (unsigned)(st.st_mode & 0777), path);
+             "env file %s is %s (mode %03o, owner uid %u); it holds secrets: chmod o-rwx,g-w %s "
+             "and let root or the host's user own it",
+             path, why, (unsigned)(st.st_mode & 0777), (unsigned)st.st_uid, path);
     return -EACCES;
   }
   FILE *f = fdopen(fd, "r");

@@ -5,19 +5,21 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static atomic_int min_level = LOG_INFO;
 static atomic_int format = LOG_FORMAT_TEXT;
 static atomic_int out_fd = 2;
+static atomic_int journal;
 static const char *const names[] = {"debug", "info", "warn", "error"};
 
 /* The repeat limiter: one slot per call site (hashed; a collision evicts the older site after
  * writing its summary). Its lock also orders the writes, so a summary precedes what follows. */
 #define SLOTS 256
-#define PROBE 8
 #define LAST_MAX 240
 struct site {
   const void *key;
@@ -32,11 +34,22 @@ struct site {
 };
 static struct site sites[SLOTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static int64_t (*clock_fn)(void);
+static int64_t (*clock_fn)(void); /* the time lines are stamped with (NULL: the real one) */
+static int64_t (*mono_fn)(void);  /* the limiter's seconds (NULL: CLOCK_MONOTONIC) */
 
 static int64_t real_now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The limiter counts seconds on the monotonic clock: a wall clock set back must not hold a
+ * site's second open (and its lines suppressed) until the clock catches up. */
+static int64_t mono_now_ms(void) {
+  if (mono_fn)
+    return mono_fn();
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
   return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
@@ -55,6 +68,27 @@ void log_set_format(enum log_format f) {
   format = f;
 }
 
+enum log_format log_get_format(void) {
+  return (enum log_format)format;
+}
+
+void log_set_journal(int on) {
+  journal = on;
+}
+
+int log_journal(void) {
+  return journal;
+}
+
+int log_stderr_is_journal(void) {
+  const char *v = getenv("JOURNAL_STREAM");
+  unsigned long long dev, ino;
+  struct stat st;
+  if (!v || sscanf(v, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+    return 0;
+  return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 int log_format_parse(const char *name) {
   if (!strcmp(name, "text"))
     return LOG_FORMAT_TEXT;
@@ -70,6 +104,12 @@ void log_set_fd(int fd) {
 void log_set_clock(int64_t (*now_ms)(void)) {
   pthread_mutex_lock(&lock);
   clock_fn = now_ms;
+  pthread_mutex_unlock(&lock);
+}
+
+void log_set_limiter_clock(int64_t (*mono_ms)(void)) {
+  pthread_mutex_lock(&lock);
+  mono_fn = mono_ms;
   memset(sites, 0, sizeof sites);
   pthread_mutex_unlock(&lock);
 }
@@ -190,11 +230,16 @@ static void put_json(struct out *o, const char *s, size_t n) {
 /* Formats one line into buf (cap bytes) and writes it with one write(2). Async-signal-safe:
  * no stdio, no locks. */
 static void write_line(char *buf, size_t cap, int64_t ms, enum log_level level, const char *file,
-                       const char *function, const char *request_id, const char *msg,
-                       size_t msglen) {
+                       const char *function, const char *request_id, const char *msg, size_t msglen,
+                       const char *fields) {
   struct out o = {buf, 0, cap - 1};
   char ts[32];
   stamp(ts, ms);
+  if (journal) {
+    static const char prio[] = {'7', '6', '4', '3'}; /* debug, info, warning, err */
+    char p[3] = {'<', prio[level], '>'};
+    put(&o, p, 3);
+  }
   const char *src;
   size_t srclen = source_name(file, &src);
   if (format == LOG_FORMAT_JSON) {
@@ -212,6 +257,8 @@ static void write_line(char *buf, size_t cap, int64_t ms, enum log_level level, 
       puts_(&o, ",\"request_id\":");
       put_json(&o, request_id, strlen(request_id));
     }
+    if (fields)
+      puts_(&o, fields); /* whole fields, each with its leading comma, or nothing */
     puts_(&o, ",\"msg\":");
     o.cap--; /* room for the closing brace */
     put_json(&o, msg, msglen);
@@ -245,53 +292,58 @@ static void write_line(char *buf, size_t cap, int64_t ms, enum log_level level, 
   }
 }
 
-static void write_summary(struct site *s, int64_t now) {
+/* now: the limiter's clock (the length of the window); wall: the line's stamp. */
+static void write_summary(struct site *s, int64_t now, int64_t wall) {
   char msg[LAST_MAX + 96], line[4096];
   int n = snprintf(msg, sizeof msg, "last message repeated %u more times in %.1f s: %s", s->repeats,
                    (double)(now - s->window_ms) / 1000.0, s->last);
   if (n < 0)
     return;
-  write_line(line, sizeof line, now, s->level, s->source, s->function,
-             s->last_rid[0] ? s->last_rid : NULL, msg, strlen(msg));
+  write_line(line, sizeof line, wall, s->level, s->source, s->function,
+             s->last_rid[0] ? s->last_rid : NULL, msg, strlen(msg), NULL);
   s->repeats = 0;
 }
 
 void log_flush_repeats(int all) {
   pthread_mutex_lock(&lock);
-  int64_t now = clock_fn ? clock_fn() : real_now_ms();
+  int64_t now = mono_now_ms(), wall = clock_fn ? clock_fn() : real_now_ms();
   for (int i = 0; i < SLOTS; i++)
     if (sites[i].repeats && (all || now - sites[i].window_ms >= LOG_WINDOW_MS))
-      write_summary(&sites[i], now);
+      write_summary(&sites[i], now, wall);
   pthread_mutex_unlock(&lock);
 }
 
-/* The limiter's decision for one line of call site key: 1 to write it. Under the lock. */
+/* The limiter's decision for one line of call site key: 1 to write it. Under the lock.
+ * Linear probing over the whole table, to the key or the first free slot: slots are never
+ * emptied, so a key is always found before a free one. A site whose second is over with
+ * nothing suppressed holds no state and may be taken over; only when all SLOTS are busy does
+ * the one quiet longest go, after its summary. (Probing only a few slots let busy sites that
+ * hash alike evict each other, which restarted their seconds and let their lines through;
+ * whether they did depended on where the format strings were mapped.) */
 static int admit(const void *key, const char *source, enum log_level level, const char *function,
-                 const char *request_id, const char *msg, size_t len, int64_t now) {
+                 const char *request_id, const char *msg, size_t len, int64_t now, int64_t wall) {
   uintptr_t k = (uintptr_t)key ^ ((uintptr_t)level << 3);
   k ^= k >> 17;
   k *= (uintptr_t)0x9e3779b97f4a7c15u;
-  /* Open addressing over PROBE slots: two busy sites that hash alike must not keep evicting
-   * each other (each eviction would restart the other's second and let its lines through).
-   * When all are taken the one quiet longest goes, after its summary. */
   size_t at = (k >> 24) % SLOTS;
-  struct site *s = NULL, *oldest = NULL;
-  for (size_t i = 0; i < PROBE && !s; i++) {
+  struct site *s = NULL, *free_slot = NULL, *stale = NULL, *oldest = NULL;
+  for (size_t i = 0; i < SLOTS && !s && !free_slot; i++) {
     struct site *c = &sites[(at + i) % SLOTS];
     if (c->key == key && c->level == level)
       s = c;
-    else if (!c->key && !oldest)
-      oldest = c;
-  }
-  for (size_t i = 0; i < PROBE && !s && !oldest; i++) {
-    struct site *c = &sites[(at + i) % SLOTS];
-    if (!oldest || c->window_ms < oldest->window_ms)
-      oldest = c;
+    else if (!c->key)
+      free_slot = c;
+    else {
+      if (!stale && !c->repeats && now - c->window_ms >= LOG_WINDOW_MS)
+        stale = c;
+      if (!oldest || c->window_ms < oldest->window_ms)
+        oldest = c;
+    }
   }
   if (!s) {
-    s = oldest;
+    s = stale ? stale : free_slot ? free_slot : oldest;
     if (s->repeats)
-      write_summary(s, now);
+      write_summary(s, now, wall);
     memset(s, 0, sizeof *s);
     s->key = key;
     s->source = source;
@@ -300,7 +352,7 @@ static int admit(const void *key, const char *source, enum log_level level, cons
   }
   if (now - s->window_ms >= LOG_WINDOW_MS) {
     if (s->repeats)
-      write_summary(s, now);
+      write_summary(s, now, wall);
     s->window_ms = now;
     s->written = 0;
   }
@@ -316,14 +368,62 @@ static int admit(const void *key, const char *source, enum log_level level, cons
   return 0;
 }
 
-static void emit(const void *key, const char *source, enum log_level level, const char *function,
-                 const char *request_id, const char *msg, size_t len) {
+static void emit_fields(const void *key, const char *source, enum log_level level,
+                        const char *function, const char *request_id, const char *msg, size_t len,
+                        const char *fields) {
   char line[4096];
   pthread_mutex_lock(&lock);
-  int64_t now = clock_fn ? clock_fn() : real_now_ms();
-  if (admit(key, source, level, function, request_id, msg, len, now))
-    write_line(line, sizeof line, now, level, source, function, request_id, msg, len);
+  int64_t now = mono_now_ms(), wall = clock_fn ? clock_fn() : real_now_ms();
+  if (admit(key, source, level, function, request_id, msg, len, now, wall))
+    write_line(line, sizeof line, wall, level, source, function, request_id, msg, len, fields);
   pthread_mutex_unlock(&lock);
+}
+
+static void emit(const void *key, const char *source, enum log_level level, const char *function,
+                 const char *request_id, const char *msg, size_t len) {
+  emit_fields(key, source, level, function, request_id, msg, len, NULL);
+}
+
+/* `,"name":` and s as a JSON string (put_json closes it even when cut), whole or not at all:
+ * the fields must stay valid JSON. */
+static void field_str(struct out *o, const char *name, const char *s, size_t max) {
+  size_t n = s ? strlen(s) : 0;
+  char tmp[1400];
+  struct out t = {tmp, 0, sizeof tmp - 1};
+  puts_(&t, ",\"");
+  puts_(&t, name);
+  puts_(&t, "\":");
+  put_json(&t, s ? s : "", n > max ? max : n);
+  if (t.len < t.cap && t.len <= o->cap - o->len)
+    put(o, tmp, t.len);
+}
+
+void log_access_at(const char *source, const char *function, const char *request_id,
+                   const char *method, const char *path, int status, const char *peer, size_t bytes,
+                   double duration_ms, const char *note) {
+  if (LOG_INFO < min_level)
+    return;
+  char msg[512], fields[2048], num[96];
+  int n = snprintf(msg, sizeof msg, "%s %.200s %d %s%s%s, %zu bytes in %.1f ms", method, path,
+                   status, peer, note ? " " : "", note ? note : "", bytes, duration_ms);
+  size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
+  msg[len] = 0;
+  struct out o = {fields, 0, sizeof fields - 1};
+  if (format == LOG_FORMAT_JSON) {
+    field_str(&o, "method", method, 16);
+    field_str(&o, "path", path, 200);
+    snprintf(num, sizeof num, ",\"status\":%d", status);
+    puts_(&o, num);
+    field_str(&o, "peer", peer, 64);
+    snprintf(num, sizeof num, ",\"bytes\":%zu,\"duration_ms\":%.3f", bytes, duration_ms);
+    puts_(&o, num);
+    if (note)
+      field_str(&o, "note", note, 200);
+  }
+  fields[o.len] = 0;
+  /* The site is the note's text (a literal per call site), never a client's bytes. */
+  emit_fields(note ? (const void *)note : (const void *)log_access_at, source, LOG_INFO, function,
+              request_id, msg, len, format == LOG_FORMAT_JSON ? fields : NULL);
 }
 
 /* Site keys of lws lines: addresses inside a private array, never a format string's address. */
@@ -380,5 +480,5 @@ void log_emergency(enum log_level level, const char *source, const char *message
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   write_line(line, sizeof line, (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000, level, source, NULL,
-             NULL, message, strlen(message));
+             NULL, message, strlen(message), NULL);
 }

@@ -3,10 +3,13 @@
  * read at scrape time; no label takes a value a client chose, so the series stay few. */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 struct metrics_fn {
   uint64_t calls, errors;
@@ -66,6 +69,38 @@ void metrics_function_call(struct metrics *m, const char *name, uint64_t ns, int
   if (rc)
     f->errors++;
   metrics_hist_observe(&f->latency, ns);
+}
+
+/* The event types a function is called for; HTTP methods are one type ("HTTP"). */
+static const char *const events[METRICS_EVENTS] = {"WebSocket:connection",
+                                                   "WebSocket:message",
+                                                   "WebSocket:close",
+                                                   "WebSocket:error",
+                                                   "WebSocket:resume",
+                                                   "WebSocket:end",
+                                                   "Room:join",
+                                                   "Room:leave",
+                                                   "Timer",
+                                                   "HTTP",
+                                                   "other"};
+
+void metrics_event(struct metrics *m, const char *method, uint64_t ns) {
+  int i = 0;
+  while (i < METRICS_EVENTS - 2 && (!method || strcmp(events[i], method)))
+    i++;
+  if (i == METRICS_EVENTS - 2 && method && *method) { /* not a WebSocket event: a method? */
+    int upper = 1;
+    for (const char *p = method; *p && upper; p++)
+      upper = *p >= 'A' && *p <= 'Z';
+    i = upper ? METRICS_EVENTS - 2 : METRICS_EVENTS - 1;
+  } else if (i == METRICS_EVENTS - 2)
+    i = METRICS_EVENTS - 1;
+  metrics_hist_observe(&m->events[i], ns);
+}
+
+void metrics_http_response(struct metrics *m, int status) {
+  if (status >= 100 && status <= 599)
+    m->http_status[status - 100]++;
 }
 
 void metrics_upgrade_refused(struct metrics *m, int status, const char *message) {
@@ -175,12 +210,77 @@ void metrics_ws_close(struct metrics *m, int code) {
   m->ws_closes[i]++;
 }
 
+/* The process_* series every Prometheus client library exports, for this (serving) process,
+ * from getrusage, getrlimit and /proc/self. A value that cannot be read is left out. */
+static void process_block(FILE *f) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0) {
+    header(f, "process_cpu_seconds_total", "counter", "User and system CPU time, seconds.");
+    fprintf(f, "process_cpu_seconds_total %.6f\n",
+            (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+  }
+  long page = sysconf(_SC_PAGESIZE), tick = sysconf(_SC_CLK_TCK);
+  unsigned long long vsize = 0, rss = 0, start = 0, btime = 0;
+  FILE *st = fopen("/proc/self/stat", "re");
+  char line[1024];
+  int have_stat = 0;
+  if (st && fgets(line, sizeof line, st)) {
+    /* Fields after the command name, which is in parentheses and may hold anything. */
+    const char *p = strrchr(line, ')');
+    have_stat = p && sscanf(p + 2,
+                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+                            "%*d %*d %*d %llu %llu %llu",
+                            &start, &vsize, &rss) == 3;
+  }
+  if (st)
+    fclose(st);
+  if (have_stat) {
+    gauge(f, "process_virtual_memory_bytes", "Virtual memory size, bytes.", (int64_t)vsize);
+    gauge(f, "process_resident_memory_bytes", "Resident memory size, bytes.",
+          (int64_t)(rss * (unsigned long long)page));
+  }
+  FILE *ps = fopen("/proc/stat", "re");
+  int have_btime = 0;
+  while (ps && fgets(line, sizeof line, ps))
+    if (sscanf(line, "btime %llu", &btime) == 1) {
+      have_btime = 1;
+      break;
+    }
+  if (ps)
+    fclose(ps);
+  if (have_stat && have_btime && tick > 0) {
+    header(f, "process_start_time_seconds", "gauge",
+           "Start time of the process since the Unix epoch, seconds.");
+    fprintf(f, "process_start_time_seconds %.2f\n", (double)btime + (double)start / (double)tick);
+  }
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    int64_t n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+      n += e->d_name[0] != '.';
+    closedir(d);
+    gauge(f, "process_open_fds", "Open file descriptors.", n - 1); /* less opendir's own */
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+    gauge(f, "process_max_fds", "Most open file descriptors (soft RLIMIT_NOFILE).",
+          (int64_t)rl.rlim_cur);
+}
+
 char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, size_t *len) {
   char *buf = NULL;
   size_t n = 0;
   FILE *f = open_memstream(&buf, &n);
   if (!f)
     return NULL;
+  process_block(f);
+  char ver[96], lws[96];
+  label_escape(ver, sizeof ver, g->version ? g->version : "unknown");
+  label_escape(lws, sizeof lws, g->lws ? g->lws : "unknown");
+  header(f, "wshost_build_info", "gauge",
+         "1, labelled with the host's version, the plugin ABI it serves and libwebsockets'.");
+  fprintf(f, "wshost_build_info{abi=\"%d\",lws=\"%s\",version=\"%s\"} 1\n", g->abi, lws, ver);
   header(f, "wshost_start_time_seconds", "gauge", "Start of this serving process, Unix time.");
   fprintf(f, "wshost_start_time_seconds %.3f\n", g->start_time_s);
   gauge(f, "wshost_draining", "1 while the host drains after SIGTERM.", g->draining);
@@ -226,7 +326,20 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
   counter(f, "wshost_ws_send_queue_overflows_total",
           "Slow readers closed because their send queue passed --max-send-queue.",
           m->sendq_overflows);
-  counter(f, "wshost_http_requests_total", "HTTP requests (functions and /_/).", g->http_requests);
+  gauge(f, "wshost_xthread_queued_bytes",
+        "Bytes of sends and deferred responses other threads queued for the event loop and it "
+        "has not run yet (bounded by --xthread-max-bytes).",
+        (int64_t)g->xthread_bytes);
+  counter(f, "wshost_xthread_refused_total",
+          "Sends and deferred responses from other threads refused with CLOUD_EFULL (the "
+          "loop's queue held --xthread-max-bytes).",
+          g->xthread_refused);
+  header(f, "wshost_http_requests_total", "counter",
+         "HTTP requests answered (functions and /_/), by status.");
+  for (int i = 0; i < 500; i++)
+    if (m->http_status[i])
+      fprintf(f, "wshost_http_requests_total{status=\"%d\"} %llu\n", i + 100,
+              (unsigned long long)m->http_status[i]);
 
   gauge(f, "wshost_users", "Users in the store (-1: unknown).", g->users_stored);
   gauge(f, "wshost_outbox_messages", "Messages queued for offline users (-1: unknown).",
@@ -244,6 +357,26 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
   p.what = 2;
   header(f, "wshost_function_duration_seconds", "histogram", "Time in each function's code.");
   map_each(&m->functions, fn_one, &p);
+
+  header(f, "wshost_event_duration_seconds", "histogram",
+         "Time in functions' code by event type (HTTP: every HTTP method).");
+  for (int i = 0; i < METRICS_EVENTS; i++) {
+    if (!m->events[i].count)
+      continue;
+    char labels[64];
+    snprintf(labels, sizeof labels, "event=\"%s\",", events[i]);
+    hist_series(f, "wshost_event_duration_seconds", labels, &m->events[i]);
+  }
+  header(f, "wshost_crashes_total", "counter",
+         "Crashes recorded (the crash file and since), by function (\"-\": outside any).");
+  const char *cname;
+  json_t *cn;
+  json_object_foreach((json_t *)g->crashes, cname, cn) {
+    char v[2 * 128 + 8];
+    label_escape(v, sizeof v, cname);
+    fprintf(f, "wshost_crashes_total{function=\"%s\"} %lld\n", v,
+            (long long)json_integer_value(cn));
+  }
 
   header(f, "wshost_plugin_reloads_total", "counter",
          "Plugin files the watch loaded (or unloaded) and refused.");

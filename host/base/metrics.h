@@ -5,6 +5,7 @@
 
 #include "map.h"
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +14,8 @@
 #define METRICS_REFUSALS 24
 /* Close codes counted one by one (metrics.c close_codes); the last slot is every other code. */
 #define METRICS_CLOSE_CODES 11
+/* Event types with a duration histogram each (metrics.c events); the last is "other". */
+#define METRICS_EVENTS 11
 
 struct metrics_hist {
   uint64_t bucket[METRICS_BUCKETS]; /* not cumulative; the renderer sums */
@@ -39,7 +42,9 @@ struct metrics {
   /* Connections closed, by the code their close event got (the log line per close is debug). */
   uint64_t ws_closes[METRICS_CLOSE_CODES];
   struct metrics_hist store_commit;
-  struct map functions; /* function name -> struct metrics_fn * */
+  struct map functions;                       /* function name -> struct metrics_fn * */
+  uint64_t http_status[500];                  /* HTTP answers by status, 100..599 */
+  struct metrics_hist events[METRICS_EVENTS]; /* function calls by event type */
   /* Later work adds its counters here: function crashes and quarantines (containment), the
    * Redis link state (cluster); metrics_render gains one block each. */
 };
@@ -52,6 +57,10 @@ struct metrics_gauges {
   uint64_t upgrades, closes, http_requests;
   double start_time_s;
   int draining;
+  uint64_t xthread_bytes, xthread_refused; /* the loop's queue of other threads' sends */
+  const char *version, *lws;               /* wshost_build_info */
+  int abi;
+  const json_t *crashes; /* function -> crashes recorded (quarantine.c), or NULL */
 };
 
 /* A monotonic clock in nanoseconds, for the durations below. */
@@ -59,6 +68,11 @@ uint64_t metrics_now_ns(void);
 void metrics_hist_observe(struct metrics_hist *hist, uint64_t ns);
 /* One call of function name that took ns and returned rc (non-zero counts as an error). */
 void metrics_function_call(struct metrics *m, const char *name, uint64_t ns, int rc);
+/* One call for an event: its method ("WebSocket:message", "Timer", or an HTTP method) names
+ * the histogram. */
+void metrics_event(struct metrics *m, const char *method, uint64_t ns);
+/* An HTTP request answered with this status. */
+void metrics_http_response(struct metrics *m, int status);
 /* An upgrade refused with this status and message (the message is mapped to a fixed label). */
 void metrics_upgrade_refused(struct metrics *m, int status, const char *message);
 /* A WebSocket connection closed with this code (1006: no close frame). */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <hiredis/adapters/libev.h>
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -389,6 +390,15 @@ int bus_cmd(struct bus *b, bus_reply_fn fn, void *arg, int argc, const char **ar
   if (!ev_is_active(&b->flush))
     ev_prepare_start(b->loop, &b->flush);
   return 0;
+}
+
+int bus_cmd_droppable(struct bus *b, bus_reply_fn fn, void *arg, int argc, const char **argv,
+                      const size_t *lens) {
+  /* hiredis keeps what it has not written in one growing buffer (an sds): past the bound
+   * Redis is not keeping up, and a publish is refused rather than buffered. */
+  if (b && b->up && b->cmd && b->cmd->c.obuf && sdslen(b->cmd->c.obuf) > BUS_MAX_UNSENT)
+    return -ENOBUFS;
+  return bus_cmd(b, fn, arg, argc, argv, lens);
 }
 
 int bus_subscribe(struct bus *b, const char *channel) {

@@ -36,6 +36,14 @@ int bus_starting(const struct bus *b);
  * -ENOTCONN while down (fn is not called). fn may be NULL. */
 int bus_cmd(struct bus *b, bus_reply_fn fn, void *arg, int argc, const char **argv,
             const size_t *lens);
+/* Commands written to the connection and not yet taken by Redis, in bytes, at most, for the
+ * sends that may be dropped (bus_cmd_droppable). */
+#define BUS_MAX_UNSENT (16u << 20)
+/* bus_cmd for a send that may be dropped when Redis cannot keep up (a PUBLISH to a room or to
+ * everyone): -ENOBUFS while more than BUS_MAX_UNSENT bytes wait to be written, so a flood of
+ * large broadcasts cannot grow the write buffer without bound. */
+int bus_cmd_droppable(struct bus *b, bus_reply_fn fn, void *arg, int argc, const char **argv,
+                      const size_t *lens);
 /* Subscribes to a channel for as long as the bus lives (again after each reconnect) or until
  * bus_unsubscribe. 0 or -ENOMEM. Idempotent. */
 int bus_subscribe(struct bus *b, const char *channel);

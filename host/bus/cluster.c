@@ -594,7 +594,13 @@ static void publish(struct cluster *cl, const char *channel, char kind, const ch
     memcpy(msg + MSG_HEAD + nlen + 1, data, len);
   const char *argv[] = {"PUBLISH", channel, msg};
   size_t lens[] = {7, strlen(channel), MSG_HEAD + nlen + 1 + len};
-  if (bus_cmd(cl->bus, NULL, NULL, 3, argv, lens) < 0)
+  int rc = bus_cmd_droppable(cl->bus, NULL, NULL, 3, argv, lens);
+  if (rc == -ENOBUFS)
+    log_warn(NULL, NULL,
+             "cluster: %s not published (%zu bytes): more than %u bytes wait to be written to "
+             "Redis",
+             channel, len, BUS_MAX_UNSENT);
+  else if (rc < 0)
     log_debug(NULL, NULL, "cluster: %s not published: Redis is down", channel);
   free(msg);
 }

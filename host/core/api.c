@@ -123,7 +123,7 @@ static int send_post_to(enum send_kind kind, cloud_socket s, cloud_deferred *d, 
   m->len = len;
   if (len)
     memcpy(m->data, data, len);
-  int rc = xthread_post(bound, &m->base);
+  int rc = xthread_post(bound, &m->base, sizeof *m + len);
   if (rc < 0)
     free(m);
   return rc;

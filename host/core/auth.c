@@ -41,15 +41,16 @@ int auth_open(struct host *h) {
       return -1;
     }
     char *pem = c->jwt_public_key ? read_small_file(c->jwt_public_key, err, sizeof err) : NULL;
-    if ((c->jwt_public_key && !pem) ||
-        auth_jwt_open(&h->jwt, c->jwt_secret, pem, c->jwt_leeway, err, sizeof err) < 0) {
+    if ((c->jwt_public_key && !pem) || auth_jwt_open(&h->jwt, c->jwt_secret, pem, c->jwt_leeway,
+                                                     c->jwt_require_exp, err, sizeof err) < 0) {
       log_error(NULL, NULL, "JWT %s refused: %s", c->jwt_secret ? "secret" : "public key", err);
       free(pem);
       return -1;
     }
     free(pem);
-    log_info(NULL, NULL, "JWT: %s, %d s leeway", c->jwt_secret ? "HS256" : "public key",
-             c->jwt_leeway);
+    log_info(NULL, NULL, "JWT: %s, %d s leeway, %s", c->jwt_secret ? "HS256" : "public key",
+             c->jwt_leeway,
+             c->jwt_require_exp ? "exp required" : "tokens without exp accepted (no expiry)");
   }
   if (c->env_file) {
     if (envfile_load(c->env_file, &h->env, err, sizeof err) < 0) {

@@ -192,7 +192,7 @@ int defer_complete(struct host *h, cloud_deferred *handle, int status, const cha
     apply(h, &c->base);
     return 0;
   }
-  int rc = xthread_post(h, &c->base);
+  int rc = xthread_post(h, &c->base, sizeof *c + len + 1);
   if (rc < 0) {
     pthread_mutex_lock(&h->defers->mu);
     d = map_get(&h->defers->by_id, &id, sizeof id);

@@ -5,12 +5,19 @@
 #include "log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 struct xthread {
   pthread_mutex_t mu;
   struct xthread_item *head, *tail;
   size_t count;
+  /* Bytes of items queued or taken and not yet run: the loop gives them back one item at a
+   * time as each has run, so a queue taken whole and then refilled cannot hold twice the
+   * bound. Added under mu, taken back without it (a late subtraction only refuses early). */
+  atomic_size_t bytes;
+  size_t max_bytes;
+  atomic_uint_least64_t refused;
   int closed;
   ev_async wake;
 };
@@ -29,6 +36,7 @@ int xthread_open(struct host *h) {
   if (!x)
     return CLOUD_ENOMEM;
   pthread_mutex_init(&x->mu, NULL);
+  x->max_bytes = h->cfg.xthread_max_bytes;
   ev_async_init(&x->wake, on_wake);
   x->wake.data = h;
   if (h->loop)
@@ -37,13 +45,21 @@ int xthread_open(struct host *h) {
   return 0;
 }
 
-int xthread_post(struct host *h, struct xthread_item *item) {
+int xthread_post(struct host *h, struct xthread_item *item, size_t bytes) {
   struct xthread *x = h ? h->xq : NULL;
   if (!x || !item)
     return CLOUD_ESTATE;
   pthread_mutex_lock(&x->mu);
-  int rc = x->closed ? CLOUD_ESTATE : x->count >= XTHREAD_MAX_ITEMS ? CLOUD_EFULL : 0;
+  size_t held = atomic_load(&x->bytes);
+  int rc = x->closed ? CLOUD_ESTATE
+           : x->count >= XTHREAD_MAX_ITEMS || bytes > x->max_bytes || held > x->max_bytes - bytes
+               ? CLOUD_EFULL
+               : 0;
+  if (rc == CLOUD_EFULL)
+    atomic_fetch_add(&x->refused, 1);
   if (!rc) {
+    atomic_fetch_add(&x->bytes, bytes);
+    item->bytes = bytes;
     item->next = NULL;
     if (x->tail)
       x->tail->next = item;
@@ -76,8 +92,18 @@ static void xthread_drain(struct host *h) {
     return;
   for (struct xthread_item *it = take_all(x), *next; it; it = next) {
     next = it->next;
+    size_t bytes = it->bytes;
     it->run(h, it);
+    atomic_fetch_sub(&x->bytes, bytes);
   }
+}
+
+size_t xthread_bytes(struct host *h) {
+  return h && h->xq ? atomic_load(&h->xq->bytes) : 0;
+}
+
+uint64_t xthread_refused(struct host *h) {
+  return h && h->xq ? atomic_load(&h->xq->refused) : 0;
 }
 
 void xthread_close(struct host *h) {

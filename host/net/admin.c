@@ -11,7 +11,9 @@
 #include "quarantine.h"
 #include "rooms.h"
 #include "timers.h"
+#include "version.h"
 #include "ws.h"
+#include "xthread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -132,7 +134,13 @@ static void metrics(struct http_req *r) {
                              .closes = h->stats.ws_closed,
                              .http_requests = h->stats.http_requests,
                              .start_time_s = (double)h->started_ms / 1e3,
-                             .draining = h->stopping};
+                             .draining = h->stopping,
+                             .xthread_bytes = xthread_bytes(h),
+                             .xthread_refused = xthread_refused(h),
+                             .version = WSHOST_VERSION,
+                             .lws = lws_get_library_version(),
+                             .abi = PLUGINS_ABI_MAX,
+                             .crashes = quarantine_crash_counts(h->quarantine)};
   int64_t online, conns;
   store_counts(h->store, &g.users_stored, &online, &conns, &g.outbox_depth);
   struct stat st;

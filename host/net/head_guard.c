@@ -141,6 +141,7 @@ static void refuse(struct guard *g, int status, const char *why) {
   lws_get_peer_simple(g->wsi, remote, sizeof remote);
   log_info(NULL, NULL, "%d %s: %s", status, remote, why);
   g->h->stats.http_requests++;
+  metrics_http_response(&g->h->metrics, status);
   lws_set_timeout(g->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
   guard_free(g);
 }

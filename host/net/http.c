@@ -250,7 +250,13 @@ static void respond_error(struct http_req *r, int status, const char *error, con
   json_decref(o);
 }
 
+/* Milliseconds since the request line arrived: the access line's duration. */
+static double elapsed_ms(const struct http_req *r) {
+  return r->started_ns ? (double)(metrics_now_ns() - r->started_ns) / 1e6 : 0;
+}
+
 static void respond(struct http_req *r) {
+  metrics_http_response(&r->host->metrics, r->status);
   r->ready = 1;
   lws_callback_on_writable(r->wsi);
 }
@@ -339,23 +345,55 @@ static void dispatch(struct http_req *r) {
     run_function(r);
   if (r->deferred)
     return; /* logged and answered by http_deferred_done */
-  log_info(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, "%s %s %d %s", r->method,
-           r->path, r->status, r->remote);
+  log_access(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, r->method, r->path, r->status,
+             r->remote, r->resp_len, elapsed_ms(r), NULL);
   respond(r);
 }
 
 void http_deferred_done(struct http_req *r) {
-  log_info(r->name, r->request_id, "%s %s %d %s (deferred)", r->method, r->path, r->status,
-           r->remote);
+  log_access(r->name, r->request_id, r->method, r->path, r->status, r->remote, r->resp_len,
+             elapsed_ms(r), "(deferred)");
   respond(r);
 }
 
-/* The JWT of an upgrade: ?access_token= (what a browser can send), else a Bearer header. */
-static const char *upgrade_token(struct http_req *r) {
-  const char *t = json_string_value(json_object_get(r->query, "access_token"));
-  if (t || lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION) <= 0)
-    return t;
-  return auth_bearer(http_header_lookup(r->wsi, r->headers, "authorization", r->headers_lazy));
+/* The JWT of an upgrade: ?access_token= (what a browser can send), else a Bearer header.
+ * With a key configured, a credential that says two things is refused (-1 and *why), never
+ * read as no credential at all: a repeated access_token (the query holds an array), an
+ * empty one, or one that disagrees with the Authorization header. */
+static int upgrade_token(struct http_req *r, const char **token, const char **why) {
+  *token = NULL;
+  json_t *q = json_object_get(r->query, "access_token");
+  const char *header =
+      lws_hdr_total_length(r->wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0
+          ? http_header_lookup(r->wsi, r->headers, "authorization", r->headers_lazy)
+          : NULL;
+  const char *bearer = auth_bearer(header), *t = json_string_value(q);
+  if (r->host->jwt && q) {
+    if (!t) {
+      *why = "access_token given more than once";
+      return -1;
+    }
+    if (!*t) {
+      *why = "empty access_token";
+      return -1;
+    }
+    if (header && (!bearer || strcmp(t, bearer))) {
+      *why = "access_token and the Authorization header disagree";
+      return -1;
+    }
+  }
+  *token = t ? t : bearer;
+  return 0;
+}
+
+/* The resume credentials (?user_id=&token=) given more than once: the host would resume as
+ * the first while the function saw an array. NULL, or the name of the repeated one. */
+static const char *repeated_credential(json_t *query) {
+  static const char *const names[] = {"user_id", "token"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (json_is_array(json_object_get(query, names[i])))
+      return names[i];
+  return NULL;
 }
 
 /* ctx->headers for an upgrade is built only when a function that runs for it reads it: the
@@ -385,9 +423,15 @@ static int http_admit_upgrade(struct host *h, struct lws *wsi) {
   if (!r.headers || !r.query)
     goto out;
   set_request_id(&r);
-  const char *why;
+  const char *why, *token, *twice = repeated_credential(r.query);
   json_t *user = NULL;
-  if (auth_check(h, upgrade_token(&r), &user, &why) < 0) {
+  if (twice) {
+    log_warn(r.name, r.request_id, "upgrade from %s: 401, %s given more than once", r.remote,
+             twice);
+    rc = http_reject(wsi, 401, "Unauthorized");
+    goto out;
+  }
+  if (upgrade_token(&r, &token, &why) < 0 || auth_check(h, token, &user, &why) < 0) {
     log_warn(r.name, r.request_id, "upgrade from %s: 401, JWT refused: %s", r.remote, why);
     rc = http_reject(wsi, 401, "Unauthorized");
     goto out;
@@ -510,7 +554,8 @@ static int framing_refused(struct http_req *r) {
                                 : "Not Implemented",
                 why, 0);
   r->close_after = 1;
-  log_info(NULL, r->request_id, "%s %.200s %d %s: %s", r->method, r->path, status, r->remote, why);
+  log_access(NULL, r->request_id, r->method, r->path, status, r->remote, r->resp_len, elapsed_ms(r),
+             why);
   respond(r);
   return 1;
 }
@@ -521,6 +566,7 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   struct http_req *r = calloc(1, sizeof *r);
   if (!r)
     return -1;
+  r->started_ns = metrics_now_ns();
   s->req = r;
   r->host = h;
   r->wsi = wsi;
@@ -553,8 +599,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     /* Its build crashed the host (quarantine.c): say so, not 404, until it is replaced. */
     respond_error(r, 503, "Function Unavailable", NULL, 1);
     r->close_after = body_expected(r);
-    log_info(r->name, r->request_id, "%s %.200s 503: function quarantined after a crash %s",
-             r->method, r->path, r->remote);
+    log_access(r->name, r->request_id, r->method, r->path, 503, r->remote, r->resp_len,
+               elapsed_ms(r), "(function quarantined after a crash)");
     respond(r);
     return 0;
   }
@@ -562,7 +608,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
       (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name))) {
     respond_error(r, 404, "Function Not Found", NULL, 0);
     r->close_after = body_expected(r);
-    log_info(NULL, r->request_id, "%s %.200s 404 %s", r->method, r->path, r->remote);
+    log_access(NULL, r->request_id, r->method, r->path, 404, r->remote, r->resp_len, elapsed_ms(r),
+               NULL);
     respond(r);
     return 0;
   }
@@ -575,8 +622,8 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
     if (r->content_length > 0 && (uint64_t)r->content_length > h->cfg.max_body) {
       respond_error(r, 413, "Payload Too Large", NULL, 0);
       r->close_after = 1;
-      log_info(r->name, r->request_id, "%s %s 413 (%lld bytes)", r->method, r->path,
-               (long long)r->content_length);
+      log_access(r->name, r->request_id, r->method, r->path, 413, r->remote, r->resp_len,
+                 elapsed_ms(r), "(Content-Length over --max-body)");
       respond(r);
     }
     return 0; /* the rest comes with LWS_CALLBACK_HTTP_BODY_COMPLETION */
@@ -605,8 +652,8 @@ static void body_check(lws_sorted_usec_list_t *sul) {
     r->slow = 1;
     /* A peer too slow to send may be too slow to read its answer as well. */
     r->deadline_ms = host_now_ms() + LINGER_MS;
-    log_info(r->name, r->request_id, "%s %s 408 %s: %zu body bytes in %d ms (at least %zu/s)",
-             r->method, r->path, r->remote, r->window_bytes, BODY_WINDOW_MS, h->cfg.min_body_rate);
+    log_access(r->name, r->request_id, r->method, r->path, 408, r->remote, r->resp_len,
+               elapsed_ms(r), "(body slower than --min-body-rate)");
     respond(r);
   }
   r->window_bytes = 0;
@@ -627,8 +674,8 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
   if (r->body_len + len > r->host->cfg.max_body) {
     respond_error(r, 413, "Payload Too Large", NULL, 0);
     r->close_after = 1;
-    log_info(r->name, r->request_id, "%s %s 413 (over %zu bytes)", r->method, r->path,
-             r->host->cfg.max_body);
+    log_access(r->name, r->request_id, r->method, r->path, 413, r->remote, r->resp_len,
+               elapsed_ms(r), "(body over --max-body)");
     respond(r);
     return 0;
   }
@@ -644,8 +691,8 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
     if (h->http_body_bytes - r->body_cap + cap > h->cfg.max_body_total) {
       respond_error(r, 503, "Service Unavailable", "too many request bytes in flight; retry", 0);
       r->close_after = 1;
-      log_info(r->name, r->request_id, "%s %s 503 %s: %zu body bytes buffered (limit %zu)",
-               r->method, r->path, r->remote, h->http_body_bytes, h->cfg.max_body_total);
+      log_access(r->name, r->request_id, r->method, r->path, 503, r->remote, r->resp_len,
+                 elapsed_ms(r), "(bodies in flight over --max-body-total)");
       respond(r);
       return 0;
     }

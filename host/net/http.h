@@ -43,6 +43,7 @@ struct http_req {
   int no_defer; /* an upgrade's interceptor: nothing can wait, the upgrade is answered now */
   struct deferred *defer;
   char remote[64];
+  uint64_t started_ns; /* metrics_now_ns() when the request line arrived: the access line */
 };
 
 /* The admin area (/_/...): admin.c provides it and main.c hands it over (host->admin_area), so

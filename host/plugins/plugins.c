@@ -511,7 +511,9 @@ int plugins_call(struct plugins *p, const char *name, FunctionContext *ctx, int 
   crash_enter(&saved, s->name, s->cur->number, s->cur->sha256, ctx->request_id);
   int rc = s->cur->desc->main(ctx);
   crash_leave(&saved);
-  metrics_function_call(&p->h->metrics, name, metrics_now_ns() - t0, rc);
+  uint64_t ns = metrics_now_ns() - t0;
+  metrics_function_call(&p->h->metrics, name, ns, rc);
+  metrics_event(&p->h->metrics, ctx->method, ns);
   return rc;
 }
 

@@ -1030,6 +1030,7 @@ static void handle_done(struct worker *w, struct wread *rd) {
   }
   json_decref(hdrs);
   metrics_function_call(&h->metrics, p->function, ns, rc);
+  metrics_event(&h->metrics, p->method, ns);
   p->rc = rc;
   p->done = 1;
   if (p->kind == INV_WS) {

@@ -23,7 +23,19 @@ struct quarantine {
   int fd;
   json_t *quarantined; /* name -> crash record */
   json_t *crashes;     /* the last QUARANTINE_CRASHES_SHOWN crash records */
+  json_t *counts;      /* function ("-": none) -> crashes recorded, for wshost_crashes_total */
 };
+
+/* Names counted one by one; past it they are summed under "other" (the series stay few). */
+#define COUNTED_NAMES 64
+
+static void count_crashes(struct quarantine *q, const char *fn, json_int_t n) {
+  const char *key = fn ? fn : "-";
+  if (!json_object_get(q->counts, key) && json_object_size(q->counts) >= COUNTED_NAMES)
+    key = "other";
+  json_int_t had = json_integer_value(json_object_get(q->counts, key));
+  json_object_set_new(q->counts, key, json_integer(had + n));
+}
 
 void quarantine_path(const char *db_path, char *buf, size_t len) {
   if (!strcmp(db_path, ":memory:"))
@@ -42,6 +54,7 @@ static void replay(struct quarantine *q, json_t *rec) {
   const char *kind = json_string_value(json_object_get(rec, "kind"));
   const char *fn = json_string_value(json_object_get(rec, "function"));
   if (kind && !strcmp(kind, "crash")) {
+    count_crashes(q, fn, 1);
     json_array_append(q->crashes, rec);
     if (json_array_size(q->crashes) > QUARANTINE_CRASHES_SHOWN)
       json_array_remove(q->crashes, 0);
@@ -50,6 +63,8 @@ static void replay(struct quarantine *q, json_t *rec) {
       json_object_set(q->quarantined, fn, rec);
   } else if (kind && !strcmp(kind, "lift") && fn)
     json_object_del(q->quarantined, fn);
+  else if (kind && !strcmp(kind, "tally") && fn) /* crashes compaction left out of the file */
+    count_crashes(q, fn, json_integer_value(json_object_get(rec, "n")));
 }
 
 static int append_line(struct quarantine *q, json_t *rec) {
@@ -76,9 +91,20 @@ static void dump_line(json_t *rec, FILE *f) {
   fputc('\n', f);
 }
 
+/* One more record of fn's that compaction keeps in the file. */
+static void kept(json_t *left, json_t *rec) {
+  const char *fn = json_string_value(json_object_get(rec, "function"));
+  const char *key = fn ? fn : "-";
+  json_t *n = json_object_get(left, key);
+  if (!n) /* counted with the names past COUNTED_NAMES */
+    n = json_object_get(left, "other");
+  if (n)
+    json_integer_set(n, json_integer_value(n) - 1);
+}
+
 /* Rewrites the file with what is still in force, in an order whose replay gives the same
- * state: older quarantines first, then the crashes shown, each lifted at once unless it is
- * the record in force for its function. */
+ * state: older quarantines, then the crashes shown, each lifted at once unless it is the
+ * record in force for its function, then the crash counts of the records left out (tallies). */
 static void compact(struct quarantine *q) {
   char tmp[4300];
   snprintf(tmp, sizeof tmp, "%s.tmp", q->path);
@@ -86,7 +112,10 @@ static void compact(struct quarantine *q) {
   if (!f)
     return;
   const char *name;
-  json_t *rec;
+  json_t *rec, *left = json_deep_copy(q->counts);
+  json_object_foreach(q->quarantined, name, rec) if (!in_list(q->crashes, rec)) kept(left, rec);
+  size_t k;
+  json_array_foreach(q->crashes, k, rec) kept(left, rec);
   json_object_foreach(q->quarantined, name, rec) if (!in_list(q->crashes, rec)) dump_line(rec, f);
   size_t i;
   json_array_foreach(q->crashes, i, rec) {
@@ -99,6 +128,15 @@ static void compact(struct quarantine *q) {
       json_decref(lift);
     }
   }
+  /* Last: the names of the records kept come first when the file is replayed, as they did. */
+  json_object_foreach(left, name, rec) if (json_integer_value(rec) > 0) {
+    json_t *tally =
+        json_pack("{ss ss sI}", "kind", "tally", "function", name, "n", json_integer_value(rec));
+    if (tally)
+      dump_line(tally, f);
+    json_decref(tally);
+  }
+  json_decref(left);
   if (fclose(f) == 0)
     rename(tmp, q->path);
   else
@@ -112,6 +150,7 @@ int quarantine_open(const char *db_path, struct quarantine **out) {
   q->fd = -1;
   q->quarantined = json_object();
   q->crashes = json_array();
+  q->counts = json_object();
   quarantine_path(db_path, q->path, sizeof q->path);
   FILE *f = fopen(q->path, "r");
   long size = 0;
@@ -159,7 +198,12 @@ void quarantine_close(struct quarantine *q) {
     close(q->fd);
   json_decref(q->quarantined);
   json_decref(q->crashes);
+  json_decref(q->counts);
   free(q);
+}
+
+const json_t *quarantine_crash_counts(const struct quarantine *q) {
+  return q ? q->counts : NULL;
 }
 
 int quarantine_fd(const struct quarantine *q) {

@@ -28,6 +28,9 @@ int quarantine_lift(struct quarantine *q, const char *name, const char *by);
  * file and to the crashes shown. A record with "function" and "sha256" quarantines that build,
  * as the signal handler's records do. 0 or -errno (then it lasts until restart). */
 int quarantine_add(struct quarantine *q, json_t *rec);
+/* Crashes recorded in the file (replayed at open, compaction keeps the count) and since, by
+ * function ("-": outside any function); borrowed: {name: n}. */
+const json_t *quarantine_crash_counts(const struct quarantine *q);
 /* {"quarantined": {name: crash record}, "crashes": [last crash records]}; new reference. */
 json_t *quarantine_status(const struct quarantine *q);
 

@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -86,6 +87,85 @@ def test_http_jwt_fills_user_and_bad_tokens_get_401():
         assert "JWT refused: expired" in log
 
 
+def test_jwt_without_exp_refused_unless_turned_off():
+    """A token without exp is good forever: refused (401) by default; --jwt-require-exp off
+    accepts it, and still refuses an expired one."""
+    forever = jwt({"sub": "dave"})
+    with Host(plugins=plugins_with(), flags=["--jwt-secret", SECRET]) as h:
+        r = h.http("GET", "/whoami", headers=bearer(forever))
+        assert r.status == 401, r
+        assert "JWT refused: no exp claim" in h.log(), h.log_tail()
+        assert ran(h) == 0
+    with Host(plugins=plugins_with(),
+              flags=["--jwt-secret", SECRET, "--jwt-require-exp", "off"]) as h:
+        r = h.http("GET", "/whoami", headers=bearer(forever))
+        assert r.status == 200 and r.json["user"] == {"sub": "dave"}, r
+        r = h.http("GET", "/whoami", headers=bearer(jwt({"sub": "dave", "exp": 1})))
+        assert r.status == 401, r
+
+
+async def upgrade_status(h, query, headers=None):
+    """The HTTP status an upgrade with this query gets: 101 if accepted."""
+    try:
+        ws = await h.ws(query, **({"extra_headers": headers} if headers else {}))
+    except websockets.exceptions.InvalidStatusCode as e:
+        return e.status_code
+    await ws.close()
+    return 101
+
+
+async def test_ambiguous_credentials_on_upgrade_get_401():
+    """A repeated or ambiguous credential is refused, never read as no credential: a repeated
+    access_token upgraded as an anonymous user, and so did an empty one."""
+    now = int(time.time())
+    good = jwt({"sub": "erin", "exp": now + 60})
+    with Host(plugins=plugins_with(__websocket__=tplugin("whoami")),
+              flags=["--jwt-secret", SECRET]) as h:
+        users_before = h.sql("SELECT count(*) FROM users")[0][0]
+        cases = {
+            "a bad token twice": "access_token=BAD&access_token=BAD",
+            "a good token twice": f"access_token={good}&access_token={good}",
+            "a good and a bad one": f"access_token={good}&access_token=BAD",
+            "an empty token": "access_token=",
+            "user_id twice": "user_id=a&user_id=b&token=x",
+            "token twice": "user_id=a&token=x&token=y",
+        }
+        for what, query in cases.items():
+            assert await upgrade_status(h, query) == 401, what
+        assert await upgrade_status(h, "access_token=" + good,
+                                    {"Authorization": "Bearer " + jwt({"sub": "frank",
+                                                                      "exp": now + 60})}) == 401
+        assert h.log().count("given more than once") >= 5, h.log_tail()
+        assert "empty access_token" in h.log() and "disagree" in h.log(), h.log_tail()
+        assert h.sql("SELECT count(*) FROM users")[0][0] == users_before
+        # The unambiguous forms still work: one token, or the same one in both places.
+        assert await upgrade_status(h, "access_token=" + good) == 101
+        assert await upgrade_status(h, "access_token=" + good, {"Authorization": "Bearer " + good}) == 101
+        assert await upgrade_status(h, "") == 101
+        # HTTP: two Authorization headers, one good, are one bad credential (lws joins them).
+        for pair in ((good, "BAD"), ("BAD", good), (good, good)):
+            head = "".join(f"Authorization: Bearer {t}\r\n" for t in pair)
+            status = await asyncio.to_thread(raw_status, h.port, "GET /whoami HTTP/1.1\r\n"
+                                             f"Host: x\r\n{head}Connection: close\r\n\r\n")
+            assert status == 401, (pair, status)
+    # Repeated resume credentials are refused without a JWT key too (the host reads them).
+    with Host(plugins=plugins_with(__websocket__=tplugin("whoami"))) as h:
+        assert await upgrade_status(h, "user_id=a&user_id=b&token=x") == 401
+
+
+def raw_status(port, request):
+    """The status of the answer to a request written byte for byte."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request.encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
 def test_rs256_key_and_algorithm_confusion():
     d = tempfile.mkdtemp(prefix="wshost-jwt-")
     priv, pub = os.path.join(d, "priv.pem"), os.path.join(d, "pub.pem")
@@ -94,7 +174,8 @@ def test_rs256_key_and_algorithm_confusion():
     subprocess.run(["openssl", "pkey", "-in", priv, "-pubout", "-out", pub], check=True,
                    capture_output=True)
     with Host(plugins=plugins_with(), flags=["--jwt-public-key", pub]) as h:
-        r = h.http("GET", "/whoami", headers=bearer(jwt({"sub": "bob"}, alg="RS256", key_file=priv)))
+        r = h.http("GET", "/whoami", headers=bearer(jwt({"sub": "bob", "exp": int(time.time()) + 60},
+                                                      alg="RS256", key_file=priv)))
         assert r.status == 200 and r.json["user"]["sub"] == "bob", r
         # HS256 signed with the public key's PEM as the secret: the classic confusion.
         with open(pub, "rb") as f:
@@ -254,6 +335,26 @@ def test_env_file_sighup_and_permissions():
     h.start(wait=False)
     assert h.wait_exit() == 2
     assert "chmod o-rwx" in h.log(), h.log_tail()
+
+
+def test_group_writable_env_file_refused():
+    """Its group may read the env file (0640 root:wshost, as a package installs it), not
+    write it: refused at start with a message saying what to do, and on SIGHUP the values
+    loaded before stay."""
+    loose = env_file("SECRET=1\n", 0o660)
+    h = Host(plugins=plugins_with(), flags=["--env-file", loose])
+    h.start(wait=False)
+    assert h.wait_exit() == 2
+    assert "writable by its group" in h.log() and "g-w" in h.log(), h.log_tail()
+    env = env_file("COLOR=red\n", 0o640)
+    with Host(plugins=plugins_with(), flags=["--env-file", env]) as h:
+        assert h.http("GET", "/whoami?env=COLOR").json["env"] == "red"
+        with open(env, "w") as f:
+            f.write("COLOR=green\n")
+        os.chmod(env, 0o620)
+        h.signal(signal.SIGHUP)
+        h.wait_log(r"writable by its group .*keeping the 1 values loaded before")
+        assert h.http("GET", "/whoami?env=COLOR").json["env"] == "red"
 
 
 if __name__ == "__main__":

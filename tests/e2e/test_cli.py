@@ -47,6 +47,17 @@ def test_unknown_flag_fails():
     assert r.returncode != 0, "--port notanumber accepted"
 
 
+def test_bad_values_of_the_bound_and_log_flags_fail():
+    """Values that would silently do something else are refused at start: a cross-thread
+    bound that refuses every send, a journald mode or a JWT switch that is not one."""
+    for flags, says in ((["--xthread-max-bytes", "0"], "--xthread-max-bytes"),
+                        (["--log-journal", "sometimes"], "--log-journal"),
+                        (["--jwt-require-exp", "maybe"], "--jwt-require-exp")):
+        r = subprocess.run([BIN, *flags], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2, (flags, r.returncode, r.stderr)
+        assert says in r.stdout + r.stderr, (flags, r.stderr)
+
+
 def test_env_variable_sets_flag():
     with Host(plugins={"echo": example("echo")}, env={"WSHOST_MAX_BODY": "1024"}) as h:
         assert h.http("POST", "/echo", body="a" * 1024).status == 200

@@ -2,9 +2,11 @@
 values that follow what the test did; behind the admin token unless --metrics-public; and
 scraped by Debian's real `prometheus` server, whose query API must then know the series."""
 
+import http.client
 import json
 import math
 import shutil
+import subprocess
 import urllib.parse
 import urllib.request
 
@@ -254,6 +256,125 @@ def test_slow_reader_counted():
             raw.close()
         wait_until(lambda: value(scrape(h), "wshost_ws_send_queue_overflows_total") == 1,
                    timeout=10, what="one send-queue overflow")
+
+
+def project_version():
+    with open(os.path.join(SOURCE_DIR, "CMakeLists.txt")) as f:
+        m = re.search(r"^project\(wshost VERSION (\S+)", f.read(), re.M)
+    assert m, "no project(wshost VERSION ...) in CMakeLists.txt"
+    return m.group(1)
+
+
+def abi_version():
+    with open(os.path.join(SOURCE_DIR, "sdk", "include", "cloud.h")) as f:
+        return int(re.search(r"#define CLOUD_ABI_VERSION (\d+)", f.read()).group(1))
+
+
+def proc_status(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise Fail(f"no {key} for {pid}")
+
+
+def soft_nofile(pid):
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise Fail("no Max open files")
+
+
+def promtool_check(text):
+    """`promtool check metrics` on the page: exit 0 and nothing to say."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        raise Fail("promtool is not installed (apt-get install prometheus; tools/install-deps)")
+    p = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True,
+                       timeout=30)
+    out = (p.stdout + p.stderr).decode()
+    assert p.returncode == 0 and not out.strip(), f"promtool check metrics: {p.returncode}\n{out}"
+
+
+async def test_process_build_status_event_series_and_promtool():
+    """The standard process_* series (this serving process, from /proc), wshost_build_info,
+    HTTP requests by status, and a duration histogram per event type; promtool is clean."""
+    plugins = default_plugins()
+    plugins["fail"] = tplugin("fail")
+    with Host(plugins=plugins, flags=["--isolation", "none"]) as h:
+        pid = h.serving_pid()
+        for _ in range(2):
+            assert (await h.ahttp("POST", "/echo", json_body={"a": 1})).status == 200
+        assert (await h.ahttp("GET", "/fail")).status == 500
+        assert (await h.ahttp("GET", "/no-such-function")).status == 404
+        assert (await h.ahttp("GET", "/_/status", auth="wrong-token")).status == 401
+        ws, _ = await h.user()
+        await ws.send("hi")
+        assert await recv(ws) == "I have received your message"
+        await ws.close()
+        await async_wait_until(lambda: value(scrape(h), "wshost_connections") == 0, timeout=5,
+                               what="the close to be seen")
+        text = h.http("GET", "/_/metrics", auth=True).text
+        promtool_check(text)
+        m = parse_metrics(text)
+        for name, kind in (("process_cpu_seconds_total", "counter"),
+                           ("process_resident_memory_bytes", "gauge"),
+                           ("process_open_fds", "gauge"), ("process_max_fds", "gauge"),
+                           ("process_start_time_seconds", "gauge"),
+                           ("wshost_build_info", "gauge"), ("wshost_crashes_total", "counter"),
+                           ("wshost_event_duration_seconds", "histogram")):
+            assert m.get(name, {}).get("type") == kind, (name, m.get(name))
+        rss = value(m, "process_resident_memory_bytes")
+        vm_rss = proc_status(pid, "VmRSS") * 1024
+        assert 0.5 * vm_rss < rss < 2 * vm_rss, (rss, vm_rss)
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        assert abs(value(m, "process_open_fds") - fds) <= 3, (value(m, "process_open_fds"), fds)
+        assert value(m, "process_max_fds") == soft_nofile(pid)
+        assert abs(value(m, "process_start_time_seconds") - time.time()) < 120
+        assert value(m, "process_start_time_seconds") <= time.time() + 1
+        assert 0 <= value(m, "process_cpu_seconds_total") < 120
+        info = m["wshost_build_info"]["samples"]
+        assert len(info) == 1 and info[0][2] == 1, info
+        labels = info[0][1]
+        assert labels["version"] == project_version(), labels
+        assert labels["abi"] == str(abi_version()), labels
+        assert re.match(r"^4\.", labels["lws"]), labels
+        assert value(m, "wshost_http_requests_total", status="200") >= 2  # + healthz, this
+        assert value(m, "wshost_http_requests_total", status="500") == 1
+        assert value(m, "wshost_http_requests_total", status="404") == 1
+        assert value(m, "wshost_http_requests_total", status="401") == 1
+        ev = lambda e: value(m, "wshost_event_duration_seconds_count", event=e)  # noqa: E731
+        assert ev("HTTP") == 3  # echo twice and fail (the 404 ran no function)
+        assert ev("WebSocket:connection") == 1 and ev("WebSocket:message") == 1, m
+        assert ev("WebSocket:close") == 1
+        assert value(m, "wshost_event_duration_seconds_bucket", event="HTTP", le="+Inf") == 3
+
+
+def test_crashes_counted_by_function():
+    """wshost_crashes_total{function}: a crash in a worker is counted at once; a crash of the
+    serving process is counted by the one that replaces it (from the crash records)."""
+    plugins = {"crash": tplugin("crash"), "echo": example("echo")}
+    with Host(plugins=plugins, flags=["--isolation", "process"]) as h:
+        assert scrape(h).get("wshost_crashes_total", {}).get("samples") == []
+        r = h.http("GET", "/crash?do=segv", timeout=5)
+        assert r.status == 502, r
+        text = h.http("GET", "/_/metrics", auth=True).text
+        promtool_check(text)
+        assert value(parse_metrics(text), "wshost_crashes_total", function="crash") == 1
+    with Host(plugins=plugins, flags=["--isolation", "none"]) as h:
+        first = h.serving_pid()
+        try:
+            h.http("GET", "/crash?do=segv", timeout=5)
+            raise Fail("the crashing request was answered")
+        except (OSError, http.client.HTTPException):
+            pass
+        wait_until(lambda: h.serving_pid() != first, 10, what="a new serving process")
+        m = wait_until(lambda: h.http("GET", "/_/metrics", auth=True), 10,
+                       what="metrics after the restart")
+        assert m.status == 200, m
+        promtool_check(m.text)
+        assert value(parse_metrics(m.text), "wshost_crashes_total", function="crash") == 1
 
 
 def test_prometheus_scrapes_it():

@@ -62,7 +62,7 @@ static char *sign(jwt_alg_t alg, const char *key, const char *claims_json) {
 static struct auth_jwt *open_ok(const char *secret, const char *pem) {
   struct auth_jwt *a = NULL;
   char err[256] = "";
-  assert_int_equal(auth_jwt_open(&a, secret, pem, 30, err, sizeof err), 0);
+  assert_int_equal(auth_jwt_open(&a, secret, pem, 30, 1, err, sizeof err), 0);
   return a;
 }
 
@@ -129,7 +129,7 @@ static void test_expired_and_nbf(void **st) {
   assert_int_equal(auth_jwt_verify(a, t, NOW, &c, &why), 0);
   json_decref(c);
   free(t);
-  t = sign(JWT_ALG_HS256, SECRET, "{\"sub\":\"a\",\"nbf\":1900000600}");
+  t = sign(JWT_ALG_HS256, SECRET, "{\"sub\":\"a\",\"nbf\":1900000600,\"exp\":1900009000}");
   expect_refused(a, t, "not valid yet (nbf)");
   free(t);
   t = sign(JWT_ALG_HS256, SECRET, "{\"sub\":\"a\",\"exp\":\"tomorrow\"}");
@@ -138,11 +138,33 @@ static void test_expired_and_nbf(void **st) {
   auth_jwt_close(a);
 }
 
+/* A token without exp would be good forever: refused unless --jwt-require-exp off. */
+static void test_exp_required_unless_off(void **st) {
+  (void)st;
+  struct auth_jwt *a = open_ok(SECRET, NULL);
+  char *t = sign(JWT_ALG_HS256, SECRET, "{\"sub\":\"a\"}");
+  expect_refused(a, t, "no exp claim, and one is required");
+  auth_jwt_close(a);
+  char err[256] = "";
+  assert_int_equal(auth_jwt_open(&a, SECRET, NULL, 30, 0, err, sizeof err), 0);
+  json_t *c = NULL;
+  const char *why;
+  assert_int_equal(auth_jwt_verify(a, t, NOW, &c, &why), 0);
+  assert_string_equal(json_string_value(json_object_get(c, "sub")), "a");
+  json_decref(c);
+  /* Off accepts a missing exp, never a bad or past one. */
+  free(t);
+  t = sign(JWT_ALG_HS256, SECRET, "{\"sub\":\"a\",\"exp\":1899999000}");
+  expect_refused(a, t, "expired");
+  free(t);
+  auth_jwt_close(a);
+}
+
 static void test_rs256_and_confusion(void **st) {
   (void)st;
   struct pair p = make_pair(EVP_RSA_gen(2048));
   struct auth_jwt *a = open_ok(NULL, p.pub);
-  char *t = sign(JWT_ALG_RS256, p.priv, "{\"sub\":\"bob\"}");
+  char *t = sign(JWT_ALG_RS256, p.priv, "{\"sub\":\"bob\",\"exp\":1900000100}");
   json_t *c = NULL;
   const char *why;
   assert_int_equal(auth_jwt_verify(a, t, NOW, &c, &why), 0);
@@ -167,7 +189,7 @@ static void test_es256(void **st) {
   (void)st;
   struct pair p = make_pair(EVP_EC_gen("P-256"));
   struct auth_jwt *a = open_ok(NULL, p.pub);
-  char *t = sign(JWT_ALG_ES256, p.priv, "{\"sub\":\"carol\"}");
+  char *t = sign(JWT_ALG_ES256, p.priv, "{\"sub\":\"carol\",\"exp\":1900000100}");
   json_t *c = NULL;
   const char *why;
   assert_int_equal(auth_jwt_verify(a, t, NOW, &c, &why), 0);
@@ -198,10 +220,10 @@ static void test_open_refuses_bad_keys(void **st) {
   (void)st;
   struct auth_jwt *a = NULL;
   char err[256];
-  assert_int_equal(auth_jwt_open(&a, "short", NULL, 30, err, sizeof err), -EINVAL);
-  assert_int_equal(auth_jwt_open(&a, NULL, "not a pem", 30, err, sizeof err), -EINVAL);
-  assert_int_equal(auth_jwt_open(&a, NULL, NULL, 30, err, sizeof err), -EINVAL);
-  assert_int_equal(auth_jwt_open(&a, SECRET, "x", 30, err, sizeof err), -EINVAL);
+  assert_int_equal(auth_jwt_open(&a, "short", NULL, 30, 1, err, sizeof err), -EINVAL);
+  assert_int_equal(auth_jwt_open(&a, NULL, "not a pem", 30, 1, err, sizeof err), -EINVAL);
+  assert_int_equal(auth_jwt_open(&a, NULL, NULL, 30, 1, err, sizeof err), -EINVAL);
+  assert_int_equal(auth_jwt_open(&a, SECRET, "x", 30, 1, err, sizeof err), -EINVAL);
   assert_null(a);
 }
 
@@ -211,6 +233,7 @@ int main(void) {
       cmocka_unit_test(test_hs256_wrong_secret),
       cmocka_unit_test(test_alg_none_refused),
       cmocka_unit_test(test_expired_and_nbf),
+      cmocka_unit_test(test_exp_required_unless_off),
       cmocka_unit_test(test_rs256_and_confusion),
       cmocka_unit_test(test_es256),
       cmocka_unit_test(test_malformed),

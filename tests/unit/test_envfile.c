@@ -72,6 +72,29 @@ static void test_world_readable_refused(void **st) {
   unlink(path);
 }
 
+/* Its group may read it (0640 root:wshost, as a package installs it), never write it: a
+ * group-writable file let anyone in the group change what every function reads. */
+static void test_group_writable_refused_group_readable_kept(void **st) {
+  (void)st;
+  static const mode_t refused[] = {0620, 0660, 0602, 0622};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    write_file("SECRET=1\n", refused[i]);
+    struct envfile *e = (struct envfile *)0x1;
+    char err[256] = "";
+    assert_int_equal(envfile_load(path, &e, err, sizeof err), -EACCES);
+    assert_ptr_equal(e, (struct envfile *)0x1);
+    assert_non_null(strstr(err, "g-w"));
+    unlink(path);
+  }
+  write_file("SECRET=1\n", 0640);
+  struct envfile *e = NULL;
+  char err[256] = "";
+  assert_int_equal(envfile_load(path, &e, err, sizeof err), 0);
+  assert_string_equal(envfile_get(e, "SECRET"), "1");
+  envfile_free(e);
+  unlink(path);
+}
+
 static void test_bad_lines_refused_with_line_number(void **st) {
   (void)st;
   const char *bad[] = {"A=1\nno equals sign\n", "1A=x\n", "A-B=x\n", "=x\n", "A=\xff\xfe\n"};
@@ -99,6 +122,7 @@ int main(void) {
       cmocka_unit_test(test_parses_lines),
       cmocka_unit_test(test_environment_behind),
       cmocka_unit_test(test_world_readable_refused),
+      cmocka_unit_test(test_group_writable_refused_group_readable_kept),
       cmocka_unit_test(test_bad_lines_refused_with_line_number),
       cmocka_unit_test(test_missing_file),
   };

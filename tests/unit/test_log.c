@@ -22,6 +22,13 @@ static int64_t fake_clock(void) {
   return fake_ms;
 }
 
+/* The limiter's own (monotonic) clock: by default it follows fake_ms, so a test moves both
+ * with one assignment; test_wall_clock_set_back moves them apart. */
+static int64_t mono_offset;
+static int64_t fake_mono(void) {
+  return fake_ms + mono_offset;
+}
+
 static FILE *out;
 
 /* Each test writes into a fresh temp file with the fake clock at 2000-02-29T12:34:56.789Z. */
@@ -31,7 +38,9 @@ static int setup(void **state) {
   assert_non_null(out);
   log_set_fd(fileno(out));
   fake_ms = 951827696789;
+  mono_offset = 0;
   log_set_clock(fake_clock);
+  log_set_limiter_clock(fake_mono);
   log_set_level(LOG_DEBUG);
   log_set_format(LOG_FORMAT_TEXT);
   return 0;
@@ -41,6 +50,7 @@ static int teardown(void **state) {
   (void)state;
   log_set_fd(2);
   log_set_clock(NULL);
+  log_set_limiter_clock(NULL);
   log_set_format(LOG_FORMAT_TEXT);
   log_set_level(LOG_INFO);
   fclose(out);
@@ -249,6 +259,41 @@ static void test_many_sites_each_limited(void **state) {
   free(s);
 }
 
+/* 250 busy call sites, nearly one per slot of the limiter's table: however their keys hash
+ * (format strings' addresses move with ASLR), each keeps its own second. With a short probe
+ * window some of them evicted each other and wrote far more than LOG_BURST lines. */
+static void test_table_nearly_full_each_limited(void **state) {
+  (void)state;
+  enum { SITES = 250, LEN = 24 };
+  static char fmts[SITES][LEN];
+  for (int i = 0; i < SITES; i++)
+    snprintf(fmts[i], LEN, "busy %03d line %%d", i);
+  for (int round = 0; round < 40; round++)
+    for (int i = 0; i < SITES; i++)
+      log_emitv_test(fmts[i], round);
+  log_flush_repeats(1);
+  char *s = output();
+  assert_int_equal(count_lines(s), SITES * (LOG_BURST + 1));
+  assert_int_equal(count_str(s, "repeated 20 more times"), SITES);
+  free(s);
+}
+
+/* The limiter's second is monotonic: setting the wall clock back an hour does not keep a
+ * site suppressed for that hour. */
+static void test_wall_clock_set_back(void **state) {
+  (void)state;
+  for (int i = 0; i < LOG_BURST + 5; i++)
+    log_info("test", NULL, "clock line %d", i);
+  fake_ms -= 3600 * 1000;
+  mono_offset += 3600 * 1000 + LOG_WINDOW_MS; /* an hour back on the wall, 1 s on */
+  log_info("test", NULL, "clock line %d", 999);
+  char *s = output();
+  assert_int_equal(count_str(s, "clock line"), LOG_BURST + 1 + 1); /* + the summary */
+  assert_non_null(strstr(s, "repeated 5 more times in 1.0 s"));
+  assert_non_null(strstr(s, "clock line 999"));
+  free(s);
+}
+
 static void test_lws_lines(void **state) {
   (void)state;
   for (int i = 0; i < 1000; i++) {
@@ -285,6 +330,7 @@ static void *writer(void *arg) {
 static void test_threads_write_whole_lines(void **state) {
   (void)state;
   log_set_clock(ticking_clock);
+  log_set_limiter_clock(ticking_clock);
   pthread_t t[4];
   for (intptr_t i = 0; i < 4; i++)
     assert_int_equal(pthread_create(&t[i], NULL, writer, (void *)i), 0);
@@ -340,6 +386,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_repeats_are_counted_not_written, setup, teardown),
       cmocka_unit_test_setup_teardown(test_summary_before_next_line_of_site, setup, teardown),
       cmocka_unit_test_setup_teardown(test_many_sites_each_limited, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_table_nearly_full_each_limited, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_wall_clock_set_back, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lws_lines, setup, teardown),
       cmocka_unit_test_setup_teardown(test_threads_write_whole_lines, setup, teardown),
       cmocka_unit_test_setup_teardown(test_emergency_line, setup, teardown),

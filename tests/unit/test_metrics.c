@@ -130,12 +130,45 @@ static void test_every_family_typed(void **state) {
   metrics_free(&m);
 }
 
+/* Event types: the WebSocket and timer events by name, every HTTP method as "HTTP", anything
+ * else as "other"; statuses by code, out-of-range ones not at all. */
+static void test_events_and_statuses(void **state) {
+  (void)state;
+  struct metrics m = {0};
+  metrics_event(&m, "WebSocket:message", 1000);
+  metrics_event(&m, "WebSocket:message", 1000);
+  metrics_event(&m, "GET", 1000);
+  metrics_event(&m, "POST", 1000);
+  metrics_event(&m, "Timer", 1000);
+  metrics_event(&m, "WebSocket:nonsense", 1000);
+  metrics_event(&m, "get", 1000);
+  metrics_event(&m, NULL, 1000);
+  metrics_event(&m, "", 1000);
+  metrics_http_response(&m, 200);
+  metrics_http_response(&m, 200);
+  metrics_http_response(&m, 599);
+  metrics_http_response(&m, 99);
+  metrics_http_response(&m, 600);
+  char *text = render(&m);
+  assert_line(text, "wshost_event_duration_seconds_count{event=\"WebSocket:message\"} 2");
+  assert_line(text, "wshost_event_duration_seconds_count{event=\"HTTP\"} 2");
+  assert_line(text, "wshost_event_duration_seconds_count{event=\"Timer\"} 1");
+  assert_line(text, "wshost_event_duration_seconds_count{event=\"other\"} 4");
+  assert_null(strstr(text, "event=\"WebSocket:close\"")); /* never seen: no series */
+  assert_line(text, "wshost_http_requests_total{status=\"200\"} 2");
+  assert_line(text, "wshost_http_requests_total{status=\"599\"} 1");
+  assert_null(strstr(text, "status=\"99\""));
+  assert_null(strstr(text, "status=\"600\""));
+  assert_line(text, "wshost_build_info{abi=\"0\",lws=\"unknown\",version=\"unknown\"} 1");
+  free(text);
+  metrics_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_histogram_buckets),
-      cmocka_unit_test(test_refusals),
-      cmocka_unit_test(test_label_escaping),
-      cmocka_unit_test(test_every_family_typed),
+      cmocka_unit_test(test_histogram_buckets),   cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_label_escaping),      cmocka_unit_test(test_every_family_typed),
+      cmocka_unit_test(test_events_and_statuses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

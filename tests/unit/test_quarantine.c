@@ -100,6 +100,39 @@ static void test_compaction_keeps_what_is_in_force(void **state) {
   assert_int_equal(json_object_size(json_object_get(st, "quarantined")), 1);
   assert_int_equal(json_array_size(json_object_get(st, "crashes")), QUARANTINE_CRASHES_SHOWN);
   json_decref(st);
+  /* The crash counts (wshost_crashes_total) outlive the records compaction dropped: 3001
+   * crashes, "keep" one of them, the names past the first few summed as "other". */
+  const json_t *counts = quarantine_crash_counts(q);
+  const char *name;
+  json_t *n;
+  json_int_t total = 0;
+  json_object_foreach((json_t *)counts, name, n) total += json_integer_value(n);
+  assert_int_equal(total, 3001);
+  assert_int_equal(json_integer_value(json_object_get(counts, "keep")), 1);
+  assert_true(json_integer_value(json_object_get(counts, "other")) > 2000);
+  assert_true(json_object_size(counts) <= 65);
+  quarantine_close(q);
+}
+
+/* A crash outside any function counts under "-"; one added while running counts at once. */
+static void test_crash_counts(void **state) {
+  (void)state;
+  write_file("{\"kind\":\"crash\",\"t\":1,\"signal\":11,\"function\":\"f\",\"version\":1,"
+             "\"sha256\":\"" SHA_A "\"}\n"
+             "{\"kind\":\"crash\",\"t\":2,\"signal\":11}\n"
+             "{\"kind\":\"lift\",\"t\":3,\"function\":\"f\",\"by\":\"admin\"}\n");
+  struct quarantine *q = NULL;
+  assert_int_equal(quarantine_open(db, &q), 0);
+  assert_int_equal(json_integer_value(json_object_get(quarantine_crash_counts(q), "f")), 1);
+  assert_int_equal(json_integer_value(json_object_get(quarantine_crash_counts(q), "-")), 1);
+  json_t *rec = json_pack("{ss sI si ss si ss}", "kind", "crash", "t", (json_int_t)4, "signal", 11,
+                          "function", "f", "version", 2, "sha256", SHA_B);
+  assert_int_equal(quarantine_add(q, rec), 0);
+  json_decref(rec);
+  assert_int_equal(json_integer_value(json_object_get(quarantine_crash_counts(q), "f")), 2);
+  quarantine_close(q);
+  assert_int_equal(quarantine_open(db, &q), 0);
+  assert_int_equal(json_integer_value(json_object_get(quarantine_crash_counts(q), "f")), 2);
   quarantine_close(q);
 }
 
@@ -107,6 +140,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_replay, setup, teardown),
       cmocka_unit_test_setup_teardown(test_compaction_keeps_what_is_in_force, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_crash_counts, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
