@@ -52,6 +52,7 @@ struct metrics_gauges {
   uint64_t upgrades, closes, http_requests;
   double start_time_s;
   int draining;
+  uint64_t worker_violations; /* --isolation process: frames refused at the boundary */
 };
 
 /* A monotonic clock in nanoseconds, for the durations below. */

@@ -11,6 +11,7 @@
 #include "quarantine.h"
 #include "rooms.h"
 #include "timers.h"
+#include "worker.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -132,7 +133,8 @@ static void metrics(struct http_req *r) {
                              .closes = h->stats.ws_closed,
                              .http_requests = h->stats.http_requests,
                              .start_time_s = (double)h->started_ms / 1e3,
-                             .draining = h->stopping};
+                             .draining = h->stopping,
+                             .worker_violations = workers_violations(h)};
   int64_t online, conns;
   store_counts(h->store, &g.users_stored, &online, &conns, &g.outbox_depth);
   struct stat st;
