@@ -284,6 +284,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
   header(f, "wshost_start_time_seconds", "gauge", "Start of this serving process, Unix time.");
   fprintf(f, "wshost_start_time_seconds %.3f\n", g->start_time_s);
   gauge(f, "wshost_draining", "1 while the host drains after SIGTERM.", g->draining);
+  counter(f, "wshost_worker_violations_total",
+          "Calls and answers of workers refused for naming what they were not handed, or for "
+          "replies left unread; each replaced its worker.",
+          g->worker_violations);
 
   gauge(f, "wshost_connections", "Open WebSocket connections.", g->connections);
   gauge(f, "wshost_users_online", "Users with at least one open connection on this host.",

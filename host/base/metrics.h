@@ -61,6 +61,7 @@ struct metrics_gauges {
   const char *version, *lws;               /* wshost_build_info */
   int abi;
   const json_t *crashes; /* function -> crashes recorded (quarantine.c), or NULL */
+  uint64_t worker_violations; /* --isolation process: frames refused at the boundary */
 };
 
 /* A monotonic clock in nanoseconds, for the durations below. */

@@ -12,6 +12,7 @@
 #include "rooms.h"
 #include "timers.h"
 #include "version.h"
+#include "worker.h"
 #include "ws.h"
 #include "xthread.h"
 
@@ -140,7 +141,8 @@ static void metrics(struct http_req *r) {
                              .version = WSHOST_VERSION,
                              .lws = lws_get_library_version(),
                              .abi = PLUGINS_ABI_MAX,
-                             .crashes = quarantine_crash_counts(h->quarantine)};
+                             .crashes = quarantine_crash_counts(h->quarantine),
+                             .worker_violations = workers_violations(h)};
   int64_t online, conns;
   store_counts(h->store, &g.users_stored, &online, &conns, &g.outbox_depth);
   struct stat st;

@@ -54,6 +54,10 @@ struct worker {
   char *out;
   size_t out_len, out_off, out_cap;
   struct worker *next; /* the retiring list */
+  uint64_t gen;        /* unique over the pool's life: what owns a deferred response */
+  /* Set when it broke the boundary (a frame for what it was not handed, replies it does not
+   * read): nothing more of it is read, and its reader replaces it. Static text. */
+  const char *violation;
 };
 
 /* One event handed to a worker and not yet answered. */
@@ -107,11 +111,48 @@ struct workers {
   uint64_t next_seq;
   ev_timer tick;
   uint64_t lost; /* workers lost with events in hand */
-  int closed;    /* workers_close ran: events from here on are dropped, never run here */
+  uint64_t next_gen;
+  uint64_t violations; /* calls or answers refused: for what the worker was not handed */
+  struct map owner;    /* deferred handle (8 bytes) -> gen of the worker it was handed to */
+  int closed;          /* workers_close ran: events from here on are dropped, never run here */
 };
 
 int workers_on(const struct host *h) {
   return h && h->workers;
+}
+
+uint64_t workers_violations(const struct host *h) {
+  return h && h->workers ? h->workers->violations : 0;
+}
+
+/* A deferred response belongs to the worker its request was handed to. Entries of responses
+ * that ended (answered, timed out) are swept as the table grows. */
+static void owner_sweep(struct workers *P) {
+  for (size_t i = 0; i < P->owner.nbuckets; i++)
+    for (struct map_entry *e = P->owner.buckets[i], *next; e; e = next) {
+      next = e->next;
+      uint64_t handle;
+      memcpy(&handle, e->key, sizeof handle);
+      if (!defer_open(P->h, (cloud_deferred *)(uintptr_t)handle))
+        free(map_del(&P->owner, e->key, e->keylen));
+    }
+}
+
+static void owner_set(struct workers *P, cloud_deferred *d, const struct worker *w) {
+  uint64_t handle = (uint64_t)(uintptr_t)d, *gen = malloc(sizeof *gen);
+  if (!gen)
+    return;
+  *gen = w->gen;
+  free(map_del(&P->owner, &handle, sizeof handle));
+  if (map_set(&P->owner, &handle, sizeof handle, gen) < 0)
+    free(gen);
+  else if (P->owner.count > 2 * defers_outstanding(P->h) + 64)
+    owner_sweep(P);
+}
+
+static int owns(struct workers *P, const struct worker *w, uint64_t handle) {
+  const uint64_t *gen = map_get(&P->owner, &handle, sizeof handle);
+  return gen && *gen == w->gen;
 }
 
 static void on_read(struct ev_loop *loop, ev_io *io, int revents);
@@ -145,6 +186,8 @@ static struct worker *spawn(struct workers *P, int index) {
     close(sv[0]);
     return NULL;
   }
+  w->gen = ++P->next_gen;
+
   w->pool = P;
   w->index = index;
   w->pid = pid;
@@ -576,6 +619,8 @@ static int read_some(struct worker *w) {
        * it never frees w itself. */
       handle_frame(w, w->in + off + 4, fl);
       off += 4 + fl;
+      if (w->violation)
+        return -1;
     }
     if (off) {
       memmove(w->in, w->in + off, w->in_len - off);
@@ -672,6 +717,8 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
     }
   }
   struct worker *w = pick(P, conn, name);
+  if (w && d)
+    owner_set(P, d, w);
   if (!w && f) {
     map_del(&P->firing, f->key, f->keylen);
     free(f);
@@ -771,7 +818,25 @@ int workers_invoke(struct host *h, enum inv_kind kind, void *obj, const char *na
 
 /* ---- what the worker sends back */
 
+/* What a worker may leave unread of what it asked for (replies) and was handed (events, each
+ * bounded by WORKER_QUEUE_MAX when queued): past it the worker is replaced, so one that never
+ * reads cannot make the serving process grow. */
+#define WORKER_OUT_MAX (WORKER_QUEUE_MAX + (32u << 20))
+
+static void violated(struct worker *w, const char *what, uint64_t seq) {
+  if (w->violation)
+    return;
+  w->violation = what;
+  w->pool->violations++;
+  log_error(NULL, NULL, "worker %d (pid %d) refused: %s (sequence number %llu); replacing it",
+            w->index, (int)w->pid, what, (unsigned long long)seq);
+}
+
 static void reply(struct worker *w, int64_t rc, const char *text) {
+  if (w->out_len - w->out_off + (text ? strlen(text) : 0) > WORKER_OUT_MAX) {
+    violated(w, "it does not read the replies to its calls", 0);
+    return;
+  }
   struct wbuf b = {0};
   wbuf_begin(&b, W_REPLY);
   wbuf_u64(&b, (uint64_t)rc);
@@ -799,6 +864,12 @@ static void apply_call(struct worker *w, struct wread *rd) {
   int want = (int)wread_u64(rd);
   uint64_t seq = wread_u64(rd);
   struct pending *p = seq ? map_get(&P->pend, &seq, sizeof seq) : NULL;
+  /* A number is a capability: the events handed to this worker, and no other's. A plugin's
+   * own thread names none (0). */
+  if (seq && (!p || p->w != w)) {
+    violated(w, "a call for an event it was not handed", seq);
+    return;
+  }
   /* Calls with a context find their object through a record like invoke()'s own. */
   FunctionContext fake = {.size = sizeof fake};
   struct invocation inv = {
@@ -920,6 +991,10 @@ static void apply_call(struct worker *w, struct wread *rd) {
     break;
   case OP_DEFER_DONE: {
     uint64_t handle = wread_u64(rd);
+    if (!owns(P, w, handle)) {
+      violated(w, "an answer for a deferred response it was not handed", handle);
+      break;
+    }
     int status = (int)wread_u64(rd);
     const char *ct = wread_str(rd);
     const char *body = wread_bytes(rd, &len);
@@ -930,6 +1005,10 @@ static void apply_call(struct worker *w, struct wread *rd) {
   }
   case OP_DEFER_PUSH: {
     uint64_t handle = wread_u64(rd);
+    if (!owns(P, w, handle)) {
+      violated(w, "a push for a deferred response it was not handed", handle);
+      break;
+    }
     const char *uid = wread_str(rd);
     const char *data = wread_bytes(rd, &len);
     int bin = (int)wread_u64(rd);
@@ -990,7 +1069,7 @@ static void apply_call(struct worker *w, struct wread *rd) {
     log_warn(NULL, NULL, "worker %d sent unknown call %llu", w->index, (unsigned long long)op);
   }
   h->inv = inv.prev;
-  if (want)
+  if (want && !w->violation)
     reply(w, rc, text ? text : ctext);
   free(text);
 }
@@ -1014,8 +1093,9 @@ static void handle_done(struct worker *w, struct wread *rd) {
   uint64_t ns = wread_u64(rd);
   json_t *hdrs = parse_json(wread_str(rd));
   struct pending *p = map_get(&P->pend, &seq, sizeof seq);
-  if (!p || rd->bad) {
+  if (!p || p->w != w || rd->bad) {
     json_decref(hdrs);
+    violated(w, rd->bad ? "a malformed answer" : "an answer for an event it was not handed", seq);
     return;
   }
   if (p->kind == INV_HTTP && responded) {
@@ -1136,6 +1216,7 @@ int workers_open(struct host *h) {
     return -ENOMEM;
   }
   map_init(&P->pend);
+  map_init(&P->owner);
   map_init(&P->aff);
   map_init(&P->firing);
   map_init(&P->crashes);
@@ -1198,6 +1279,8 @@ void workers_free(struct host *h) {
   map_free(&P->firing);
   map_each(&P->crashes, free_value, NULL);
   map_free(&P->crashes);
+  map_each(&P->owner, free_value, NULL);
+  map_free(&P->owner);
   free(P->live);
   free(P);
   h->workers = NULL;

@@ -52,6 +52,10 @@ void workers_close(struct host *h);
 void workers_free(struct host *h);
 /* 1 when plugin calls go to workers. */
 int workers_on(const struct host *h);
+/* Calls and answers refused because they named what the worker was not handed (another
+ * request, deferred response or sequence number), or replies it left unread past the bound:
+ * each replaced the worker. */
+uint64_t workers_violations(const struct host *h);
 /* invoke() for --isolation process: the same contract, but the call runs in a worker. WS
  * messages, closes and errors, HTTP functions (as a deferred response) and timers return at
  * once (found 1, result 0; the result is logged when the worker answers); the connection
