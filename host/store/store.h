@@ -64,8 +64,9 @@ int store_user_ensure(struct store *s, const char *id);
 /* Deletes a user that has no connection rows and nothing queued (a host-assigned user the
  * connection handler replaced with cloud_bind_user before its row was written). */
 int store_user_delete(struct store *s, const char *id);
-/* Issue 13: a user created on another node of the cluster: inserted with its token hash
- * (SHA256_LEN bytes, NULL for an app-bound id), or given the hash if it had none. 0 or negative. */
+/* A user created on another node of the cluster: inserted with its token hash (SHA256_LEN
+ * bytes, NULL for an app-bound id) when absent, making room at --max-users as a new user does;
+ * a user this node has is never changed (its hash stays). 0, CLOUD_EFULL, or negative. */
 int store_user_import(struct store *s, const char *id, const uint8_t *hash);
 /* 1 if the user exists, 0 if not, negative on failure. */
 int store_user_exists(struct store *s, const char *id);
