@@ -12,10 +12,11 @@
  *                       a push to another node is queued here too until that node acknowledged
  *   wshost:pa:<user>    hash seq -> acknowledgements the outbox row still waits for
  *   wshost:rm:<room>    hash node -> JSON [{"user_id","sockets"}] of the node's members
- * Channels: wshost:n:<node> (pushes to users on that node, "<seq> u..."; acknowledgements of
- * the node's pushes, "k<0|1><seq>"), wshost:r:<room>, wshost:all, wshost:users (the id of a new
- * user, nothing else: every node reads its token hash from the wshost:users key itself, so a
- * message on the channel can make a node learn only what Redis holds). */
+ * Channels: wshost:n:<node> (pushes to users on that node, "<seq> <push id> u..."; the
+ * acknowledgements of the node's pushes, "k<0|1><push id>"), wshost:r:<room>, wshost:all,
+ * wshost:users (the id of a new user, nothing else: every node reads its token hash from the
+ * wshost:users key itself, so a message on the channel can make a node learn only what Redis
+ * holds). */
 #include "cluster.h"
 
 #include "bus.h"
@@ -67,7 +68,8 @@ struct cluster {
   struct map skipped;  /* connection id -> 1: opened while Redis was down, drains when back */
   struct push_op *retry_head, *retry_tail;
   size_t nretry;
-  struct map waiting; /* outbox seq -> admin push waiting for acknowledgements */
+  struct map waiting;                    /* push id -> admin push waiting for acknowledgements */
+  uint64_t next_pid;                     /* push ids: an acknowledgement names the push by it */
   struct push_op *wait_head, *wait_tail; /* the same, oldest first (one deadline for all) */
   ev_timer ack_timer;
   int64_t seen_ms; /* wall clock of the last heartbeat Redis answered (0: none yet) */
@@ -80,9 +82,10 @@ struct push_op {
   int local;
   cluster_push_done done; /* the admin /_/push: answers once the nodes acknowledged */
   void *arg;
-  int64_t seq;              /* its outbox row (waiting for acknowledgements) */
-  int want, acked;          /* nodes it was published to; those that took it */
-  int64_t deadline;         /* host_now_ms() past which it answers with what it has */
+  uint64_t pid;       /* in waiting from its send on (0: not waiting) */
+  int want;           /* nodes it was published to (-1: Redis has not answered yet) */
+  int answers, acked; /* acknowledgements heard; those that say it was taken */
+  int64_t deadline;   /* host_now_ms() past which it answers with what it has */
   struct push_op *wprev, *wnext;
   char user[STORE_ID_MAX + 1];
   int is_binary;
@@ -121,7 +124,8 @@ static const char PUSH_LUA[] =
     "return {n, seq}\n";
 
 /* KEYS: ob:<user>, pa:<user>. ARGV: seq, '1' when this node delivered it to every socket of
- * the user it has (none draining), the pusher's channel, the acknowledgement. The last
+ * the user it has (none draining), the pusher's channel ("": it asked for none), the
+ * acknowledgement. The last
  * acknowledgement a row waited for removes it; the pusher hears each. */
 static const char RECEIPT_LUA[] =
     "if ARGV[2] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then\n"
@@ -138,7 +142,7 @@ static const char RECEIPT_LUA[] =
     "    end\n"
     "  end\n"
     "end\n"
-    "redis.call('PUBLISH', ARGV[3], ARGV[4])\n"
+    "if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end\n"
     "return 0\n";
 
 /* KEYS: ob:<user>. ARGV: after, max. The entries with seq > after, oldest first. */
@@ -318,7 +322,13 @@ static void retry_keep(struct cluster *cl, struct push_op *op) {
 /* ---- acknowledgements: an admin push waits for the nodes it was published to ---- */
 
 static void wait_remove(struct cluster *cl, struct push_op *op) {
-  map_del(&cl->waiting, &op->seq, sizeof op->seq);
+  if (!op->pid)
+    return;
+  map_del(&cl->waiting, &op->pid, sizeof op->pid);
+  op->pid = 0;
+  if (!op->deadline)
+    return; /* not on the deadline list yet */
+  op->deadline = 0;
   if (op->wprev)
     op->wprev->wnext = op->wnext;
   else
@@ -364,20 +374,22 @@ static void on_ack_timer(struct ev_loop *loop, ev_timer *t, int revents) {
   }
 }
 
-/* "k<0|1><seq>" on this node's channel: a node took (1) or did not take (0) push seq. */
+/* "k<0|1><push id>" on this node's channel: a node took (1) or did not take (0) the push. It
+ * may come before Redis's answer to the push script (two connections): counted all the same. */
 static void on_ack(struct cluster *cl, const char *data, size_t len) {
   char num[24];
   if (len < 3 || len - 2 >= sizeof num)
     return;
   memcpy(num, data + 2, len - 2);
   num[len - 2] = 0;
-  int64_t seq = strtoll(num, NULL, 10);
-  struct push_op *op = map_get(&cl->waiting, &seq, sizeof seq);
+  uint64_t pid = strtoull(num, NULL, 10);
+  struct push_op *op = pid ? map_get(&cl->waiting, &pid, sizeof pid) : NULL;
   if (!op)
-    return; /* answered already (its deadline passed), or not an admin push */
+    return; /* answered already (its deadline passed) */
+  op->answers++;
   if (data[1] == '1')
     op->acked++;
-  if (--op->want <= 0) /* every node it reached answered */
+  if (op->want >= 0 && op->answers >= op->want) /* every node it reached answered */
     wait_finish(cl, op);
 }
 
@@ -386,6 +398,8 @@ static void push_reply(void *arg, redisReply *r) {
   struct cluster *cl = op->cl;
   if (op->mode == '2')
     held_add(cl, op->user, -1);
+  if (!r)
+    wait_remove(cl, op); /* sent again, or answered 503: no acknowledgement counts */
   if (!r) {
     /* Redis went away before answering. The caller of cloud_send_to_user was told "sent":
      * keep the push and send it again when Redis is back (at least once). The admin API
@@ -419,15 +433,15 @@ static void push_reply(void *arg, redisReply *r) {
     cl->ops.drain_kick(cl->h, op->user);
   /* Published to other nodes: "delivered" counts those that acknowledged it, not the
    * subscribers Redis counted (a node killed now never reads it; its row stays queued). */
-  if (op->done && seq > 0 && nodes > 0 && cl->waiting.count < WAITING_MAX) {
-    op->seq = seq;
+  if (op->pid && seq > 0 && nodes > 0) {
     op->want = nodes;
-    op->acked = 0;
-    if (map_set(&cl->waiting, &op->seq, sizeof op->seq, op) == 0) {
+    if (op->answers >= nodes)
+      wait_finish(cl, op);
+    else
       wait_add(cl, op);
-      return;
-    }
+    return;
   }
+  wait_remove(cl, op);
   push_answer(op, seq == -1 ? 507 : seq == -3 ? 503 : 200, 0, seq > 0);
   free(op);
 }
@@ -435,38 +449,53 @@ static void push_reply(void *arg, redisReply *r) {
 static int push_send(struct push_op *op) {
   struct cluster *cl = op->cl;
   struct host *h = cl->h;
-  char k_un[STORE_ID_MAX + 16], k_ob[STORE_ID_MAX + 16], k_pa[STORE_ID_MAX + 16], max[16],
-      ttl[24];
+  char k_un[STORE_ID_MAX + 16], k_ob[STORE_ID_MAX + 16], k_pa[STORE_ID_MAX + 16], max[16], ttl[24];
   snprintf(k_un, sizeof k_un, "wshost:un:%s", op->user);
   snprintf(k_ob, sizeof k_ob, "wshost:ob:%s", op->user);
   snprintf(k_pa, sizeof k_pa, "wshost:pa:%s", op->user);
   snprintf(max, sizeof max, "%d", h->cfg.outbox_max > 0 ? h->cfg.outbox_max : 1000);
   snprintf(ttl, sizeof ttl, "%lld", (long long)(h->cfg.outbox_ttl > 0 ? h->cfg.outbox_ttl : 1));
   size_t ulen = strlen(op->user);
-  char *msg = malloc(MSG_HEAD + ulen + 1 + op->len);
+  /* An admin push waits for the acknowledgements, which name it by its id ("0 " asks none). */
+  op->answers = op->acked = 0;
+  op->want = -1;
+  if (op->done && !op->pid && cl->waiting.count < WAITING_MAX) {
+    uint64_t pid = ++cl->next_pid;
+    if (map_set(&cl->waiting, &pid, sizeof pid, op) == 0)
+      op->pid = pid;
+  }
+  char pfx[24];
+  int plen = snprintf(pfx, sizeof pfx, "%llu ", (unsigned long long)op->pid);
+  size_t mlen = (size_t)plen + MSG_HEAD + ulen + 1 + op->len;
+  char *msg = malloc(mlen);
   char *entry = malloc(1 + op->len);
   if (!msg || !entry) {
     free(msg);
     free(entry);
+    wait_remove(cl, op);
     return -ENOMEM;
   }
-  msg[0] = 'u';
-  msg[1] = op->is_binary ? '1' : '0';
-  memcpy(msg + 2, cl->node, 16);
-  memcpy(msg + MSG_HEAD, op->user, ulen);
-  msg[MSG_HEAD + ulen] = '\n';
-  memcpy(msg + MSG_HEAD + ulen + 1, op->data, op->len);
+  memcpy(msg, pfx, (size_t)plen);
+  char *m = msg + plen;
+  m[0] = 'u';
+  m[1] = op->is_binary ? '1' : '0';
+  memcpy(m + 2, cl->node, 16);
+  memcpy(m + MSG_HEAD, op->user, ulen);
+  m[MSG_HEAD + ulen] = '\n';
+  memcpy(m + MSG_HEAD + ulen + 1, op->data, op->len);
   entry[0] = op->is_binary ? '1' : '0';
   memcpy(entry + 1, op->data, op->len);
   char mode[2] = {op->mode, 0};
-  const char *argv[] = {"EVAL", PUSH_LUA, "3", k_un, k_ob, k_pa, cl->node, msg, entry, mode, max,
-                        ttl};
+  const char *argv[] = {"EVAL",   PUSH_LUA, "3",   k_un, k_ob, k_pa,
+                        cl->node, msg,      entry, mode, max,  ttl};
   size_t lens[12];
   for (int i = 0; i < 12; i++) /* the message and the entry are bytes, not strings */
-    lens[i] = i == 7 ? MSG_HEAD + ulen + 1 + op->len : i == 8 ? 1 + op->len : strlen(argv[i]);
+    lens[i] = i == 7 ? mlen : i == 8 ? 1 + op->len : strlen(argv[i]);
   int rc = bus_cmd(cl->bus, push_reply, op, 12, argv, lens);
   free(msg);
   free(entry);
+  if (rc < 0)
+    wait_remove(cl, op);
   if (rc == 0 && op->mode == '2')
     held_add(cl, op->user, 1);
   return rc;
@@ -543,8 +572,8 @@ void cluster_push(struct host *h, const char *user, const void *data, size_t len
  * outbox already: delivered to the sockets here, the row is released (RECEIPT_LUA) and the
  * pusher told; a socket of the user draining here gets it from that row; no socket here any
  * more: the row stays for the user's next connection. */
-static void on_user_msg(struct cluster *cl, int64_t seq, const char *from, const char *user,
-                        const char *data, size_t len, int is_binary) {
+static void on_user_msg(struct cluster *cl, int64_t seq, uint64_t pid, const char *from,
+                        const char *user, const char *data, size_t len, int is_binary) {
   int held = 0;
   int sent = cl->ops.user_deliver(cl->h, user, data, len, is_binary, seq, &held);
   if (held)
@@ -554,7 +583,10 @@ static void on_user_msg(struct cluster *cl, int64_t seq, const char *from, const
   snprintf(k_pa, sizeof k_pa, "wshost:pa:%s", user);
   snprintf(num, sizeof num, "%lld", (long long)seq);
   snprintf(ch, sizeof ch, "wshost:n:%.16s", from);
-  snprintf(ack, sizeof ack, "k%c%lld", sent > 0 || held ? '1' : '0', (long long)seq);
+  /* The pusher hears it when it asked (an admin push waits for it). */
+  snprintf(ack, sizeof ack, "k%c%llu", sent > 0 || held ? '1' : '0', (unsigned long long)pid);
+  if (!pid)
+    ch[0] = 0;
   if (cmd(cl, NULL, NULL, "EVAL", RECEIPT_LUA, "2", k_ob, k_pa, num, sent > 0 && !held ? "1" : "0",
           ch, ack, NULL) < 0)
     log_warn(NULL, NULL, "cluster: push %lld to user %s not acknowledged: Redis went away",
@@ -665,7 +697,8 @@ static int64_t wall_ms(void) {
 
 static int user_announce(struct cluster *cl, const char *user, const char *hex) {
   char max[24], now[24];
-  snprintf(max, sizeof max, "%lld", (long long)(cl->h->cfg.max_users > 0 ? cl->h->cfg.max_users : 0));
+  snprintf(max, sizeof max, "%lld",
+           (long long)(cl->h->cfg.max_users > 0 ? cl->h->cfg.max_users : 0));
   snprintf(now, sizeof now, "%lld", (long long)wall_ms());
   char *u = strdup(user);
   if (!u)
@@ -990,18 +1023,26 @@ static void on_message(void *arg, const char *channel, const char *data, size_t 
     return;
   }
   int64_t seq = 0;
+  uint64_t pid = 0;
   if (!strcmp(channel, cl->ch_node)) { /* "k..." an acknowledgement, "<seq> u..." a push */
     if (len && data[0] == 'k') {
       on_ack(cl, data, len);
       return;
     }
-    size_t n = 0;
-    while (n < len && n < 20 && data[n] >= '0' && data[n] <= '9')
-      seq = seq * 10 + (data[n++] - '0');
-    if (!n || n >= len || data[n] != ' ')
-      return;
-    data += n + 1;
-    len -= n + 1;
+    for (int k = 0; k < 2; k++) { /* "<seq> <push id> " */
+      size_t n = 0;
+      uint64_t v = 0;
+      while (n < len && n < 20 && data[n] >= '0' && data[n] <= '9')
+        v = v * 10 + (uint64_t)(data[n++] - '0');
+      if (!n || n >= len || data[n] != ' ')
+        return;
+      if (k == 0)
+        seq = (int64_t)v;
+      else
+        pid = v;
+      data += n + 1;
+      len -= n + 1;
+    }
   }
   if (len < MSG_HEAD + 1)
     return;
@@ -1017,7 +1058,7 @@ static void on_message(void *arg, const char *channel, const char *data, size_t 
   int is_binary = data[1] == '1';
   int mine = !memcmp(data + 2, cl->node, 16); /* delivered locally when it was sent */
   if (data[0] == 'u' && !mine && seq > 0)
-    on_user_msg(cl, seq, data + 2, nm, payload, plen, is_binary);
+    on_user_msg(cl, seq, pid, data + 2, nm, payload, plen, is_binary);
   else if (data[0] == 'r' && !mine)
     cl->ops.room_deliver(cl->h, nm, payload, plen, is_binary);
   else if (data[0] == 'a' && !mine)
@@ -1042,18 +1083,16 @@ static void on_up(void *arg) {
   /* The users this node may be asked to resume: those seen since it last heard Redis (all
    * of the newest at a first join), at most what its --max-users keeps. */
   char since[24], max[24];
-  int64_t want = h->cfg.max_users > 0 && h->cfg.max_users < JOIN_USERS_MAX ? h->cfg.max_users
-                                                                          : JOIN_USERS_MAX;
-  snprintf(since, sizeof since, "%lld",
-           (long long)(cl->seen_ms ? cl->seen_ms - JOIN_SLACK_MS : 0));
+  int64_t want =
+      h->cfg.max_users > 0 && h->cfg.max_users < JOIN_USERS_MAX ? h->cfg.max_users : JOIN_USERS_MAX;
+  snprintf(since, sizeof since, "%lld", (long long)(cl->seen_ms ? cl->seen_ms - JOIN_SLACK_MS : 0));
   snprintf(max, sizeof max, "%lld", (long long)want);
   cmd(cl, users_join_reply, cl, "EVAL", JOIN_LUA, "0", since, max, NULL);
   json_t *pending = cl->unannounced;
   cl->unannounced = json_object();
   const char *user;
   json_t *hex;
-  json_object_foreach(pending, user, hex)
-    user_announce(cl, user, json_string_value(hex));
+  json_object_foreach(pending, user, hex) user_announce(cl, user, json_string_value(hex));
   json_decref(pending);
   /* Connections that opened during the outage read their outbox now. */
   struct map skipped = cl->skipped;
