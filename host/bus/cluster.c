@@ -40,10 +40,11 @@
 #define MEMBERS_FRESH_MS 500   /* cloud_room_members reads other nodes at most this often */
 #define UNANNOUNCED_MAX 100000 /* users created while Redis was down, announced when back */
 #define ACK_WAIT_MS 1000       /* an admin push waits this long for the nodes' acknowledgements */
-#define WAITING_MAX 10000      /* admin pushes waiting for acknowledgements at once */
-#define JOIN_USERS_MAX 10000   /* users a (re)joining node reads at most */
-#define JOIN_SLACK_MS 15000    /* a rejoin reads the users seen since its last beat minus this */
-#define EVICT_SCAN "32"        /* candidates the user table in Redis looks at to make room */
+#define WAITING_MAX 10000      /* admin pushes waiting for acknowledgements at once, */
+#define WAITING_BYTES_MAX (64u << 20) /* holding at most this; past either: answered at once */
+#define JOIN_USERS_MAX 10000          /* users a (re)joining node reads at most */
+#define JOIN_SLACK_MS 15000 /* a rejoin reads the users seen since its last beat minus this */
+#define EVICT_SCAN "32"     /* candidates the user table in Redis looks at to make room */
 
 /* A message on a channel: kind ('u' user, 'r' room, 'a' all), '0'/'1' binary, the sender's
  * node id (16 hex), the user or room name, '\n', the payload. */
@@ -70,6 +71,7 @@ struct cluster {
   size_t nretry;
   struct map waiting;                    /* push id -> admin push waiting for acknowledgements */
   uint64_t next_pid;                     /* push ids: an acknowledgement names the push by it */
+  size_t waiting_bytes;                  /* the payloads the waiting pushes hold */
   struct push_op *wait_head, *wait_tail; /* the same, oldest first (one deadline for all) */
   ev_timer ack_timer;
   int64_t seen_ms; /* wall clock of the last heartbeat Redis answered (0: none yet) */
@@ -125,21 +127,13 @@ static const char PUSH_LUA[] =
 
 /* KEYS: ob:<user>, pa:<user>. ARGV: seq, '1' when this node delivered it to every socket of
  * the user it has (none draining), the pusher's channel ("": it asked for none), the
- * acknowledgement. The last
+ * acknowledgement, the row as queued. The last
  * acknowledgement a row waited for removes it; the pusher hears each. */
 static const char RECEIPT_LUA[] =
     "if ARGV[2] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then\n"
     "  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then\n"
     "    redis.call('HDEL', KEYS[2], ARGV[1])\n"
-    "    local head = ARGV[1] .. ' '\n"
-    "    for i = 0, redis.call('LLEN', KEYS[1]) - 1 do\n"
-    "      local it = redis.call('LINDEX', KEYS[1], i)\n"
-    "      if not it then break end\n"
-    "      if string.sub(it, 1, #head) == head then\n"
-    "        redis.call('LREM', KEYS[1], 1, it)\n"
-    "        break\n"
-    "      end\n"
-    "    end\n"
+    "    redis.call('LREM', KEYS[1], 1, ARGV[5])\n"
     "  end\n"
     "end\n"
     "if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end\n"
@@ -326,6 +320,7 @@ static void wait_remove(struct cluster *cl, struct push_op *op) {
     return;
   map_del(&cl->waiting, &op->pid, sizeof op->pid);
   op->pid = 0;
+  cl->waiting_bytes -= op->len;
   if (!op->deadline)
     return; /* not on the deadline list yet */
   op->deadline = 0;
@@ -459,10 +454,13 @@ static int push_send(struct push_op *op) {
   /* An admin push waits for the acknowledgements, which name it by its id ("0 " asks none). */
   op->answers = op->acked = 0;
   op->want = -1;
-  if (op->done && !op->pid && cl->waiting.count < WAITING_MAX) {
+  if (op->done && !op->pid && cl->waiting.count < WAITING_MAX &&
+      cl->waiting_bytes + op->len <= WAITING_BYTES_MAX) {
     uint64_t pid = ++cl->next_pid;
-    if (map_set(&cl->waiting, &pid, sizeof pid, op) == 0)
+    if (map_set(&cl->waiting, &pid, sizeof pid, op) == 0) {
       op->pid = pid;
+      cl->waiting_bytes += op->len;
+    }
   }
   char pfx[24];
   int plen = snprintf(pfx, sizeof pfx, "%llu ", (unsigned long long)op->pid);
@@ -578,6 +576,8 @@ static void on_user_msg(struct cluster *cl, int64_t seq, uint64_t pid, const cha
   int sent = cl->ops.user_deliver(cl->h, user, data, len, is_binary, seq, &held);
   if (held)
     cl->ops.drain_kick(cl->h, user);
+  if (seq <= 0)
+    return; /* a node of an older version: no row, no acknowledgement */
   char k_ob[STORE_ID_MAX + 16], k_pa[STORE_ID_MAX + 16], num[24], ch[32], ack[32];
   snprintf(k_ob, sizeof k_ob, "wshost:ob:%s", user);
   snprintf(k_pa, sizeof k_pa, "wshost:pa:%s", user);
@@ -587,8 +587,24 @@ static void on_user_msg(struct cluster *cl, int64_t seq, uint64_t pid, const cha
   snprintf(ack, sizeof ack, "k%c%llu", sent > 0 || held ? '1' : '0', (unsigned long long)pid);
   if (!pid)
     ch[0] = 0;
-  if (cmd(cl, NULL, NULL, "EVAL", RECEIPT_LUA, "2", k_ob, k_pa, num, sent > 0 && !held ? "1" : "0",
-          ch, ack, NULL) < 0)
+  /* The row exactly as PUSH_LUA queued it: "<seq> <0|1><payload>" (LREM finds it in one pass). */
+  int nlen = (int)strlen(num);
+  char *row = malloc((size_t)nlen + 2 + len);
+  if (!row)
+    return; /* not acknowledged: the row stays, delivered again on the next connection */
+  memcpy(row, num, (size_t)nlen);
+  row[nlen] = ' ';
+  row[nlen + 1] = is_binary ? '1' : '0';
+  memcpy(row + nlen + 2, data, len);
+  const char *argv[] = {"EVAL", RECEIPT_LUA, "2", k_ob, k_pa, num, sent > 0 && !held ? "1" : "0",
+                        ch,     ack,         row};
+  size_t lens[10];
+  for (int i = 0; i < 9; i++)
+    lens[i] = strlen(argv[i]);
+  lens[9] = (size_t)nlen + 2 + len;
+  int rc = bus_cmd(cl->bus, NULL, NULL, 10, argv, lens);
+  free(row);
+  if (rc < 0)
     log_warn(NULL, NULL, "cluster: push %lld to user %s not acknowledged: Redis went away",
              (long long)seq, user);
 }
@@ -1029,7 +1045,8 @@ static void on_message(void *arg, const char *channel, const char *data, size_t 
       on_ack(cl, data, len);
       return;
     }
-    for (int k = 0; k < 2; k++) { /* "<seq> <push id> " */
+    /* "<seq> <push id> " (a node of an older version sends neither) */
+    for (int k = 0; k < 2 && len && data[0] >= '0' && data[0] <= '9'; k++) {
       size_t n = 0;
       uint64_t v = 0;
       while (n < len && n < 20 && data[n] >= '0' && data[n] <= '9')
@@ -1057,7 +1074,7 @@ static void on_message(void *arg, const char *channel, const char *data, size_t 
   size_t plen = len - (size_t)(payload - data);
   int is_binary = data[1] == '1';
   int mine = !memcmp(data + 2, cl->node, 16); /* delivered locally when it was sent */
-  if (data[0] == 'u' && !mine && seq > 0)
+  if (data[0] == 'u' && !mine)
     on_user_msg(cl, seq, pid, data + 2, nm, payload, plen, is_binary);
   else if (data[0] == 'r' && !mine)
     cl->ops.room_deliver(cl->h, nm, payload, plen, is_binary);
