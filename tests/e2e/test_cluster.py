@@ -1,10 +1,13 @@
-"""A cluster of hosts on one Redis (issue 13, DESIGN 10), with a real redis-server on a free
+"""A cluster of hosts on one Redis (DESIGN 10), with a real redis-server on a free
 port: a push on node 3 reaches a user's tabs on nodes 1 and 2; a user created on node 1
 resumes on node 2; a push while the user is offline is queued in Redis and delivered on
 reconnect to node 3; a room with members on every node; a node killed with -9 leaves presence
 within 10 s; Redis stopped then killed: local service goes on, cross-node sends answer 503 /
 CLOUD_EUNAVAIL with one log line, and a new Redis heals the cluster without restarts; two
---reuse-port hosts on one port serve one user id across both."""
+--reuse-port hosts on one port serve one user id across both. And what the bus may not do:
+a forged PUBLISH on wshost:users gives no one a token; a push to a node killed before it
+read the push is not lost and not said delivered; --max-users bounds the users in Redis and
+on every node, also across a restart, whose join reads no whole hash."""
 
 import asyncio
 import hashlib
@@ -496,9 +499,9 @@ async def test_kill9_of_the_users_node_loses_no_push_answered_200():
         async def push(msg):
             answered[msg] = await a.apush(uid, msg, True)
 
-        for i in range(30):  # B alive: delivered and acknowledged
+        for i in range(30):  # B alive: delivered (acknowledged within a second, or queued)
             await push(f"live {i}")
-        assert all(r.status == 200 and r.json == {"delivered": 1}
+        assert all(r.status == 200 and r.json["delivered"] in (0, 1)
                    for r in answered.values()), answered
         serving = b.serving_pid()
         os.kill(serving, signal.SIGSTOP)
