@@ -3,7 +3,7 @@
  *
  * Keys (docs/SCALING.md has the reasoning and the costs):
  *   wshost:node:<node>  heartbeat, EX 10, renewed every 3 s    wshost:nodes  set of node ids
- *   wshost:nu:<node>    set of users live on the node (EX 10)  wshost:un:<user> nodes of a user
+ *   wshost:nu:<node>    users live on the node (EX 600, cleaned)  wshost:un:<user> its nodes
  *   wshost:users        hash user -> token SHA-256 (hex, "" for app-bound ids), at most
  *                       --max-users entries (the longest unseen offline ones make room)
  *   wshost:useen        sorted set user -> last seen (ms): the eviction order, and what a
@@ -36,11 +36,13 @@
 
 #define BEAT_EVERY_S 3.0
 #define NODE_TTL_S "10"
-#define RETRY_MAX 10000        /* pushes kept across an outage while Redis had not answered */
-#define MEMBERS_FRESH_MS 500   /* cloud_room_members reads other nodes at most this often */
-#define UNANNOUNCED_MAX 100000 /* users created while Redis was down, announced when back */
-#define ACK_WAIT_MS 1000       /* an admin push waits this long for the nodes' acknowledgements */
-#define WAITING_MAX 10000      /* admin pushes waiting for acknowledgements at once, */
+#define NODE_USERS_TTL_S "600"  /* wshost:nu:<node> outlives its heartbeat: cleaned by others */
+#define BEAT_CLEAN_USERS "1000" /* users of a dead node each beat removes it from */
+#define RETRY_MAX 10000         /* pushes kept across an outage while Redis had not answered */
+#define MEMBERS_FRESH_MS 500    /* cloud_room_members reads other nodes at most this often */
+#define UNANNOUNCED_MAX 100000  /* users created while Redis was down, announced when back */
+#define ACK_WAIT_MS 1000        /* an admin push waits this long for the nodes' acknowledgements */
+#define WAITING_MAX 10000       /* admin pushes waiting for acknowledgements at once, */
 #define WAITING_BYTES_MAX (64u << 20) /* holding at most this; past either: answered at once */
 #define JOIN_USERS_MAX 10000          /* users a (re)joining node reads at most */
 #define JOIN_SLACK_MS 15000 /* a rejoin reads the users seen since its last beat minus this */
@@ -211,15 +213,26 @@ static const char JOIN_LUA[] =
     "end\n"
     "return out\n";
 
-/* ARGV: self, info, ttl. The heartbeat; answers the live node ids (dead ones pruned). */
+/* ARGV: self, info, ttl, ttl of the node's user set, users cleaned per beat. The heartbeat;
+ * answers the live node ids. A node without a heartbeat (killed) stays in wshost:nodes until
+ * its user set is gone: each beat takes a bounded bite of it and removes the dead node from
+ * those users' presence sets, so presence is bounded by live users, not by every user a
+ * killed node ever had (the set outlives the heartbeat for that). */
 static const char BEAT_LUA[] =
     "redis.call('SET', 'wshost:node:' .. ARGV[1], ARGV[2], 'EX', ARGV[3])\n"
     "redis.call('SADD', 'wshost:nodes', ARGV[1])\n"
-    "redis.call('EXPIRE', 'wshost:nu:' .. ARGV[1], ARGV[3])\n"
+    "redis.call('EXPIRE', 'wshost:nu:' .. ARGV[1], ARGV[4])\n"
     "local live = {}\n"
     "for _, id in ipairs(redis.call('SMEMBERS', 'wshost:nodes')) do\n"
     "  if redis.call('EXISTS', 'wshost:node:' .. id) == 1 then live[#live + 1] = id\n"
-    "  else redis.call('SREM', 'wshost:nodes', id) end\n"
+    "  else\n"
+    "    for _, u in ipairs(redis.call('SPOP', 'wshost:nu:' .. id, ARGV[5])) do\n"
+    "      redis.call('SREM', 'wshost:un:' .. u, id)\n"
+    "    end\n"
+    "    if redis.call('EXISTS', 'wshost:nu:' .. id) == 0 then\n"
+    "      redis.call('SREM', 'wshost:nodes', id)\n"
+    "    end\n"
+    "  end\n"
     "end\n"
     "return live\n";
 
@@ -832,7 +845,8 @@ static void beat_reply(void *arg, redisReply *r) {
 static void beat(struct cluster *cl) {
   char info[96];
   snprintf(info, sizeof info, "{\"pid\":%d,\"port\":%d}", (int)getpid(), cl->h->cfg.port);
-  cmd(cl, beat_reply, cl, "EVAL", BEAT_LUA, "0", cl->node, info, NODE_TTL_S, NULL);
+  cmd(cl, beat_reply, cl, "EVAL", BEAT_LUA, "0", cl->node, info, NODE_TTL_S, NODE_USERS_TTL_S,
+      BEAT_CLEAN_USERS, NULL);
 }
 
 static void on_beat(struct ev_loop *loop, ev_timer *t, int revents) {
