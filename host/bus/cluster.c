@@ -1184,6 +1184,15 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   for (int i = 0; i < 8; i++)
     snprintf(cl->node + 2 * i, 3, "%02x", raw[i]);
   snprintf(cl->ch_node, sizeof cl->ch_node, "wshost:n:%s", cl->node);
+  /* Push ids start at a random point: an acknowledgement is only counted for an id the
+   * pushing node handed out, which a client that may PUBLISH but not SUBSCRIBE cannot see
+   * or guess (a forged "delivered"). */
+  uint64_t start;
+  if (getrandom(&start, sizeof start, 0) != sizeof start) {
+    free(cl);
+    return -EIO;
+  }
+  cl->next_pid = (start >> 2) | 1;
   cl->live = json_array();
   cl->rooms = json_object();
   cl->unannounced = json_object();
