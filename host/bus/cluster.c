@@ -76,7 +76,8 @@ struct cluster {
   size_t waiting_bytes;                  /* the payloads the waiting pushes hold */
   struct push_op *wait_head, *wait_tail; /* the same, oldest first (one deadline for all) */
   ev_timer ack_timer;
-  int64_t seen_ms; /* wall clock of the last heartbeat Redis answered (0: none yet) */
+  int64_t seen_ms;  /* wall clock of the last heartbeat Redis answered (0: none yet) */
+  int beat_from_up; /* the beat in flight is on_up's (a registration follows it) */
 };
 
 struct push_op {
@@ -217,8 +218,10 @@ static const char JOIN_LUA[] =
  * answers the live node ids. A node without a heartbeat (killed) stays in wshost:nodes until
  * its user set is gone: each beat takes a bounded bite of it and removes the dead node from
  * those users' presence sets, so presence is bounded by live users, not by every user a
- * killed node ever had (the set outlives the heartbeat for that). */
+ * killed node ever had (the set outlives the heartbeat for that). The last element: 1 if this
+ * node still had its heartbeat, 0 if it had been taken for dead (it registers again). */
 static const char BEAT_LUA[] =
+    "local was = redis.call('EXISTS', 'wshost:node:' .. ARGV[1])\n"
     "redis.call('SET', 'wshost:node:' .. ARGV[1], ARGV[2], 'EX', ARGV[3])\n"
     "redis.call('SADD', 'wshost:nodes', ARGV[1])\n"
     "redis.call('EXPIRE', 'wshost:nu:' .. ARGV[1], ARGV[4])\n"
@@ -234,6 +237,7 @@ static const char BEAT_LUA[] =
     "    end\n"
     "  end\n"
     "end\n"
+    "live[#live + 1] = was\n"
     "return live\n";
 
 /* KEYS: rm:<room>. The room's members per live node (node, JSON, ...); the entries of nodes
@@ -832,6 +836,19 @@ static void beat_reply(void *arg, redisReply *r) {
   if (!r || r->type != REDIS_REPLY_ARRAY)
     return;
   cl->seen_ms = wall_ms();
+  /* Taken for dead (its loop stalled past the heartbeat's TTL, or Redis lost the key): the
+   * others took it out of its users' presence, so it puts itself back. on_up's own beat is
+   * followed by a registration anyway. */
+  int up_beat = cl->beat_from_up;
+  cl->beat_from_up = 0;
+  if (r->elements && r->element[r->elements - 1]->type == REDIS_REPLY_INTEGER &&
+      r->element[r->elements - 1]->integer == 0 && !up_beat) {
+    log_warn(NULL, NULL,
+             "cluster: node %s was taken for dead (no heartbeat for %s s): "
+             "registering its %zu users again",
+             cl->node, NODE_TTL_S, cl->h->users.count);
+    map_each(&cl->h->users, register_user, cl->h);
+  }
   json_t *live = json_array();
   for (size_t i = 0; live && i < r->elements; i++)
     if (r->element[i]->type == REDIS_REPLY_STRING)
@@ -1107,6 +1124,7 @@ static void drain_again(void *arg, const char *key, void *value) {
 static void on_up(void *arg) {
   struct cluster *cl = arg;
   struct host *h = cl->h;
+  cl->beat_from_up = 1;
   beat(cl);
   /* Presence again from what is live here (Redis may have restarted empty, or our entries
    * expired during the outage). */

@@ -11,6 +11,7 @@ on every node, also across a restart, whose join reads no whole hash."""
 
 import asyncio
 import hashlib
+import re
 import shutil
 
 from harness import *  # noqa: F401,F403
@@ -349,6 +350,27 @@ async def test_killed_node_leaves_presence_within_10s():
         assert g["user_id"] == uid and others == ["while you were away"], (g, others)
         await ws2.close()
 
+
+async def test_a_node_taken_for_dead_registers_its_users_again():
+    """A node whose heartbeat lapsed (its loop stalled, or Redis lost the key) was taken out of
+    its users' presence by the others' heartbeats; its next beat sees that and puts them back,
+    so pushes to its users go live again instead of queueing until they reconnect."""
+    with Redis() as redis, node(redis) as a, node(redis) as b:
+        wait_joined(a, b)
+        ws, g = await b.user()
+        uid = g["user_id"]
+        await asyncio.to_thread(wait_cluster_user, a, uid)
+        nid = re.search(r"cluster: node ([0-9a-f]{16}) joining", b.log_since_start()).group(1)
+        # What the other nodes' beats do to a node without a heartbeat.
+        redis.call("DEL", f"wshost:node:{nid}", f"wshost:nu:{nid}", f"wshost:un:{uid}")
+        await async_wait_until(lambda: asyncio.to_thread(
+            lambda: redis.call("SISMEMBER", f"wshost:un:{uid}", nid) == b":1\r\n"),
+            timeout=10, interval=0.2, what="node B to register its user again")
+        assert "was taken for dead" in b.log_since_start(), b.log_tail()
+        r = await asyncio.to_thread(a.push, uid, "live again", True)
+        assert r.status == 200, r
+        assert await recv(ws) == "live again"
+        await ws.close()
 
 async def test_redis_stopped_then_killed_then_back_heals():
     with Redis() as redis, node(redis) as h1, node(redis) as h2:
