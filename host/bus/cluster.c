@@ -171,7 +171,9 @@ static const char ACK_LUA[] =
 /* ARGV: user, token hash (hex, "" for an app-bound id), max users (0: no bound), now (ms).
  * 1 new, 0 known (its hash is never replaced), -1 the table is full. At the bound the users
  * seen longest ago make room, if they are live on no node and have nothing queued (a few
- * candidates per call: bounded work). The channel says only the id (see the top). */
+ * candidates per call: bounded work). Entries without a last seen (written by an older
+ * version) are given the oldest one a few at a time, so they can go too. The channel says only
+ * the id (see the top). */
 static const char USER_LUA[] =
     "if redis.call('HEXISTS', 'wshost:users', ARGV[1]) == 1 then\n"
     "  redis.call('ZADD', 'wshost:useen', ARGV[4], ARGV[1])\n"
@@ -192,7 +194,14 @@ static const char USER_LUA[] =
     "      redis.call('DEL', 'wshost:pa:' .. u)\n"
     "    end\n"
     "  end\n"
-    "  if redis.call('HLEN', 'wshost:users') >= max then return -1 end\n"
+    "  if redis.call('HLEN', 'wshost:users') >= max then\n"
+    "    if redis.call('ZCARD', 'wshost:useen') < redis.call('HLEN', 'wshost:users') then\n"
+    "      for _, u in ipairs(redis.call('HRANDFIELD', 'wshost:users', " EVICT_SCAN ")) do\n"
+    "        redis.call('ZADD', 'wshost:useen', 'NX', 0, u)\n"
+    "      end\n"
+    "    end\n"
+    "    return -1\n"
+    "  end\n"
     "end\n"
     "redis.call('HSET', 'wshost:users', ARGV[1], ARGV[2])\n"
     "redis.call('ZADD', 'wshost:useen', ARGV[4], ARGV[1])\n"
