@@ -3,12 +3,20 @@
  *
  * Keys (docs/SCALING.md has the reasoning and the costs):
  *   wshost:node:<node>  heartbeat, EX 10, renewed every 3 s    wshost:nodes  set of node ids
- *   wshost:nu:<node>    set of users live on the node (EX 10)  wshost:un:<user> nodes of a user
- *   wshost:users        hash user -> token SHA-256 (hex, "" for app-bound ids)
- *   wshost:ob:<user>    list: the user's outbox ("<seq> <0|1><payload>"), bounded, expiring
+ *   wshost:nu:<node>    users live on the node (EX 600, cleaned)  wshost:un:<user> its nodes
+ *   wshost:users        hash user -> token SHA-256 (hex, "" for app-bound ids), at most
+ *                       --max-users entries (the longest unseen offline ones make room)
+ *   wshost:useen        sorted set user -> last seen (ms): the eviction order, and what a
+ *                       joining node reads (the users seen lately, not the whole hash)
+ *   wshost:ob:<user>    list: the user's outbox ("<seq> <0|1><payload>"), bounded, expiring;
+ *                       a push to another node is queued here too until that node acknowledged
+ *   wshost:pa:<user>    hash seq -> acknowledgements the outbox row still waits for
  *   wshost:rm:<room>    hash node -> JSON [{"user_id","sockets"}] of the node's members
- * Channels: wshost:n:<node> (pushes to users on that node), wshost:r:<room>, wshost:all,
- * wshost:users (new users, so every node can check a resume without asking Redis). */
+ * Channels: wshost:n:<node> (pushes to users on that node, "<seq> <push id> u..."; the
+ * acknowledgements of the node's pushes, "k<0|1><push id>"), wshost:r:<room>, wshost:all,
+ * wshost:users (the id of a new user, nothing else: every node reads its token hash from the
+ * wshost:users key itself, so a message on the channel can make a node learn only what Redis
+ * holds). */
 #include "cluster.h"
 
 #include "bus.h"
@@ -23,13 +31,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BEAT_EVERY_S 3.0
 #define NODE_TTL_S "10"
-#define RETRY_MAX 10000        /* pushes kept across an outage while Redis had not answered */
-#define MEMBERS_FRESH_MS 500   /* cloud_room_members reads other nodes at most this often */
-#define UNANNOUNCED_MAX 100000 /* users created while Redis was down, announced when back */
+#define NODE_USERS_TTL_S "600"  /* wshost:nu:<node> outlives its heartbeat: cleaned by others */
+#define BEAT_CLEAN_USERS "1000" /* users of a dead node each beat removes it from */
+#define RETRY_MAX 10000         /* pushes kept across an outage while Redis had not answered */
+#define MEMBERS_FRESH_MS 500    /* cloud_room_members reads other nodes at most this often */
+#define UNANNOUNCED_MAX 100000  /* users created while Redis was down, announced when back */
+#define ACK_WAIT_MS 1000        /* an admin push waits this long for the nodes' acknowledgements */
+#define WAITING_MAX 10000       /* admin pushes waiting for acknowledgements at once, */
+#define WAITING_BYTES_MAX (64u << 20) /* holding at most this; past either: answered at once */
+#define JOIN_USERS_MAX 10000          /* users a (re)joining node reads at most */
+#define JOIN_SLACK_MS 15000 /* a rejoin reads the users seen since its last beat minus this */
+#define EVICT_SCAN "32"     /* candidates the user table in Redis looks at to make room */
 
 /* A message on a channel: kind ('u' user, 'r' room, 'a' all), '0'/'1' binary, the sender's
  * node id (16 hex), the user or room name, '\n', the payload. */
@@ -54,45 +71,76 @@ struct cluster {
   struct map skipped;  /* connection id -> 1: opened while Redis was down, drains when back */
   struct push_op *retry_head, *retry_tail;
   size_t nretry;
+  struct map waiting;                    /* push id -> admin push waiting for acknowledgements */
+  uint64_t next_pid;                     /* push ids: an acknowledgement names the push by it */
+  size_t waiting_bytes;                  /* the payloads the waiting pushes hold */
+  struct push_op *wait_head, *wait_tail; /* the same, oldest first (one deadline for all) */
+  ev_timer ack_timer;
+  int64_t seen_ms;  /* wall clock of the last heartbeat Redis answered (0: none yet) */
+  int beat_from_up; /* the beat in flight is on_up's (a registration follows it) */
 };
 
 struct push_op {
   struct cluster *cl;
   struct push_op *next;
-  char mode; /* '0' published only (local sockets took it), '1' queue if nobody took it,
-                '2' publish and queue (a local drain holds it), '3' queue only */
+  char mode; /* '0' local sockets took it, '1' none did, '2' a local drain holds it */
   int local;
-  cluster_push_done done; /* the admin /_/push: answers once Redis did */
+  cluster_push_done done; /* the admin /_/push: answers once the nodes acknowledged */
   void *arg;
+  uint64_t pid;       /* in waiting from its send on (0: not waiting) */
+  int want;           /* nodes it was published to (-1: Redis has not answered yet) */
+  int answers, acked; /* acknowledgements heard; those that say it was taken */
+  int64_t deadline;   /* host_now_ms() past which it answers with what it has */
+  struct push_op *wprev, *wnext;
   char user[STORE_ID_MAX + 1];
   int is_binary;
   size_t len;
   char data[];
 };
 
-/* KEYS: un:<user>, ob:<user>. ARGV: self, channel message, outbox entry, mode, outbox max,
- * outbox ttl. {nodes reached, seq | 0 not queued | -1 full}. Whether the user exists the
- * sender knows from its own SQLite (every node has every user's row).
- * One script: the PUBLISH and the RPUSH "when nobody received" decide atomically. */
+/* KEYS: un:<user>, ob:<user>, pa:<user>. ARGV: self, channel message, outbox entry, mode,
+ * outbox max, outbox ttl. {nodes the message reached, seq | 0 not queued | -1 full}. Whether
+ * the user exists the sender knows from its own SQLite (every node has its users' rows).
+ * A push that goes to another node is queued as well, with the count of acknowledgements it
+ * waits for: a node that dies before it reads the message leaves the row for the user's next
+ * connection, so "reached" is never said of a push a node did not take (RECEIPT_LUA). With
+ * a local drain holding it (mode 2) the row is that drain's: no acknowledgement removes it. */
 static const char PUSH_LUA[] =
-    "local n = 0\n"
-    "if ARGV[4] ~= '3' then\n"
-    "  for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
-    "    if id ~= ARGV[1] then\n"
-    "      if redis.call('EXISTS', 'wshost:node:' .. id) == 1 then\n"
-    "        n = n + redis.call('PUBLISH', 'wshost:n:' .. id, ARGV[2])\n"
-    "      else redis.call('SREM', KEYS[1], id) end\n"
-    "    end\n"
+    "local nodes = {}\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  if id ~= ARGV[1] then\n"
+    "    if redis.call('EXISTS', 'wshost:node:' .. id) == 1 then nodes[#nodes + 1] = id\n"
+    "    else redis.call('SREM', KEYS[1], id) end\n"
     "  end\n"
     "end\n"
-    "if ARGV[4] == '2' or ARGV[4] == '3' or (ARGV[4] == '1' and n == 0) then\n"
-    "  if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[5]) then return {n, -1} end\n"
-    "  local seq = redis.call('INCR', 'wshost:obseq')\n"
-    "  redis.call('RPUSH', KEYS[2], seq .. ' ' .. ARGV[3])\n"
-    "  redis.call('EXPIRE', KEYS[2], ARGV[6])\n"
-    "  return {n, seq}\n"
+    "if #nodes == 0 and ARGV[4] == '0' then return {0, 0} end\n"
+    "if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[5]) then return {0, -1} end\n"
+    "local seq = redis.call('INCR', 'wshost:obseq')\n"
+    "redis.call('RPUSH', KEYS[2], seq .. ' ' .. ARGV[3])\n"
+    "redis.call('EXPIRE', KEYS[2], ARGV[6])\n"
+    "local n = 0\n"
+    "for _, id in ipairs(nodes) do\n"
+    "  n = n + redis.call('PUBLISH', 'wshost:n:' .. id, seq .. ' ' .. ARGV[2])\n"
     "end\n"
-    "return {n, 0}\n";
+    "if #nodes > 0 and ARGV[4] ~= '2' then\n"
+    "  redis.call('HSET', KEYS[3], seq, #nodes)\n"
+    "  redis.call('EXPIRE', KEYS[3], ARGV[6])\n"
+    "end\n"
+    "return {n, seq}\n";
+
+/* KEYS: ob:<user>, pa:<user>. ARGV: seq, '1' when this node delivered it to every socket of
+ * the user it has (none draining), the pusher's channel ("": it asked for none), the
+ * acknowledgement, the row as queued. The last
+ * acknowledgement a row waited for removes it; the pusher hears each. */
+static const char RECEIPT_LUA[] =
+    "if ARGV[2] == '1' and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then\n"
+    "  if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then\n"
+    "    redis.call('HDEL', KEYS[2], ARGV[1])\n"
+    "    redis.call('LREM', KEYS[1], 1, ARGV[5])\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end\n"
+    "return 0\n";
 
 /* KEYS: ob:<user>. ARGV: after, max. The entries with seq > after, oldest first. */
 static const char LOAD_LUA[] = "local out = {}\n"
@@ -105,7 +153,8 @@ static const char LOAD_LUA[] = "local out = {}\n"
                                "end\n"
                                "return out\n";
 
-/* KEYS: ob:<user>. ARGV: upto. Drops the delivered head of the list. */
+/* KEYS: ob:<user>, pa:<user>. ARGV: upto. Drops the delivered head of the list (and what its
+ * rows still waited for). */
 static const char ACK_LUA[] =
     "local n = 0\n"
     "while true do\n"
@@ -114,29 +163,90 @@ static const char ACK_LUA[] =
     "  local sp = string.find(it, ' ', 1, true)\n"
     "  if tonumber(string.sub(it, 1, sp - 1)) > tonumber(ARGV[1]) then break end\n"
     "  redis.call('LPOP', KEYS[1])\n"
+    "  redis.call('HDEL', KEYS[2], string.sub(it, 1, sp - 1))\n"
     "  n = n + 1\n"
     "end\n"
     "return n\n";
 
-/* ARGV: user, token hash (hex, "" for an app-bound id), '1' to set it. Announces a user Redis
- * did not know to every node; a resume or an app-bound id never replaces a hash. */
+/* ARGV: user, token hash (hex, "" for an app-bound id), max users (0: no bound), now (ms).
+ * 1 new, 0 known (its hash is never replaced), -1 the table is full. At the bound the users
+ * seen longest ago make room, if they are live on no node and have nothing queued (a few
+ * candidates per call: bounded work). Entries without a last seen (written by an older
+ * version) are given the oldest one a few at a time, so they can go too. The channel says only
+ * the id (see the top). */
 static const char USER_LUA[] =
-    "local new\n"
-    "if ARGV[3] == '1' then new = redis.call('HSET', 'wshost:users', ARGV[1], ARGV[2])\n"
-    "else new = redis.call('HSETNX', 'wshost:users', ARGV[1], ARGV[2]) end\n"
-    "if new == 1 then redis.call('PUBLISH', 'wshost:users', ARGV[1] .. ' ' .. ARGV[2]) end\n"
-    "return new\n";
+    "if redis.call('HEXISTS', 'wshost:users', ARGV[1]) == 1 then\n"
+    "  redis.call('ZADD', 'wshost:useen', ARGV[4], ARGV[1])\n"
+    "  return 0\n"
+    "end\n"
+    "local max = tonumber(ARGV[3])\n"
+    "if max > 0 and redis.call('HLEN', 'wshost:users') >= max then\n"
+    "  for _, u in ipairs(redis.call('ZRANGE', 'wshost:useen', 0, " EVICT_SCAN " - 1)) do\n"
+    "    if redis.call('HLEN', 'wshost:users') < max then break end\n"
+    "    local live = false\n"
+    "    for _, id in ipairs(redis.call('SMEMBERS', 'wshost:un:' .. u)) do\n"
+    "      if redis.call('EXISTS', 'wshost:node:' .. id) == 1 then live = true\n"
+    "      else redis.call('SREM', 'wshost:un:' .. u, id) end\n"
+    "    end\n"
+    "    if not live and redis.call('EXISTS', 'wshost:ob:' .. u) == 0 then\n"
+    "      redis.call('HDEL', 'wshost:users', u)\n"
+    "      redis.call('ZREM', 'wshost:useen', u)\n"
+    "      redis.call('DEL', 'wshost:pa:' .. u)\n"
+    "    end\n"
+    "  end\n"
+    "  if redis.call('HLEN', 'wshost:users') >= max then\n"
+    "    if redis.call('ZCARD', 'wshost:useen') < redis.call('HLEN', 'wshost:users') then\n"
+    "      for _, u in ipairs(redis.call('HRANDFIELD', 'wshost:users', " EVICT_SCAN ")) do\n"
+    "        redis.call('ZADD', 'wshost:useen', 'NX', 0, u)\n"
+    "      end\n"
+    "    end\n"
+    "    return -1\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', 'wshost:users', ARGV[1], ARGV[2])\n"
+    "redis.call('ZADD', 'wshost:useen', ARGV[4], ARGV[1])\n"
+    "redis.call('PUBLISH', 'wshost:users', ARGV[1])\n"
+    "return 1\n";
 
-/* ARGV: self, info, ttl. The heartbeat; answers the live node ids (dead ones pruned). */
+/* ARGV: since (ms), max. What a (re)joining node needs: the users seen since then, oldest
+ * first, at most max (the newest), with their hashes: {user, hash, ...}. */
+static const char JOIN_LUA[] =
+    "local ids = redis.call('ZREVRANGEBYSCORE', 'wshost:useen', '+inf', ARGV[1], 'LIMIT', 0, "
+    "ARGV[2])\n"
+    "local out = {}\n"
+    "for i = #ids, 1, -1 do\n"
+    "  local h = redis.call('HGET', 'wshost:users', ids[i])\n"
+    "  if h then\n"
+    "    out[#out + 1] = ids[i]\n"
+    "    out[#out + 1] = h\n"
+    "  else redis.call('ZREM', 'wshost:useen', ids[i]) end\n"
+    "end\n"
+    "return out\n";
+
+/* ARGV: self, info, ttl, ttl of the node's user set, users cleaned per beat. The heartbeat;
+ * answers the live node ids. A node without a heartbeat (killed) stays in wshost:nodes until
+ * its user set is gone: each beat takes a bounded bite of it and removes the dead node from
+ * those users' presence sets, so presence is bounded by live users, not by every user a
+ * killed node ever had (the set outlives the heartbeat for that). The last element: 1 if this
+ * node still had its heartbeat, 0 if it had been taken for dead (it registers again). */
 static const char BEAT_LUA[] =
+    "local was = redis.call('EXISTS', 'wshost:node:' .. ARGV[1])\n"
     "redis.call('SET', 'wshost:node:' .. ARGV[1], ARGV[2], 'EX', ARGV[3])\n"
     "redis.call('SADD', 'wshost:nodes', ARGV[1])\n"
-    "redis.call('EXPIRE', 'wshost:nu:' .. ARGV[1], ARGV[3])\n"
+    "redis.call('EXPIRE', 'wshost:nu:' .. ARGV[1], ARGV[4])\n"
     "local live = {}\n"
     "for _, id in ipairs(redis.call('SMEMBERS', 'wshost:nodes')) do\n"
     "  if redis.call('EXISTS', 'wshost:node:' .. id) == 1 then live[#live + 1] = id\n"
-    "  else redis.call('SREM', 'wshost:nodes', id) end\n"
+    "  else\n"
+    "    for _, u in ipairs(redis.call('SPOP', 'wshost:nu:' .. id, ARGV[5])) do\n"
+    "      redis.call('SREM', 'wshost:un:' .. u, id)\n"
+    "    end\n"
+    "    if redis.call('EXISTS', 'wshost:nu:' .. id) == 0 then\n"
+    "      redis.call('SREM', 'wshost:nodes', id)\n"
+    "    end\n"
+    "  end\n"
     "end\n"
+    "live[#live + 1] = was\n"
     "return live\n";
 
 /* KEYS: rm:<room>. The room's members per live node (node, JSON, ...); the entries of nodes
@@ -195,7 +305,7 @@ static int push_send(struct push_op *op);
 static void push_answer(struct push_op *op, int status, int nodes, int queued) {
   if (!op->done)
     return;
-  /* The single node's answer: sockets reached here plus nodes reached (0: queued). */
+  /* The single node's answer: sockets reached here plus nodes that acknowledged (0: queued). */
   (void)queued;
   json_t *b = status == 200   ? json_pack("{si}", "delivered", op->local + nodes)
               : status == 404 ? json_pack("{ss}", "error", "no such user")
@@ -221,11 +331,88 @@ static void retry_keep(struct cluster *cl, struct push_op *op) {
   cl->nretry++;
 }
 
+/* ---- acknowledgements: an admin push waits for the nodes it was published to ---- */
+
+static void wait_remove(struct cluster *cl, struct push_op *op) {
+  if (!op->pid)
+    return;
+  map_del(&cl->waiting, &op->pid, sizeof op->pid);
+  op->pid = 0;
+  cl->waiting_bytes -= op->len;
+  if (!op->deadline)
+    return; /* not on the deadline list yet */
+  op->deadline = 0;
+  if (op->wprev)
+    op->wprev->wnext = op->wnext;
+  else
+    cl->wait_head = op->wnext;
+  if (op->wnext)
+    op->wnext->wprev = op->wprev;
+  else
+    cl->wait_tail = op->wprev;
+  op->wprev = op->wnext = NULL;
+}
+
+/* Answers with the nodes that acknowledged; the others' rows stay queued for the user. */
+static void wait_finish(struct cluster *cl, struct push_op *op) {
+  wait_remove(cl, op);
+  push_answer(op, 200, op->acked, 1);
+  free(op);
+}
+
+static void wait_add(struct cluster *cl, struct push_op *op) {
+  op->deadline = host_now_ms() + ACK_WAIT_MS;
+  op->wprev = cl->wait_tail;
+  op->wnext = NULL;
+  if (cl->wait_tail)
+    cl->wait_tail->wnext = op;
+  else
+    cl->wait_head = op;
+  cl->wait_tail = op;
+  if (!ev_is_active(&cl->ack_timer)) {
+    ev_timer_set(&cl->ack_timer, ACK_WAIT_MS / 1000.0, 0.);
+    ev_timer_start(cl->h->loop, &cl->ack_timer);
+  }
+}
+
+static void on_ack_timer(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)revents;
+  struct cluster *cl = t->data;
+  int64_t now = host_now_ms();
+  while (cl->wait_head && cl->wait_head->deadline <= now)
+    wait_finish(cl, cl->wait_head);
+  if (cl->wait_head) {
+    ev_timer_set(t, (double)(cl->wait_head->deadline - now) / 1000.0 + 0.001, 0.);
+    ev_timer_start(loop, t);
+  }
+}
+
+/* "k<0|1><push id>" on this node's channel: a node took (1) or did not take (0) the push. It
+ * may come before Redis's answer to the push script (two connections): counted all the same. */
+static void on_ack(struct cluster *cl, const char *data, size_t len) {
+  char num[24];
+  if (len < 3 || len - 2 >= sizeof num)
+    return;
+  memcpy(num, data + 2, len - 2);
+  num[len - 2] = 0;
+  uint64_t pid = strtoull(num, NULL, 10);
+  struct push_op *op = pid ? map_get(&cl->waiting, &pid, sizeof pid) : NULL;
+  if (!op)
+    return; /* answered already (its deadline passed) */
+  op->answers++;
+  if (data[1] == '1')
+    op->acked++;
+  if (op->want >= 0 && op->answers >= op->want) /* every node it reached answered */
+    wait_finish(cl, op);
+}
+
 static void push_reply(void *arg, redisReply *r) {
   struct push_op *op = arg;
   struct cluster *cl = op->cl;
-  if (op->mode == '2' || op->mode == '3')
+  if (op->mode == '2')
     held_add(cl, op->user, -1);
+  if (!r)
+    wait_remove(cl, op); /* sent again, or answered 503: no acknowledgement counts */
   if (!r) {
     /* Redis went away before answering. The caller of cloud_send_to_user was told "sent":
      * keep the push and send it again when Redis is back (at least once). The admin API
@@ -235,7 +422,7 @@ static void push_reply(void *arg, redisReply *r) {
       free(op);
       return;
     }
-    int kick = op->mode == '2' || op->mode == '3';
+    int kick = op->mode == '2';
     char user[STORE_ID_MAX + 1];
     memcpy(user, op->user, sizeof user);
     retry_keep(cl, op);
@@ -254,46 +441,78 @@ static void push_reply(void *arg, redisReply *r) {
   }
   if (seq == -1)
     log_warn(NULL, NULL, "cluster: outbox of user %s is full: message dropped", op->user);
-  push_answer(op, seq == -1 ? 507 : seq == -3 ? 503 : 200, nodes, seq > 0);
   /* A drain of this user on this node waited for this row. */
-  if (op->mode == '2' || op->mode == '3')
+  if (op->mode == '2')
     cl->ops.drain_kick(cl->h, op->user);
+  /* Published to other nodes: "delivered" counts those that acknowledged it, not the
+   * subscribers Redis counted (a node killed now never reads it; its row stays queued). */
+  if (op->pid && seq > 0 && nodes > 0) {
+    op->want = nodes;
+    if (op->answers >= nodes)
+      wait_finish(cl, op);
+    else
+      wait_add(cl, op);
+    return;
+  }
+  wait_remove(cl, op);
+  push_answer(op, seq == -1 ? 507 : seq == -3 ? 503 : 200, 0, seq > 0);
   free(op);
 }
 
 static int push_send(struct push_op *op) {
   struct cluster *cl = op->cl;
   struct host *h = cl->h;
-  char k_un[STORE_ID_MAX + 16], k_ob[STORE_ID_MAX + 16], max[16], ttl[24];
+  char k_un[STORE_ID_MAX + 16], k_ob[STORE_ID_MAX + 16], k_pa[STORE_ID_MAX + 16], max[16], ttl[24];
   snprintf(k_un, sizeof k_un, "wshost:un:%s", op->user);
   snprintf(k_ob, sizeof k_ob, "wshost:ob:%s", op->user);
+  snprintf(k_pa, sizeof k_pa, "wshost:pa:%s", op->user);
   snprintf(max, sizeof max, "%d", h->cfg.outbox_max > 0 ? h->cfg.outbox_max : 1000);
   snprintf(ttl, sizeof ttl, "%lld", (long long)(h->cfg.outbox_ttl > 0 ? h->cfg.outbox_ttl : 1));
   size_t ulen = strlen(op->user);
-  char *msg = malloc(MSG_HEAD + ulen + 1 + op->len);
+  /* An admin push waits for the acknowledgements, which name it by its id ("0 " asks none). */
+  op->answers = op->acked = 0;
+  op->want = -1;
+  if (op->done && !op->pid && cl->waiting.count < WAITING_MAX &&
+      cl->waiting_bytes + op->len <= WAITING_BYTES_MAX) {
+    uint64_t pid = ++cl->next_pid;
+    if (map_set(&cl->waiting, &pid, sizeof pid, op) == 0) {
+      op->pid = pid;
+      cl->waiting_bytes += op->len;
+    }
+  }
+  char pfx[24];
+  int plen = snprintf(pfx, sizeof pfx, "%llu ", (unsigned long long)op->pid);
+  size_t mlen = (size_t)plen + MSG_HEAD + ulen + 1 + op->len;
+  char *msg = malloc(mlen);
   char *entry = malloc(1 + op->len);
   if (!msg || !entry) {
     free(msg);
     free(entry);
+    wait_remove(cl, op);
     return -ENOMEM;
   }
-  msg[0] = 'u';
-  msg[1] = op->is_binary ? '1' : '0';
-  memcpy(msg + 2, cl->node, 16);
-  memcpy(msg + MSG_HEAD, op->user, ulen);
-  msg[MSG_HEAD + ulen] = '\n';
-  memcpy(msg + MSG_HEAD + ulen + 1, op->data, op->len);
+  memcpy(msg, pfx, (size_t)plen);
+  char *m = msg + plen;
+  m[0] = 'u';
+  m[1] = op->is_binary ? '1' : '0';
+  memcpy(m + 2, cl->node, 16);
+  memcpy(m + MSG_HEAD, op->user, ulen);
+  m[MSG_HEAD + ulen] = '\n';
+  memcpy(m + MSG_HEAD + ulen + 1, op->data, op->len);
   entry[0] = op->is_binary ? '1' : '0';
   memcpy(entry + 1, op->data, op->len);
   char mode[2] = {op->mode, 0};
-  const char *argv[] = {"EVAL", PUSH_LUA, "2", k_un, k_ob, cl->node, msg, entry, mode, max, ttl};
-  size_t lens[11];
-  for (int i = 0; i < 11; i++) /* the message and the entry are bytes, not strings */
-    lens[i] = i == 6 ? MSG_HEAD + ulen + 1 + op->len : i == 7 ? 1 + op->len : strlen(argv[i]);
-  int rc = bus_cmd(cl->bus, push_reply, op, 11, argv, lens);
+  const char *argv[] = {"EVAL",   PUSH_LUA, "3",   k_un, k_ob, k_pa,
+                        cl->node, msg,      entry, mode, max,  ttl};
+  size_t lens[12];
+  for (int i = 0; i < 12; i++) /* the message and the entry are bytes, not strings */
+    lens[i] = i == 7 ? mlen : i == 8 ? 1 + op->len : strlen(argv[i]);
+  int rc = bus_cmd(cl->bus, push_reply, op, 12, argv, lens);
   free(msg);
   free(entry);
-  if (rc == 0 && (op->mode == '2' || op->mode == '3'))
+  if (rc < 0)
+    wait_remove(cl, op);
+  if (rc == 0 && op->mode == '2')
     held_add(cl, op->user, 1);
   return rc;
 }
@@ -317,7 +536,7 @@ int cluster_send_to_user(struct host *h, const char *user, const void *data, siz
                          int is_binary) {
   struct cluster *cl = h->cluster;
   int held = 0;
-  int sent = cl->ops.user_deliver(h, user, data, len, is_binary, &held);
+  int sent = cl->ops.user_deliver(h, user, data, len, is_binary, 0, &held);
   if (!sent && !held && store_user_exists(h->store, user) == 0)
     return CLOUD_ENOUSER;
   if (!bus_up(cl->bus))
@@ -337,7 +556,7 @@ void cluster_push(struct host *h, const char *user, const void *data, size_t len
                   cluster_push_done done, void *arg) {
   struct cluster *cl = h->cluster;
   int held = 0;
-  int sent = cl->ops.user_deliver(h, user, data, len, is_binary, &held);
+  int sent = cl->ops.user_deliver(h, user, data, len, is_binary, 0, &held);
   if (!sent && !held && store_user_exists(h->store, user) == 0) {
     done(arg, 404, json_pack("{ss}", "error", "no such user"));
     return;
@@ -365,19 +584,47 @@ void cluster_push(struct host *h, const char *user, const void *data, size_t len
   }
 }
 
-/* A push for a user of this node, from another node. */
-static void on_user_msg(struct cluster *cl, const char *user, const char *data, size_t len,
-                        int is_binary) {
+/* Push seq for a user of this node, from the node `from` (16 hex). Its row is in the user's
+ * outbox already: delivered to the sockets here, the row is released (RECEIPT_LUA) and the
+ * pusher told; a socket of the user draining here gets it from that row; no socket here any
+ * more: the row stays for the user's next connection. */
+static void on_user_msg(struct cluster *cl, int64_t seq, uint64_t pid, const char *from,
+                        const char *user, const char *data, size_t len, int is_binary) {
   int held = 0;
-  int sent = cl->ops.user_deliver(cl->h, user, data, len, is_binary, &held);
-  if (sent && !held)
-    return;
-  /* Its last socket here closed meanwhile, or a drain holds it: into the outbox. */
-  struct push_op *op = push_new(cl, user, data, len, is_binary, '3');
-  if (op && push_send(op) < 0) {
-    log_warn(NULL, NULL, "cluster: push to user %s dropped: Redis went away", user);
-    free(op);
-  }
+  int sent = cl->ops.user_deliver(cl->h, user, data, len, is_binary, seq, &held);
+  if (held)
+    cl->ops.drain_kick(cl->h, user);
+  if (seq <= 0)
+    return; /* a node of an older version: no row, no acknowledgement */
+  char k_ob[STORE_ID_MAX + 16], k_pa[STORE_ID_MAX + 16], num[24], ch[32], ack[32];
+  snprintf(k_ob, sizeof k_ob, "wshost:ob:%s", user);
+  snprintf(k_pa, sizeof k_pa, "wshost:pa:%s", user);
+  snprintf(num, sizeof num, "%lld", (long long)seq);
+  snprintf(ch, sizeof ch, "wshost:n:%.16s", from);
+  /* The pusher hears it when it asked (an admin push waits for it). */
+  snprintf(ack, sizeof ack, "k%c%llu", sent > 0 || held ? '1' : '0', (unsigned long long)pid);
+  if (!pid)
+    ch[0] = 0;
+  /* The row exactly as PUSH_LUA queued it: "<seq> <0|1><payload>" (LREM finds it in one pass). */
+  int nlen = (int)strlen(num);
+  char *row = malloc((size_t)nlen + 2 + len);
+  if (!row)
+    return; /* not acknowledged: the row stays, delivered again on the next connection */
+  memcpy(row, num, (size_t)nlen);
+  row[nlen] = ' ';
+  row[nlen + 1] = is_binary ? '1' : '0';
+  memcpy(row + nlen + 2, data, len);
+  const char *argv[] = {"EVAL", RECEIPT_LUA, "2", k_ob, k_pa, num, sent > 0 && !held ? "1" : "0",
+                        ch,     ack,         row};
+  size_t lens[10];
+  for (int i = 0; i < 9; i++)
+    lens[i] = strlen(argv[i]);
+  lens[9] = (size_t)nlen + 2 + len;
+  int rc = bus_cmd(cl->bus, NULL, NULL, 10, argv, lens);
+  free(row);
+  if (rc < 0)
+    log_warn(NULL, NULL, "cluster: push %lld to user %s not acknowledged: Redis went away",
+             (long long)seq, user);
 }
 
 /* ---- the outbox drain ---- */
@@ -445,11 +692,12 @@ void cluster_outbox_load(struct host *h, uint64_t conn_id, const char *user, int
 }
 
 void cluster_outbox_ack(struct host *h, const char *user, int64_t upto) {
-  char key[STORE_ID_MAX + 16], u[24];
+  char key[STORE_ID_MAX + 16], k_pa[STORE_ID_MAX + 16], u[24];
   snprintf(key, sizeof key, "wshost:ob:%s", user);
+  snprintf(k_pa, sizeof k_pa, "wshost:pa:%s", user);
   snprintf(u, sizeof u, "%lld", (long long)upto);
   /* Not answered or lost: the rows stay and are delivered again (at least once). */
-  cmd(h->cluster, NULL, NULL, "EVAL", ACK_LUA, "1", key, u, NULL);
+  cmd(h->cluster, NULL, NULL, "EVAL", ACK_LUA, "2", key, k_pa, u, NULL);
 }
 
 int cluster_outbox_pending(struct host *h, const char *user) {
@@ -457,6 +705,43 @@ int cluster_outbox_pending(struct host *h, const char *user) {
 }
 
 /* ---- users and presence ---- */
+
+struct user_fetch {
+  struct cluster *cl;
+  char user[STORE_ID_MAX + 1];
+};
+
+/* USER_LUA's answer: -1 the user table in Redis is at --max-users with nothing to evict. */
+static void user_announced(void *arg, redisReply *r) {
+  char *user = arg;
+  if (r && r->type == REDIS_REPLY_INTEGER && r->integer < 0)
+    log_warn(NULL, NULL,
+             "cluster: user %s resumes on this node only: the cluster's user table is at "
+             "--max-users and every user in it is online or has messages queued",
+             user);
+  free(user);
+}
+
+/* Wall clock in ms: the last-seen order of users shared by every node (wshost:useen). */
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int user_announce(struct cluster *cl, const char *user, const char *hex) {
+  char max[24], now[24];
+  snprintf(max, sizeof max, "%lld",
+           (long long)(cl->h->cfg.max_users > 0 ? cl->h->cfg.max_users : 0));
+  snprintf(now, sizeof now, "%lld", (long long)wall_ms());
+  char *u = strdup(user);
+  if (!u)
+    return -ENOMEM;
+  int rc = cmd(cl, user_announced, u, "EVAL", USER_LUA, "0", user, hex, max, now, NULL);
+  if (rc < 0)
+    free(u);
+  return rc;
+}
 
 void cluster_user_created(struct host *h, const char *user, const char *token) {
   struct cluster *cl = h->cluster;
@@ -467,7 +752,7 @@ void cluster_user_created(struct host *h, const char *user, const char *token) {
     for (int i = 0; i < SHA256_LEN; i++)
       snprintf(hex + 2 * i, 3, "%02x", d[i]);
   }
-  if (cmd(cl, NULL, NULL, "EVAL", USER_LUA, "0", user, hex, token ? "1" : "0", NULL) == 0)
+  if (user_announce(cl, user, hex) == 0)
     return;
   /* Announced when Redis is back (bounded: past it, such users resume on this node only). */
   if (json_object_size(cl->unannounced) < UNANNOUNCED_MAX)
@@ -475,8 +760,10 @@ void cluster_user_created(struct host *h, const char *user, const char *token) {
   log_debug(NULL, NULL, "cluster: user %s known to this node only until Redis is back", user);
 }
 
-/* A user announced by another node (or read at join): known here too, so a resume on this
- * node checks its token locally (docs/SCALING.md: the write-through choice). */
+/* A user Redis holds (announced by another node, or read at join), with its token hash as the
+ * wshost:users key has it: known here too, so a resume on this node checks its token locally
+ * (docs/SCALING.md: the write-through choice). Inserted when absent, at --max-users as a new
+ * user is; never changes a user this node has. */
 static void user_import(struct cluster *cl, const char *user, const char *hex) {
   uint8_t d[SHA256_LEN];
   int have = strlen(hex) == 2 * SHA256_LEN;
@@ -486,11 +773,39 @@ static void user_import(struct cluster *cl, const char *user, const char *hex) {
       have = 0;
     d[i] = (uint8_t)v;
   }
-  if (user_id_valid(user))
-    store_user_import(cl->h->store, user, have ? d : NULL);
+  if (user_id_valid(user) && store_user_import(cl->h->store, user, have ? d : NULL) == CLOUD_EFULL)
+    log_debug(NULL, NULL, "cluster: user %s not imported: --max-users reached here", user);
 }
 
-static void users_all_reply(void *arg, redisReply *r) {
+/* The HGET of an announced user's hash. */
+static void user_fetched(void *arg, redisReply *r) {
+  struct user_fetch *uf = arg;
+  if (r && r->type == REDIS_REPLY_STRING)
+    user_import(uf->cl, uf->user, r->str);
+  free(uf);
+}
+
+/* A message on wshost:users: only an id, whoever sent it. What the node learns is what the
+ * wshost:users key says of it (a forged message can announce nothing Redis does not hold). */
+static void user_heard(struct cluster *cl, const char *data, size_t len) {
+  size_t n = 0;
+  while (n < len && data[n] != ' ') /* older nodes sent "<id> <hash>": the id only counts */
+    n++;
+  if (n == 0 || n > STORE_ID_MAX)
+    return;
+  struct user_fetch *uf = malloc(sizeof *uf);
+  if (!uf)
+    return;
+  uf->cl = cl;
+  memcpy(uf->user, data, n);
+  uf->user[n] = 0;
+  if (!user_id_valid(uf->user) || store_user_exists(cl->h->store, uf->user) != 0 ||
+      cmd(cl, user_fetched, uf, "HGET", "wshost:users", uf->user, NULL) < 0)
+    free(uf);
+}
+
+/* The join's read: the users seen lately, oldest first (JOIN_LUA). */
+static void users_join_reply(void *arg, redisReply *r) {
   struct cluster *cl = arg;
   if (!r || r->type != REDIS_REPLY_ARRAY)
     return;
@@ -501,12 +816,15 @@ static void users_all_reply(void *arg, redisReply *r) {
 
 void cluster_user_online(struct host *h, const char *user, int online) {
   struct cluster *cl = h->cluster;
-  char k_un[STORE_ID_MAX + 16], k_nu[40];
+  char k_un[STORE_ID_MAX + 16], k_nu[40], now[24];
   snprintf(k_un, sizeof k_un, "wshost:un:%s", user);
   snprintf(k_nu, sizeof k_nu, "wshost:nu:%s", cl->node);
+  snprintf(now, sizeof now, "%lld", (long long)wall_ms());
   /* Down: the registration is redone from the live table when Redis is back. */
   cmd(cl, NULL, NULL, online ? "SADD" : "SREM", k_un, cl->node, NULL);
   cmd(cl, NULL, NULL, online ? "SADD" : "SREM", k_nu, user, NULL);
+  /* Seen now: the users table in Redis makes room with those seen longest ago. */
+  cmd(cl, NULL, NULL, "ZADD", "wshost:useen", "XX", now, user, NULL);
 }
 
 static void register_user(void *arg, const char *key, void *value) {
@@ -518,6 +836,20 @@ static void beat_reply(void *arg, redisReply *r) {
   struct cluster *cl = arg;
   if (!r || r->type != REDIS_REPLY_ARRAY)
     return;
+  cl->seen_ms = wall_ms();
+  /* Taken for dead (its loop stalled past the heartbeat's TTL, or Redis lost the key): the
+   * others took it out of its users' presence, so it puts itself back. on_up's own beat is
+   * followed by a registration anyway. */
+  int up_beat = cl->beat_from_up;
+  cl->beat_from_up = 0;
+  if (r->elements && r->element[r->elements - 1]->type == REDIS_REPLY_INTEGER &&
+      r->element[r->elements - 1]->integer == 0 && !up_beat) {
+    log_warn(NULL, NULL,
+             "cluster: node %s was taken for dead (no heartbeat for %s s): "
+             "registering its %zu users again",
+             cl->node, NODE_TTL_S, cl->h->users.count);
+    map_each(&cl->h->users, register_user, cl->h);
+  }
   json_t *live = json_array();
   for (size_t i = 0; live && i < r->elements; i++)
     if (r->element[i]->type == REDIS_REPLY_STRING)
@@ -531,7 +863,8 @@ static void beat_reply(void *arg, redisReply *r) {
 static void beat(struct cluster *cl) {
   char info[96];
   snprintf(info, sizeof info, "{\"pid\":%d,\"port\":%d}", (int)getpid(), cl->h->cfg.port);
-  cmd(cl, beat_reply, cl, "EVAL", BEAT_LUA, "0", cl->node, info, NODE_TTL_S, NULL);
+  cmd(cl, beat_reply, cl, "EVAL", BEAT_LUA, "0", cl->node, info, NODE_TTL_S, NODE_USERS_TTL_S,
+      BEAT_CLEAN_USERS, NULL);
 }
 
 static void on_beat(struct ev_loop *loop, ev_timer *t, int revents) {
@@ -740,10 +1073,31 @@ json_t *cluster_room_members(struct host *h, const char *room, json_t *local) {
 static void on_message(void *arg, const char *channel, const char *data, size_t len) {
   struct cluster *cl = arg;
   if (!strcmp(channel, "wshost:users")) {
-    char user[STORE_ID_MAX + 1], hex[2 * SHA256_LEN + 1] = "";
-    if (len < sizeof user + sizeof hex && sscanf(data, "%128s %64s", user, hex) >= 1)
-      user_import(cl, user, hex);
+    user_heard(cl, data, len);
     return;
+  }
+  int64_t seq = 0;
+  uint64_t pid = 0;
+  if (!strcmp(channel, cl->ch_node)) { /* "k..." an acknowledgement, "<seq> u..." a push */
+    if (len && data[0] == 'k') {
+      on_ack(cl, data, len);
+      return;
+    }
+    /* "<seq> <push id> " (a node of an older version sends neither) */
+    for (int k = 0; k < 2 && len && data[0] >= '0' && data[0] <= '9'; k++) {
+      size_t n = 0;
+      uint64_t v = 0;
+      while (n < len && n < 20 && data[n] >= '0' && data[n] <= '9')
+        v = v * 10 + (uint64_t)(data[n++] - '0');
+      if (!n || n >= len || data[n] != ' ')
+        return;
+      if (k == 0)
+        seq = (int64_t)v;
+      else
+        pid = v;
+      data += n + 1;
+      len -= n + 1;
+    }
   }
   if (len < MSG_HEAD + 1)
     return;
@@ -759,7 +1113,7 @@ static void on_message(void *arg, const char *channel, const char *data, size_t 
   int is_binary = data[1] == '1';
   int mine = !memcmp(data + 2, cl->node, 16); /* delivered locally when it was sent */
   if (data[0] == 'u' && !mine)
-    on_user_msg(cl, nm, payload, plen, is_binary);
+    on_user_msg(cl, seq, pid, data + 2, nm, payload, plen, is_binary);
   else if (data[0] == 'r' && !mine)
     cl->ops.room_deliver(cl->h, nm, payload, plen, is_binary);
   else if (data[0] == 'a' && !mine)
@@ -777,19 +1131,24 @@ static void drain_again(void *arg, const char *key, void *value) {
 static void on_up(void *arg) {
   struct cluster *cl = arg;
   struct host *h = cl->h;
+  cl->beat_from_up = 1;
   beat(cl);
   /* Presence again from what is live here (Redis may have restarted empty, or our entries
    * expired during the outage). */
   map_each(&h->users, register_user, h);
-  cmd(cl, users_all_reply, cl, "HGETALL", "wshost:users", NULL);
+  /* The users this node may be asked to resume: those seen since it last heard Redis (all
+   * of the newest at a first join), at most what its --max-users keeps. */
+  char since[24], max[24];
+  int64_t want =
+      h->cfg.max_users > 0 && h->cfg.max_users < JOIN_USERS_MAX ? h->cfg.max_users : JOIN_USERS_MAX;
+  snprintf(since, sizeof since, "%lld", (long long)(cl->seen_ms ? cl->seen_ms - JOIN_SLACK_MS : 0));
+  snprintf(max, sizeof max, "%lld", (long long)want);
+  cmd(cl, users_join_reply, cl, "EVAL", JOIN_LUA, "0", since, max, NULL);
   json_t *pending = cl->unannounced;
   cl->unannounced = json_object();
   const char *user;
   json_t *hex;
-  json_object_foreach(pending, user, hex) {
-    const char *x = json_string_value(hex);
-    cmd(cl, NULL, NULL, "EVAL", USER_LUA, "0", user, x, *x ? "1" : "0", NULL);
-  }
+  json_object_foreach(pending, user, hex) user_announce(cl, user, json_string_value(hex));
   json_decref(pending);
   /* Connections that opened during the outage read their outbox now. */
   struct map skipped = cl->skipped;
@@ -850,6 +1209,15 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   for (int i = 0; i < 8; i++)
     snprintf(cl->node + 2 * i, 3, "%02x", raw[i]);
   snprintf(cl->ch_node, sizeof cl->ch_node, "wshost:n:%s", cl->node);
+  /* Push ids start at a random point: an acknowledgement is only counted for an id the
+   * pushing node handed out, which a client that may PUBLISH but not SUBSCRIBE cannot see
+   * or guess (a forged "delivered"). */
+  uint64_t start;
+  if (getrandom(&start, sizeof start, 0) != sizeof start) {
+    free(cl);
+    return -EIO;
+  }
+  cl->next_pid = (start >> 2) | 1;
   cl->live = json_array();
   cl->rooms = json_object();
   cl->unannounced = json_object();
@@ -857,6 +1225,9 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   map_init(&cl->dirty);
   map_init(&cl->loading);
   map_init(&cl->skipped);
+  map_init(&cl->waiting);
+  ev_timer_init(&cl->ack_timer, on_ack_timer, ACK_WAIT_MS / 1000.0, 0.);
+  cl->ack_timer.data = cl;
   struct bus_hooks hooks = {cl, on_up, on_down, on_message};
   int rc = bus_open(h->loop, h->cfg.redis, &hooks, &cl->bus);
   if (rc < 0) {
@@ -887,6 +1258,7 @@ void cluster_close(struct host *h) {
   ev_ref(h->loop);
   ev_timer_stop(h->loop, &cl->beat);
   ev_timer_stop(h->loop, &cl->room_flush);
+  ev_timer_stop(h->loop, &cl->ack_timer);
   bus_close(cl->bus); /* replies still due arrive as NULL: retried pushes land on the list */
   for (struct push_op *op = cl->retry_head, *next; op; op = next) {
     next = op->next;
@@ -895,6 +1267,9 @@ void cluster_close(struct host *h) {
   }
   if (cl->nretry)
     log_warn(NULL, NULL, "cluster: %zu pushes never reached Redis", cl->nretry);
+  while (cl->wait_head) /* queued in Redis: answered with the nodes that acknowledged so far */
+    wait_finish(cl, cl->wait_head);
+  map_free(&cl->waiting);
   map_free(&cl->held);
   map_free(&cl->dirty);
   map_free(&cl->loading);

@@ -18,9 +18,11 @@ struct cluster_row {
 /* Local delivery, filled in by main.c: the cluster reaches the connection layer only through
  * these, so calls keep pointing one way (ws/rooms -> cluster -> bus). */
 struct cluster_ops {
-  /* Sockets of the user on this node reached; *held counts those draining the outbox. */
+  /* Sockets of the user on this node reached; *held counts those draining the outbox. row:
+   * the outbox row that holds this message too (0: none): a connection whose drain loaded it
+   * already has it and counts as reached. */
   int (*user_deliver)(struct host *h, const char *user_id, const void *data, size_t len,
-                      int is_binary, int *held);
+                      int is_binary, int64_t row, int *held);
   /* Rows of the outbox for connection conn_id; n < 0: Redis did not answer (try again), or
    * CLUSTER_ROWS_UNAVAILABLE: it is down (stop draining; drain_restart when it is back). */
   void (*drain_rows)(struct host *h, uint64_t conn_id, const struct cluster_row *rows, int n);
@@ -47,7 +49,8 @@ void cluster_close(struct host *h);
 int cluster_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                          int is_binary);
 /* The same with the answer after Redis replied (/_/push, cloud_deferred_send_to_user): done(arg,
- * status, json) gets 200 {"delivered": sockets here + nodes reached elsewhere (0: queued)}, 404,
+ * status, json) gets 200 {"delivered": sockets here + nodes that acknowledged taking it within
+ * a second (0: queued; a push to another node stays in the user's outbox until it did)}, 404,
  * 507 or 503. During the host's first connection attempt it waits for it. */
 typedef void (*cluster_push_done)(void *arg, int status, json_t *body);
 void cluster_push(struct host *h, const char *user_id, const void *data, size_t len, int is_binary,

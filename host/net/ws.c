@@ -385,7 +385,7 @@ int ws_bind_user(struct host *h, struct conn *c, const char *user_id) {
 }
 
 int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_t len,
-                    int is_binary, int *held) {
+                    int is_binary, int64_t row, int *held) {
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
   int sent = 0;
   *held = 0;
@@ -393,7 +393,9 @@ int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_
    * messages: it goes into the outbox behind them, and the drain brings it. */
   if (u)
     for (struct conn *c = u->head; c; c = c->user_next) {
-      if (c->draining && !c->close_code)
+      if (row > 0 && c->drain_after >= row && !c->close_code)
+        sent++; /* its drain brought the row already */
+      else if (c->draining && !c->close_code)
         (*held)++;
       else if (conn_send(c, data, len, is_binary, SENDQ_TO_USER) == 0)
         sent++; /* queued, it is not lost if the connection closes first (ws_closed) */
@@ -416,7 +418,7 @@ int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_
   size_t checked_len = h->text_checked_len;
   if (!is_binary)
     h->text_checked = data, h->text_checked_len = len; /* checked above */
-  int sent = ws_user_deliver(h, user_id, data, len, is_binary, &held);
+  int sent = ws_user_deliver(h, user_id, data, len, is_binary, 0, &held);
   h->text_checked = checked, h->text_checked_len = checked_len;
   struct user_live *u = map_get(&h->users, user_id, strlen(user_id));
   if (sent && !held)

@@ -51,9 +51,11 @@ int ws_accept_protocol(struct conn *c, const char *name);
 int ws_send_to_user(struct host *h, const char *user_id, const void *data, size_t len,
                     int is_binary);
 /* The part of ws_send_to_user on this node: sockets reached; *held counts those draining the
- * outbox (the message must reach them through it). The cluster's local delivery. */
+ * outbox (the message must reach them through it). The cluster's local delivery: row is the
+ * outbox row in Redis holding the same message (0: none), which a connection whose drain
+ * loaded it already has (counted, not sent twice). */
 int ws_user_deliver(struct host *h, const char *user_id, const void *data, size_t len,
-                    int is_binary, int *held);
+                    int is_binary, int64_t row, int *held);
 /* Cluster: outbox rows read from Redis for connection conn_id (n < 0: not read), and a new
  * row behind a drain of the user. */
 struct cluster_row;

@@ -167,11 +167,10 @@ static const char *const stmt_sql[ST__N] = {
         "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, ?3)",
     [ST_USER_ENSURE] =
         "INSERT OR IGNORE INTO users (id, created_at, last_seen) VALUES (?1, ?2, ?2)",
-    /* A user another node of the cluster created (cluster.c). */
-    [ST_USER_IMPORT] =
-        "INSERT INTO users (id, token_hash, created_at, last_seen) VALUES (?1, ?2, ?3, "
-        "?3) ON CONFLICT(id) DO UPDATE SET token_hash = excluded.token_hash WHERE "
-        "users.token_hash IS NULL AND excluded.token_hash IS NOT NULL",
+    /* A user another node of the cluster created (cluster.c): inserted when absent, never
+     * changed: a row this node has (an app-bound id without a token above all) keeps its hash. */
+    [ST_USER_IMPORT] = "INSERT OR IGNORE INTO users (id, token_hash, created_at, last_seen) "
+                       "VALUES (?1, ?2, ?3, ?3)",
     [ST_USER_HASH] = "SELECT token_hash FROM users WHERE id = ?1",
     [ST_USER_EXISTS] = "SELECT 1 FROM users WHERE id = ?1",
     [ST_USER_TOUCH] = "UPDATE users SET last_seen = ?2 WHERE id = ?1",
@@ -1022,6 +1021,32 @@ static int conn_insert(struct store *s, const struct op *o) {
   return 0;
 }
 
+/* At --max-users the longest idle empty host-assigned users make room for one more: a storm
+ * of new or failed-resume connections, or of users other nodes announce, cannot grow the
+ * table past the bound. 0, CLOUD_EFULL (nothing evictable), or negative. */
+static int users_make_room(struct store *s) {
+  if (s->max_users <= 0 || s->nusers < s->max_users)
+    return 0;
+  int rc;
+  sqlite3_bind_int64(s->st[ST_USER_EVICT], 1, s->nusers - s->max_users + 1);
+  if ((rc = run(s, ST_USER_EVICT, "user evict")))
+    return rc;
+  int freed = sqlite3_changes(s->db);
+  s->nusers -= freed;
+  if (!freed) {
+    /* Nothing evictable. The count may have drifted (an operator deleted rows): recount
+     * before saying no; if it is right, every user is online or holds messages and the
+     * bound holds: no new user. */
+    sqlite3_stmt *st = s->st[ST_USER_COUNT];
+    if (sqlite3_step(st) == SQLITE_ROW)
+      s->nusers = sqlite3_column_int64(st, 0);
+    done(st);
+    if (s->nusers >= s->max_users)
+      return CLOUD_EFULL;
+  }
+  return 0;
+}
+
 static int op_apply(struct store *s, struct op *o) {
   sqlite3_stmt *st;
   int rc;
@@ -1030,24 +1055,8 @@ static int op_apply(struct store *s, struct op *o) {
   case OP_USER_CONN_OPEN:
     /* At --max-users the longest idle empty host-assigned users make room: a storm of new
      * or failed-resume connections cannot grow the table past the bound. */
-    if (s->max_users > 0 && s->nusers >= s->max_users) {
-      sqlite3_bind_int64(s->st[ST_USER_EVICT], 1, s->nusers - s->max_users + 1);
-      if ((rc = run(s, ST_USER_EVICT, "user evict")))
-        return rc;
-      int freed = sqlite3_changes(s->db);
-      s->nusers -= freed;
-      if (!freed) {
-        /* Nothing evictable. The count may have drifted (an operator deleted rows): recount
-         * before saying no; if it is right, every user is online or holds messages and the
-         * bound holds: no new user. */
-        st = s->st[ST_USER_COUNT];
-        if (sqlite3_step(st) == SQLITE_ROW)
-          s->nusers = sqlite3_column_int64(st, 0);
-        done(st);
-        if (s->nusers >= s->max_users)
-          return CLOUD_EFULL;
-      }
-    }
+    if ((rc = users_make_room(s)))
+      return rc;
     st = s->st[ST_USER_INSERT];
     sqlite3_bind_text(st, 1, o->user, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, o->hash, sizeof o->hash, SQLITE_STATIC);
@@ -1158,6 +1167,10 @@ int store_user_import(struct store *s, const char *id, const uint8_t *hash) {
     return CLOUD_EINVAL;
   if ((rc = txn_begin(s)))
     return rc == -EAGAIN ? CLOUD_EIO : rc;
+  if ((rc = store_user_exists(s, id)) != 0)
+    return rc < 0 ? rc : 0; /* known here: nothing to change */
+  if ((rc = users_make_room(s)))
+    return rc;
   sqlite3_stmt *st = s->st[ST_USER_IMPORT];
   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
   if (hash)

@@ -89,8 +89,9 @@ typedef int (*store_frame_fn)(void *arg, const void *data, size_t len, int is_bi
 int store_room_history_each(struct store *s, const char *room, int n, store_frame_fn fn, void *arg);
 /* Creates the user without a token if absent (cloud_bind_user). 0 or negative. */
 int store_user_ensure(struct store *s, const char *id);
-/* A user created on another node of the cluster: inserted with its token hash
- * (SHA256_LEN bytes, NULL for an app-bound id), or given the hash if it had none. 0 or negative. */
+/* A user created on another node of the cluster: inserted with its token hash (SHA256_LEN
+ * bytes, NULL for an app-bound id) when absent, making room at --max-users as a new user does;
+ * a user this node has is never changed (its hash stays). 0, CLOUD_EFULL, or negative. */
 int store_user_import(struct store *s, const char *id, const uint8_t *hash);
 /* 1 if the user exists, 0 if not, negative on failure. */
 int store_user_exists(struct store *s, const char *id);

@@ -472,9 +472,11 @@ static inline int cloud_deferred_text(cloud_deferred *d, int status, const char 
 }
 
 /* Sends text (copied) as cloud_send_to_user does and completes d with the outcome, once it is
- * known: at once on a single host; with --redis once Redis replied, so a full cluster-wide
- * outbox or an unreachable Redis reach the caller instead of a "sent" that was not. JSON bodies:
- *   200 {"delivered": n}   n = sockets reached on this node + other nodes reached; 0 = queued
+ * known: at once on a single host; with --redis once Redis replied and the other nodes it went
+ * to acknowledged it (at most a second), so a full cluster-wide outbox or an unreachable Redis
+ * reach the caller instead of a "sent" that was not. JSON bodies:
+ *   200 {"delivered": n}   n = sockets reached on this node + other nodes that acknowledged
+ *                          taking it; 0 = queued (delivered on the user's next connection)
  *   404 {"error": "no such user"}   507 {"error": "outbox full"}
  *   503 {"error": "cluster unavailable" | "store unavailable"}: not sent elsewhere, not queued
  * 0 when d will be completed, CLOUD_EINVAL (d already completed or timed out, NULL argument),

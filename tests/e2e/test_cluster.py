@@ -4,9 +4,14 @@ resumes on node 2; a push while the user is offline is queued in Redis and deliv
 reconnect to node 3; a room with members on every node; a node killed with -9 leaves presence
 within 10 s; Redis stopped then killed: local service goes on, cross-node sends answer 503 /
 CLOUD_EUNAVAIL with one log line, and a new Redis heals the cluster without restarts; two
---reuse-port hosts on one port serve one user id across both."""
+--reuse-port hosts on one port serve one user id across both. And what the bus may not do:
+a forged PUBLISH on wshost:users gives no one a token; a push to a node killed before it
+read the push is not lost and not said delivered; --max-users bounds the users in Redis and
+on every node, also across a restart, whose join reads no whole hash."""
 
 import asyncio
+import hashlib
+import re
 import shutil
 
 from harness import *  # noqa: F401,F403
@@ -332,6 +337,11 @@ async def test_killed_node_leaves_presence_within_10s():
         t0 = time.monotonic()
         await asyncio.to_thread(wait_cluster_user, h2, uid, False, 12.0)
         assert time.monotonic() - t0 <= 11.0, time.monotonic() - t0  # TTL 10 s + a read
+        # Its users' presence sets lose it by themselves (bounded by live users, not by what
+        # a killed node ever had), before any push to them prunes it.
+        await async_wait_until(lambda: asyncio.to_thread(
+            lambda: redis.call("EXISTS", f"wshost:un:{uid}") == b":0\r\n"), timeout=10,
+            interval=0.2, what="the dead node gone from the user's presence set")
         # Its users count as offline: a push queues, and the user resumes on node 2 with it.
         r = await asyncio.to_thread(h2.push, uid, "while you were away", True)
         assert r.status == 200 and r.json == {"delivered": 0}, r
@@ -340,6 +350,27 @@ async def test_killed_node_leaves_presence_within_10s():
         assert g["user_id"] == uid and others == ["while you were away"], (g, others)
         await ws2.close()
 
+
+async def test_a_node_taken_for_dead_registers_its_users_again():
+    """A node whose heartbeat lapsed (its loop stalled, or Redis lost the key) was taken out of
+    its users' presence by the others' heartbeats; its next beat sees that and puts them back,
+    so pushes to its users go live again instead of queueing until they reconnect."""
+    with Redis() as redis, node(redis) as a, node(redis) as b:
+        wait_joined(a, b)
+        ws, g = await b.user()
+        uid = g["user_id"]
+        await asyncio.to_thread(wait_cluster_user, a, uid)
+        nid = re.search(r"cluster: node ([0-9a-f]{16}) joining", b.log_since_start()).group(1)
+        # What the other nodes' beats do to a node without a heartbeat.
+        redis.call("DEL", f"wshost:node:{nid}", f"wshost:nu:{nid}", f"wshost:un:{uid}")
+        await async_wait_until(lambda: asyncio.to_thread(
+            lambda: redis.call("SISMEMBER", f"wshost:un:{uid}", nid) == b":1\r\n"),
+            timeout=10, interval=0.2, what="node B to register its user again")
+        assert "was taken for dead" in b.log_since_start(), b.log_tail()
+        r = await asyncio.to_thread(a.push, uid, "live again", True)
+        assert r.status == 200, r
+        assert await recv(ws) == "live again"
+        await ws.close()
 
 async def test_redis_stopped_then_killed_then_back_heals():
     with Redis() as redis, node(redis) as h1, node(redis) as h2:
@@ -432,6 +463,151 @@ async def test_two_reuse_port_hosts_share_a_port_and_a_user():
                 assert await recv(t) == "to every tab"
             for t in tabs:
                 await t.close()
+
+
+async def test_forged_publish_on_the_users_channel_gives_no_one_a_token():
+    """Anyone who can PUBLISH on the Redis sends "alice <sha256(mytoken)>" on wshost:users:
+    no node takes a token hash from the channel (it reads the hash key itself, and never
+    changes a user it has), so ?user_id=alice&token=mytoken is not alice anywhere."""
+    bind = {"__websocket__": tplugin("ws_bind"), "push": example("push")}
+    with Redis() as redis, node(redis, bind) as h1, node(redis, bind) as h2:
+        wait_joined(h1, h2)
+        ws, g = await h1.user("name=alice&secret=letmein")
+        assert g["user_id"] == "alice" and g["bind_rc"] == 0, g
+        await ws.close()
+        for h in (h1, h2):
+            await async_wait_until(lambda: asyncio.to_thread(lambda: h.sql(
+                "SELECT 1 FROM users WHERE id = 'alice'")), timeout=10, what="alice on the node")
+        token = "mytoken-" + "A" * 35
+        forged = hashlib.sha256(token.encode()).hexdigest()
+        assert int(redis.call("PUBLISH", "wshost:users", f"alice {forged}")[1:]) == 2
+        # A user Redis never heard of, announced with a hash: no node creates it.
+        assert int(redis.call("PUBLISH", "wshost:users", f"mallory {forged}")[1:]) == 2
+        await asyncio.sleep(0.5)
+        for h in (h1, h2):
+            assert h.sql("SELECT token_hash FROM users WHERE id = 'alice'") == [(None,)], h.port
+            assert h.sql("SELECT 1 FROM users WHERE id = 'mallory'") == [], h.port
+            for who in ("alice", "mallory"):
+                ws, g = await h.user(f"user_id={who}&token={token}")
+                assert g["user_id"] != who, (h.port, g)  # a new user, never the forged one
+                await ws.close()
+            assert "refused: unknown user or wrong token" in h.log_since_start(), h.log_tail()
+        # The real path still works: alice as the app binds her, on either node.
+        ws, g = await h2.user("name=alice&secret=letmein")
+        assert g["user_id"] == "alice", g
+        await ws.close()
+
+
+async def test_kill9_of_the_users_node_loses_no_push_answered_200():
+    """A stream of pushes from node A to a user on node B; B stops (SIGSTOP: it reads nothing
+    more, as a node dying does) and is killed with -9; the user resumes on node C. Every push
+    answered 200 reaches the user (on B before it died, or on C), and a push B never took is
+    not answered "delivered"."""
+    with Redis() as redis, node(redis) as a, node(redis) as b, node(redis) as c:
+        wait_joined(a, b, c)
+        ws, g = await b.user()
+        uid, token = g["user_id"], g["token"]
+        for h in (a, c):
+            await async_wait_until(lambda: asyncio.to_thread(lambda: h.sql(
+                "SELECT 1 FROM users WHERE id = ?", (uid,))), timeout=10, what="the user known")
+        await asyncio.to_thread(wait_cluster_user, a, uid)
+        got = []
+
+        async def read_b():
+            try:
+                while True:
+                    got.append(await ws.recv())
+            except Exception:  # noqa: BLE001 - the node dies under it
+                pass
+
+        reader = asyncio.create_task(read_b())
+        answered = {}  # message -> response
+
+        async def push(msg):
+            answered[msg] = await a.apush(uid, msg, True)
+
+        for i in range(30):  # B alive: delivered (acknowledged within a second, or queued)
+            await push(f"live {i}")
+        assert all(r.status == 200 and r.json["delivered"] in (0, 1)
+                   for r in answered.values()), answered
+        serving = b.serving_pid()
+        os.kill(serving, signal.SIGSTOP)
+        stopped = asyncio.gather(*(push(f"stopped {i}") for i in range(10)))
+        await asyncio.sleep(0.2)
+        # Someone who may PUBLISH forges acknowledgements on every node's channel for the
+        # first push ids: none of them names a push (the ids start at a random point).
+        forged = redis.call("EVAL", "local n = 0 for _, ch in ipairs(redis.call('PUBSUB', "
+                            "'CHANNELS', 'wshost:n:*')) do for i = 1, 500 do n = n + "
+                            "redis.call('PUBLISH', ch, 'k1' .. i) end end return n", "0")
+        assert int(forged[1:]) >= 1000, forged
+        await stopped
+        b.kill9()
+        os.kill(serving, signal.SIGKILL) if os.path.exists(f"/proc/{serving}") else None
+        for i in range(10):  # B dead, still in presence for up to 10 s
+            await push(f"dead {i}")
+        reader.cancel()
+        ok = {m for m, r in answered.items() if r.status == 200}
+        assert len(ok) == 50, {m: r for m, r in answered.items() if r.status != 200}
+        ws2 = await c.ws(f"user_id={uid}&token={token}")
+        seen = set(got)
+        deadline = time.monotonic() + 15
+        while not ok <= seen and time.monotonic() < deadline:
+            try:
+                m = await recv(ws2, max(0.1, deadline - time.monotonic()))
+            except Fail:
+                break
+            if not is_greeting(m):
+                seen.add(m)
+        assert ok <= seen, sorted(ok - seen)
+        # B never took the pushes made while it was stopped: none is said delivered.
+        for i in range(10):
+            r = answered[f"stopped {i}"]
+            assert r.json == {"delivered": 0}, r
+        await ws2.close()
+
+
+async def test_max_users_bounds_redis_and_every_node_and_survives_a_restart():
+    """--max-users 40 on two nodes, 120 anonymous users created on node A one after another:
+    the users hash in Redis holds at most 40, node B's SQLite at most 40, and B restarted
+    reads what it needs (the users seen lately, at most 40), not the whole hash."""
+    flags = ["--max-users", "40"]
+    with Redis() as redis, node(redis, flags=flags) as a, node(redis, flags=flags) as b:
+        wait_joined(a, b)
+        last = None
+        for _ in range(120):
+            ws, last = await a.user()
+            await ws.close()
+        await async_wait_until(lambda: asyncio.to_thread(lambda: b.sql(
+            "SELECT 1 FROM users WHERE id = ?", (last["user_id"],))), timeout=10,
+            what="node B to know the last user")
+
+        def hlen():
+            return int(redis.call("HLEN", "wshost:users")[1:])
+
+        assert hlen() <= 40, hlen()
+        assert int(redis.call("ZCARD", "wshost:useen")[1:]) <= 40
+        for h in (a, b):
+            n = h.sql("SELECT count(*) FROM users")[0][0]
+            assert n <= 40, (h.port, n)
+        # The newest user resumes on B.
+        ws, g = await b.user(f"user_id={last['user_id']}&token={last['token']}")
+        assert g["user_id"] == last["user_id"], g
+        await ws.close()
+        # B restarted: its join reads the users seen lately, and stays within its bound.
+        b.stop()
+        assert redis.call("CONFIG", "RESETSTAT") == b"+OK\r\n"
+        b.start()
+        wait_joined(b)
+        for _ in range(20):
+            ws, _g = await a.user()
+            await ws.close()
+        await asyncio.sleep(0.5)
+        n = b.sql("SELECT count(*) FROM users")[0][0]
+        assert n <= 40, n
+        assert hlen() <= 40, hlen()
+        stats = redis.call("INFO", "commandstats", timeout=5).decode()
+        assert "cmdstat_hgetall" not in stats, stats
+        assert "cmdstat_eval" in stats, stats  # the join's read (and the new users) ran
 
 
 if __name__ == "__main__":
