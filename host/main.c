@@ -103,6 +103,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
       .room_deliver = rooms_deliver,
       .all_deliver = rooms_deliver_all,
       .room_members_local = rooms_members_local,
+      .user_close = ws_user_close,
   };
   if (cluster_open(h, &cluster_ops) < 0) {
     server_stop(h);

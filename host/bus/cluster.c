@@ -804,6 +804,45 @@ static void user_heard(struct cluster *cl, const char *data, size_t len) {
     free(uf);
 }
 
+/* The admin API's revoke, cluster-wide: the user's entry in wshost:users becomes "-" (no hash:
+ * every node that imports it from now on has no token for it) and the nodes hear the id on
+ * wshost:revoked. What a node does with that it checks in Redis first (revoke_heard), so a
+ * forged message revokes no one. */
+static const char REVOKE_LUA[] =
+    "if redis.call('HEXISTS', 'wshost:users', ARGV[1]) == 0 then return 0 end\n"
+    "redis.call('HSET', 'wshost:users', ARGV[1], '-')\n"
+    "redis.call('PUBLISH', 'wshost:revoked', ARGV[1])\n"
+    "return 1\n";
+
+int cluster_user_revoke(struct host *h, const char *user) {
+  struct cluster *cl = h->cluster;
+  return cl ? cmd(cl, NULL, NULL, "EVAL", REVOKE_LUA, "0", user, NULL) : 0;
+}
+
+static void revoke_checked(void *arg, redisReply *r) {
+  struct user_fetch *uf = arg;
+  struct cluster *cl = uf->cl;
+  if (r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "-") &&
+      store_user_revoke(cl->h->store, uf->user) > 0) {
+    int n = cl->ops.user_close(cl->h, uf->user, 4001, "token revoked");
+    log_warn(NULL, NULL, "cluster: the resume token of user %s was revoked; %d socket(s) closed",
+             uf->user, n);
+  }
+  free(uf);
+}
+
+static void revoke_heard(struct cluster *cl, const char *data, size_t len) {
+  struct user_fetch *uf = len && len <= STORE_ID_MAX ? malloc(sizeof *uf) : NULL;
+  if (!uf)
+    return;
+  uf->cl = cl;
+  memcpy(uf->user, data, len);
+  uf->user[len] = 0;
+  if (!user_id_valid(uf->user) || store_user_exists(cl->h->store, uf->user) <= 0 ||
+      cmd(cl, revoke_checked, uf, "HGET", "wshost:users", uf->user, NULL) < 0)
+    free(uf);
+}
+
 /* The join's read: the users seen lately, oldest first (JOIN_LUA). */
 static void users_join_reply(void *arg, redisReply *r) {
   struct cluster *cl = arg;
@@ -1076,6 +1115,10 @@ static void on_message(void *arg, const char *channel, const char *data, size_t 
     user_heard(cl, data, len);
     return;
   }
+  if (!strcmp(channel, "wshost:revoked")) {
+    revoke_heard(cl, data, len);
+    return;
+  }
   int64_t seq = 0;
   uint64_t pid = 0;
   if (!strcmp(channel, cl->ch_node)) { /* "k..." an acknowledgement, "<seq> u..." a push */
@@ -1240,6 +1283,7 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   bus_subscribe(cl->bus, cl->ch_node);
   bus_subscribe(cl->bus, "wshost:all");
   bus_subscribe(cl->bus, "wshost:users");
+  bus_subscribe(cl->bus, "wshost:revoked");
   ev_timer_init(&cl->beat, on_beat, BEAT_EVERY_S, BEAT_EVERY_S);
   cl->beat.data = cl;
   ev_timer_start(h->loop, &cl->beat);

@@ -34,11 +34,16 @@ struct cluster_ops {
   int (*all_deliver)(struct host *h, const void *data, size_t len, int is_binary);
   /* [{"user_id","sockets"}] of the room on this node (new reference). */
   json_t *(*room_members_local)(struct host *h, const char *room);
+  /* Closes the user's sockets on this node (a revoke heard from another node): how many. */
+  int (*user_close)(struct host *h, const char *user_id, int code, const char *reason);
 };
 
 /* Joins the cluster when cfg.redis is set (h->cluster stays NULL otherwise: no hiredis call at
  * all). Needs h->loop. 0 or negative (a bad URL). */
 int cluster_open(struct host *h, const struct cluster_ops *ops);
+/* The admin API's revoke on every node: the user's entry in Redis loses its hash, and every
+ * node that has the user drops its token (checked against Redis) and closes its sockets. */
+int cluster_user_revoke(struct host *h, const char *user);
 void cluster_close(struct host *h);
 
 /* --- hooks (each a no-op without --redis; callers check h->cluster) --- */

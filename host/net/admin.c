@@ -301,6 +301,8 @@ static void user_revoke(struct http_req *r, const char *id) {
     return;
   }
   int rc = store_user_revoke(h->store, id);
+  if (rc > 0 && h->cluster) /* every node, and the hash other nodes would import */
+    cluster_user_revoke(h, id);
   if (rc < 0) {
     set_json(r, 503, json_pack("{ss}", "error", "store unavailable"));
     return;

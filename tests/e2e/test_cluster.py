@@ -14,6 +14,8 @@ import hashlib
 import re
 import shutil
 
+import websockets
+
 from harness import *  # noqa: F401,F403
 
 CLOUD_EUNAVAIL = -9
@@ -608,6 +610,42 @@ async def test_max_users_bounds_redis_and_every_node_and_survives_a_restart():
         stats = redis.call("INFO", "commandstats", timeout=5).decode()
         assert "cmdstat_hgetall" not in stats, stats
         assert "cmdstat_eval" in stats, stats  # the join's read (and the new users) ran
+
+
+async def test_revoke_on_one_node_ends_resume_on_every_node():
+    """The admin API's revoke on node 1: node 2 no longer resumes the user with its token, its
+    socket there is closed with 4001, and a forged message on wshost:revoked revokes no one."""
+    with Redis() as redis, node(redis) as h1, node(redis) as h2:
+        wait_joined(h1, h2)
+        ws, g = await h1.user()
+        uid, token = g["user_id"], g["token"]
+        await ws.close()
+        other, g_other = await h1.user()
+        await ws.close()
+        for h in (h2,):
+            for who in (uid, g_other["user_id"]):
+                await async_wait_until(lambda: asyncio.to_thread(lambda: h.sql(
+                    "SELECT 1 FROM users WHERE id = ?", (who,))), timeout=10,
+                    what="node 2 to know the users")
+        on2, g2 = await h2.user(f"user_id={uid}&token={token}")
+        assert g2["user_id"] == uid, g2
+        # A forged revoke of the other user: node 2 checks Redis and does nothing.
+        assert int(redis.call("PUBLISH", "wshost:revoked", g_other["user_id"])[1:]) == 2
+        r = await h1.ahttp("POST", f"/_/users/{uid}/revoke", auth=True)
+        assert r.status == 200 and r.json["revoked"] is True, r
+        try:
+            while True:
+                await asyncio.wait_for(on2.recv(), 10)
+        except websockets.ConnectionClosed as e:
+            assert e.rcvd and e.rcvd.code == 4001, e
+        for h in (h1, h2):
+            ws, g = await h.user(f"user_id={uid}&token={token}")
+            assert g["user_id"] != uid, f"node {h.port} resumed a revoked user"
+            await ws.close()
+        ws, g = await h2.user(f"user_id={g_other['user_id']}&token={g_other['token']}")
+        assert g["user_id"] == g_other["user_id"], "a forged revoke took effect"
+        await ws.close()
+        await other.close()
 
 
 if __name__ == "__main__":
