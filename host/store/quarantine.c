@@ -41,7 +41,8 @@ static int64_t now_ms(void) {
 static void replay(struct quarantine *q, json_t *rec) {
   const char *kind = json_string_value(json_object_get(rec, "kind"));
   const char *fn = json_string_value(json_object_get(rec, "function"));
-  if (kind && !strcmp(kind, "crash")) {
+  /* A load that ran past --load-timeout quarantines its build as a crash does. */
+  if (kind && (!strcmp(kind, "crash") || !strcmp(kind, "load_timeout"))) {
     json_array_append(q->crashes, rec);
     if (json_array_size(q->crashes) > QUARANTINE_CRASHES_SHOWN)
       json_array_remove(q->crashes, 0);
