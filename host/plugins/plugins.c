@@ -19,6 +19,7 @@
 #include "crash.h"
 #include "elfcheck.h"
 #include "http_parse.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "quarantine.h"
 #include "sha256.h"
@@ -44,8 +45,12 @@
 #define TIDS_MAX 32
 /* Threads of the process read at once from /proc/self/task (more: cannot tell, never unload). */
 #define TASKS_MAX 4096
-/* How often the loop looks at a load in progress. */
+/* How often the loop looks at a load or a CLOUD_FINI in progress. */
 #define JOB_POLL_MS 20
+/* Loads past --load-timeout whose thread has not come back; at this many nothing more loads. */
+#define LATE_MAX 4
+/* CLOUD_FINI calls running at once; past it a retired version is left mapped, unfinished. */
+#define FINS_MAX 8
 
 struct version {
   void *dl;
@@ -56,19 +61,21 @@ struct version {
   int pins;                   /* plugins_pin: outstanding deferred responses */
   int retired;                /* replaced or removed while pinned: unloaded at the last unpin */
   char sha256[CRASH_SHA_HEX]; /* of the file's content: what a quarantine names */
-  int ntids;                  /* threads born while it loaded; -1: too many to tell */
+  char name[FN_NAME_MAX + 1];
+  int ntids; /* threads born while it loaded (constructors, init); -1: too many to tell */
   pid_t tids[TIDS_MAX];
   struct version *next; /* the list of versions waiting for the loader to be idle */
   char copy[PATH_MAX];
 };
 
-enum job_phase { PH_COPY, PH_OPEN, PH_DONE };
+enum job_phase { PH_COPY, PH_OPEN, PH_INIT, PH_DONE };
 
 /* One load on the loader thread. The thread touches nothing but the job and its version, and
  * nothing at all once phase is PH_DONE; the loop reads phase and takes the rest after it. */
 struct job {
   struct plugins *p;
   struct version *v;
+  const cloud_api *api;
   int fd;         /* the plugin file, opened by the loop */
   struct stat st; /* of it */
   int number;     /* the version number a success gets */
@@ -83,7 +90,19 @@ struct job {
   char why[512];
   int64_t started_ms, deadline_ms; /* monotonic */
   int64_t started_wall_ms;
-  int async; /* started by the loop: the loop finishes it (metrics, on_swap) */
+  int late_phase;   /* the phase it was in when its time ran out */
+  int async;        /* started by the loop: the loop finishes it (metrics, on_swap) */
+  struct job *next; /* the late list */
+};
+
+/* One CLOUD_FINI on its own thread; the loop waits for it up to --load-timeout. */
+struct fin {
+  struct version *v;
+  pthread_t thread;
+  atomic_int done;
+  int overdue; /* past the bound: v stays mapped for good */
+  int64_t deadline_ms;
+  struct fin *next;
 };
 
 struct slot {
@@ -110,11 +129,19 @@ struct plugins {
   unsigned copy_seq;
   void (*on_swap)(void *arg, const char *name); /* after the watch swapped a version in */
   void *on_swap_arg;
-  struct job *job;         /* the load in progress (one at a time), or NULL */
-  struct job *stuck;       /* a load past --load-timeout inside dlopen: the loader lock is held */
-  struct version *closing; /* unloaded while a load held the loader lock: dlclose'd after it */
-  lws_sorted_usec_list_t poll; /* the loop's look at job and stuck */
+  struct job *job;  /* the load in progress (one at a time), or NULL */
+  struct job *late; /* loads past --load-timeout whose thread has not come back */
+  int nlate;
+  struct fin *fins; /* CLOUD_FINI calls in progress */
+  int nfins;
+  struct version *closing;     /* unloaded while a load held the loader lock: closed after it */
+  lws_sorted_usec_list_t poll; /* the loop's look at job, late and fins */
 };
+
+/* --load-timeout, seconds (a config that never set it, as unit tests make, gets 10). */
+static int load_timeout(const struct plugins *p) {
+  return p->h->cfg.load_timeout > 0 ? p->h->cfg.load_timeout : 10;
+}
 
 static int64_t mono_ms(void) {
   struct timespec t;
@@ -214,6 +241,14 @@ static void version_leak(struct plugins *p, struct version *v, const char *why) 
   free(v);           /* the handle is dropped, never closed */
 }
 
+/* A load past its time still inside dlopen: glibc's loader lock is held for as long. */
+static int loader_locked(const struct plugins *p) {
+  for (const struct job *j = p->late; j; j = j->next)
+    if (atomic_load(&j->phase) == PH_OPEN)
+      return 1;
+  return 0;
+}
+
 static void version_close(struct plugins *p, struct version *v) {
   if (v->dl && threads_left(v)) {
     version_leak(p, v,
@@ -221,11 +256,11 @@ static void version_close(struct plugins *p, struct version *v) {
                          : "it started threads and has no CLOUD_FINI to stop them");
     return;
   }
-  if (v->dl && p && (p->job || p->stuck)) { /* dlclose would wait for the loader's lock */
-    if (p->stuck) {
-      version_leak(p, v, "a load is stuck in a constructor holding the loader's lock");
-      return;
-    }
+  if (v->dl && loader_locked(p)) {
+    version_leak(p, v, "a load is stuck in a constructor holding the loader's lock");
+    return;
+  }
+  if (v->dl && p->job) { /* dlclose would wait for the loader's lock: after the load */
     v->next = p->closing;
     p->closing = v;
     return;
@@ -237,6 +272,39 @@ static void version_close(struct plugins *p, struct version *v) {
   free(v);
 }
 
+static void poll_schedule(struct plugins *p);
+
+/* Starts fn(arg) on a thread of its own with the signals the loop handles blocked (faults stay
+ * deliverable: the crash handler must see a plugin's). 0 or -errno. */
+static int thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
+  sigset_t all, old;
+  sigfillset(&all);
+  sigdelset(&all, SIGSEGV);
+  sigdelset(&all, SIGBUS);
+  sigdelset(&all, SIGFPE);
+  sigdelset(&all, SIGILL);
+  sigdelset(&all, SIGABRT);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(t, NULL, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return -rc;
+}
+
+static void *fin_main(void *arg) {
+  struct fin *f = arg;
+  struct version *v = f->v;
+  struct crash_frame saved;
+  lifecycle_thread_set(1);
+  crash_enter(&saved, v->name, v->number, v->sha256, "fini");
+  v->fini();
+  crash_leave(&saved);
+  lifecycle_thread_set(0);
+  atomic_store(&f->done, 1); /* the last touch */
+  return NULL;
+}
+
+/* A version nobody calls any more: its CLOUD_FINI runs on a thread of its own (the loop goes
+ * on), then it is dlclose'd unless a thread it started is still there. */
 static void version_unload(struct plugins *p, struct version *v) {
   if (!v)
     return;
@@ -244,11 +312,68 @@ static void version_unload(struct plugins *p, struct version *v) {
     v->retired = 1;
     return;
   }
-  if (v->fini)
-    v->fini();
   if (v->desc)
     crash_unmap(v->desc);
-  version_close(p, v);
+  if (!v->fini) {
+    version_close(p, v);
+    return;
+  }
+  if (p->nfins >= FINS_MAX) {
+    version_leak(p, v, "too many CLOUD_FINI calls are still running: its own is not run");
+    return;
+  }
+  struct fin *f = calloc(1, sizeof *f);
+  if (!f) {
+    version_leak(p, v, "no memory to run its CLOUD_FINI");
+    return;
+  }
+  f->v = v;
+  atomic_init(&f->done, 0);
+  f->deadline_ms = mono_ms() + (int64_t)load_timeout(p) * 1000;
+  int rc = thread_start(&f->thread, fin_main, f);
+  if (rc < 0) {
+    free(f);
+    version_leak(p, v, "cannot start a thread for its CLOUD_FINI");
+    return;
+  }
+  f->next = p->fins;
+  p->fins = f;
+  p->nfins++;
+  poll_schedule(p);
+}
+
+/* Looks at the CLOUD_FINI calls in progress: a finished one's version is closed; one past
+ * --load-timeout leaves its version mapped for good. */
+static void fins_poll(struct plugins *p) {
+  int64_t now = mono_ms();
+  for (struct fin **pf = &p->fins; *pf;) {
+    struct fin *f = *pf;
+    if (atomic_load(&f->done)) {
+      pthread_join(f->thread, NULL);
+      *pf = f->next;
+      p->nfins--;
+      if (f->overdue) {
+        log_warn(f->v->name, NULL,
+                 "CLOUD_FINI of version %d returned after all; the version stays mapped",
+                 f->v->number);
+        free(f->v);
+      } else
+        version_close(p, f->v);
+      free(f);
+      continue;
+    }
+    if (!f->overdue && now >= f->deadline_ms) {
+      f->overdue = 1;
+      p->h->metrics.plugin_versions_leaked++;
+      log_error(f->v->name, NULL,
+                "CLOUD_FINI of version %d has not returned within --load-timeout (%d s): the "
+                "version stays mapped for good (plugin copy %s)",
+                f->v->number, load_timeout(p), f->v->copy);
+      if (f->v->copy[0])
+        unlink(f->v->copy);
+    }
+    pf = &f->next;
+  }
 }
 
 /* "others than the host's user may write" is refused: loading a .so runs its code. */
@@ -407,7 +532,30 @@ static void *job_main(void *arg) {
   }
   const uint32_t *options = dlsym(v->dl, "cloud_plugin_options");
   v->options = options ? *options : 0;
-  rc = 0;
+  /* CLOUD_INIT runs here too; its cloud_shared and cloud_env calls are run on the loop for it
+   * (lifecycle.h). Threads it starts are counted like the constructors'. */
+  if (atomic_load(&j->cancel)) { /* timed out in the constructors: refused already */
+    snprintf(j->why, sizeof j->why, "its constructors took longer than --load-timeout");
+    rc = -ETIMEDOUT;
+    goto done;
+  }
+  *v->desc->api = j->api;
+  int (*init)(void) = (int (*)(void))dlsym(v->dl, "cloud_plugin_init");
+  v->fini = (void (*)(void))dlsym(v->dl, "cloud_plugin_fini");
+  nb = before ? tasks_read(before, TASKS_MAX) : -1;
+  atomic_store(&j->phase, PH_INIT);
+  lifecycle_thread_set(1);
+  crash_enter(&saved, j->name, j->number, v->sha256, "load");
+  rc = init ? init() : 0;
+  crash_leave(&saved);
+  lifecycle_thread_set(0);
+  na = after ? tasks_read(after, TASKS_MAX) : -1;
+  tids_born(v, before, nb, after, na);
+  if (rc != 0) {
+    snprintf(j->why, sizeof j->why, "init returned %d", rc);
+    v->fini = NULL; /* init failed: nothing to finish */
+    rc = -EINVAL;
+  }
 done:
   free(before);
   free(after);
@@ -420,35 +568,28 @@ static void poll_fire(lws_sorted_usec_list_t *sul);
 static void debounce_fire(lws_sorted_usec_list_t *sul);
 
 static void poll_schedule(struct plugins *p) {
-  if (p->h->lws && (p->job || p->stuck))
+  if (p->h->lws && (p->job || p->late || p->fins))
     lws_sul_schedule(p->h->lws, 0, &p->poll, poll_fire, JOB_POLL_MS * LWS_US_PER_MS);
 }
 
-/* dlclose's what waited for the loader (none of it is plugin code the loop runs). */
+/* Closes what waited for the loader to be idle. */
 static void closing_flush(struct plugins *p) {
-  while (p->closing && !p->job && !p->stuck) {
+  while (p->closing && !p->job) {
     struct version *v = p->closing;
     p->closing = v->next;
     version_close(p, v);
   }
-  if (p->stuck)
-    while (p->closing) {
-      struct version *v = p->closing;
-      p->closing = v->next;
-      version_leak(p, v, "a load is stuck in a constructor holding the loader's lock");
-    }
 }
 
-/* The loop's half of a load whose thread is done: init, swap, unload the old version. */
+/* The loop's half of a load whose thread is done: the swap, then the old version goes. */
 static int job_apply(struct plugins *p, struct job *j) {
   struct slot *s = slot_get(p, j->name, 1);
   struct version *v = j->v;
-  int rc = j->rc;
   if (!s) {
-    version_close(p, v);
+    version_unload(p, v);
     return -ENOMEM;
   }
-  if (rc < 0 && j->quarantined) {
+  if (j->rc < 0 && j->quarantined) {
     const json_t *q = quarantine_get(p->h->quarantine, j->name);
     const char *sig = json_string_value(json_object_get(q, "signal_name"));
     snprintf(j->why, sizeof j->why,
@@ -459,28 +600,20 @@ static int job_apply(struct plugins *p, struct job *j) {
     version_close(p, v);
     return -EPERM;
   }
-  if (rc < 0)
-    goto fail;
-  crash_map(v->desc, s->name, j->number, v->sha256);
-  *v->desc->api = p->api;
-  int (*init)(void) = (int (*)(void))dlsym(v->dl, "cloud_plugin_init");
-  v->fini = (void (*)(void))dlsym(v->dl, "cloud_plugin_fini");
-  pid_t *before = tasks_buf(), *after = tasks_buf();
-  int nb = before ? tasks_read(before, TASKS_MAX) : -1;
-  struct crash_frame saved;
-  crash_enter(&saved, s->name, j->number, v->sha256, "load");
-  rc = init ? init() : 0;
-  crash_leave(&saved);
-  int na = after ? tasks_read(after, TASKS_MAX) : -1;
-  tids_born(v, before, nb, after, na);
-  free(before);
-  free(after);
-  if (rc != 0) {
-    snprintf(j->why, sizeof j->why, "init returned %d", rc);
-    v->fini = NULL; /* init failed: nothing to finish */
-    rc = -EINVAL;
-    goto fail;
+  if (j->rc < 0) {
+    refuse(s, j->path, j->why);
+    v->desc = NULL; /* never crash_map'ed */
+    version_close(p, v);
+    return j->rc == -EPERM ? -EPERM : -EINVAL;
   }
+  struct stat now_st;
+  if (stat(j->path, &now_st) < 0 && errno == ENOENT) { /* removed while it loaded */
+    log_info(j->name, NULL, "plugin %s was removed while it loaded: not swapped in", j->path);
+    v->desc = NULL;
+    version_unload(p, v);
+    return -ENOENT;
+  }
+  crash_map(v->desc, s->name, j->number, v->sha256);
   if (quarantine_get(p->h->quarantine, j->name) &&
       quarantine_lift(p->h->quarantine, j->name, "deployed a different build") == 0)
     log_info(j->name, NULL, "quarantine of %s lifted: a different build (sha256 %.12s...) loaded",
@@ -492,42 +625,42 @@ static int job_apply(struct plugins *p, struct job *j) {
   s->loaded_at_ms = host_now_ms();
   s->last_error[0] = 0;
   version_unload(p, old);
-  log_info(j->name, NULL, "plugin %s loaded: version %d (ABI %u) in %lld ms%s", j->path, v->number,
-           v->desc->abi_version, (long long)(mono_ms() - j->started_ms),
-           old ? ", previous version unloaded" : "");
+  log_info(j->name, NULL, "plugin %s loaded: version %d (ABI %u) in %lld ms off the loop%s",
+           j->path, v->number, v->desc->abi_version, (long long)(mono_ms() - j->started_ms),
+           old ? ", previous version unloading" : "");
   return 0;
-fail:
-  refuse(s, j->path, j->why);
-  if (v->desc)
-    crash_unmap(v->desc);
-  version_close(p, v);
-  return -EINVAL;
 }
 
 /* A load past --load-timeout: refused, its build quarantined (the file's sha256 is known by
  * then: the copy is done), the old version keeps serving. */
-static void job_timed_out(struct plugins *p, struct job *j) {
+static void job_timed_out(struct plugins *p, struct job *j, int phase) {
   struct slot *s = slot_get(p, j->name, 1);
+  const char *where = phase == PH_OPEN ? "its constructors (inside dlopen)" : "its CLOUD_INIT";
   char why[512];
   snprintf(why, sizeof why,
-           "did not finish loading within --load-timeout (%d s): stuck in its constructors; "
-           "build sha256 %.12s... quarantined, and no plugin can be loaded until the host "
-           "restarts (the stuck dlopen holds the loader's lock)",
-           p->h->cfg.load_timeout, j->v->sha256);
+           "did not finish loading within --load-timeout (%d s): stuck in %s; build sha256 "
+           "%.12s... quarantined%s",
+           load_timeout(p), where, j->v->sha256,
+           phase == PH_OPEN ? "; no plugin can be loaded while that dlopen holds the loader's "
+                              "lock (restart the host)"
+                            : "");
   if (s)
     refuse(s, j->path, why);
+  log_error(j->name, NULL, "plugin %s refused: %s", j->path, why);
   p->h->metrics.plugin_loads_timed_out++;
-  p->h->metrics.reloads_refused++;
+  metrics_reload(&p->h->metrics, -ETIMEDOUT);
   json_t *rec =
       json_pack("{ss sI ss ss si ss ss ss}", "kind", "load_timeout", "t", (json_int_t)host_now_ms(),
                 "signal_name", "a load stuck past --load-timeout", "function", j->name, "version",
-                j->number, "sha256", j->v->sha256, "request_id", "load", "phase", "constructors");
+                j->number, "sha256", j->v->sha256, "request_id", "load", "phase",
+                phase == PH_OPEN ? "constructors" : "init");
   if (rec && quarantine_add(p->h->quarantine, rec) < 0)
     log_warn(j->name, NULL, "cannot record the stuck load in the crash file");
   json_decref(rec);
 }
 
-/* One look at the load in progress and at a stuck one. Loop thread (or the start-up wait). */
+/* One look at the load in progress, the late ones and the CLOUD_FINI calls. On the loop (or
+ * in the start-up and shutdown waits). */
 static void job_poll(struct plugins *p) {
   struct job *j = p->job;
   if (j) {
@@ -535,72 +668,62 @@ static void job_poll(struct plugins *p) {
     if (ph == PH_DONE) {
       pthread_join(j->thread, NULL);
       p->job = NULL;
-      crash_loader_busy(p->stuck != NULL);
+      crash_loader_busy(loader_locked(p));
       closing_flush(p);
       int rc = job_apply(p, j);
       if (j->async) {
         metrics_reload(&p->h->metrics, rc);
         if (rc == 0 && p->on_swap && plugins_loaded(p, j->name))
           p->on_swap(p->on_swap_arg, j->name);
+        /* Changes that came in meanwhile waited for this load. */
+        if (p->h->lws)
+          lws_sul_schedule(p->h->lws, 0, &p->debounce, debounce_fire, LWS_US_PER_MS);
       }
       free(j);
-      /* Changes that came in meanwhile waited for this load. */
-      if (p->h->lws)
-        lws_sul_schedule(p->h->lws, 0, &p->debounce, debounce_fire, LWS_US_PER_MS);
     } else if (mono_ms() >= j->deadline_ms) {
       if (ph == PH_COPY) {
         atomic_store(&j->cancel, 1); /* the copy ends by itself; the load then gives up */
       } else {
-        log_error(j->name, NULL,
-                  "plugin %s: its load has run %d s (--load-timeout), inside dlopen (a "
-                  "constructor that does not return): refused and quarantined",
-                  j->path, p->h->cfg.load_timeout);
-        job_timed_out(p, j);
+        job_timed_out(p, j, ph);
+        atomic_store(&j->cancel, 1);
+        j->late_phase = ph;
         p->job = NULL;
-        p->stuck = j;
+        j->next = p->late;
+        p->late = j;
+        p->nlate++;
+        crash_loader_busy(loader_locked(p));
         closing_flush(p);
+        if (p->h->lws)
+          lws_sul_schedule(p->h->lws, 0, &p->debounce, debounce_fire, LWS_US_PER_MS);
       }
     }
   }
-  j = p->stuck;
-  if (j && atomic_load(&j->phase) == PH_DONE) {
-    /* The constructor returned after all: the loader's lock is free again. */
+  for (struct job **pj = &p->late; *pj;) {
+    j = *pj;
+    if (atomic_load(&j->phase) != PH_DONE) {
+      pj = &j->next;
+      continue;
+    }
+    /* It came back after all: its version stays refused (quarantined) and goes. */
     pthread_join(j->thread, NULL);
-    p->stuck = NULL;
-    crash_loader_busy(p->job != NULL);
+    *pj = j->next;
+    p->nlate--;
+    crash_loader_busy(loader_locked(p) || p->job);
     log_warn(j->name, NULL,
-             "plugin %s: the load that ran past --load-timeout returned after %lld ms; its "
-             "version stays refused (quarantined); loading plugins again",
+             "plugin %s: the load that ran past --load-timeout came back after %lld ms; its "
+             "version stays refused",
              j->path, (long long)(mono_ms() - j->started_ms));
-    if (j->v->desc)
-      j->v->desc = NULL;
-    version_close(p, j->v);
+    j->v->desc = NULL;
+    version_unload(p, j->v); /* its CLOUD_FINI if its init succeeded */
     free(j);
-    if (p->h->lws)
-      lws_sul_schedule(p->h->lws, 0, &p->debounce, debounce_fire, LWS_US_PER_MS);
   }
+  fins_poll(p);
 }
 
 static void poll_fire(lws_sorted_usec_list_t *sul) {
   struct plugins *p = lws_container_of(sul, struct plugins, poll);
   job_poll(p);
   poll_schedule(p);
-}
-
-/* Starts j's thread with the signals the loop handles blocked (faults stay deliverable: the
- * crash handler must see a constructor's). 0 or -errno. */
-static int job_start(struct job *j) {
-  sigset_t all, old;
-  sigfillset(&all);
-  sigdelset(&all, SIGSEGV);
-  sigdelset(&all, SIGBUS);
-  sigdelset(&all, SIGFPE);
-  sigdelset(&all, SIGILL);
-  sigdelset(&all, SIGABRT);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&j->thread, NULL, job_main, j);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  return -rc;
 }
 
 int plugins_reload(struct plugins *p, const char *name) {
@@ -669,12 +792,11 @@ int plugins_reload(struct plugins *p, const char *name) {
     refuse(s, path, "not an ELF shared object");
     return -ENOEXEC;
   }
-  if (p->stuck) {
+  if (loader_locked(p) || p->nlate >= LATE_MAX) {
     close(fd);
-    snprintf(why, sizeof why,
-             "not loaded: the load of %.128s is stuck in a constructor (holding the loader's "
-             "lock) since %lld s; restart the host to load plugins again",
-             p->stuck->name, (long long)(mono_ms() - p->stuck->started_ms) / 1000);
+    snprintf(why, sizeof why, "not loaded: %s; restart the host to load plugins again",
+             loader_locked(p) ? "a load is stuck in a constructor, holding the loader's lock"
+                              : "too many loads are stuck past --load-timeout");
     refuse(s, path, why);
     return -EDEADLK;
   }
@@ -696,6 +818,8 @@ int plugins_reload(struct plugins *p, const char *name) {
   }
   j->p = p;
   j->v = v;
+  j->api = p->api;
+  snprintf(v->name, sizeof v->name, "%s", name);
   j->fd = fd;
   j->st = st;
   j->number = s->loads + 1;
@@ -706,10 +830,10 @@ int plugins_reload(struct plugins *p, const char *name) {
   snprintf(j->blocked, sizeof j->blocked, "%s", blocked ? blocked : "");
   j->started_ms = mono_ms();
   j->started_wall_ms = host_now_ms();
-  j->deadline_ms = j->started_ms + (int64_t)p->h->cfg.load_timeout * 1000;
+  j->deadline_ms = j->started_ms + (int64_t)load_timeout(p) * 1000;
   atomic_init(&j->phase, PH_COPY);
   atomic_init(&j->cancel, 0);
-  int rc = job_start(j);
+  int rc = thread_start(&j->thread, job_main, j);
   if (rc < 0) {
     close(fd);
     free(v);
@@ -733,7 +857,7 @@ int plugins_reload(struct plugins *p, const char *name) {
     if (done) {
       pthread_join(j->thread, NULL);
       p->job = NULL;
-      crash_loader_busy(p->stuck != NULL);
+      crash_loader_busy(loader_locked(p));
       rc = job_apply(p, j);
       free(j);
       return rc;
@@ -878,6 +1002,19 @@ static void slot_free(void *arg, const char *key, void *value) {
   free(s);
 }
 
+void plugins_settle(struct plugins *p) {
+  for (;;) {
+    int waiting = p->job != NULL;
+    for (struct fin *f = p->fins; f; f = f->next)
+      waiting |= !f->overdue;
+    if (!waiting)
+      break;
+    struct timespec ts = {0, 2 * 1000000L};
+    nanosleep(&ts, NULL);
+    job_poll(p);
+  }
+}
+
 void plugins_close(struct plugins *p) {
   if (!p)
     return;
@@ -885,22 +1022,11 @@ void plugins_close(struct plugins *p) {
   while (p->job) {
     struct timespec ts = {0, 5 * 1000000L};
     nanosleep(&ts, NULL);
-    if (atomic_load(&p->job->phase) == PH_DONE) {
-      struct job *j = p->job;
-      pthread_join(j->thread, NULL);
-      p->job = NULL;
-      j->rc = j->rc < 0 ? j->rc : -ECANCELED;
-      if (j->rc == -ECANCELED)
-        snprintf(j->why, sizeof j->why, "the host is stopping");
-      if (j->v->desc)
-        j->v->desc = NULL;
-      version_close(p, j->v);
-      free(j);
-    } else
-      job_poll(p);
+    job_poll(p);
   }
   map_each(&p->slots, slot_free, p);
   closing_flush(p);
+  plugins_settle(p); /* the versions' CLOUD_FINI calls, each bounded by --load-timeout */
   map_free(&p->slots);
   if (p->ifd >= 0 && !p->watch)
     close(p->ifd);
@@ -974,12 +1100,18 @@ static void status_one(void *arg, const char *key, void *value) {
   struct plugins *p = s->owner;
   if (p->job && !strcmp(p->job->name, s->name))
     json_object_set_new(o, "loading", json_true());
-  if (p->stuck && !strcmp(p->stuck->name, s->name))
-    json_object_set_new(o, "stuck_load",
-                        json_pack("{ss sI sI ss}", "phase", "constructors", "since_ms",
-                                  (json_int_t)p->stuck->started_wall_ms, "seconds",
-                                  (json_int_t)((mono_ms() - p->stuck->started_ms) / 1000), "sha256",
-                                  p->stuck->v->sha256));
+  for (const struct job *j = p->late; j; j = j->next)
+    if (!strcmp(j->name, s->name)) {
+      int ph = atomic_load(&j->phase);
+      json_object_set_new(o, "stuck_load",
+                          json_pack("{ss sI sI ss sb}", "phase",
+                                    ph == PH_OPEN   ? "constructors"
+                                    : ph == PH_INIT ? "init"
+                                                    : "done",
+                                    "since_ms", (json_int_t)j->started_wall_ms, "seconds",
+                                    (json_int_t)((mono_ms() - j->started_ms) / 1000), "sha256",
+                                    j->v->sha256, "holds_loader_lock", ph == PH_OPEN));
+    }
   if (s->last_error[0])
     json_object_set_new(o, "last_error_at_ms", json_integer(s->last_error_ms));
   json_object_set_new(arg, key, o);
