@@ -191,12 +191,12 @@ static void tids_born(struct version *v, const pid_t *before, int nb, const pid_
   }
 }
 
-/* 1 if a thread born while v loaded may still run. A thread that is stopping may take a
- * moment to leave: looked at for up to 100 ms. A reused thread id reads as alive (safe). */
-static int threads_left(const struct version *v) {
+/* 1 if a thread born while v loaded may still run, looked at tries times 2 ms apart (a thread
+ * that is stopping may take a moment to leave). A reused thread id reads as alive (safe). */
+static int threads_left(const struct version *v, int tries) {
   if (v->ntids < 0)
     return 1;
-  for (int tries = 0; tries < 50; tries++) {
+  for (int t = 0; t < tries; t++) {
     int alive = 0;
     for (int i = 0; i < v->ntids && !alive; i++) {
       char path[64];
@@ -206,7 +206,8 @@ static int threads_left(const struct version *v) {
     if (!alive)
       return 0;
     struct timespec ts = {0, 2 * 1000000L};
-    nanosleep(&ts, NULL);
+    if (t + 1 < tries)
+      nanosleep(&ts, NULL);
   }
   return 1;
 }
@@ -250,7 +251,7 @@ static int loader_locked(const struct plugins *p) {
 }
 
 static void version_close(struct plugins *p, struct version *v) {
-  if (v->dl && threads_left(v)) {
+  if (v->dl && threads_left(v, 1)) {
     version_leak(p, v,
                  v->fini ? "threads it started are still running after its CLOUD_FINI"
                          : "it started threads and has no CLOUD_FINI to stop them");
@@ -299,6 +300,7 @@ static void *fin_main(void *arg) {
   v->fini();
   crash_leave(&saved);
   lifecycle_thread_set(0);
+  threads_left(v, 50); /* up to 100 ms for the threads fini stopped to leave: not on the loop */
   atomic_store(&f->done, 1); /* the last touch */
   return NULL;
 }
