@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -264,6 +265,31 @@ def test_crashes_of_a_replaced_build_are_charged_to_it():
         assert st["plugins"]["cr"]["loaded"] is True, st["plugins"]["cr"]
         assert st["quarantine"]["cr"]["sha256"] == sha1, st["quarantine"]
         assert [c["version"] for c in st["crashes"]] == [1, 1, 1], st["crashes"]
+
+
+def test_worker_stuck_loading_is_replaced():
+    """A worker maps its own copy of every function when it starts: one whose constructor
+    hangs there is killed after --load-timeout and replaced (it used to hang for good, and the
+    function's requests with it), while the serving process keeps answering."""
+    release = os.path.join(tempfile.mkdtemp(prefix="wshost-release-"), "go")
+    h = Host(plugins={"echo": example("echo")}, env={"WSTEST_RELEASE": release},
+             flags=ISO + ["--workers", "2", "--load-timeout", "2"])
+    with h:
+        pid = h.serving_pid()
+        h.add_plugin("wk", tplugin("ctor_worker_wait"))
+        # The workers forked with wk hang in its constructor (for 60 s, released or not).
+        wait_until(lambda: os.path.exists(release + ".hung"), timeout=15,
+                   what="a worker hanging in the constructor")
+        assert h.http("GET", "/_/healthz", timeout=5).status == 200
+        open(release, "w").close()
+        # Replaced after --load-timeout, the next workers load it (the file is there now).
+        wait_until(lambda: h.http("GET", "/wk", timeout=5).status == 200, timeout=15,
+                   what="a worker that loaded serving wk")
+        h.wait_log(r"did not finish loading the functions within --load-timeout \(2 s\): "
+                   r"replacing it")
+        assert h.http("GET", "/wk").json == {"ctor": "returned"}
+        assert h.http("GET", "/echo").status == 200
+        assert h.serving_pid() == pid
 
 
 if __name__ == "__main__":
