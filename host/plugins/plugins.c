@@ -266,8 +266,11 @@ static void version_close(struct plugins *p, struct version *v) {
     p->closing = v;
     return;
   }
-  if (v->dl)
+  if (v->dl) {
     dlclose(v->dl);
+    log_info(v->name[0] ? v->name : NULL, NULL, "plugin copy %s (version %d) unloaded", v->copy,
+             v->number);
+  }
   if (v->copy[0])
     unlink(v->copy);
   free(v);

@@ -195,5 +195,22 @@ def test_fini_that_does_not_return_stalls_nothing():
         no_host_crash(h, pid)
 
 
+def test_fini_that_stops_its_threads_lets_the_version_go():
+    """The contract kept (plugins/slow.c: CLOUD_INIT starts a thread, CLOUD_FINI joins it):
+    the replaced version is dlclose'd, nothing is counted as leaked."""
+    h = Host(plugins={"slow": example("slow")})
+    with h:
+        assert h.http("GET", "/slow?ms=1").status == 200
+        stage = os.path.join(h.tmp, "slow-again.so")
+        shutil.copyfile(example("slow"), stage)  # a new inode: a new version of the same build
+        os.chmod(stage, 0o644)
+        os.rename(stage, os.path.join(h.plugins_dir, "slow.so"))
+        wait_until(lambda: plugin(h, "slow").get("version") == 2, timeout=10,
+                   what="version 2 of slow")
+        h.wait_log(r"plugin copy \S+ \(version 1\) unloaded", timeout=10)
+        assert metric(h, "wshost_plugin_versions_leaked_total") == 0
+        assert h.http("GET", "/slow?ms=1").status == 200
+
+
 if __name__ == "__main__":
     run(globals())
