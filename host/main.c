@@ -131,9 +131,12 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   cluster_close(h);
   plugins_unwatch(h->plugins);
   server_stop(h);
+  /* Before plugins_close: the CLOUD_FINI calls (on threads of their own) then make their
+   * cloud_shared calls directly, this thread waiting for them, not through a queue no loop
+   * drains any more. */
+  xthread_close(h);
   plugins_close(h->plugins);
   workers_free(h);
-  xthread_close(h);
   defers_free(h);
   rooms_close(h);
   store_flush(h->store);

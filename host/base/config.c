@@ -61,6 +61,9 @@ static const struct opt opts[] = {
       "users rows at most; past it the longest idle empty host-assigned users go (0: none)"),
     O("reload-debounce", OPT_INT, reload_debounce_ms, "100",
       "ms a changed plugin file must be quiet before it is loaded"),
+    O("load-timeout", OPT_INT, load_timeout, "10",
+      "seconds a plugin load (copy, constructors, CLOUD_INIT) or its CLOUD_FINI may take; a load "
+      "past it is refused and its build quarantined"),
     O("defer-timeout", OPT_INT, defer_timeout, "30",
       "seconds a deferred HTTP response may take before the host answers 504"),
     O("xthread-max-bytes", OPT_SIZE, xthread_max_bytes, "67108864",
@@ -236,6 +239,10 @@ int config_parse(struct config *cfg, int argc, char **argv) {
   if (cfg->port < 0 || cfg->port > 65535 || cfg->max_message < 1 || cfg->max_connections < 1 ||
       cfg->outbox_max < 1) {
     log_error(NULL, NULL, "--port, --max-message, --max-connections, --outbox-max out of range");
+    return -1;
+  }
+  if (cfg->load_timeout < 1 || cfg->load_timeout > 3600) {
+    log_error(NULL, NULL, "--load-timeout must be 1..3600 seconds");
     return -1;
   }
   if (cfg->ws_rx_buffer < 128 || cfg->ws_rx_buffer > 1048576) {

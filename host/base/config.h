@@ -28,6 +28,7 @@ struct config {
   int64_t conn_history;         /* seconds closed connection rows are kept */
   int64_t max_users;            /* users rows at most (0: no bound) */
   int reload_debounce_ms;       /* quiet time after a plugin file changed before it is loaded */
+  int load_timeout;             /* seconds a plugin load or its fini may take (refused past it) */
   int defer_timeout;            /* seconds a deferred HTTP response may take (504 past it) */
   size_t xthread_max_bytes;     /* sends and completions other threads queue for the loop */
   int admin_loopback_only;

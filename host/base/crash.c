@@ -37,11 +37,15 @@ struct crash_map_entry {
 
 /* The one place the signal handler can find what is running: process-wide by nature. */
 static struct {
-  struct crash_frame now;
   int report_fd, record_fd;
-  long loop_tid; /* the thread that runs plugin calls (the event loop's) */
+  volatile sig_atomic_t no_symbols; /* crash_loader_busy: the loader's lock may be held */
+  long loop_tid;                    /* the thread that runs plugin calls (the event loop's) */
   struct crash_map_entry maps[CRASH_MAPS];
 } g = {.report_fd = -1, .record_fd = -1};
+
+/* What runs on this thread: the loop's calls, a loader thread's constructors and init, a fini
+ * thread's fini. The host's own thread-local storage (static TLS): readable in the handler. */
+static __thread struct crash_frame running;
 
 struct find_object {
   uintptr_t addr, lo, hi;
@@ -134,15 +138,19 @@ const char *crash_signal_name(int signo) {
 
 void crash_enter(struct crash_frame *saved, const char *function, int version, const char *sha256,
                  const char *request_id) {
-  *saved = g.now;
-  g.now.function = function;
-  g.now.version = version;
-  g.now.sha256 = sha256;
-  g.now.request_id = request_id;
+  *saved = running;
+  running.function = function;
+  running.version = version;
+  running.sha256 = sha256;
+  running.request_id = request_id;
 }
 
 void crash_leave(const struct crash_frame *saved) {
-  g.now = *saved;
+  running = *saved;
+}
+
+void crash_loader_busy(int busy) {
+  g.no_symbols = busy;
 }
 
 /* A bounded writer into a stack buffer. */
@@ -241,7 +249,9 @@ static void put_json(struct out *o, const char *s, size_t max) {
 static void frame_text(char *tmp, size_t cap, void *frame) {
   struct out o = {tmp, tmp + cap - 1};
   Dl_info di;
-  if (dladdr(frame, &di) && di.dli_fname) {
+  /* Naming a frame takes the loader's lock, which a stuck load may hold for good: then the
+   * address alone (crash_loader_busy). */
+  if (!g.no_symbols && dladdr(frame, &di) && di.dli_fname) {
     put(&o, di.dli_fname);
     put(&o, "(");
     uintptr_t base = di.dli_sname ? (uintptr_t)di.dli_saddr : (uintptr_t)di.dli_fbase;
@@ -325,16 +335,17 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   uint64_t addr = (uint64_t)(uintptr_t)si->si_addr;
   void *frames[64];
   int n = backtrace(frames, 64);
-  /* The call record belongs to the loop's thread. A crash on another thread (a plugin's own,
-   * or the host's) is pinned on a function only if its backtrace runs through one. */
-  struct crash_frame f = g.now;
+  /* The call record is this thread's (the loop's calls, a loader's or a fini thread's work). A
+   * crash on another thread (a plugin's own, or the host's) is pinned on a function only if its
+   * backtrace runs through one. */
+  struct crash_frame f = running;
   /* A signal someone else sent (kill -SEGV, the OOM killer's cousins) says nothing about the
    * code that happened to run: no function is blamed. A fault (si_code > 0) or our own
    * raise/abort (sent by this pid) is the running code's. */
   int sent = si->si_code <= 0 && si->si_pid != getpid();
   if (sent)
     f = (struct crash_frame){NULL, NULL, NULL, 0};
-  else if (g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
+  else if (!f.function && g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
     const struct crash_map_entry *m = map_of_frames(frames, n);
     f = (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
                              m ? m->version : 0};

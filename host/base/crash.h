@@ -38,6 +38,11 @@ int crash_install(int report_fd, int record_fd);
 void crash_enter(struct crash_frame *saved, const char *function, int version, const char *sha256,
                  const char *request_id);
 void crash_leave(const struct crash_frame *saved);
+/* The running record is per thread: a loader or fini thread marks its own work the same way.
+ * busy 1 while a load may hold glibc's loader lock (a dlopen in progress, or one stuck in a
+ * constructor): the handler then prints frame addresses instead of names (naming them takes
+ * that lock and would hang the handler). */
+void crash_loader_busy(int busy);
 /* Records where a loaded version's code lies (the object containing addr), so a crash on a
  * thread that is not running a call (a plugin's own thread, its fini) is still pinned on it
  * by the backtrace. Call after dlopen; crash_unmap before dlclose. 0, or -ENOSPC/-ENOENT. */

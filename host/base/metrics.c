@@ -388,6 +388,15 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, si
           (unsigned long long)m->reloads_loaded);
   fprintf(f, "wshost_plugin_reloads_total{result=\"refused\"} %llu\n",
           (unsigned long long)m->reloads_refused);
+  header(f, "wshost_plugin_load_timeouts_total", "counter",
+         "Plugin loads refused for running past --load-timeout (constructors or CLOUD_INIT).");
+  fprintf(f, "wshost_plugin_load_timeouts_total %llu\n",
+          (unsigned long long)m->plugin_loads_timed_out);
+  header(f, "wshost_plugin_versions_leaked_total", "counter",
+         "Plugin versions never unloaded (dlclose'd): threads they started may still run, or "
+         "their CLOUD_FINI did not return within --load-timeout.");
+  fprintf(f, "wshost_plugin_versions_leaked_total %llu\n",
+          (unsigned long long)m->plugin_versions_leaked);
 
   header(f, "wshost_store_commit_duration_seconds", "histogram",
          "SQLite commits of batched writes (the store's write latency).");

@@ -32,6 +32,8 @@ struct metrics {
   uint64_t sendq_overflows;
   uint64_t outbox_delivered;
   uint64_t reloads_loaded, reloads_refused;
+  uint64_t plugin_loads_timed_out; /* loads refused for running past --load-timeout */
+  uint64_t plugin_versions_leaked; /* versions left mapped: threads still running, or fini late */
   /* Upgrades refused, by (status, reason); reasons are a fixed list, so labels stay few. */
   struct {
     int status;

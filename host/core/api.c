@@ -11,6 +11,7 @@
 #include "envfile.h"
 #include "http.h"
 #include "invocation.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "net_ops.h"
 #include "rooms.h"
@@ -18,6 +19,7 @@
 #include "timers.h"
 #include "xthread.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,16 +166,97 @@ static int a_send_to_user(const char *user_id, const void *data, size_t len, int
   return bound->net->ws_send_to_user(bound, user_id, data, len, is_binary);
 }
 
+/* A loop-only call made by a plugin's CLOUD_INIT or CLOUD_FINI, which run on the plugins'
+ * loader and fini threads: handed to the loop, and the thread waits for it (the loop never
+ * waits for those threads, so this cannot deadlock). Before the loop exists (start-up) and
+ * after its queue closed (shutdown) the loop's thread is parked waiting for that very init or
+ * fini: the call is made here. */
+enum lc_op { LC_SHARED_GET, LC_SHARED_SET, LC_SHARED_DELETE, LC_ENV };
+
+struct lc_call {
+  struct xthread_item item; /* first: the queue hands back this address */
+  enum lc_op op;
+  const char *key;
+  json_t *value;
+  json_t *got;
+  const char *text;
+  int rc, done;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+};
+
+static json_t *shared_get(const char *key);
+static int shared_set(const char *key, json_t *value);
+static int shared_delete(const char *key);
+
+static void lc_do(struct lc_call *c) {
+  switch (c->op) {
+  case LC_SHARED_GET:
+    c->got = shared_get(c->key);
+    break;
+  case LC_SHARED_SET:
+    c->rc = shared_set(c->key, c->value);
+    break;
+  case LC_SHARED_DELETE:
+    c->rc = shared_delete(c->key);
+    break;
+  case LC_ENV:
+    c->text = envfile_get(bound->env, c->key);
+    break;
+  }
+}
+
+static void lc_run(struct host *h, struct xthread_item *item) {
+  struct lc_call *c = (struct lc_call *)item;
+  if (h)
+    lc_do(c);
+  pthread_mutex_lock(&c->mu);
+  c->done = 1;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* 1 when the call was made (its results in c), 0 when this thread may not make it. */
+static int lc_call(struct lc_call *c) {
+  if (!lifecycle_thread() || !bound)
+    return 0;
+  c->rc = CLOUD_ESTATE;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  c->item.run = lc_run;
+  int rc = xthread_post(bound, &c->item, sizeof *c);
+  if (rc == 0) {
+    pthread_mutex_lock(&c->mu);
+    while (!c->done)
+      pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+  } else if (rc != CLOUD_EFULL) /* no queue: start-up or shutdown, the loop's thread waits */
+    lc_do(c);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  return 1;
+}
+
 static json_t *a_shared_get(const char *key) {
+  struct lc_call c = {.op = LC_SHARED_GET, .key = key};
   if (!invocation_on_loop())
-    return NULL;
+    return lc_call(&c) ? c.got : NULL;
+  return shared_get(key);
+}
+
+static json_t *shared_get(const char *key) {
   json_t *v = key ? json_object_get(bound->shared, key) : NULL;
   return v ? json_deep_copy(v) : NULL;
 }
 
 static int a_shared_set(const char *key, json_t *value) {
+  struct lc_call c = {.op = LC_SHARED_SET, .key = key, .value = value};
   if (!invocation_on_loop())
-    return CLOUD_ESTATE;
+    return lc_call(&c) ? c.rc : CLOUD_ESTATE;
+  return shared_set(key, value);
+}
+
+static int shared_set(const char *key, json_t *value) {
   if (!key || !value)
     return CLOUD_EINVAL;
   /* A copy: the plugin keeps its object, and a later change to it does not leak in. */
@@ -184,8 +267,13 @@ static int a_shared_set(const char *key, json_t *value) {
 }
 
 static int a_shared_delete(const char *key) {
+  struct lc_call c = {.op = LC_SHARED_DELETE, .key = key};
   if (!invocation_on_loop())
-    return CLOUD_ESTATE;
+    return lc_call(&c) ? c.rc : CLOUD_ESTATE;
+  return shared_delete(key);
+}
+
+static int shared_delete(const char *key) {
   return key && json_object_del(bound->shared, key) == 0 ? 0 : CLOUD_EINVAL;
 }
 
@@ -350,7 +438,12 @@ static const char *a_request_header(FunctionContext *ctx, const char *name) {
 }
 
 static const char *a_env(const char *name) {
-  return invocation_on_loop() ? envfile_get(bound->env, name) : NULL;
+  struct lc_call c = {.op = LC_ENV, .key = name};
+  if (!invocation_on_loop() && !lc_call(&c))
+    return NULL;
+  if (!invocation_on_loop())
+    return c.text;
+  return envfile_get(bound->env, name);
 }
 
 static int a_reject(FunctionContext *ctx, int status, const char *reason) {

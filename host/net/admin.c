@@ -177,11 +177,15 @@ static void quarantine_lift_route(struct http_req *r) {
     set_json(r, 404, json_pack("{ss}", "error", "not quarantined"));
     return;
   }
+  /* The load runs on the loader thread: "loading" until it is swapped in (/_/status). */
   int rc = plugins_reload(r->host->plugins, fn);
   log_warn(fn, r->request_id, "quarantine of %s lifted by the admin API from %s; %s", fn, r->remote,
-           rc == 0 ? "loaded again" : "its file still does not load");
+           rc == 0              ? "loaded again"
+           : rc == -EINPROGRESS ? "loading it again"
+                                : "its file still does not load");
   set_json(r, 200,
-           json_pack("{ss sb}", "lifted", fn, "loaded", plugins_loaded(r->host->plugins, fn)));
+           json_pack("{ss sb sb}", "lifted", fn, "loaded", plugins_loaded(r->host->plugins, fn),
+                     "loading", rc == -EINPROGRESS));
 }
 
 static void answer_now(void *r, int status, json_t *body) {

@@ -17,6 +17,9 @@ int plugins_open(struct host *h, const cloud_api *api, struct plugins **out);
 int plugins_watch(struct plugins *p, struct lws_vhost *vh);
 /* Stops pending reloads; call before the lws context goes away. */
 void plugins_unwatch(struct plugins *p);
+/* Waits, blocking, until no load and no CLOUD_FINI is in progress (each is bounded by
+ * --load-timeout; one past it is left behind): shutdown and tests. */
+void plugins_settle(struct plugins *p);
 /* Runs each loaded version's fini hook, unloads it and removes the runtime folder. */
 void plugins_close(struct plugins *p);
 
@@ -34,8 +37,12 @@ void plugins_on_swap(struct plugins *p, void (*fn)(void *arg, const char *name),
  * pin (NULL when nothing is loaded); plugins_unpin(NULL) does nothing. */
 void *plugins_pin(struct plugins *p, const char *name);
 void plugins_unpin(struct plugins *p, void *pin);
-/* Loads (or unloads, when the file is gone) name's file now, outside the watch: used by the
- * watch and by tests. 0 if a version was swapped in or unloaded, negative when refused. */
+/* Loads (or unloads, when the file is gone) name's file, outside the watch: used by the watch,
+ * the admin API and tests. The load runs on the loader thread: with the loop running this
+ * returns -EINPROGRESS and the loop swaps the version in when it is done (on_swap then runs);
+ * before the loop exists it waits, bounded by --load-timeout. 0 if a version was swapped in or
+ * unloaded (the old version's CLOUD_FINI then runs on a thread of its own: plugins_settle),
+ * negative when refused. */
 int plugins_reload(struct plugins *p, const char *name);
 /* A worker process (--isolation process) is a fork of this one: the versions are loaded, but
  * threads their init started are not there. plugins_rerun_init runs every current version's

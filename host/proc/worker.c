@@ -44,7 +44,10 @@ struct worker {
   int index;
   pid_t pid;
   int fd;
-  int retiring; /* replaced after a reload: finishes what it has, then goes */
+  int retiring;     /* replaced after a reload: finishes what it has, then goes */
+  int ready;        /* it said W_READY: its copies of the functions are loaded and inited */
+  int64_t quit_ms;  /* when it was told to quit (0: not yet) */
+  json_t *versions; /* plugins_status when it was forked: the builds it runs */
   int inflight;
   int64_t progress_ms; /* the last time it finished an event, or got one when idle */
   int64_t started_ms;
@@ -86,7 +89,7 @@ struct firing {
   size_t keylen;
 };
 
-/* The recent crashes of one function's current build. */
+/* The recent crashes of one build of a function (keyed "<function>\0<sha256>"). */
 struct crash_count {
   char sha256[CRASH_SHA_HEX];
   int n;
@@ -193,6 +196,7 @@ static struct worker *spawn(struct workers *P, int index) {
   w->pid = pid;
   w->fd = sv[0];
   w->started_ms = host_now_ms();
+  w->versions = plugins_status(h->plugins);
   fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
   ev_io_init(&w->rio, on_read, w->fd, EV_READ);
   w->rio.data = w;
@@ -215,6 +219,7 @@ static void worker_free(struct worker *w) {
   }
   free(w->in);
   free(w->out);
+  json_decref(w->versions);
   free(w);
 }
 
@@ -338,6 +343,8 @@ static void send_quit(struct worker *w) {
   wbuf_u64(&b, WORKER_QUIT);
   queue_frame(w, &b);
   wbuf_free(&b);
+  if (!w->quit_ms)
+    w->quit_ms = host_now_ms();
 }
 
 static void pending_end(struct workers *P, struct pending *p) {
@@ -394,27 +401,63 @@ static void pending_crashed(struct workers *P, struct pending *p, const char *wh
   pending_end(P, p);
 }
 
+/* Forgets the builds whose last crash is out of the window: the table stays as small as the
+ * number of builds crashing now. */
+struct prune_walk {
+  int64_t now, window;
+  char keys[16][FN_NAME_MAX + 1 + CRASH_SHA_HEX];
+  size_t lens[16];
+  int n;
+};
+
+static void prune_one(void *arg, const char *key, void *value) {
+  struct prune_walk *w = arg;
+  struct crash_count *c = value;
+  size_t len = strlen(key) + 1 + strlen(c->sha256);
+  if (w->n < 16 && (!c->n || w->now - c->t[c->n - 1] > w->window) && len <= sizeof w->keys[0]) {
+    memcpy(w->keys[w->n], key, len);
+    w->lens[w->n++] = len;
+  }
+}
+
+static void crashes_prune(struct workers *P, int64_t now) {
+  struct prune_walk w = {.now = now, .window = (int64_t)P->h->cfg.quarantine_window * 1000};
+  map_each(&P->crashes, prune_one, &w);
+  for (int i = 0; i < w.n; i++)
+    free(map_del(&P->crashes, w.keys[i], w.lens[i]));
+}
+
 /* A worker died of a fatal signal in fn's event: the crash is recorded (/_/status shows it);
  * the build's K-th crash within T seconds quarantines it (the crash costs one event here,
  * so a few are tolerated; a build that keeps crashing is taken out, as in-process). */
-static void crash_seen(struct workers *P, struct pending *p, pid_t pid, int signo) {
+static void crash_seen(struct workers *P, struct worker *w, struct pending *p, pid_t pid,
+                       int signo) {
   struct host *h = P->h;
-  char sha[CRASH_SHA_HEX] = "";
-  int version = plugins_current(h->plugins, p->function, sha);
-  if (!version)
+  /* The build that ran the event is the one the worker was forked with: a retiring worker
+   * still runs the version a deploy replaced, and its crashes are that version's. */
+  json_t *ran = json_object_get(w->versions, p->function);
+  const char *ran_sha = json_string_value(json_object_get(ran, "sha256"));
+  int version = (int)json_integer_value(json_object_get(ran, "version"));
+  if (!ran_sha || !version)
     return;
+  char sha[CRASH_SHA_HEX] = "", cur_sha[CRASH_SHA_HEX] = "";
+  snprintf(sha, sizeof sha, "%s", ran_sha);
+  int current =
+      plugins_current(h->plugins, p->function, cur_sha) == version && !strcmp(cur_sha, sha);
   int64_t now = host_now_ms();
-  struct crash_count *c = map_get(&P->crashes, p->function, strlen(p->function));
+  char key[FN_NAME_MAX + 1 + CRASH_SHA_HEX];
+  size_t fl = strlen(p->function);
+  memcpy(key, p->function, fl + 1);
+  memcpy(key + fl + 1, sha, CRASH_SHA_HEX);
+  size_t keylen = fl + 1 + strlen(sha);
+  crashes_prune(P, now);
+  struct crash_count *c = map_get(&P->crashes, key, keylen);
   if (!c) {
-    if (!(c = calloc(1, sizeof *c)) ||
-        map_set(&P->crashes, p->function, strlen(p->function), c) < 0) {
+    if (!(c = calloc(1, sizeof *c)) || map_set(&P->crashes, key, keylen, c) < 0) {
       free(c);
       return;
     }
-  }
-  if (strcmp(c->sha256, sha)) { /* a new build starts afresh */
     memcpy(c->sha256, sha, sizeof sha);
-    c->n = 0;
   }
   int64_t window = (int64_t)h->cfg.quarantine_window * 1000;
   int kept = 0;
@@ -440,10 +483,18 @@ static void crash_seen(struct workers *P, struct pending *p, pid_t pid, int sign
              p->function, version, crash_signal_name(signo), c->n, k, h->cfg.quarantine_window);
     return;
   }
-  free(map_del(&P->crashes, p->function, strlen(p->function)));
+  free(map_del(&P->crashes, key, keylen));
   char why[256];
   snprintf(why, sizeof why, "quarantined: crashed %d times within %d s (last: %s)", k,
            h->cfg.quarantine_window, crash_signal_name(signo));
+  if (!current) { /* a replaced build: it stays out, the build serving now is not touched */
+    log_error(p->function, p->request_id,
+              "QUARANTINED %s version %d (sha256 %.12s..., no longer serving): %d crashes within "
+              "%d s; version %d keeps serving",
+              p->function, version, sha, k, h->cfg.quarantine_window,
+              plugins_current(h->plugins, p->function, cur_sha));
+    return;
+  }
   plugins_unload(h->plugins, p->function, why);
   log_error(p->function, p->request_id,
             "QUARANTINED %s version %d (sha256 %.12s...): %d crashes within %d s; deploy a "
@@ -521,7 +572,7 @@ static void worker_lost(struct worker *w, const char *why) {
   if (L.n && WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGABRT)
-      crash_seen(P, L.list[0], pid, sig);
+      crash_seen(P, w, L.list[0], pid, sig);
   }
   for (size_t i = 0; i < L.n; i++)
     pending_crashed(P, L.list[i],
@@ -1163,6 +1214,9 @@ static void handle_frame(struct worker *w, const char *payload, size_t len) {
   case W_DONE:
     handle_done(w, &rd);
     break;
+  case W_READY:
+    w->ready = 1;
+    break;
   default:
     break;
   }
@@ -1189,6 +1243,33 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   for (int i = 0; i < P->n; i++)
     if (!P->live[i] && !P->h->stopping)
       P->live[i] = spawn(P, i);
+  int64_t now = host_now_ms(), bound = (int64_t)P->h->cfg.load_timeout * 1000;
+  /* A worker loads and inits its own copies of the functions when it starts: one stuck there
+   * (a constructor or a CLOUD_INIT that does not return in this process) is replaced. */
+  for (int i = 0; i < P->n; i++) {
+    struct worker *w = P->live[i];
+    if (w && !w->ready && bound > 0 && now - w->started_ms > bound) {
+      log_error(NULL, NULL,
+                "worker %d (pid %d) did not finish loading the functions within --load-timeout "
+                "(%d s): replacing it",
+                w->index, (int)w->pid, P->h->cfg.load_timeout);
+      worker_lost(w, "stuck loading");
+    }
+  }
+  /* A replaced worker runs the versions' CLOUD_FINI before it exits: bounded the same way. */
+  for (struct worker **pw = &P->retiring; *pw;) {
+    struct worker *w = *pw;
+    if (w->quit_ms && bound > 0 && now - w->quit_ms > bound) {
+      log_error(NULL, NULL,
+                "worker %d (pid %d) was told to quit %d s ago and is still there (a CLOUD_FINI "
+                "that does not return): killing it",
+                w->index, (int)w->pid, P->h->cfg.load_timeout);
+      *pw = w->next;
+      worker_free(w);
+      continue;
+    }
+    pw = &w->next;
+  }
   struct overrun_walk o = {host_now_ms(), (int64_t)P->h->cfg.defer_timeout * 1000 + 1000, NULL};
   map_each(&P->pend, find_overrun, &o);
   if (o.victim) {

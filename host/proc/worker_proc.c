@@ -741,6 +741,11 @@ void worker_main(struct host *h, int fd, int index) {
   W.replay = 0;
   json_decref(W.cur.strings); /* what init's cloud_env calls kept */
   W.cur.strings = NULL;
+  /* Loaded and inited: the serving process replaces a worker that never says so. */
+  struct wbuf ready = {0};
+  wbuf_begin(&ready, W_READY);
+  send_frame(&ready);
+  wbuf_free(&ready);
   for (;;) {
     struct queued *q = W.head;
     if (q) {

@@ -53,8 +53,10 @@ static int64_t now_ms(void) {
 static void replay(struct quarantine *q, json_t *rec) {
   const char *kind = json_string_value(json_object_get(rec, "kind"));
   const char *fn = json_string_value(json_object_get(rec, "function"));
-  if (kind && !strcmp(kind, "crash")) {
-    count_crashes(q, fn, 1);
+  /* A load that ran past --load-timeout quarantines its build as a crash does. */
+  if (kind && (!strcmp(kind, "crash") || !strcmp(kind, "load_timeout"))) {
+    if (!strcmp(kind, "crash")) /* wshost_crashes_total counts crashes only */
+      count_crashes(q, fn, 1);
     json_array_append(q->crashes, rec);
     if (json_array_size(q->crashes) > QUARANTINE_CRASHES_SHOWN)
       json_array_remove(q->crashes, 0);

@@ -8,6 +8,8 @@ import asyncio
 import hashlib
 import os
 import signal
+import tempfile
+import threading
 import time
 
 from harness import *  # noqa: F401,F403
@@ -224,6 +226,70 @@ def test_sigterm_while_a_function_spins():
             # The drain timeout (2 s) plus the serving process's own margin (2 s) and slack.
             assert took < 6.0, f"SIGTERM took {took:.1f} s"
         asyncio.run(go())
+
+
+def test_crashes_of_a_replaced_build_are_charged_to_it():
+    """Calls of build 1 still running in the retiring workers when a fixed build 2 is deployed
+    crash there: the crashes are build 1's (quarantined, as it crashed K times), and build 2,
+    which never crashed, keeps serving (it used to be quarantined for them: 503)."""
+    h = Host(plugins={"cr": tplugin("crash")},
+             flags=ISO + ["--workers", "3", "--quarantine-crashes", "3",
+                          "--quarantine-window", "60"])
+    with h:
+        sha1 = hashlib.sha256(open(tplugin("crash"), "rb").read()).hexdigest()
+        results = {}
+
+        def call(i):
+            try:
+                r = h.http("GET", "/cr?do=slowsegv", headers={"X-Request-Id": f"slow-{i}"},
+                           timeout=20)
+                results[i] = r.status
+            except OSError as e:
+                results[i] = repr(e)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+        for t in threads:  # one in each worker: each waits 2 s in build 1, then crashes
+            t.start()
+            time.sleep(0.1)
+        h.add_plugin("cr", tplugin("crash_fixed"))
+        wait_until(lambda: h.http("GET", "/cr").json == {"build": "fixed"}, timeout=10,
+                   what="the fixed build serving")
+        for t in threads:
+            t.join(30)
+        assert results == {0: 502, 1: 502, 2: 502}, results
+        h.wait_log(r"QUARANTINED cr version 1 \(sha256 [0-9a-f]{12}\.\.\., no longer serving\)")
+        for _ in range(3):
+            r = h.http("GET", "/cr")
+            assert r.status == 200 and r.json == {"build": "fixed"}, r
+        st = h.http("GET", "/_/status", auth=True).json
+        assert st["plugins"]["cr"]["loaded"] is True, st["plugins"]["cr"]
+        assert st["quarantine"]["cr"]["sha256"] == sha1, st["quarantine"]
+        assert [c["version"] for c in st["crashes"]] == [1, 1, 1], st["crashes"]
+
+
+def test_worker_stuck_loading_is_replaced():
+    """A worker maps its own copy of every function when it starts: one whose constructor
+    hangs there is killed after --load-timeout and replaced (it used to hang for good, and the
+    function's requests with it), while the serving process keeps answering."""
+    release = os.path.join(tempfile.mkdtemp(prefix="wshost-release-"), "go")
+    h = Host(plugins={"echo": example("echo")}, env={"WSTEST_RELEASE": release},
+             flags=ISO + ["--workers", "2", "--load-timeout", "2"])
+    with h:
+        pid = h.serving_pid()
+        h.add_plugin("wk", tplugin("ctor_worker_wait"))
+        # The workers forked with wk hang in its constructor (for 60 s, released or not).
+        wait_until(lambda: os.path.exists(release + ".hung"), timeout=15,
+                   what="a worker hanging in the constructor")
+        assert h.http("GET", "/_/healthz", timeout=5).status == 200
+        open(release, "w").close()
+        # Replaced after --load-timeout, the next workers load it (the file is there now).
+        wait_until(lambda: h.http("GET", "/wk", timeout=5).status == 200, timeout=15,
+                   what="a worker that loaded serving wk")
+        h.wait_log(r"did not finish loading the functions within --load-timeout \(2 s\): "
+                   r"replacing it")
+        assert h.http("GET", "/wk").json == {"ctor": "returned"}
+        assert h.http("GET", "/echo").status == 200
+        assert h.serving_pid() == pid
 
 
 if __name__ == "__main__":

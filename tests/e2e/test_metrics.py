@@ -201,6 +201,10 @@ async def test_series_follow_what_happened():
         await async_wait_until(lambda: value(scrape(h), "wshost_plugin_reloads_total",
                                              result="refused") >= 1, timeout=10,
                                what="the refused reload to be counted")
+        # The load runs on the loader thread: counted when it is swapped in.
+        await async_wait_until(lambda: value(scrape(h), "wshost_plugin_reloads_total",
+                                             result="loaded") >= 1, timeout=10,
+                               what="the reload to be counted")
         await async_wait_until(lambda: value(scrape(h), "wshost_connections") == 0, timeout=5,
                                what="connections gauge back to 0")
         m = scrape(h)

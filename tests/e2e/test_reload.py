@@ -275,7 +275,10 @@ async def test_init_failure_refused_and_fini_runs_on_swap():
             assert a == "v1:c", a
             assert time.monotonic() < t0 + SWITCH_BOUND, "v2 not serving within 1 s"
             await asyncio.sleep(0.01)
-        # The new version's init before the old version's fini, each exactly once.
+        # The new version's init before the old version's fini, each exactly once (the fini
+        # runs on a thread of its own once v2 is swapped in: it may land a moment later).
+        wait_until(lambda: len(shared_value(h, "lifecycle")) >= 4, timeout=5,
+                   what="v1's fini")
         assert shared_value(h, "lifecycle") == ["init 1", "init 3 failed", "init 2", "fini 1"]
         st = status(h, "__websocket__")
         assert st["version"] == 2 and st["last_error"] is None, st

@@ -2,7 +2,8 @@
  * __websocket__ it greets like the example and echoes, but the message "segv" dereferences
  * NULL, "abort" aborts, "fpe" divides by zero, "stack" recurses until the stack is gone and
  * "thread" dereferences NULL on a thread of its own after the call returned, "loop" never
- * returns; over HTTP, ?do=segv|abort|fpe|stack|thread|loop does the same.
+ * returns, "slowsegv" sleeps 2 s and then dereferences NULL (a call still running when a fixed
+ * build is deployed); over HTTP, ?do=segv|abort|fpe|stack|thread|loop|slowsegv does the same.
  * crash_fixed.c builds the same file with CRASH_FIXED: it never crashes (the "fixed build").
  * The faulting function is exported (default visibility) so the backtrace names it. */
 #include <cloud.h>
@@ -41,6 +42,10 @@ __attribute__((visibility("default"), noinline)) int crash_deref_null(const char
   volatile int zero = 0, seven = 7; /* 1 / x compiles to a compare, no division */
   if (!strcmp(how, "segv"))
     return *p;
+  if (!strcmp(how, "slowsegv")) {
+    sleep(2);
+    return *p;
+  }
   if (!strcmp(how, "abort"))
     abort();
   if (!strcmp(how, "fpe"))

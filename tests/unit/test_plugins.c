@@ -21,6 +21,14 @@
 #include "api.h"
 #include "plugins.h"
 
+/* The old version's CLOUD_FINI runs on a thread of its own: wait for it, as the tests read
+ * what it did. */
+static int reload_settled(struct plugins *pl, const char *name) {
+  int rc = plugins_reload(pl, name);
+  plugins_settle(pl);
+  return rc;
+}
+
 /* The test's plugins. Each returns a number the test tells versions apart by. */
 static const char good_c[] =
     "#include <cloud.h>\n"
@@ -304,16 +312,16 @@ static void test_reload_swaps_version(void **state) {
   assert_int_equal(found, 0);
 
   install("good1", "fn.so", 0755, 0);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_int_equal(call("fn"), 1);
   assert_int_equal(shared_int("fini"), -1);
   /* The same file again is no new version (and no fini). */
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_int_equal(status_version("fn"), 1);
   assert_int_equal(shared_int("fini"), -1);
 
   install("good2", "fn.so", 0755, 0);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_int_equal(call("fn"), 2);
   assert_int_equal(shared_int("fini"), 1); /* version 1's fini ran when it was unloaded */
   assert_int_equal(status_version("fn"), 2);
@@ -328,7 +336,7 @@ static void test_reload_swaps_version(void **state) {
   snprintf(cmd, sizeof cmd, "cat '%s' > '%s/fn.so'", from, plugins_dir);
   assert_int_equal(system(cmd), 0);
   unlink(from);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_int_equal(call("fn"), 3);
   assert_int_equal(shared_int("fini"), 2);
 }
@@ -360,7 +368,7 @@ static void test_refusals_keep_old_version(void **state) {
   };
   assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   install("good1", "fn.so", 0755, 0);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_int_equal(call("fn"), 1);
 
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -368,7 +376,7 @@ static void test_refusals_keep_old_version(void **state) {
       install(bad[i].built, "fn.so", bad[i].mode, bad[i].keep);
     else
       install_bytes("fn.so", bad[i].bytes, strlen(bad[i].bytes), bad[i].mode);
-    int rc = plugins_reload(p, "fn");
+    int rc = reload_settled(p, "fn");
     if (rc >= 0)
       fail_msg("case %zu (%s) loaded", i, bad[i].error);
     /* Refused loudly, and version 1 keeps answering. */
@@ -390,7 +398,7 @@ static void test_refusals_keep_old_version(void **state) {
     install("good2", "fn.so", 0755, 0);
     snprintf(path, sizeof path, "%s/fn.so", plugins_dir);
     assert_int_equal(chown(path, 65534, 65534), 0);
-    assert_true(plugins_reload(p, "fn") < 0);
+    assert_true(reload_settled(p, "fn") < 0);
     assert_int_equal(call("fn"), 1);
     assert_last_error("fn", "owned by another user");
   }
@@ -400,14 +408,14 @@ static void test_refusals_keep_old_version(void **state) {
   snprintf(path, sizeof path, "%s/fn.so", plugins_dir);
   assert_int_equal(unlink(path), 0);
   assert_int_equal(mkdir(path, 0755), 0);
-  assert_true(plugins_reload(p, "fn") < 0);
+  assert_true(reload_settled(p, "fn") < 0);
   assert_int_equal(call("fn"), 1);
   assert_last_error("fn", "not a regular file");
   assert_int_equal(rmdir(path), 0);
 
   /* Fixed: the good file loads and the error is cleared. */
   install("good2", "fn.so", 0755, 0);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_int_equal(call("fn"), 2);
   assert_int_equal(status_version("fn"), 2);
   assert_last_error("fn", NULL);
@@ -418,7 +426,7 @@ static void test_refused_without_old_version(void **state) {
   (void)state;
   assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   install("abi99", "fn.so", 0755, 0);
-  assert_true(plugins_reload(p, "fn") < 0);
+  assert_true(reload_settled(p, "fn") < 0);
   assert_false(plugins_loaded(p, "fn"));
   int found = -1;
   FunctionContext ctx = {.size = sizeof ctx, .function_name = "fn"};
@@ -438,11 +446,11 @@ static void test_delete_unloads(void **state) {
   snprintf(path, sizeof path, "%s/fn.so", plugins_dir);
   assert_int_equal(plugins_open(&h, api_table(), &p), 0);
   install("good1", "fn.so", 0755, 0);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   install_bytes("fn.so", "junk", 4, 0644);
-  assert_true(plugins_reload(p, "fn") < 0);
+  assert_true(reload_settled(p, "fn") < 0);
   assert_int_equal(unlink(path), 0);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_false(plugins_loaded(p, "fn"));
   int found = -1;
   FunctionContext ctx = {.size = sizeof ctx, .function_name = "fn"};
@@ -452,11 +460,11 @@ static void test_delete_unloads(void **state) {
   assert_last_error("fn", NULL); /* gone is not an error */
   assert_int_equal(count_files(run_dir), 0);
   /* A reload of a file that never was is no error either. */
-  assert_int_equal(plugins_reload(p, "never"), 0);
+  assert_int_equal(reload_settled(p, "never"), 0);
   assert_false(plugins_loaded(p, "never"));
   /* And it comes back. */
   install("good3", "fn.so", 0755, 0);
-  assert_int_equal(plugins_reload(p, "fn"), 0);
+  assert_int_equal(reload_settled(p, "fn"), 0);
   assert_int_equal(call("fn"), 3);
 }
 
