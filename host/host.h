@@ -145,6 +145,9 @@ struct host {
    * within a descriptor budget derived from RLIMIT_NOFILE. */
   int listen_fd;
   int host_pid; /* the supervisor's pid: names the runtime folder across restarts */
+  int ctl_fd;   /* the control socket to the supervisor (-1: none): ready, heartbeat, crashes */
+  ev_timer heartbeat;   /* one beat a second to the supervisor from the loop (server.c) */
+  int64_t heartbeat_ms; /* when the last beat went (supervisor_heartbeat) */
   long nofile, fd_budget;
   ev_io accept_io;
   ev_timer accept_pause;

@@ -35,9 +35,11 @@ struct config {
   const char *allowed_origins; /* comma-separated; NULL = any */
   const char *tls_cert, *tls_key;
   int log_level;
-  int no_supervisor; /* serve in this process: a crash ends the host (debugging) */
-  int log_format;    /* enum log_format: text or json lines */
-  int drain_timeout; /* seconds SIGTERM waits for connections; the process ends by then + 2 */
+  int no_supervisor;     /* serve in this process: a crash ends the host (debugging) */
+  int log_format;        /* enum log_format: text or json lines */
+  int drain_timeout;     /* seconds SIGTERM waits for connections; the process ends by then + 2 */
+  int heartbeat_timeout; /* seconds without the serving loop's heartbeat before the supervisor
+                          * replaces it (0: never) */
   const char *jwt_secret, *jwt_public_key, *env_file;
   int jwt_leeway;
   /* Issue 13: the cluster (bus.c, cluster.c) and SO_REUSEPORT (listen.c). */

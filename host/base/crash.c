@@ -213,29 +213,34 @@ static void write_all(int fd, const char *p, size_t n) {
   }
 }
 
-static void on_fatal(int signo, siginfo_t *si, void *uctx) {
-  (void)uctx;
-  int saved_errno = errno;
+/* How the process ends: a fatal signal (signo), or exit() (signo 0, status) called by code
+ * that belongs to a function. */
+struct ending {
+  int signo, status, sent;
+  pid_t sender;
+  uint64_t addr;
+  struct crash_frame f;
+};
+
+/* The running function as far as this thread can tell: the call record on the loop's thread,
+ * the backtrace elsewhere. */
+static struct crash_frame frame_here(void *const *frames, int n) {
+  if (g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
+    const struct crash_map_entry *m = map_of_frames(frames, n);
+    return (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
+                                m ? m->version : 0};
+  }
+  return g.now;
+}
+
+/* Reports an ending three ways: the log (with the backtrace), the crash file and the
+ * supervisor. */
+static void report(const struct ending *e, void *const *frames, int n) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-  uint64_t addr = (uint64_t)(uintptr_t)si->si_addr;
-  void *frames[64];
-  int n = backtrace(frames, 64);
-  /* The call record belongs to the loop's thread. A crash on another thread (a plugin's own,
-   * or the host's) is pinned on a function only if its backtrace runs through one. */
-  struct crash_frame f = g.now;
-  /* A signal someone else sent (kill -SEGV, the OOM killer's cousins) says nothing about the
-   * code that happened to run: no function is blamed. A fault (si_code > 0) or our own
-   * raise/abort (sent by this pid) is the running code's. */
-  int sent = si->si_code <= 0 && si->si_pid != getpid();
-  if (sent)
-    f = (struct crash_frame){NULL, NULL, NULL, 0};
-  else if (g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
-    const struct crash_map_entry *m = map_of_frames(frames, n);
-    f = (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
-                             m ? m->version : 0};
-  }
+  const struct crash_frame f = e->f;
+  uint64_t addr = e->sent ? 0 : e->addr;
   char buf[1024];
   struct out o = {buf, buf + sizeof buf - 1};
 
@@ -251,17 +256,22 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
     put_safe(&o, f.request_id, 63);
   else
     put(&o, "-");
-  put(&o, f.function ? " function crashed: " : " host crashed outside any function: ");
-  put(&o, crash_signal_name(signo));
-  put(&o, " (signal ");
-  put_u(&o, (uint64_t)signo, 10, 1);
-  if (sent) {
-    put(&o, ") sent by pid ");
-    put_u(&o, (uint64_t)si->si_pid, 10, 1);
-    addr = 0;
+  if (!e->signo) {
+    put(&o, " function exited: exit(");
+    put_u(&o, (uint64_t)(unsigned)e->status, 10, 1);
+    put(&o, ")");
   } else {
-    put(&o, ") at address 0x");
-    put_u(&o, addr, 16, 1);
+    put(&o, f.function ? " function crashed: " : " host crashed outside any function: ");
+    put(&o, crash_signal_name(e->signo));
+    put(&o, " (signal ");
+    put_u(&o, (uint64_t)e->signo, 10, 1);
+    if (e->sent) {
+      put(&o, ") sent by pid ");
+      put_u(&o, (uint64_t)e->sender, 10, 1);
+    } else {
+      put(&o, ") at address 0x");
+      put_u(&o, addr, 16, 1);
+    }
   }
   if (f.function) {
     put(&o, " in ");
@@ -279,18 +289,28 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   write_all(STDERR_FILENO, buf, (size_t)(o.p - buf));
   backtrace_symbols_fd(frames, n, STDERR_FILENO);
 
-  /* 2. The crash file: one JSON line the next serving process reads (quarantine.c). */
+  /* 2. The crash file: one JSON line the next serving process reads (quarantine.c). An exit
+   * names itself where a signal would ("exit(0)"), so every reader shows how it ended. */
   if (g.record_fd >= 0) {
     o.p = buf;
     put(&o, "{\"kind\":\"crash\",\"t\":");
     put_u(&o, (uint64_t)now, 10, 1);
-    put(&o, ",\"signal\":");
-    put_u(&o, (uint64_t)signo, 10, 1);
-    put(&o, ",\"signal_name\":\"");
-    put(&o, crash_signal_name(signo));
-    put(&o, "\",\"addr\":\"0x");
-    put_u(&o, addr, 16, 1);
-    put(&o, "\",\"pid\":");
+    if (e->signo) {
+      put(&o, ",\"end\":\"signal\",\"signal\":");
+      put_u(&o, (uint64_t)e->signo, 10, 1);
+      put(&o, ",\"signal_name\":\"");
+      put(&o, crash_signal_name(e->signo));
+      put(&o, "\",\"addr\":\"0x");
+      put_u(&o, addr, 16, 1);
+      put(&o, "\"");
+    } else {
+      put(&o, ",\"end\":\"exit\",\"exit_status\":");
+      put_u(&o, (uint64_t)(unsigned)e->status, 10, 1);
+      put(&o, ",\"signal_name\":\"exit(");
+      put_u(&o, (uint64_t)(unsigned)e->status, 10, 1);
+      put(&o, ")\"");
+    }
+    put(&o, ",\"pid\":");
     put_u(&o, (uint64_t)getpid(), 10, 1);
     if (f.function) {
       put(&o, ",\"function\":\"");
@@ -312,7 +332,8 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
     struct crash_report r;
     memset(&r, 0, sizeof r);
     r.magic = CRASH_MAGIC;
-    r.signo = signo;
+    r.signo = e->signo;
+    r.status = e->status;
     r.pid = (int32_t)getpid();
     r.time_ms = now;
     r.addr = addr;
@@ -328,11 +349,45 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
     ssize_t w = send(g.report_fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;
   }
+}
 
+static void on_fatal(int signo, siginfo_t *si, void *uctx) {
+  (void)uctx;
+  int saved_errno = errno;
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  struct ending e = {.signo = signo, .addr = (uint64_t)(uintptr_t)si->si_addr};
+  /* A signal someone else sent (kill -SEGV, the OOM killer's cousins) says nothing about the
+   * code that happened to run: no function is blamed. A fault (si_code > 0) or our own
+   * raise/abort (sent by this pid) is the running code's. The call record belongs to the
+   * loop's thread; a crash on another thread (a plugin's own, or the host's) is pinned on a
+   * function only if its backtrace runs through one. */
+  e.sent = si->si_code <= 0 && si->si_pid != getpid();
+  e.sender = si->si_pid;
+  if (!e.sent)
+    e.f = frame_here(frames, n);
+  report(&e, frames, n);
   /* SA_RESETHAND restored the default action: a fault re-executes and kills; a raised or
    * sent signal is raised again, pending until we return. */
   errno = saved_errno;
   raise(signo);
+}
+
+/* exit() from a function (on the loop's thread, or on a plugin's own thread by its backtrace)
+ * ends the serving process as surely as a fault: it is reported like one, so the supervisor
+ * restarts it and the build is quarantined, and the process goes at once with _exit: the
+ * host's exit-time cleanup must not run under a plugin's call. Any other exit (the host's own
+ * at the end of serve()) goes on as usual. */
+static void on_exit_call(int status, void *arg) {
+  (void)arg;
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  struct ending e = {.signo = 0, .status = status};
+  e.f = frame_here(frames, n);
+  if (!e.f.function)
+    return;
+  report(&e, frames, n);
+  _exit(status);
 }
 
 int crash_install(int report_fd, int record_fd) {
@@ -343,6 +398,9 @@ int crash_install(int report_fd, int record_fd) {
   void *warm[2];
   backtrace(warm, 2);
   /* A stack overflow in a function leaves no stack to run the handler on: it gets its own. */
+  static int exit_hooked; /* inherited by a fork: a worker must not hook it twice */
+  if (!exit_hooked && on_exit(on_exit_call, NULL) == 0)
+    exit_hooked = 1;
   static char altstack[64 * 1024];
   stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
   if (sigaltstack(&ss, NULL) < 0)

@@ -13,6 +13,7 @@
 #include "notify.h"
 #include "plugins.h"
 #include "signals.h"
+#include "supervisor.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -268,12 +269,32 @@ int server_start(struct host *h) {
   return 0;
 }
 
+/* The supervisor's liveness check: a beat a second from a timer on this loop, so a loop that
+ * stopped turning (SIGSTOP, a wait outside any function, an endless function in-process)
+ * stops beating and is replaced after --heartbeat-timeout (supervisor.c). */
+static void heartbeat(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  struct host *h = t->data;
+  supervisor_heartbeat(h->ctl_fd, &h->heartbeat_ms);
+}
+
 int server_run(struct host *h) {
   log_info(NULL, NULL, "serving process %d accepting%s", (int)getpid(),
            h->cfg.tls_cert ? " (TLS)" : "");
   notify_watchdog_start(h->loop, &h->watchdog);
+  if (h->ctl_fd >= 0) {
+    ev_timer_init(&h->heartbeat, heartbeat, 0, SUPERVISOR_HEARTBEAT_MS / 1000.);
+    h->heartbeat.data = h;
+    ev_timer_start(h->loop, &h->heartbeat);
+    ev_unref(h->loop); /* it alone does not keep the loop running */
+  }
   /* Returns when the drain timer breaks the loop. */
   ev_run(h->loop, 0);
+  if (ev_is_active(&h->heartbeat)) {
+    ev_ref(h->loop);
+    ev_timer_stop(h->loop, &h->heartbeat);
+  }
   notify_watchdog_stop(h->loop, &h->watchdog);
   return 0;
 }
