@@ -213,10 +213,11 @@ static void write_all(int fd, const char *p, size_t n) {
   }
 }
 
-/* How the process ends: a fatal signal (signo), or exit() (signo 0, status) called by code
- * that belongs to a function. */
+/* How the process ends: a fatal signal (signo), exit() (signo 0, status) called by code
+ * that belongs to a function, or the supervisor's word that its loop stopped answering
+ * (stuck: the process then dies of SIGKILL). */
 struct ending {
-  int signo, status, sent;
+  int signo, status, sent, stuck;
   pid_t sender;
   uint64_t addr;
   struct crash_frame f;
@@ -256,7 +257,9 @@ static void report(const struct ending *e, void *const *frames, int n) {
     put_safe(&o, f.request_id, 63);
   else
     put(&o, "-");
-  if (!e->signo) {
+  if (e->stuck) {
+    put(&o, " function stopped answering: it held the event loop past --heartbeat-timeout");
+  } else if (!e->signo) {
     put(&o, " function exited: exit(");
     put_u(&o, (uint64_t)(unsigned)e->status, 10, 1);
     put(&o, ")");
@@ -295,7 +298,11 @@ static void report(const struct ending *e, void *const *frames, int n) {
     o.p = buf;
     put(&o, "{\"kind\":\"crash\",\"t\":");
     put_u(&o, (uint64_t)now, 10, 1);
-    if (e->signo) {
+    if (e->stuck) {
+      put(&o, ",\"end\":\"stopped answering\",\"signal\":");
+      put_u(&o, (uint64_t)SIGKILL, 10, 1);
+      put(&o, ",\"signal_name\":\"SIGKILL\"");
+    } else if (e->signo) {
       put(&o, ",\"end\":\"signal\",\"signal\":");
       put_u(&o, (uint64_t)e->signo, 10, 1);
       put(&o, ",\"signal_name\":\"");
@@ -373,6 +380,22 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   raise(signo);
 }
 
+/* The supervisor heard no heartbeat from the loop: it asks the loop's thread (CRASH_STUCK_SIGNAL
+ * by tgkill) what runs there before it kills the process. A function holding the loop is
+ * reported like a crash in it (quarantined); without one the supervisor writes the record. */
+static void on_stuck(int signo, siginfo_t *si, void *uctx) {
+  (void)signo;
+  (void)uctx;
+  if (si->si_pid != getppid() || (g.loop_tid && syscall(SYS_gettid) != g.loop_tid))
+    return; /* not the supervisor's question, or not the thread it was meant for */
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  struct ending e = {.signo = SIGKILL, .stuck = 1, .f = g.now};
+  if (e.f.function)
+    report(&e, frames, n);
+  raise(SIGKILL);
+}
+
 /* exit() from a function (on the loop's thread, or on a plugin's own thread by its backtrace)
  * ends the serving process as surely as a fault: it is reported like one, so the supervisor
  * restarts it and the build is quarantined, and the process goes at once with _exit: the
@@ -413,5 +436,9 @@ int crash_install(int report_fd, int record_fd) {
   for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
     if (sigaction(fatal[i], &sa, NULL) < 0)
       return -errno;
+  sa.sa_sigaction = on_stuck;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  if (sigaction(CRASH_STUCK_SIGNAL, &sa, NULL) < 0)
+    return -errno;
   return 0;
 }

@@ -3,10 +3,14 @@
 #ifndef WSHOST_CRASH_H
 #define WSHOST_CRASH_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #define CRASH_MAGIC 0x77736372u /* "wscr" */
 #define CRASH_SHA_HEX 65
+/* The supervisor sends this to the serving loop's thread when the loop stopped answering:
+ * the handler reports the function holding it (if any) and the process dies of SIGKILL. */
+#define CRASH_STUCK_SIGNAL SIGUSR2
 
 /* What the handler sends the supervisor (one datagram on the control socket): enough to tell
  * a crash in a function (the quarantine ends it) from one the host cannot pin on anyone.

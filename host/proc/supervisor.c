@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ struct sup {
   int64_t stop_deadline, next_start, child_started;
   int64_t last_beat;                 /* when the current one's loop last said it turns */
   int64_t heartbeat_ms;              /* --heartbeat-timeout (0: not watched) */
+  int64_t hung_kill_at;              /* it was asked what holds its loop: SIGKILL by then */
   int64_t crashes[CRASH_LOOP_K * 2]; /* times of recent counted crashes (ring) */
   unsigned ncrashes;
   int backoff_ms;
@@ -128,6 +130,7 @@ static int spawn(struct sup *s) {
   s->ctl = sv[0];
   s->child_ready = 0;
   s->hung = 0;
+  s->hung_kill_at = 0;
   s->child_started = mono_ms();
   memset(&s->last, 0, sizeof s->last);
   return 0;
@@ -379,13 +382,24 @@ static int run(struct sup *s) {
       if (now >= due) {
         log_error(NULL, NULL,
                   "serving process %d stopped answering: no heartbeat from its event loop for "
-                  "%lld ms (--heartbeat-timeout %lld): SIGKILL",
+                  "%lld ms (--heartbeat-timeout %lld): asking what holds it, then SIGKILL",
                   (int)s->child, (long long)(now - s->last_beat),
                   (long long)(s->heartbeat_ms / 1000));
+        /* Its loop's thread (the main thread: tid = pid) reports the function holding it,
+         * if one does, and dies; a stopped one gets SIGKILL after a moment. */
         s->hung = 1;
-        kill(s->child, SIGKILL);
+        s->hung_kill_at = now + SUPERVISOR_STUCK_GRACE_MS;
+        if (syscall(SYS_tgkill, s->child, s->child, CRASH_STUCK_SIGNAL) < 0)
+          kill(s->child, SIGKILL);
       } else if (timeout < 0 || due - now < timeout)
         timeout = (int)(due - now);
+    }
+    if (s->child && s->hung && s->hung_kill_at) {
+      if (now >= s->hung_kill_at) {
+        kill(s->child, SIGKILL);
+        s->hung_kill_at = 0;
+      } else if (timeout < 0 || s->hung_kill_at - now < timeout)
+        timeout = (int)(s->hung_kill_at - now);
     }
     struct pollfd p[2] = {{s->sfd, POLLIN, 0}, {s->ctl, POLLIN, 0}};
     int n = poll(p, s->ctl >= 0 ? 2 : 1, timeout);

@@ -20,6 +20,8 @@
 #define SUPERVISOR_STOP_MS 6000
 /* The serving loop's heartbeat period; --heartbeat-timeout without one replaces the process. */
 #define SUPERVISOR_HEARTBEAT_MS 1000
+/* A serving process asked what holds its loop has this long to answer before SIGKILL. */
+#define SUPERVISOR_STUCK_GRACE_MS 1000
 
 /* What a serving process gets from whoever started it. */
 struct serve_args {

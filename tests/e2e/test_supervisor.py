@@ -105,6 +105,33 @@ def test_exit_from_a_plugin_thread_is_pinned_on_its_function():
         assert h.http("GET", "/exit_fn").status == 503
 
 
+def test_exit0_in_a_function_isolation_process_fails_one_request():
+    """With --isolation process the function's exit(0) ends its worker, not the serving
+    process: that request gets 502, the next ones a fresh worker."""
+    h = Host(plugins=plugins_with(exit_fn="exit_fn"),
+             flags=["--isolation", "process", "--workers", "1"])
+    with h:
+        first = h.serving_pid()
+        r = h.http("GET", "/exit_fn?do=exit&status=0", timeout=15)
+        assert r.status == 502 and r.json["error"] == "Function Crashed", r
+        h.wait_log(r"worker 0 \(pid \d+\) exited with 0")
+        wait_until(lambda: h.http("GET", "/exit_fn").status == 200, timeout=10,
+                   what="a fresh worker")
+        assert h.serving_pid() == first and h.running()
+
+
+def test_exit0_in_a_constructor_at_start_is_quarantined_not_a_failed_start():
+    """exit(0) while the first serving process loads the functions used to count as a failed
+    start-up (the host exited 1); it is the function's: quarantined, and the host serves."""
+    h = Host(plugins=plugins_with(exit_fn="exit_fn"), flags=in_process(),
+             env={"EXIT_FN_AT_LOAD": "0"})
+    with h:
+        h.wait_log(r"error exit_fn load function exited: exit\(0\) in exit_fn version 1")
+        assert last_crash(h)["function"] == "exit_fn"
+        assert h.http("GET", "/exit_fn").status == 503
+        assert h.http("GET", "/echo").status == 200
+
+
 def test_exit_the_host_cannot_pin_restarts_with_a_record():
     """_exit(0) runs no exit hook: no function can be named, so nothing is quarantined, but
     the serving process is restarted and the supervisor writes the record."""
@@ -169,7 +196,8 @@ async def test_sigstop_of_the_serving_process_is_replaced_isolation_process():
 
 
 def test_endless_function_in_process_is_replaced():
-    """In-process, a function that never returns holds the loop: no heartbeat, replaced."""
+    """In-process, a function that never returns holds the loop: no heartbeat, replaced, and
+    the function is quarantined like one that crashed."""
     h = Host(plugins=plugins_with(crash="crash"), flags=in_process("--heartbeat-timeout", str(HB)))
     with h:
         first = h.serving_pid()
@@ -178,7 +206,14 @@ def test_endless_function_in_process_is_replaced():
         except (OSError, http.client.HTTPException):
             pass  # it never answers
         replaced(h, first, HB + 12, "the stuck process replaced")
-        assert last_crash(h)["end"] == "stopped answering"
+        # The loop's thread was asked what held it: the function is named and quarantined,
+        # so the next request cannot hold the loop again.
+        h.wait_log(r"error crash \S+ function stopped answering: it held the event loop past "
+                   r"--heartbeat-timeout in crash version 1")
+        last = last_crash(h)
+        assert (last["end"], last["function"], last["pid"]) == \
+            ("stopped answering", "crash", first), last
+        assert h.http("GET", "/crash?do=loop", timeout=5).status == 503
         assert h.http("GET", "/echo").status == 200
 
 
@@ -224,7 +259,10 @@ async def test_worker_that_forks_then_dies_is_seen_by_its_pid():
     with h:
         t0 = time.monotonic()
         # The client's bound is well under --defer-timeout: a 504 cannot pass for it.
-        r = await h.ahttp("GET", "/fork_crash?do=crash&hold=20", timeout=15)
+        try:
+            r = await h.ahttp("GET", "/fork_crash?do=crash&hold=20", timeout=15)
+        except OSError as e:  # socket.timeout included
+            raise Fail(f"no answer within 15 s ({e!r}): the worker's death went unseen") from None
         assert r.status == 502 and r.json["error"] == "Function Crashed", r
         print(f"  502 after {time.monotonic() - t0:.2f}s")
         h.wait_log(r"worker 0 \(pid \d+\) died of signal 6 \(it died\)")

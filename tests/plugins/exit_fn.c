@@ -1,7 +1,8 @@
 /* exit_fn: a function that ends its process without a fault, for the supervisor tests. Over
  * HTTP, ?do=exit&status=N calls exit(N) in the call, ?do=_exit&status=N calls _exit(N) (no
  * exit hook runs: the host cannot tell who did it), ?do=thread calls exit(0) on a thread of
- * its own 100 ms after the call returned; anything else answers {"build":"exiting"}. */
+ * its own 100 ms after the call returned; anything else answers {"build":"exiting"}. With
+ * EXIT_FN_AT_LOAD=N in the environment its constructor calls exit(N) as it is loaded. */
 #include <cloud.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -13,6 +14,12 @@ __attribute__((visibility("default"), noinline)) void *exit_fn_thread(void *arg)
   (void)arg;
   usleep(100 * 1000);
   exit(0);
+}
+
+__attribute__((constructor)) static void exit_fn_at_load(void) {
+  const char *at_load = getenv("EXIT_FN_AT_LOAD");
+  if (at_load)
+    exit(atoi(at_load));
 }
 
 CLOUD_FUNCTION(ctx) {
