@@ -249,6 +249,16 @@ def test_heartbeat_timeout_0_never_replaces():
         assert "stopped answering" not in h.log()
 
 
+def kill_left_in(folder):
+    """Kills what still runs in the host's folder (the children fork_crash left behind)."""
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and os.readlink(f"/proc/{d}/cwd") == folder:
+                os.kill(int(d), signal.SIGKILL)
+        except OSError:
+            pass
+
+
 async def test_worker_that_forks_then_dies_is_seen_by_its_pid():
     """A worker whose function forks a child (which keeps the worker's socket) and aborts:
     its socket never closes, but the serving process sees the death by the pid and fails the
@@ -256,6 +266,13 @@ async def test_worker_that_forks_then_dies_is_seen_by_its_pid():
     h = Host(plugins={"__websocket__": tplugin("fork_crash"), "fork_crash": tplugin("fork_crash"),
                       "echo": example("echo")},
              flags=["--isolation", "process", "--workers", "1", "--defer-timeout", "30"])
+    try:
+        await fork_then_die(h)
+    finally:
+        kill_left_in(h.tmp)
+
+
+async def fork_then_die(h):
     with h:
         t0 = time.monotonic()
         # The client's bound is well under --defer-timeout: a 504 cannot pass for it.
