@@ -169,8 +169,8 @@ static struct worker *spawn(struct workers *P, int index) {
     w->dio.data = w;
     ev_io_start(h->loop, &w->dio);
   } else
-    log_warn(NULL, NULL, "worker %d: pidfd_open: %s: its death is seen only when its socket closes",
-             index, strerror(errno));
+    log_debug(NULL, NULL, "worker %d: pidfd_open: %s: its death is checked once a second", index,
+              strerror(errno));
   log_info(NULL, NULL, "worker %d started (pid %d)", index, (int)pid);
   return w;
 }
@@ -602,6 +602,14 @@ static int read_some(struct worker *w) {
   }
 }
 
+/* Without a pidfd (valgrind knows no pidfd_open): 1 once the process has ended, without
+ * reaping it (worker_lost does that, for its status). The tick and wait_for ask it. */
+static int exited(const struct worker *w) {
+  siginfo_t si = {0};
+  return w->pidfd < 0 && w->pid > 0 &&
+         waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == w->pid;
+}
+
 static void on_death(struct ev_loop *loop, ev_io *io, int revents) {
   (void)loop;
   (void)revents;
@@ -647,6 +655,12 @@ static void wait_for(struct workers *P, struct pending *p) {
     }
     if (n < 0 && errno != EINTR) {
       worker_lost(w, "poll failed");
+      continue;
+    }
+    if (n == 0 && exited(w)) {
+      read_some(w);
+      if (!p->done)
+        worker_lost(w, "it died");
       continue;
     }
     if (n <= 0)
@@ -1109,6 +1123,18 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
   struct workers *P = t->data;
+  for (int i = 0; i < P->n; i++)
+    if (P->live[i] && exited(P->live[i])) {
+      read_some(P->live[i]);
+      worker_lost(P->live[i], "it died");
+    }
+  for (struct worker *w = P->retiring, *next; w; w = next) {
+    next = w->next;
+    if (exited(w)) {
+      read_some(w);
+      worker_lost(w, "it died");
+    }
+  }
   for (int i = 0; i < P->n; i++)
     if (!P->live[i] && !P->h->stopping)
       P->live[i] = spawn(P, i);
