@@ -144,8 +144,12 @@ struct host {
   /* The listening socket comes from the supervisor (supervisor.c); accept.c accepts on it
    * within a descriptor budget derived from RLIMIT_NOFILE. */
   int listen_fd;
-  int host_pid;      /* the supervisor's pid: names the runtime folder across restarts */
-  int supervisor_fd; /* control socket to the supervisor, -1 without one (notify.c relays) */
+  int host_pid; /* the supervisor's pid: names the runtime folder across restarts */
+  /* The control socket to the supervisor (-1: none): ready, heartbeat, crashes, and the
+   * watchdog pings it relays to systemd (notify.c). */
+  int ctl_fd;
+  ev_timer heartbeat;   /* one beat a second to the supervisor from the loop (server.c) */
+  int64_t heartbeat_ms; /* when the last beat went (supervisor_heartbeat) */
   long nofile, fd_budget;
   ev_io accept_io;
   ev_timer accept_pause;

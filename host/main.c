@@ -37,7 +37,7 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   h->cfg = *cfg;
   h->listen_fd = a->listen_fd;
   h->host_pid = (int)a->host_pid;
-  h->supervisor_fd = a->ctl_fd;
+  h->ctl_fd = a->ctl_fd;
   long before;
   h->nofile = listen_raise_nofile(&before);
   /* lws sizes its descriptor table by this soft limit, and Debian's lws (built with _DEBUG)

@@ -89,6 +89,9 @@ static const struct opt opts[] = {
       "off, or auto (when stderr is the journal stream systemd names in JOURNAL_STREAM)"),
     O("drain-timeout", OPT_INT, drain_timeout, "3",
       "seconds SIGTERM lets connections close; the process ends by then + 2 s, even if stuck"),
+    O("heartbeat-timeout", OPT_INT, heartbeat_timeout, "10",
+      "seconds the serving process's event loop may go without its heartbeat before the "
+      "supervisor replaces it (SIGKILL, restart; 0: never)"),
     O("jwt-secret", OPT_STR, jwt_secret, NULL,
       "HS256 secret (32+ bytes): a valid Bearer/access_token JWT fills ctx->user"),
     O("jwt-public-key", OPT_STR, jwt_public_key, NULL,

@@ -41,6 +41,8 @@ struct config {
   int log_format;          /* enum log_format: text or json lines */
   const char *log_journal; /* auto, on, off: the "<N>" priority prefix journald reads */
   int drain_timeout;       /* seconds SIGTERM waits for connections; the process ends by then + 2 */
+  int heartbeat_timeout;   /* seconds without the serving loop's heartbeat before the supervisor
+                            * replaces it (0: never) */
   const char *jwt_secret, *jwt_public_key, *env_file;
   int jwt_leeway;
   int jwt_require_exp; /* a JWT without exp is refused (401) */

@@ -270,8 +270,8 @@ static void frame_text(char *tmp, size_t cap, void *frame) {
 /* The report on stderr in the log's format: text is the error line then a line per frame;
  * JSON is one object with the frames in a "backtrace" array, so every line a shipper reads
  * parses. Under journald each line carries the "<3>" (error) priority prefix. */
-static void write_report(int64_t now, int signo, const struct crash_frame *f, const char *msg,
-                         void *const *frames, int n) {
+static void write_report(int64_t now, const char *signame, const struct crash_frame *f,
+                         const char *msg, void *const *frames, int n) {
   char line[12288], tmp[256];
   const char *prefix = log_journal() ? "<3>" : "";
   struct out o = {line, line + sizeof line - 2};
@@ -289,7 +289,7 @@ static void write_report(int64_t now, int signo, const struct crash_frame *f, co
     put(&o, ",\"msg\":");
     put_json(&o, msg, 767);
     put(&o, ",\"signal\":\"");
-    put(&o, crash_signal_name(signo));
+    put(&o, signame);
     put(&o, "\",\"pid\":");
     put_u(&o, (uint64_t)getpid(), 10, 1);
     put(&o, ",\"backtrace\":[");
@@ -326,45 +326,66 @@ static void write_report(int64_t now, int signo, const struct crash_frame *f, co
   write_all(STDERR_FILENO, line, (size_t)(o.p - line));
 }
 
-static void on_fatal(int signo, siginfo_t *si, void *uctx) {
-  (void)uctx;
-  int saved_errno = errno;
+/* How the process ends: a fatal signal (signo), exit() (signo 0, status) called by code
+ * that belongs to a function, or the supervisor's word that its loop stopped answering
+ * (stuck: the process then dies of SIGKILL). */
+struct ending {
+  int signo, status, sent, stuck;
+  pid_t sender;
+  uint64_t addr;
+  struct crash_frame f;
+};
+
+/* The running function as far as this thread can tell: the call record on the loop's thread,
+ * the backtrace elsewhere. */
+static struct crash_frame frame_here(void *const *frames, int n) {
+  if (running.function || !g.loop_tid || syscall(SYS_gettid) == g.loop_tid)
+    return running; /* the loop's calls, a loader's or a fini thread's work */
+  const struct crash_map_entry *m = map_of_frames(frames, n);
+  return (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
+                              m ? m->version : 0};
+}
+
+/* Reports an ending three ways: the log (with the backtrace), the crash file and the
+ * supervisor. */
+static void report(const struct ending *e, void *const *frames, int n) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-  uint64_t addr = (uint64_t)(uintptr_t)si->si_addr;
-  void *frames[64];
-  int n = backtrace(frames, 64);
-  /* The call record is this thread's (the loop's calls, a loader's or a fini thread's work). A
-   * crash on another thread (a plugin's own, or the host's) is pinned on a function only if its
-   * backtrace runs through one. */
-  struct crash_frame f = running;
-  /* A signal someone else sent (kill -SEGV, the OOM killer's cousins) says nothing about the
-   * code that happened to run: no function is blamed. A fault (si_code > 0) or our own
-   * raise/abort (sent by this pid) is the running code's. */
-  int sent = si->si_code <= 0 && si->si_pid != getpid();
-  if (sent)
-    f = (struct crash_frame){NULL, NULL, NULL, 0};
-  else if (!f.function && g.loop_tid && syscall(SYS_gettid) != g.loop_tid) {
-    const struct crash_map_entry *m = map_of_frames(frames, n);
-    f = (struct crash_frame){m ? m->function : NULL, m ? "-" : NULL, m ? m->sha256 : NULL,
-                             m ? m->version : 0};
-  }
+  const struct crash_frame f = e->f;
+  uint64_t addr = e->sent ? 0 : e->addr;
   char buf[1024], msg[768];
   struct out o = {msg, msg + sizeof msg - 1};
 
-  /* 1. The report for the log: the message (what crashed, where), then the frames. */
-  put(&o, f.function ? "function crashed: " : "host crashed outside any function: ");
-  put(&o, crash_signal_name(signo));
-  put(&o, " (signal ");
-  put_u(&o, (uint64_t)signo, 10, 1);
-  if (sent) {
-    put(&o, ") sent by pid ");
-    put_u(&o, (uint64_t)si->si_pid, 10, 1);
-    addr = 0;
+  /* 1. The report for the log, in its format (write_report): the message (what ended, where),
+   * then the frames. */
+  char signame[32] = "SIGKILL";
+  if (e->stuck) {
+    put(&o, "function stopped answering: it held the event loop past --heartbeat-timeout");
+  } else if (!e->signo) {
+    put(&o, "function exited: exit(");
+    put_u(&o, (uint64_t)(unsigned)e->status, 10, 1);
+    put(&o, ")");
+    struct out so = {signame, signame + sizeof signame - 1};
+    put(&so, "exit(");
+    put_u(&so, (uint64_t)(unsigned)e->status, 10, 1);
+    put(&so, ")");
+    *so.p = 0;
   } else {
-    put(&o, ") at address 0x");
-    put_u(&o, addr, 16, 1);
+    struct out so = {signame, signame + sizeof signame - 1};
+    put(&so, crash_signal_name(e->signo));
+    *so.p = 0;
+    put(&o, f.function ? "function crashed: " : "host crashed outside any function: ");
+    put(&o, crash_signal_name(e->signo));
+    put(&o, " (signal ");
+    put_u(&o, (uint64_t)e->signo, 10, 1);
+    if (e->sent) {
+      put(&o, ") sent by pid ");
+      put_u(&o, (uint64_t)e->sender, 10, 1);
+    } else {
+      put(&o, ") at address 0x");
+      put_u(&o, addr, 16, 1);
+    }
   }
   if (f.function) {
     put(&o, " in ");
@@ -379,20 +400,34 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
   put(&o, ", pid ");
   put_u(&o, (uint64_t)getpid(), 10, 1);
   *o.p = 0;
-  write_report(now, signo, &f, msg, frames, n);
+  write_report(now, signame, &f, msg, frames, n);
 
-  /* 2. The crash file: one JSON line the next serving process reads (quarantine.c). */
+  /* 2. The crash file: one JSON line the next serving process reads (quarantine.c). An exit
+   * names itself where a signal would ("exit(0)"), so every reader shows how it ended. */
   if (g.record_fd >= 0) {
     o = (struct out){buf, buf + sizeof buf - 1};
     put(&o, "{\"kind\":\"crash\",\"t\":");
     put_u(&o, (uint64_t)now, 10, 1);
-    put(&o, ",\"signal\":");
-    put_u(&o, (uint64_t)signo, 10, 1);
-    put(&o, ",\"signal_name\":\"");
-    put(&o, crash_signal_name(signo));
-    put(&o, "\",\"addr\":\"0x");
-    put_u(&o, addr, 16, 1);
-    put(&o, "\",\"pid\":");
+    if (e->stuck) {
+      put(&o, ",\"end\":\"stopped answering\",\"signal\":");
+      put_u(&o, (uint64_t)SIGKILL, 10, 1);
+      put(&o, ",\"signal_name\":\"SIGKILL\"");
+    } else if (e->signo) {
+      put(&o, ",\"end\":\"signal\",\"signal\":");
+      put_u(&o, (uint64_t)e->signo, 10, 1);
+      put(&o, ",\"signal_name\":\"");
+      put(&o, crash_signal_name(e->signo));
+      put(&o, "\",\"addr\":\"0x");
+      put_u(&o, addr, 16, 1);
+      put(&o, "\"");
+    } else {
+      put(&o, ",\"end\":\"exit\",\"exit_status\":");
+      put_u(&o, (uint64_t)(unsigned)e->status, 10, 1);
+      put(&o, ",\"signal_name\":\"exit(");
+      put_u(&o, (uint64_t)(unsigned)e->status, 10, 1);
+      put(&o, ")\"");
+    }
+    put(&o, ",\"pid\":");
     put_u(&o, (uint64_t)getpid(), 10, 1);
     if (f.function) {
       put(&o, ",\"function\":\"");
@@ -414,7 +449,8 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
     struct crash_report r;
     memset(&r, 0, sizeof r);
     r.magic = CRASH_MAGIC;
-    r.signo = signo;
+    r.signo = e->signo;
+    r.status = e->status;
     r.pid = (int32_t)getpid();
     r.time_ms = now;
     r.addr = addr;
@@ -430,11 +466,61 @@ static void on_fatal(int signo, siginfo_t *si, void *uctx) {
     ssize_t w = send(g.report_fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;
   }
+}
 
+static void on_fatal(int signo, siginfo_t *si, void *uctx) {
+  (void)uctx;
+  int saved_errno = errno;
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  struct ending e = {.signo = signo, .addr = (uint64_t)(uintptr_t)si->si_addr};
+  /* A signal someone else sent (kill -SEGV, the OOM killer's cousins) says nothing about the
+   * code that happened to run: no function is blamed. A fault (si_code > 0) or our own
+   * raise/abort (sent by this pid) is the running code's. The call record belongs to the
+   * loop's thread; a crash on another thread (a plugin's own, or the host's) is pinned on a
+   * function only if its backtrace runs through one. */
+  e.sent = si->si_code <= 0 && si->si_pid != getpid();
+  e.sender = si->si_pid;
+  if (!e.sent)
+    e.f = frame_here(frames, n);
+  report(&e, frames, n);
   /* SA_RESETHAND restored the default action: a fault re-executes and kills; a raised or
    * sent signal is raised again, pending until we return. */
   errno = saved_errno;
   raise(signo);
+}
+
+/* The supervisor heard no heartbeat from the loop: it asks the loop's thread (CRASH_STUCK_SIGNAL
+ * by tgkill) what runs there before it kills the process. A function holding the loop is
+ * reported like a crash in it (quarantined); without one the supervisor writes the record. */
+static void on_stuck(int signo, siginfo_t *si, void *uctx) {
+  (void)signo;
+  (void)uctx;
+  if (si->si_pid != getppid() || (g.loop_tid && syscall(SYS_gettid) != g.loop_tid))
+    return; /* not the supervisor's question, or not the thread it was meant for */
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  struct ending e = {.signo = SIGKILL, .stuck = 1, .f = running};
+  if (e.f.function)
+    report(&e, frames, n);
+  raise(SIGKILL);
+}
+
+/* exit() from a function (on the loop's thread, or on a plugin's own thread by its backtrace)
+ * ends the serving process as surely as a fault: it is reported like one, so the supervisor
+ * restarts it and the build is quarantined, and the process goes at once with _exit: the
+ * host's exit-time cleanup must not run under a plugin's call. Any other exit (the host's own
+ * at the end of serve()) goes on as usual. */
+static void on_exit_call(int status, void *arg) {
+  (void)arg;
+  void *frames[64];
+  int n = backtrace(frames, 64);
+  struct ending e = {.signo = 0, .status = status};
+  e.f = frame_here(frames, n);
+  if (!e.f.function)
+    return;
+  report(&e, frames, n);
+  _exit(status);
 }
 
 int crash_install(int report_fd, int record_fd) {
@@ -445,6 +531,9 @@ int crash_install(int report_fd, int record_fd) {
   void *warm[2];
   backtrace(warm, 2);
   /* A stack overflow in a function leaves no stack to run the handler on: it gets its own. */
+  static int exit_hooked; /* inherited by a fork: a worker must not hook it twice */
+  if (!exit_hooked && on_exit(on_exit_call, NULL) == 0)
+    exit_hooked = 1;
   static char altstack[64 * 1024];
   stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack, .ss_flags = 0};
   if (sigaltstack(&ss, NULL) < 0)
@@ -457,5 +546,9 @@ int crash_install(int report_fd, int record_fd) {
   for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
     if (sigaction(fatal[i], &sa, NULL) < 0)
       return -errno;
+  sa.sa_sigaction = on_stuck;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  if (sigaction(CRASH_STUCK_SIGNAL, &sa, NULL) < 0)
+    return -errno;
   return 0;
 }

@@ -3,18 +3,24 @@
 #ifndef WSHOST_CRASH_H
 #define WSHOST_CRASH_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #define CRASH_MAGIC 0x77736372u /* "wscr" */
 #define CRASH_SHA_HEX 65
+/* The supervisor sends this to the serving loop's thread when the loop stopped answering:
+ * the handler reports the function holding it (if any) and the process dies of SIGKILL. */
+#define CRASH_STUCK_SIGNAL SIGUSR2
 
 /* What the handler sends the supervisor (one datagram on the control socket): enough to tell
- * a crash in a function (the quarantine ends it) from one the host cannot pin on anyone. */
+ * a crash in a function (the quarantine ends it) from one the host cannot pin on anyone.
+ * signo 0: not a signal but exit() called by a function. */
 struct crash_report {
   uint32_t magic;
   int32_t signo;
   int32_t version; /* 0: no function was running */
   int32_t pid;
+  int32_t status; /* signo 0: the function called exit() with this status */
   int64_t time_ms;
   uint64_t addr;
   char function[129];
@@ -29,7 +35,8 @@ struct crash_frame {
   int version;
 };
 
-/* Installs the handler for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT on an alternate stack.
+/* Installs the handler for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT on an alternate stack,
+ * and an exit hook that reports exit() called from a function the same way (then _exits).
  * report_fd: the supervisor's control socket (-1: none); record_fd: the crash file, opened for
  * append (-1: none). Both stay open for the life of the process. 0 or -errno. */
 int crash_install(int report_fd, int record_fd);

@@ -13,6 +13,7 @@
 #include "notify.h"
 #include "plugins.h"
 #include "signals.h"
+#include "supervisor.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -142,7 +143,7 @@ static void on_signal(int signum, void *arg) {
     return;
   h->stopping = 1;
   log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping", signum, h->nconns);
-  if (h->supervisor_fd < 0) /* else the supervisor says it, as the main process */
+  if (h->ctl_fd < 0) /* else the supervisor says it, as the main process */
     notify_stopping();
   ws_close_all(h, 1001, "server shutting down");
   h->drain_deadline_ms = host_now_ms() + (int64_t)h->cfg.drain_timeout * 1000;
@@ -270,12 +271,32 @@ int server_start(struct host *h) {
   return 0;
 }
 
+/* The supervisor's liveness check: a beat a second from a timer on this loop, so a loop that
+ * stopped turning (SIGSTOP, a wait outside any function, an endless function in-process)
+ * stops beating and is replaced after --heartbeat-timeout (supervisor.c). */
+static void heartbeat(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  struct host *h = t->data;
+  supervisor_heartbeat(h->ctl_fd, &h->heartbeat_ms);
+}
+
 int server_run(struct host *h) {
   log_info(NULL, NULL, "serving process %d accepting%s", (int)getpid(),
            h->cfg.tls_cert ? " (TLS)" : "");
-  notify_watchdog_start(h->loop, &h->watchdog, &h->supervisor_fd);
+  notify_watchdog_start(h->loop, &h->watchdog, &h->ctl_fd);
+  if (h->ctl_fd >= 0) {
+    ev_timer_init(&h->heartbeat, heartbeat, 0, SUPERVISOR_HEARTBEAT_MS / 1000.);
+    h->heartbeat.data = h;
+    ev_timer_start(h->loop, &h->heartbeat);
+    ev_unref(h->loop); /* it alone does not keep the loop running */
+  }
   /* Returns when the drain timer breaks the loop. */
   ev_run(h->loop, 0);
+  if (ev_is_active(&h->heartbeat)) {
+    ev_ref(h->loop);
+    ev_timer_stop(h->loop, &h->heartbeat);
+  }
   notify_watchdog_stop(h->loop, &h->watchdog);
   return 0;
 }

@@ -7,8 +7,11 @@
 #include "listen.h"
 #include "log.h"
 #include "notify.h"
+#include "quarantine.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -18,15 +21,22 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define READY_MAGIC 0x77737264u /* "wsrd" */
+#define BEAT_MAGIC 0x77736862u  /* "wshb" */
 
 struct ready_msg {
   uint32_t magic;
   int32_t port;
+};
+
+/* The serving loop's heartbeat: one a second while the loop turns. */
+struct beat_msg {
+  uint32_t magic;
 };
 
 struct sup {
@@ -40,8 +50,12 @@ struct sup {
   int ever_ready;  /* a serving process has been ready once */
   int child_ready; /* the current one is */
   int stopping;    /* SIGTERM/SIGINT seen */
+  int hung;        /* the current one stopped answering and was killed for it */
   int exit_code;   /* what we exit with */
   int64_t stop_deadline, next_start, child_started;
+  int64_t last_beat;                 /* when the current one's loop last said it turns */
+  int64_t heartbeat_ms;              /* --heartbeat-timeout (0: not watched) */
+  int64_t hung_kill_at;              /* it was asked what holds its loop: SIGKILL by then */
   int64_t crashes[CRASH_LOOP_K * 2]; /* times of recent counted crashes (ring) */
   unsigned ncrashes;
   int backoff_ms;
@@ -115,6 +129,8 @@ static int spawn(struct sup *s) {
   s->child = pid;
   s->ctl = sv[0];
   s->child_ready = 0;
+  s->hung = 0;
+  s->hung_kill_at = 0;
   s->child_started = mono_ms();
   memset(&s->last, 0, sizeof s->last);
   return 0;
@@ -125,12 +141,16 @@ static int spawn(struct sup *s) {
 static void read_ctl(struct sup *s) {
   union {
     struct ready_msg r;
+    struct beat_msg b;
     struct crash_report c;
   } m;
   ssize_t n;
   while (s->ctl >= 0 && (n = recv(s->ctl, &m, sizeof m, MSG_DONTWAIT)) > 0) {
-    if ((size_t)n == sizeof m.r && m.r.magic == READY_MAGIC) {
+    if ((size_t)n == sizeof m.b && m.b.magic == BEAT_MAGIC)
+      s->last_beat = mono_ms();
+    else if ((size_t)n == sizeof m.r && m.r.magic == READY_MAGIC) {
       s->child_ready = 1;
+      s->last_beat = mono_ms();
       if (!s->ever_ready) {
         s->ever_ready = 1;
         host_ready(m.r.port);
@@ -148,6 +168,18 @@ static void read_ctl(struct sup *s) {
   }
 }
 
+void supervisor_heartbeat(int ctl_fd, int64_t *last_ms) {
+  int64_t now = mono_ms();
+  /* Half the period: a timer that fires a little early still beats. */
+  if (ctl_fd < 0 || now - *last_ms < SUPERVISOR_HEARTBEAT_MS / 2)
+    return;
+  *last_ms = now;
+  struct beat_msg m = {BEAT_MAGIC};
+  /* Never blocks: a supervisor that is not reading has bigger problems than a lost beat. */
+  ssize_t w = send(ctl_fd, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
+  (void)w;
+}
+
 static int recent_crashes(struct sup *s, int64_t now) {
   int n = 0;
   unsigned len = sizeof s->crashes / sizeof s->crashes[0];
@@ -157,15 +189,63 @@ static int recent_crashes(struct sup *s, int64_t now) {
   return n;
 }
 
+/* The crash record of an ending the serving process could not report itself (SIGKILL, an exit
+ * outside any function, a loop that stopped answering): appended to the crash file the next
+ * serving process replays (quarantine.c), so /_/status lists it with the others. It names no
+ * function, so it quarantines nothing. */
+static void record_end(struct sup *s, pid_t pid, int status, const char *what) {
+  char path[4200];
+  quarantine_path(s->cfg->db_path, path, sizeof path);
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  json_t *rec = json_pack("{ss sI ss si ss ss}", "kind", "crash", "t",
+                          (json_int_t)t.tv_sec * 1000 + t.tv_nsec / 1000000, "end",
+                          s->hung               ? "stopped answering"
+                          : WIFSIGNALED(status) ? "signal"
+                                                : "exit",
+                          "pid", (int)pid, "message", what, "by", "supervisor");
+  char name[32];
+  if (WIFSIGNALED(status)) {
+    json_object_set_new(rec, "signal", json_integer(WTERMSIG(status)));
+    json_object_set_new(rec, "signal_name", json_string(crash_signal_name(WTERMSIG(status))));
+  } else {
+    snprintf(name, sizeof name, "exit(%d)", WEXITSTATUS(status));
+    json_object_set_new(rec, "exit_status", json_integer(WEXITSTATUS(status)));
+    json_object_set_new(rec, "signal_name", json_string(name));
+  }
+  char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+  json_decref(rec);
+  int fd = line ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+  size_t len = line ? strlen(line) : 0;
+  if (line)
+    line[len] = '\n'; /* json_dumps's terminator becomes the newline: one write, one line */
+  if (fd < 0 || write(fd, line, len + 1) != (ssize_t)(len + 1))
+    log_warn(NULL, NULL, "supervisor: cannot append the crash record to %s: %s", path,
+             strerror(errno));
+  if (fd >= 0)
+    close(fd);
+  free(line);
+}
+
 /* Decides when the next serving process starts after an unplanned exit. */
 static void after_crash(struct sup *s, pid_t pid, int status) {
   int64_t now = mono_ms();
-  char what[64];
-  if (WIFSIGNALED(status))
+  char what[160];
+  if (s->hung)
+    snprintf(what, sizeof what,
+             "stopped answering (no heartbeat from its event loop for %lld s): killed by SIGKILL",
+             (long long)(s->heartbeat_ms / 1000));
+  else if (WIFSIGNALED(status))
     snprintf(what, sizeof what, "killed by %s (signal %d)", crash_signal_name(WTERMSIG(status)),
              WTERMSIG(status));
+  else if (s->last.magic == CRASH_MAGIC && !s->last.signo)
+    snprintf(what, sizeof what, "exited with status %d (exit() called by a function)",
+             WEXITSTATUS(status));
   else
     snprintf(what, sizeof what, "exited with status %d", WEXITSTATUS(status));
+  /* Its own handler wrote the record of a crash it reported; the rest are written here. */
+  if (s->last.magic != CRASH_MAGIC)
+    record_end(s, pid, status, what);
   /* A crash in a function quarantines that version: it cannot happen again, so the next
    * process starts at once. The same version crashing twice means the quarantine did not
    * hold (crash file unwritable?): then it counts like any other crash. */
@@ -202,6 +282,13 @@ static void after_crash(struct sup *s, pid_t pid, int status) {
               s->backoff_ms);
 }
 
+/* A SIGTERM/SIGINT for the supervisor not read yet: the serving process may have got the same
+ * signal (systemd signals the whole cgroup) and ended before the supervisor read its own. */
+static int stop_pending(void) {
+  sigset_t pend;
+  return sigpending(&pend) == 0 && (sigismember(&pend, SIGTERM) || sigismember(&pend, SIGINT));
+}
+
 static void reap(struct sup *s) {
   int status;
   pid_t pid;
@@ -212,6 +299,8 @@ static void reap(struct sup *s) {
     close(s->ctl);
     s->ctl = -1;
     s->child = 0;
+    if (!s->stopping && stop_pending())
+      s->stopping = 1;
     if (s->stopping) {
       /* Killed by the SIGTERM/SIGINT we passed on (it came before its handlers were set, in
        * start-up): that is the stop that was asked for. */
@@ -220,20 +309,17 @@ static void reap(struct sup *s) {
       s->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : asked ? 0 : 128 + WTERMSIG(status);
       continue;
     }
-    if (WIFEXITED(status) && !s->ever_ready) {
+    int in_function = s->last.magic == CRASH_MAGIC && s->last.function[0];
+    if (WIFEXITED(status) && !s->ever_ready && !in_function) {
       /* Start-up failed (database, plugins folder, TLS files...): it says why; retrying the
        * same settings would only repeat it. */
       s->exit_code = WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
       s->stopping = 1;
       continue;
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-      /* Stopped on its own (a SIGTERM sent to it directly): the host stops with it. */
-      log_info(NULL, NULL, "serving process %d stopped; supervisor stopping", (int)pid);
-      s->exit_code = 0;
-      s->stopping = 1;
-      continue;
-    }
+    /* Any other end is restarted, exit 0 included (a function's exit(), a SIGTERM sent to
+     * the serving process itself): only a stop the supervisor was asked for stops the host,
+     * and systemd's Restart=on-failure would not restart an exit 0. */
     after_crash(s, pid, status);
   }
 }
@@ -292,6 +378,33 @@ static int run(struct sup *s) {
       }
       timeout = (int)(s->stop_deadline - now > 0 ? s->stop_deadline - now : 0);
     }
+    if (s->child && s->child_ready && !s->stopping && !s->hung && s->heartbeat_ms > 0) {
+      /* A loop that stopped (SIGSTOP, a wait outside any function, a function that never
+       * returns in-process) answers nobody: replaced as if it had crashed. */
+      read_ctl(s);
+      int64_t due = s->last_beat + s->heartbeat_ms;
+      if (now >= due) {
+        log_error(NULL, NULL,
+                  "serving process %d stopped answering: no heartbeat from its event loop for "
+                  "%lld ms (--heartbeat-timeout %lld): asking what holds it, then SIGKILL",
+                  (int)s->child, (long long)(now - s->last_beat),
+                  (long long)(s->heartbeat_ms / 1000));
+        /* Its loop's thread (the main thread: tid = pid) reports the function holding it,
+         * if one does, and dies; a stopped one gets SIGKILL after a moment. */
+        s->hung = 1;
+        s->hung_kill_at = now + SUPERVISOR_STUCK_GRACE_MS;
+        if (syscall(SYS_tgkill, s->child, s->child, CRASH_STUCK_SIGNAL) < 0)
+          kill(s->child, SIGKILL);
+      } else if (timeout < 0 || due - now < timeout)
+        timeout = (int)(due - now);
+    }
+    if (s->child && s->hung && s->hung_kill_at) {
+      if (now >= s->hung_kill_at) {
+        kill(s->child, SIGKILL);
+        s->hung_kill_at = 0;
+      } else if (timeout < 0 || s->hung_kill_at - now < timeout)
+        timeout = (int)(s->hung_kill_at - now);
+    }
     struct pollfd p[2] = {{s->sfd, POLLIN, 0}, {s->ctl, POLLIN, 0}};
     int n = poll(p, s->ctl >= 0 ? 2 : 1, timeout);
     if (n < 0 && errno != EINTR) {
@@ -341,6 +454,7 @@ int supervisor_run(struct config *cfg, serve_fn serve) {
   memset(&s, 0, sizeof s);
   s.cfg = cfg;
   s.serve = serve;
+  s.heartbeat_ms = (int64_t)cfg->heartbeat_timeout * 1000;
   if (bind_port(cfg, &s.args) < 0)
     return 1;
   log_info(NULL, NULL, "supervisor %d started: it restarts the serving process if that crashes",

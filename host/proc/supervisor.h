@@ -5,6 +5,7 @@
 
 #include "config.h"
 
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Restart policy. A crash inside a function is quarantined, so it cannot repeat: the next
@@ -17,6 +18,10 @@
 #define SUPERVISOR_BACKOFF_MAX_MS 30000
 /* SIGTERM: the serving process drains (server.c: 3 s); past this it gets SIGKILL. */
 #define SUPERVISOR_STOP_MS 6000
+/* The serving loop's heartbeat period; --heartbeat-timeout without one replaces the process. */
+#define SUPERVISOR_HEARTBEAT_MS 1000
+/* A serving process asked what holds its loop has this long to answer before SIGKILL. */
+#define SUPERVISOR_STUCK_GRACE_MS 1000
 
 /* What a serving process gets from whoever started it. */
 struct serve_args {
@@ -37,5 +42,10 @@ int supervisor_none(struct config *cfg, serve_fn serve);
 /* Called by the serving process once it accepts: tells the supervisor, which logs
  * "listening on port N" the first time (the readiness line; sd_notify READY belongs there). */
 void supervisor_ready(const struct serve_args *a);
+/* The serving process's heartbeat: tells the supervisor on ctl_fd (-1: none) that its loop
+ * turns, at most once per SUPERVISOR_HEARTBEAT_MS (*last_ms: when the last one went,
+ * CLOCK_MONOTONIC ms). Called from a loop timer and from the loop's own bounded waits (a
+ * worker's answer). Never blocks. */
+void supervisor_heartbeat(int ctl_fd, int64_t *last_ms);
 
 #endif

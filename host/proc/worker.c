@@ -16,6 +16,7 @@
 #include "plugins.h"
 #include "quarantine.h"
 #include "rooms.h"
+#include "supervisor.h"
 #include "timers.h"
 #include "wire.h"
 
@@ -25,6 +26,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +46,7 @@ struct worker {
   int index;
   pid_t pid;
   int fd;
+  int pidfd;        /* readable once the process is gone, whoever still holds its socket */
   int retiring;     /* replaced after a reload: finishes what it has, then goes */
   int ready;        /* it said W_READY: its copies of the functions are loaded and inited */
   int64_t quit_ms;  /* when it was told to quit (0: not yet) */
@@ -51,7 +54,7 @@ struct worker {
   int inflight;
   int64_t progress_ms; /* the last time it finished an event, or got one when idle */
   int64_t started_ms;
-  ev_io rio, wio;
+  ev_io rio, wio, dio;
   char *in;
   size_t in_len, in_cap;
   char *out;
@@ -160,6 +163,7 @@ static int owns(struct workers *P, const struct worker *w, uint64_t handle) {
 
 static void on_read(struct ev_loop *loop, ev_io *io, int revents);
 static void on_write(struct ev_loop *loop, ev_io *io, int revents);
+static void on_death(struct ev_loop *loop, ev_io *io, int revents);
 static void worker_lost(struct worker *w, const char *why);
 
 static struct worker *spawn(struct workers *P, int index) {
@@ -203,6 +207,17 @@ static struct worker *spawn(struct workers *P, int index) {
   ev_io_init(&w->wio, on_write, w->fd, EV_WRITE);
   w->wio.data = w;
   ev_io_start(h->loop, &w->rio);
+  /* Its death is seen by its pid, not by the end of its socket: a child it forked may hold a
+   * copy of that socket open long after it died. */
+  w->pidfd = pidfd_open(pid, 0);
+  if (w->pidfd >= 0) {
+    fcntl(w->pidfd, F_SETFD, FD_CLOEXEC);
+    ev_io_init(&w->dio, on_death, w->pidfd, EV_READ);
+    w->dio.data = w;
+    ev_io_start(h->loop, &w->dio);
+  } else
+    log_debug(NULL, NULL, "worker %d: pidfd_open: %s: its death is checked once a second", index,
+              strerror(errno));
   log_info(NULL, NULL, "worker %d started (pid %d)", index, (int)pid);
   return w;
 }
@@ -211,8 +226,11 @@ static void worker_free(struct worker *w) {
   struct host *h = w->pool->h;
   ev_io_stop(h->loop, &w->rio);
   ev_io_stop(h->loop, &w->wio);
+  ev_io_stop(h->loop, &w->dio);
   if (w->fd >= 0)
     close(w->fd);
+  if (w->pidfd >= 0)
+    close(w->pidfd);
   if (w->pid > 0) {
     kill(w->pid, SIGKILL);
     waitpid(w->pid, NULL, 0);
@@ -680,6 +698,23 @@ static int read_some(struct worker *w) {
   }
 }
 
+/* Without a pidfd (valgrind knows no pidfd_open): 1 once the process has ended, without
+ * reaping it (worker_lost does that, for its status). The tick and wait_for ask it. */
+static int exited(const struct worker *w) {
+  siginfo_t si = {0};
+  return w->pidfd < 0 && w->pid > 0 &&
+         waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == w->pid;
+}
+
+static void on_death(struct ev_loop *loop, ev_io *io, int revents) {
+  (void)loop;
+  (void)revents;
+  struct worker *w = io->data;
+  /* What it managed to send before it went is still handled, in order. */
+  read_some(w);
+  worker_lost(w, "it died");
+}
+
 static void on_read(struct ev_loop *loop, ev_io *io, int revents) {
   (void)loop;
   (void)revents;
@@ -695,6 +730,8 @@ static void wait_for(struct workers *P, struct pending *p) {
   int64_t deadline = host_now_ms() + (int64_t)h->cfg.defer_timeout * 1000;
   while (!p->done) {
     struct worker *w = p->w;
+    /* A wait the host bounds itself: the loop is not stuck, whatever the function does. */
+    supervisor_heartbeat(h->ctl_fd, &h->heartbeat_ms);
     int64_t left = deadline - host_now_ms();
     if (left <= 0) {
       log_error(p->function, p->request_id, "%s took more than %d s: stopping its worker",
@@ -702,10 +739,24 @@ static void wait_for(struct workers *P, struct pending *p) {
       worker_lost(w, "overran");
       continue;
     }
-    struct pollfd pf = {w->fd, POLLIN | (w->out_len ? POLLOUT : 0), 0};
-    int n = poll(&pf, 1, (int)(left > 1000 ? 1000 : left));
+    struct pollfd pf = {w->fd, POLLIN | (w->out_len ? POLLOUT : 0), 0}, pd = {w->pidfd, POLLIN, 0};
+    struct pollfd fds[2] = {pf, pd};
+    int n = poll(fds, w->pidfd >= 0 ? 2 : 1, (int)(left > 1000 ? 1000 : left));
+    pf = fds[0];
+    if (n > 0 && w->pidfd >= 0 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      read_some(w);
+      if (!p->done)
+        worker_lost(w, "it died");
+      continue;
+    }
     if (n < 0 && errno != EINTR) {
       worker_lost(w, "poll failed");
+      continue;
+    }
+    if (n == 0 && exited(w)) {
+      read_some(w);
+      if (!p->done)
+        worker_lost(w, "it died");
       continue;
     }
     if (n <= 0)
@@ -1240,6 +1291,18 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
   struct workers *P = t->data;
+  for (int i = 0; i < P->n; i++)
+    if (P->live[i] && exited(P->live[i])) {
+      read_some(P->live[i]);
+      worker_lost(P->live[i], "it died");
+    }
+  for (struct worker *w = P->retiring, *next; w; w = next) {
+    next = w->next;
+    if (exited(w)) {
+      read_some(w);
+      worker_lost(w, "it died");
+    }
+  }
   for (int i = 0; i < P->n; i++)
     if (!P->live[i] && !P->h->stopping)
       P->live[i] = spawn(P, i);

@@ -251,6 +251,10 @@ class Host:
         # processes, so the whole suite checks that mode too. A test's own --isolation wins.
         if ISOLATION and not any(f.startswith("--isolation") for f in self.flags):
             cmd += ["--isolation", "process"]
+        # Under valgrind a loop turn can take seconds: the supervisor's heartbeat check would
+        # take that slowness for a stopped process. A test's own --heartbeat-timeout wins.
+        if VALGRIND and not any(str(f).startswith("--heartbeat-timeout") for f in self.flags):
+            cmd += ["--heartbeat-timeout", "120"]
         return cmd + self.flags
 
     def start(self, wait=True):
