@@ -986,6 +986,29 @@ static void apply_call(struct worker *w, struct wread *rd) {
   case OP_USER_CREATE:
     rc = api->user_create(wread_str(rd));
     break;
+  case OP_JWT_SIGN: {
+    const char *js = wread_str(rd);
+    int64_t ttl = (int64_t)wread_u64(rd);
+    json_t *claims = js ? json_loads(js, 0, NULL) : NULL;
+    text = rd->bad || ttl < 0 || ttl > INT32_MAX ? NULL : api->jwt_sign(claims, (int)ttl);
+    json_decref(claims);
+    rc = 0;
+    break;
+  }
+  case OP_JWT_VERIFY: {
+    json_t *v = api->jwt_verify(wread_str(rd));
+    text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    rc = 0;
+    break;
+  }
+  case OP_SOCKETS: {
+    json_t *v = NULL;
+    rc = api_sockets_each_list(h, &v);
+    text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    break;
+  }
   default:
     log_warn(NULL, NULL, "worker %d sent unknown call %llu", w->index, (unsigned long long)op);
   }

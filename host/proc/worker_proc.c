@@ -35,6 +35,7 @@ struct current {
   json_t *rooms;   /* close event: the socket's rooms as they were */
   json_t *strings; /* strings handed to the plugin, valid until the event ends */
   json_t *headers; /* response headers set: [[name, value], ...] */
+  int nested;      /* a cloud_invoke call run inside the event: no headers, no defer */
 };
 
 /* Queued events that arrived while the main thread waited for a reply. */
@@ -54,6 +55,9 @@ static struct {
   size_t rcap;
   struct queued *head, *tail;
 } W = {.wmu = PTHREAD_MUTEX_INITIALIZER};
+
+/* The plugins this worker runs (cloud_invoke calls into them). */
+static struct plugins *W_host;
 
 static int on_main(void) {
   return pthread_equal(pthread_self(), W.main);
@@ -290,7 +294,7 @@ static int p_response_header(FunctionContext *ctx, const char *name, const char 
 
 static const char *p_request_header(FunctionContext *ctx, const char *name) {
   /* ctx->headers is NULL for a function with CLOUD_OPT_LAZY_HEADERS: the host has them. */
-  if (!on_main() || !W.running || ctx != W.cur.ctx || !name)
+  if (!on_main() || !W.running || ctx != W.cur.ctx || !name || W.cur.nested)
     return NULL;
   if (W.cur.kind != INV_HTTP && W.cur.kind != INV_WS)
     return NULL;
@@ -579,6 +583,117 @@ static int p_user_create(const char *user_id) {
   return (int)call_end(&b, NULL);
 }
 
+static char *p_jwt_sign(json_t *claims, int ttl_s) {
+  if (!on_main() || !json_is_object(claims) || ttl_s < 0)
+    return NULL;
+  char *js = json_dumps(claims, JSON_COMPACT);
+  if (!js)
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_JWT_SIGN, 1);
+  wbuf_str(&b, js);
+  wbuf_u64(&b, (uint64_t)ttl_s);
+  free(js);
+  const char *t;
+  call_end(&b, &t);
+  return t ? strdup(t) : NULL;
+}
+
+static json_t *p_jwt_verify(const char *token) {
+  if (!on_main() || !token)
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_JWT_VERIFY, 1);
+  wbuf_str(&b, token);
+  const char *t;
+  call_end(&b, &t);
+  return parse(t);
+}
+
+/* cloud_invoke runs the callee here, in this worker, inside the caller's event: asking the
+ * serving process to route it would deadlock whenever it picked this worker (whose main
+ * thread is waiting), and a callee's crash takes only this worker, failing the caller's event
+ * (502) as any crash of it would. Its SDK calls belong to the caller's event. */
+static int invoke_depth;
+
+static int p_invoke(const char *function, const char *method, json_t *body, json_t **result) {
+  if (result)
+    *result = NULL;
+  if (!on_main() || !W.running || invoke_depth >= API_INVOKE_DEPTH)
+    return CLOUD_ESTATE;
+  if (!function || !*function || !strncmp(function, "__", 2) || strlen(function) > FN_NAME_MAX ||
+      strchr(function, '/'))
+    return CLOUD_ENOFUNC;
+  if (method && (!*method || strlen(method) > 16))
+    return CLOUD_EINVAL;
+  char *raw = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  if (body && !raw)
+    return CLOUD_ENOMEM;
+  char url[FN_NAME_MAX + 2], request_id[72];
+  snprintf(url, sizeof url, "/%s", function);
+  const FunctionContext *cc = W.cur.ctx;
+  snprintf(request_id, sizeof request_id, "%s", cc && cc->request_id ? cc->request_id : "");
+  FunctionContext ctx = {.size = sizeof ctx};
+  ctx.function_name = function;
+  ctx.request_id = request_id;
+  ctx.method = method ? method : "POST";
+  ctx.query = json_object();
+  ctx.headers = json_object();
+  ctx.body = body;
+  ctx.body_raw = raw;
+  ctx.body_len = raw ? strlen(raw) : 0;
+  ctx.url = url;
+  ctx.user = cc ? cc->user : NULL;
+  struct current saved = W.cur;
+  memset(&W.cur, 0, sizeof W.cur);
+  W.cur.seq = saved.seq;
+  W.cur.kind = INV_HTTP;
+  W.cur.ctx = &ctx;
+  W.cur.nested = 1;
+  int found = 0;
+  invoke_depth++;
+  int rc = plugins_call(W_host, function, &ctx, &found);
+  invoke_depth--;
+  int out;
+  if (!found)
+    out = CLOUD_ENOFUNC;
+  else if (rc && !W.cur.responded)
+    out = CLOUD_EFAILED;
+  else if (!W.cur.responded)
+    out = api_invoke_result(NULL, 0, 204, result);
+  else
+    out = api_invoke_result(W.cur.body ? W.cur.body : "", W.cur.body_len, W.cur.status, result);
+  free(W.cur.body);
+  json_decref(W.cur.strings);
+  json_decref(W.cur.headers);
+  W.cur = saved;
+  json_decref(ctx.query);
+  json_decref(ctx.headers);
+  free(raw);
+  return out;
+}
+
+static int p_sockets_each(int (*fn)(cloud_socket, const char *, void *), void *arg) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (!fn)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_SOCKETS, 1);
+  const char *t;
+  int64_t rc = call_end(&b, &t);
+  if (rc < 0)
+    return (int)rc;
+  json_t *list = parse(t);
+  if (!json_is_array(list)) {
+    json_decref(list);
+    return CLOUD_ENOMEM;
+  }
+  int n = api_sockets_walk(list, fn, arg);
+  json_decref(list);
+  return n;
+}
+
 static const cloud_api proxy = {
     .abi_version = CLOUD_ABI_VERSION,
     .size = sizeof(cloud_api),
@@ -617,6 +732,10 @@ static const cloud_api proxy = {
     .room_keep = p_room_keep,
     .room_history = p_room_history,
     .user_create = p_user_create,
+    .jwt_sign = p_jwt_sign,
+    .jwt_verify = p_jwt_verify,
+    .invoke = p_invoke,
+    .sockets_each = p_sockets_each,
 };
 
 /* Runs one event frame (its payload after the type byte). */
@@ -731,6 +850,7 @@ void worker_main(struct host *h, int fd, int index) {
   crash_install(-1, -1);
   invocation_set_loop_thread();
   W.main = pthread_self();
+  W_host = h->plugins;
   api_table_replace(&proxy);
   h->workers = NULL; /* this process runs plugins itself */
   h->runner = NULL;

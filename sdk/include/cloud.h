@@ -55,6 +55,8 @@ extern "C" {
 #define CLOUD_EIO (-8)     /* the store failed */
 /* The cluster's Redis is unreachable (--redis): not sent to other nodes, not queued. */
 #define CLOUD_EUNAVAIL (-9)
+#define CLOUD_ENOFUNC (-10) /* cloud_invoke: no such function (or a "__" name) */
+#define CLOUD_EFAILED (-11) /* cloud_invoke: the function failed and set no response */
 
 /* A WebSocket connection. A plain value: copy it, keep it, compare it with
  * cloud_socket_equal(). After its connection closed every call on it returns CLOUD_ECLOSED.
@@ -151,6 +153,11 @@ typedef struct cloud_api {
   int (*room_keep)(const char *room, int last_n);
   int (*room_history)(cloud_socket, const char *room, int n);
   int (*user_create)(const char *user_id);
+  /* ABI 3: the rest of Laf's cloud object (check size before use) */
+  char *(*jwt_sign)(json_t *claims, int ttl_s);
+  json_t *(*jwt_verify)(const char *token);
+  int (*invoke)(const char *function, const char *method, json_t *body, json_t **result);
+  int (*sockets_each)(int (*fn)(cloud_socket, const char *user_id, void *), void *arg);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -416,6 +423,50 @@ static inline int cloud_room_history(cloud_socket s, const char *room, int n) {
  * queue in its outbox: 1 created, 0 it existed; CLOUD_EINVAL for a bad id, CLOUD_EIO. */
 static inline int cloud_user_create(const char *user_id) {
   return cloud_api_->user_create(user_id);
+}
+
+/* ---- ABI 3: the rest of Laf's cloud object. A plugin built with these runs on a host of
+ * ABI 3 that lacks them too: the wrappers then return CLOUD_ESTATE (NULL). */
+#define CLOUD_HAS_(member) (cloud_api_->size >= offsetof(cloud_api, member) + sizeof(void *))
+
+/* Laf's cloud.getToken: a JWT of claims (an object; not stolen) signed HS256 with the host's
+ * --jwt-secret, with iat now and, for ttl_s > 0, exp now + ttl_s. The caller frees it (free).
+ * NULL without a secret (none, or only --jwt-public-key: that key cannot sign), for claims
+ * that are not an object, a negative ttl_s. Loop thread. */
+static inline char *cloud_jwt_sign(json_t *claims, int ttl_s) {
+  return CLOUD_HAS_(jwt_sign) ? cloud_api_->jwt_sign(claims, ttl_s) : NULL;
+}
+/* Laf's cloud.parseToken: the claims of token (new reference) when the host's key verifies it
+ * (signature with the key's one algorithm, exp/nbf within --jwt-leeway), else NULL. As
+ * ctx->user is checked at the door. Loop thread. */
+static inline json_t *cloud_jwt_verify(const char *token) {
+  return CLOUD_HAS_(jwt_verify) ? cloud_api_->jwt_verify(token) : NULL;
+}
+/* Laf's cloud.invoke: calls HTTP function `function` now and waits for it. It sees a ctx with
+ * method (NULL: "POST") and body (not stolen; its JSON text as body_raw, NULL for none), the
+ * caller's user and request id, url "/<function>", empty query and headers; cloud_defer is
+ * refused there. *result (may be NULL) gets its response body as a new reference: parsed
+ * JSON, else a string (a body neither JSON nor UTF-8: CLOUD_EINVAL); a 204 gives JSON null.
+ * The response's status is not reported: put what the caller needs in the body.
+ * 0, CLOUD_ENOFUNC (none loaded, or a name starting "__"), CLOUD_EFAILED (it returned non-zero
+ * and set no response), CLOUD_ESTATE (off the loop; or calls nested more than 8 deep).
+ * A crash of the callee is the caller's crash: in-process the host restarts; with
+ * --isolation process the callee runs in the caller's worker, whose event fails (502).
+ * Loop thread (inside a function's call). */
+static inline int cloud_invoke(const char *function, const char *method, json_t *body,
+                               json_t **result) {
+  if (result)
+    *result = NULL;
+  return CLOUD_HAS_(invoke) ? cloud_api_->invoke(function, method, body, result) : CLOUD_ESTATE;
+}
+/* Calls fn(socket, user_id, arg) for each open WebSocket connection of this node (with
+ * --redis other nodes' are not walked: cloud_rooms and cloud_user_sockets see the cluster).
+ * A snapshot taken first: fn may close or send to sockets. fn returns non-zero to stop.
+ * user_id is valid during the fn call only. How many fn calls were made; CLOUD_EINVAL for a
+ * NULL fn; CLOUD_ESTATE off the loop. */
+static inline int cloud_sockets_each(int (*fn)(cloud_socket, const char *user_id, void *),
+                                     void *arg) {
+  return CLOUD_HAS_(sockets_each) ? cloud_api_->sockets_each(fn, arg) : CLOUD_ESTATE;
 }
 
 /* ---- ABI 2: timers. A timer belongs to the function that started it, by name: when it
