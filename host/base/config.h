@@ -39,6 +39,7 @@ struct config {
   int log_format;    /* enum log_format: text or json lines */
   int drain_timeout; /* seconds SIGTERM waits for connections; the process ends by then + 2 */
   const char *jwt_secret, *jwt_public_key, *env_file;
+  const char *app_db; /* cloud_db()'s SQLite file, NULL: none */
   int jwt_leeway;
   /* The cluster (bus.c, cluster.c) and SO_REUSEPORT (listen.c). */
   const char *redis; /* redis://host:port[/db] or unix:///path; NULL: no cluster */

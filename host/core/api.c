@@ -7,6 +7,7 @@
  * every other call made off the loop is refused with CLOUD_ESTATE. */
 #include "api.h"
 
+#include "appdb.h"
 #include "auth_jwt.h"
 #include "defer.h"
 #include "envfile.h"
@@ -504,6 +505,10 @@ static int a_sockets_each(int (*fn)(cloud_socket, const char *, void *), void *a
   return rc;
 }
 
+struct sqlite3 *api_db(void) {
+  return bound ? appdb_handle(bound->cfg.app_db) : NULL;
+}
+
 /* From the host's own object, not ctx->headers: with CLOUD_OPT_LAZY_HEADERS the plugin's
  * ctx->headers is NULL and the object holds only what was looked up so far. */
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
@@ -578,6 +583,7 @@ static cloud_api table = {
     .jwt_verify = a_jwt_verify,
     .invoke = a_invoke,
     .sockets_each = a_sockets_each,
+    .db = api_db,
 };
 
 const cloud_api *api_table(void) {

@@ -22,5 +22,7 @@ int api_invoke_result(const char *body, size_t len, int status, json_t **result)
  * walk of such a list through fn (stops when fn returns non-zero): how many calls. */
 int api_sockets_each_list(struct host *h, json_t **out);
 int api_sockets_walk(json_t *list, int (*fn)(cloud_socket, const char *, void *), void *arg);
+/* cloud_db: the calling thread's handle on --app-db (any thread, also in a worker). */
+struct sqlite3 *api_db(void);
 
 #endif

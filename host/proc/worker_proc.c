@@ -736,6 +736,7 @@ static const cloud_api proxy = {
     .jwt_verify = p_jwt_verify,
     .invoke = p_invoke,
     .sockets_each = p_sockets_each,
+    .db = api_db, /* the worker's own handles on the same file */
 };
 
 /* Runs one event frame (its payload after the type byte). */

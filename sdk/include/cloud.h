@@ -69,6 +69,9 @@ typedef struct cloud_socket {
  * dereferenced; it stops working once completed or timed out. */
 typedef struct cloud_deferred cloud_deferred;
 
+/* SQLite's handle type (<sqlite3.h> names it sqlite3): see cloud_db(). */
+struct sqlite3;
+
 /* Event parameters. Which fields are set depends on ctx->method:
  *   "WebSocket:message": data, len, is_binary (data is NUL-terminated for convenience)
  *   "WebSocket:close":   code, reason
@@ -158,6 +161,7 @@ typedef struct cloud_api {
   json_t *(*jwt_verify)(const char *token);
   int (*invoke)(const char *function, const char *method, json_t *body, json_t **result);
   int (*sockets_each)(int (*fn)(cloud_socket, const char *user_id, void *), void *arg);
+  struct sqlite3 *(*db)(void);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -467,6 +471,26 @@ static inline int cloud_invoke(const char *function, const char *method, json_t 
 static inline int cloud_sockets_each(int (*fn)(cloud_socket, const char *user_id, void *),
                                      void *arg) {
   return CLOUD_HAS_(sockets_each) ? cloud_api_->sockets_each(fn, arg) : CLOUD_ESTATE;
+}
+
+/* Laf's cloud.database(): the app's own SQLite database (--app-db FILE; NULL without), the
+ * calling thread's handle (sqlite3 * from <sqlite3.h>; link -lsqlite3): opened on the
+ * thread's first call, in WAL mode with a 5 s busy timeout, closed when the thread ends; never
+ * close it yourself. Use it on the thread that got it only. Any thread; with --isolation
+ * process each worker has its own handles on the same file. At most 256 threads hold one.
+ *
+ * A query on the loop thread stalls every connection while it runs. A slow one goes off the
+ * loop: the HTTP function defers its response and returns, and a thread of its own (started in
+ * CLOUD_INIT, stopped in CLOUD_FINI) runs the query on its own cloud_db() handle and completes
+ * the response:
+ *     cloud_deferred *d = cloud_defer(ctx);   // on the loop, in the function
+ *     ...hand d to the thread...               // e.g. a queue the thread waits on
+ *     sqlite3 *db = cloud_db();                // on the thread
+ *     ...sqlite3_prepare_v2 / sqlite3_step...
+ *     cloud_deferred_json(d, 200, rows);       // any thread
+ * tests/plugins/appdb.c does exactly this. */
+static inline struct sqlite3 *cloud_db(void) {
+  return CLOUD_HAS_(db) ? cloud_api_->db() : NULL;
 }
 
 /* ---- ABI 2: timers. A timer belongs to the function that started it, by name: when it

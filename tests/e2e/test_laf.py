@@ -1,8 +1,10 @@
 """The rest of Laf's cloud object through tests/plugins/laf.c: cloud_jwt_sign / cloud_jwt_verify
 with the host's key, cloud_invoke (a ctx with the given method and body, the response body
-back, bounded nesting, "__" names refused, a callee's crash contained) and cloud_sockets_each.
+back, bounded nesting, "__" names refused, a callee's crash contained), cloud_sockets_each and
+cloud_db (--app-db: WAL, a handle per thread, a slow query run off the loop).
 In every mode (WSHOST_E2E_ISOLATION=1 runs them through the worker's proxy)."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -183,6 +185,42 @@ async def test_sockets_each_walks_this_nodes_sockets_with_their_users():
             lambda: h.http("GET", q(do="sockets")).json["calls"] == 2, what="close seen")
         for ws, _ in socks[1:]:
             await ws.close()
+
+
+def db_host(flags=(), **kw):
+    plugins = default_plugins()
+    plugins["appdb"] = tplugin("appdb")
+    return Host(plugins=plugins, flags=list(flags), **kw)
+
+
+async def test_app_db_wal_per_thread_and_slow_queries_off_the_loop():
+    h = db_host()
+    app = os.path.join(h.tmp, "app.db")
+    h.flags += ["--app-db", app]
+    with h:
+        r = await h.ahttp("GET", "/appdb?do=put&k=greeting&v=hello")
+        assert r.status == 200 and r.json == {"ok": True}, r
+        r = await h.ahttp("GET", "/appdb?do=get&k=greeting")
+        assert r.json == {"v": "hello", "journal": "wal"}, r.json
+        assert os.stat(app).st_mode & 0o777 == 0o600, oct(os.stat(app).st_mode)
+        # The slow query runs on the function's thread, with its own handle: while it sleeps,
+        # another request is answered.
+        slow = asyncio.ensure_future(h.ahttp("GET", "/appdb?do=slow&k=greeting&ms=1500"))
+        await asyncio.sleep(0.2)
+        r = await h.ahttp("GET", "/appdb?do=get&k=greeting")
+        assert r.status == 200 and not slow.done(), "a slow query held the loop"
+        r = await slow
+        assert r.status == 200 and r.json == {"v": "hello", "own_handle": True,
+                                               "same_again": True}, r.json
+        # Kept across a restart.
+        h.stop()
+        h.start()
+        r = await h.ahttp("GET", "/appdb?do=get&k=greeting")
+        assert r.json["v"] == "hello", r.json
+    # Without --app-db: none.
+    with db_host() as h2:
+        r = await h2.ahttp("GET", "/appdb?do=has")
+        assert r.json == {"db": False}, r.json
 
 
 if __name__ == "__main__":
