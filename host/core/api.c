@@ -17,6 +17,7 @@
 #include "net_ops.h"
 #include "rooms.h"
 #include "store.h"
+#include "stream.h"
 #include "timers.h"
 #include "xthread.h"
 
@@ -509,6 +510,40 @@ struct sqlite3 *api_db(void) {
   return bound ? appdb_handle(bound->cfg.app_db) : NULL;
 }
 
+static int a_stream_start(FunctionContext *ctx, int status, const char *content_type) {
+  struct http_req *r = ctx_req(ctx);
+  uint64_t id;
+  if (!r || r->deferred)
+    return CLOUD_ESTATE;
+  return stream_start(bound, r, ctx, status,
+                      content_type ? content_type : "application/octet-stream", 0, &id);
+}
+
+static int a_stream_write(FunctionContext *ctx, const void *data, size_t len) {
+  uint64_t id = stream_find(bound, ctx);
+  return id ? stream_write(bound, id, data, len) : CLOUD_ECLOSED;
+}
+
+static int a_stream_end(FunctionContext *ctx) {
+  uint64_t id = stream_find(bound, ctx);
+  return id ? stream_end(bound, id) : CLOUD_ECLOSED;
+}
+
+static int a_sse_send(FunctionContext *ctx, const char *event, const char *data) {
+  uint64_t id = stream_find(bound, ctx);
+  if (!id) {
+    struct http_req *r = ctx_req(ctx);
+    if (!r)
+      return CLOUD_ECLOSED;
+    if (r->deferred)
+      return CLOUD_ESTATE;
+    int rc = stream_start(bound, r, ctx, 200, "text/event-stream", 1, &id);
+    if (rc < 0)
+      return rc;
+  }
+  return stream_sse(bound, id, event, data);
+}
+
 /* From the host's own object, not ctx->headers: with CLOUD_OPT_LAZY_HEADERS the plugin's
  * ctx->headers is NULL and the object holds only what was looked up so far. */
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
@@ -584,6 +619,10 @@ static cloud_api table = {
     .invoke = a_invoke,
     .sockets_each = a_sockets_each,
     .db = api_db,
+    .stream_start = a_stream_start,
+    .stream_write = a_stream_write,
+    .stream_end = a_stream_end,
+    .sse_send = a_sse_send,
 };
 
 const cloud_api *api_table(void) {

@@ -42,6 +42,9 @@ struct http_req {
   int deferred;
   int no_defer; /* an upgrade's interceptor: nothing can wait, the upgrade is answered now */
   struct deferred *defer;
+  /* cloud_stream_* / cloud_sse_send: the response goes out as it is written (stream.c). */
+  struct stream *stream;
+  FunctionContext *stream_ctx; /* the call's ctx, kept while its stream may be written */
   char remote[64];
 };
 

@@ -16,6 +16,7 @@
 #include "plugins.h"
 #include "quarantine.h"
 #include "rooms.h"
+#include "stream.h"
 #include "timers.h"
 #include "wire.h"
 
@@ -791,6 +792,33 @@ static void *event_obj(struct workers *P, struct pending *p) {
   return NULL;
 }
 
+/* The pool streams report to (NULL once it is freed). */
+static struct workers *stream_pool;
+
+static void frame_to_all(struct workers *P, struct wbuf *b) {
+  for (int i = 0; i < P->n; i++)
+    if (P->live[i] && P->live[i]->pid > 0)
+      queue_frame(P->live[i], b);
+  for (struct worker *w = P->retiring; w; w = w->next)
+    if (w->pid > 0)
+      queue_frame(w, b);
+}
+
+/* A stream a worker writes to made progress: every worker hears it (only the writer's knows
+ * the id), so that its writers see the room the client's reading made, or CLOUD_ECLOSED. */
+static void stream_progress(void *arg, uint64_t id, uint64_t written, int closed) {
+  struct workers *P = arg;
+  if (P != stream_pool || P->closed)
+    return;
+  struct wbuf b = {0};
+  wbuf_begin(&b, W_STREAM);
+  wbuf_u64(&b, id);
+  wbuf_u64(&b, written);
+  wbuf_u64(&b, (uint64_t)closed);
+  frame_to_all(P, &b);
+  wbuf_free(&b);
+}
+
 static void apply_call(struct worker *w, struct wread *rd) {
   struct workers *P = w->pool;
   struct host *h = P->h;
@@ -1002,6 +1030,53 @@ static void apply_call(struct worker *w, struct wread *rd) {
     rc = 0;
     break;
   }
+  case OP_STREAM_START: {
+    int status = (int)(int64_t)wread_u64(rd);
+    const char *ct = wread_str(rd);
+    int sse = (int)wread_u64(rd);
+    const char *hd = wread_str(rd);
+    struct http_req *r = NULL;
+    uint64_t id = 0;
+    if (rd->bad || !p || p->kind != INV_HTTP || !p->defer)
+      rc = CLOUD_ESTATE;
+    else if (!(r = defer_request(h, p->defer)))
+      rc = CLOUD_ECLOSED;
+    else if (r->stream)
+      rc = CLOUD_ESTATE;
+    else {
+      json_t *hdrs = hd ? json_loads(hd, 0, NULL) : NULL;
+      size_t i;
+      json_t *nv;
+      json_array_foreach(hdrs, i, nv) {
+        h->net->http_add_header(r, json_string_value(json_array_get(nv, 0)),
+                                json_string_value(json_array_get(nv, 1)));
+      }
+      json_decref(hdrs);
+      rc = stream_start(h, r, NULL, status, ct ? ct : "application/octet-stream", sse, &id);
+      if (rc == 0) {
+        /* The response is the stream's now: the event's end completes nothing. */
+        defer_handover(h, p->defer);
+        p->defer = NULL;
+        stream_set_notify(h, id, stream_progress, P);
+        char first[24];
+        snprintf(first, sizeof first, "%llu", (unsigned long long)stream_first_event(h, id));
+        text = strdup(first);
+        rc = (int64_t)id;
+      }
+    }
+    break;
+  }
+  case OP_STREAM_WRITE: {
+    uint64_t id = wread_u64(rd);
+    const char *data = wread_bytes(rd, &len);
+    rc = rd->bad ? CLOUD_EINVAL : stream_write(h, id, data, len);
+    break;
+  }
+  case OP_STREAM_END: {
+    uint64_t id = wread_u64(rd);
+    rc = rd->bad ? CLOUD_EINVAL : stream_end(h, id);
+    break;
+  }
   case OP_SOCKETS: {
     json_t *v = NULL;
     rc = api_sockets_each_list(h, &v);
@@ -1163,6 +1238,7 @@ int workers_open(struct host *h) {
   map_init(&P->crashes);
   h->workers = P;
   h->runner = &workers_runner;
+  stream_pool = P;
   for (int i = 0; i < P->n; i++)
     if (!(P->live[i] = spawn(P, i))) {
       workers_close(h);
@@ -1212,6 +1288,7 @@ void workers_free(struct host *h) {
   if (!P)
     return;
   workers_close(h);
+  stream_pool = NULL;
   map_each(&P->pend, free_pending, NULL);
   map_free(&P->pend);
   map_each(&P->aff, free_value, NULL);

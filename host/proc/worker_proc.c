@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugins.h"
+#include "sse.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -58,6 +59,10 @@ static struct {
 
 /* The plugins this worker runs (cloud_invoke calls into them). */
 static struct plugins *W_host;
+/* --max-send-queue: what a stream may have waiting. */
+static size_t W_cfg_max_send_queue;
+
+static void stream_progress(const char *payload, size_t len);
 
 static int on_main(void) {
   return pthread_equal(pthread_self(), W.main);
@@ -88,6 +93,10 @@ static int64_t wait_reply(const char **text) {
       if (text)
         *text = t;
       return rc;
+    }
+    if ((unsigned char)W.rbuf[0] == W_STREAM) {
+      stream_progress(W.rbuf + 1, len - 1);
+      continue;
     }
     struct queued *q = malloc(sizeof *q + len);
     if (!q)
@@ -694,6 +703,209 @@ static int p_sockets_each(int (*fn)(cloud_socket, const char *, void *), void *a
   return n;
 }
 
+/* Streams this worker's functions write: found by their ctx (kept alive while the stream is),
+ * with what was sent and what the serving process said it wrote (W_STREAM), so that a write
+ * from any thread learns CLOUD_EFULL or CLOUD_ECLOSED without waiting for a reply. */
+struct wstream {
+  struct wstream *next;
+  FunctionContext *ctx;
+  uint64_t id, sent, acked, next_event;
+  int closed, ended, owned; /* owned: the event is over, ctx is this record's to free */
+  char function[FN_NAME_MAX + 1], request_id[72];
+};
+
+static pthread_mutex_t smu = PTHREAD_MUTEX_INITIALIZER;
+static struct wstream *streams;
+static int nstreams;
+
+static struct wstream *ws_find(const FunctionContext *ctx) {
+  for (struct wstream *s = streams; s; s = s->next)
+    if (s->ctx == ctx)
+      return s;
+  return NULL;
+}
+
+/* Unlinks and frees s (smu held). */
+static void ws_drop(struct wstream *s) {
+  for (struct wstream **pp = &streams; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  nstreams--;
+  if (s->owned)
+    free(s->ctx);
+  free(s);
+}
+
+/* The event ended: a ctx with a stream stays (its members that pointed into the event's
+ * frame now point nowhere but the names). 1 if kept. */
+static int stream_keep(FunctionContext *ctx) {
+  pthread_mutex_lock(&smu);
+  struct wstream *s = ws_find(ctx);
+  if (s) {
+    memset(ctx, 0, sizeof *ctx);
+    ctx->size = sizeof *ctx;
+    ctx->function_name = s->function;
+    ctx->request_id = s->request_id;
+    s->owned = 1;
+    if (s->closed || s->ended)
+      ws_drop(s);
+  }
+  pthread_mutex_unlock(&smu);
+  return s != NULL;
+}
+
+/* W_STREAM from the serving process. */
+static void stream_progress(const char *payload, size_t len) {
+  struct wread rd;
+  wread_init(&rd, payload, len);
+  uint64_t id = wread_u64(&rd), written = wread_u64(&rd);
+  int closed = (int)wread_u64(&rd);
+  if (rd.bad)
+    return;
+  pthread_mutex_lock(&smu);
+  for (struct wstream *s = streams; s; s = s->next)
+    if (s->id == id) {
+      if (written > s->acked)
+        s->acked = written;
+      if (closed) {
+        s->closed = 1;
+        if (s->owned)
+          ws_drop(s);
+      }
+      break;
+    }
+  pthread_mutex_unlock(&smu);
+}
+
+static int start_stream(FunctionContext *ctx, int status, const char *ctype, int sse) {
+  if (!http_ctx(ctx) || !W.cur.defer || W.cur.nested)
+    return CLOUD_ESTATE;
+  pthread_mutex_lock(&smu);
+  int full = nstreams >= 4096;
+  pthread_mutex_unlock(&smu);
+  if (full)
+    return CLOUD_EFULL;
+  struct wstream *s = calloc(1, sizeof *s);
+  if (!s)
+    return CLOUD_ENOMEM;
+  char *hd = W.cur.headers ? json_dumps(W.cur.headers, JSON_COMPACT) : NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_STREAM_START, 1);
+  wbuf_u64(&b, (uint64_t)(int64_t)status);
+  wbuf_str(&b, ctype);
+  wbuf_u64(&b, (uint64_t)sse);
+  wbuf_str(&b, hd);
+  free(hd);
+  const char *first;
+  int64_t rc = call_end(&b, &first);
+  if (rc <= 0) {
+    free(s);
+    return rc < 0 ? (int)rc : CLOUD_ENOMEM;
+  }
+  W.cur.deferred = 1; /* the stream is the response */
+  s->ctx = ctx;
+  s->id = (uint64_t)rc;
+  s->next_event = first ? strtoull(first, NULL, 10) : 1;
+  snprintf(s->function, sizeof s->function, "%s", ctx->function_name ? ctx->function_name : "");
+  snprintf(s->request_id, sizeof s->request_id, "%s", ctx->request_id ? ctx->request_id : "");
+  pthread_mutex_lock(&smu);
+  s->next = streams;
+  streams = s;
+  nstreams++;
+  pthread_mutex_unlock(&smu);
+  return 0;
+}
+
+static int p_stream_start(FunctionContext *ctx, int status, const char *content_type) {
+  return start_stream(ctx, status, content_type ? content_type : "application/octet-stream", 0);
+}
+
+/* Sends bytes on ctx's stream; sse: format (event, data) as the next event first. */
+static int stream_send(FunctionContext *ctx, const void *data, size_t len, int sse,
+                       const char *event) {
+  char *own = NULL;
+  pthread_mutex_lock(&smu);
+  struct wstream *s = ws_find(ctx);
+  if (!s || s->closed || s->ended) {
+    pthread_mutex_unlock(&smu);
+    return CLOUD_ECLOSED;
+  }
+  if (sse) {
+    size_t cap = sse_size(event, (const char *)data);
+    if (!cap || !(own = malloc(cap))) {
+      pthread_mutex_unlock(&smu);
+      return cap ? CLOUD_ENOMEM : CLOUD_EINVAL;
+    }
+    len = sse_format(own, s->next_event, event, (const char *)data);
+    data = own;
+  }
+  if (s->sent - s->acked + len > W_cfg_max_send_queue) {
+    pthread_mutex_unlock(&smu);
+    free(own);
+    return CLOUD_EFULL;
+  }
+  s->sent += len;
+  if (sse)
+    s->next_event++;
+  uint64_t id = s->id;
+  struct wbuf b = {0};
+  call_begin(&b, OP_STREAM_WRITE, on_main());
+  wbuf_u64(&b, id);
+  wbuf_bytes(&b, data, len);
+  free(own);
+  /* Sent under the lock: events go out in the order of their ids. */
+  int rc = send_frame(&b);
+  wbuf_free(&b);
+  pthread_mutex_unlock(&smu);
+  if (rc < 0 || !on_main())
+    return rc;
+  return (int)wait_reply(NULL);
+}
+
+static int p_stream_write(FunctionContext *ctx, const void *data, size_t len) {
+  if (!data && len)
+    return CLOUD_EINVAL;
+  return len ? stream_send(ctx, data, len, 0, NULL) : 0;
+}
+
+static int p_stream_end(FunctionContext *ctx) {
+  pthread_mutex_lock(&smu);
+  struct wstream *s = ws_find(ctx);
+  if (!s || s->closed || s->ended) {
+    pthread_mutex_unlock(&smu);
+    return CLOUD_ECLOSED;
+  }
+  s->ended = 1;
+  uint64_t id = s->id;
+  struct wbuf b = {0};
+  call_begin(&b, OP_STREAM_END, on_main());
+  wbuf_u64(&b, id);
+  int rc = send_frame(&b);
+  wbuf_free(&b);
+  if (s->owned)
+    ws_drop(s);
+  pthread_mutex_unlock(&smu);
+  if (rc < 0 || !on_main())
+    return rc;
+  return (int)wait_reply(NULL);
+}
+
+static int p_sse_send(FunctionContext *ctx, const char *event, const char *data) {
+  pthread_mutex_lock(&smu);
+  int have = ws_find(ctx) != NULL;
+  pthread_mutex_unlock(&smu);
+  if (!have) {
+    if (!on_main() || !W.running || ctx != W.cur.ctx)
+      return CLOUD_ECLOSED;
+    int rc = start_stream(ctx, 200, "text/event-stream", 1);
+    if (rc < 0)
+      return rc;
+  }
+  return stream_send(ctx, data, 0, 1, event);
+}
+
 static const cloud_api proxy = {
     .abi_version = CLOUD_ABI_VERSION,
     .size = sizeof(cloud_api),
@@ -737,6 +949,10 @@ static const cloud_api proxy = {
     .invoke = p_invoke,
     .sockets_each = p_sockets_each,
     .db = api_db, /* the worker's own handles on the same file */
+    .stream_start = p_stream_start,
+    .stream_write = p_stream_write,
+    .stream_end = p_stream_end,
+    .sse_send = p_sse_send,
 };
 
 /* Runs one event frame (its payload after the type byte). */
@@ -753,42 +969,46 @@ static void run_event(struct host *h, const char *payload, size_t len) {
     _exit(0);
   }
   const char *name = wread_str(&rd);
-  FunctionContext ctx = {.size = sizeof ctx};
-  ctx.function_name = wread_str(&rd);
-  ctx.request_id = wread_str(&rd);
-  ctx.method = wread_str(&rd);
-  ctx.params.data = wread_bytes(&rd, &ctx.params.len);
-  ctx.params.is_binary = (int)wread_u64(&rd);
-  ctx.params.code = (int)(int64_t)wread_u64(&rd);
-  ctx.params.reason = wread_str(&rd);
-  ctx.params.error = wread_str(&rd);
-  ctx.query = parse(wread_str(&rd));
-  ctx.headers = parse(wread_str(&rd));
-  ctx.body = parse(wread_str(&rd));
-  ctx.body_raw = wread_bytes(&rd, &ctx.body_len);
-  ctx.url = wread_str(&rd);
-  ctx.socket.id = wread_u64(&rd);
-  ctx.user_id = wread_str(&rd);
-  ctx.user_token = wread_str(&rd);
-  ctx.user = parse(wread_str(&rd));
+  /* On the heap: a streamed response is written through ctx after the event (streams). */
+  FunctionContext *ctx = calloc(1, sizeof *ctx);
+  if (!ctx)
+    _exit(3);
+  ctx->size = sizeof *ctx;
+  ctx->function_name = wread_str(&rd);
+  ctx->request_id = wread_str(&rd);
+  ctx->method = wread_str(&rd);
+  ctx->params.data = wread_bytes(&rd, &ctx->params.len);
+  ctx->params.is_binary = (int)wread_u64(&rd);
+  ctx->params.code = (int)(int64_t)wread_u64(&rd);
+  ctx->params.reason = wread_str(&rd);
+  ctx->params.error = wread_str(&rd);
+  ctx->query = parse(wread_str(&rd));
+  ctx->headers = parse(wread_str(&rd));
+  ctx->body = parse(wread_str(&rd));
+  ctx->body_raw = wread_bytes(&rd, &ctx->body_len);
+  ctx->url = wread_str(&rd);
+  ctx->socket.id = wread_u64(&rd);
+  ctx->user_id = wread_str(&rd);
+  ctx->user_token = wread_str(&rd);
+  ctx->user = parse(wread_str(&rd));
   uint64_t defer = wread_u64(&rd);
   json_t *rooms = parse(wread_str(&rd));
-  ctx.protocols = wread_str(&rd);
+  ctx->protocols = wread_str(&rd);
   if (rd.bad || !name) {
     log_error(NULL, NULL, "worker: malformed event frame");
     _exit(4);
   }
-  const char *token_given = ctx.user_token;
+  const char *token_given = ctx->user_token;
   memset(&W.cur, 0, sizeof W.cur);
   W.cur.seq = seq;
   W.cur.kind = (enum inv_kind)kind;
-  W.cur.ctx = &ctx;
+  W.cur.ctx = ctx;
   W.cur.defer = defer;
   W.cur.rooms = rooms;
   W.running = 1;
   int found;
   uint64_t t0 = metrics_now_ns();
-  int rc = plugins_call(h->plugins, name, &ctx, &found);
+  int rc = plugins_call(h->plugins, name, ctx, &found);
   uint64_t ns = metrics_now_ns() - t0;
   W.running = 0;
   if (!found)
@@ -802,7 +1022,7 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   wbuf_u64(&b, (uint64_t)W.cur.status);
   wbuf_str(&b, W.cur.ctype);
   wbuf_bytes(&b, W.cur.body ? W.cur.body : "", W.cur.body_len);
-  wbuf_u64(&b, (uint64_t)(token_given && !ctx.user_token));
+  wbuf_u64(&b, (uint64_t)(token_given && !ctx->user_token));
   wbuf_u64(&b, ns);
   char *hd = W.cur.headers ? json_dumps(W.cur.headers, JSON_COMPACT) : NULL;
   wbuf_str(&b, hd);
@@ -813,11 +1033,13 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   json_decref(W.cur.strings);
   json_decref(W.cur.headers);
   json_decref(rooms);
-  json_decref(ctx.query);
-  json_decref(ctx.headers);
-  json_decref(ctx.body);
-  json_decref(ctx.user);
+  json_decref(ctx->query);
+  json_decref(ctx->headers);
+  json_decref(ctx->body);
+  json_decref(ctx->user);
   memset(&W.cur, 0, sizeof W.cur);
+  if (!stream_keep(ctx))
+    free(ctx);
 }
 
 void worker_main(struct host *h, int fd, int index) {
@@ -852,6 +1074,7 @@ void worker_main(struct host *h, int fd, int index) {
   invocation_set_loop_thread();
   W.main = pthread_self();
   W_host = h->plugins;
+  W_cfg_max_send_queue = h->cfg.max_send_queue;
   api_table_replace(&proxy);
   h->workers = NULL; /* this process runs plugins itself */
   h->runner = NULL;
@@ -876,6 +1099,8 @@ void worker_main(struct host *h, int fd, int index) {
     size_t len;
     if (wire_read_frame(WFD, &W.rbuf, &W.rcap, &len) < 0)
       _exit(0);
+    if ((unsigned char)W.rbuf[0] == W_STREAM)
+      stream_progress(W.rbuf + 1, len - 1);
     if ((unsigned char)W.rbuf[0] != W_EVENT)
       continue;
     /* run_event may read further frames into W.rbuf (replies): run a copy. */

@@ -162,6 +162,10 @@ typedef struct cloud_api {
   int (*invoke)(const char *function, const char *method, json_t *body, json_t **result);
   int (*sockets_each)(int (*fn)(cloud_socket, const char *user_id, void *), void *arg);
   struct sqlite3 *(*db)(void);
+  int (*stream_start)(FunctionContext *, int status, const char *content_type);
+  int (*stream_write)(FunctionContext *, const void *, size_t);
+  int (*stream_end)(FunctionContext *);
+  int (*sse_send)(FunctionContext *, const char *event, const char *data);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -491,6 +495,41 @@ static inline int cloud_sockets_each(int (*fn)(cloud_socket, const char *user_id
  * tests/plugins/appdb.c does exactly this. */
 static inline struct sqlite3 *cloud_db(void) {
   return CLOUD_HAS_(db) ? cloud_api_->db() : NULL;
+}
+
+/* Laf's ctx.response.write / Server-Sent Events: an HTTP function's response sent as it is
+ * written (chunked transfer encoding), from the function or, after it returned, from any
+ * thread of the function, through the same ctx pointer (the host keeps that context alive
+ * while the response lasts; its other members are NULL once the function returned). Like a
+ * deferred response, other connections never wait on it. Until cloud_stream_end the client
+ * waits for more; the plugin's threads must end their streams before CLOUD_FINI returns.
+ * After cloud_stream_end, or once a write returned CLOUD_ECLOSED, do not use ctx again. */
+
+/* Starts the response: status (200..599; not 204/304) and content type (NULL:
+ * application/octet-stream); headers set with cloud_response_header before go with it. 0,
+ * CLOUD_ESTATE (not an HTTP call, started already, deferred, inside cloud_invoke),
+ * CLOUD_EINVAL, CLOUD_EFULL (4096 streams open). Loop thread, inside the function's call. */
+static inline int cloud_stream_start(FunctionContext *ctx, int status, const char *content_type) {
+  return CLOUD_HAS_(stream_start) ? cloud_api_->stream_start(ctx, status, content_type)
+                                  : CLOUD_ESTATE;
+}
+/* Queues len bytes (copied) as the next part. 0; CLOUD_ECLOSED (the client went, the stream
+ * ended, or it never started); CLOUD_EFULL when more than --max-send-queue bytes would wait
+ * for a slow reader (nothing queued: try later); CLOUD_ENOMEM. Any thread. */
+static inline int cloud_stream_write(FunctionContext *ctx, const void *data, size_t len) {
+  return CLOUD_HAS_(stream_write) ? cloud_api_->stream_write(ctx, data, len) : CLOUD_ESTATE;
+}
+/* Ends the response after what is queued. 0 or CLOUD_ECLOSED. Any thread. */
+static inline int cloud_stream_end(FunctionContext *ctx) {
+  return CLOUD_HAS_(stream_end) ? cloud_api_->stream_end(ctx) : CLOUD_ESTATE;
+}
+/* One Server-Sent Event: "id: N" (1, 2, ... or, when the client reconnects with
+ * Last-Event-ID: n, n+1, ...), "event: <event>" unless NULL (no CR/LF), a "data:" line per
+ * line of data (copied). The first call starts the stream (200, text/event-stream) unless
+ * cloud_stream_start did; that first call must be made in the function's call. Results as
+ * cloud_stream_write, and CLOUD_EINVAL. Any thread. */
+static inline int cloud_sse_send(FunctionContext *ctx, const char *event, const char *data) {
+  return CLOUD_HAS_(sse_send) ? cloud_api_->sse_send(ctx, event, data) : CLOUD_ESTATE;
 }
 
 /* ---- ABI 2: timers. A timer belongs to the function that started it, by name: when it
