@@ -105,6 +105,7 @@ struct workers {
   struct map aff;     /* conn id -> struct affinity * */
   struct map crashes; /* function -> struct crash_count: recent crashes of its build */
   struct map firing;  /* "<function>\0<timer>" -> struct firing *: a timer's event in hand */
+  struct map streams; /* 8-byte stream id -> the pid of the worker writing it (as a pointer) */
   uint64_t next_seq;
   ev_timer tick;
   uint64_t lost; /* workers lost with events in hand */
@@ -437,6 +438,35 @@ static int by_seq(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+struct stream_walk {
+  pid_t pid;
+  uint64_t ids[64];
+  size_t n;
+};
+
+static void stream_of(void *arg, const char *key, void *value) {
+  struct stream_walk *S = arg;
+  uint64_t id;
+  memcpy(&id, key, sizeof id);
+  if ((pid_t)(intptr_t)value == S->pid && S->n < sizeof S->ids / sizeof S->ids[0])
+    S->ids[S->n++] = id;
+}
+
+/* The streams a lost worker was writing end (after what was queued): nobody will write them
+ * again, and their clients should not wait for more. */
+static void streams_of_lost(struct workers *P, pid_t pid) {
+  for (int round = 0; round < 1024; round++) {
+    struct stream_walk S = {.pid = pid};
+    map_each(&P->streams, stream_of, &S);
+    for (size_t i = 0; i < S.n; i++) {
+      map_del(&P->streams, &S.ids[i], sizeof S.ids[i]);
+      stream_end(P->h, S.ids[i]);
+    }
+    if (S.n < sizeof S.ids / sizeof S.ids[0])
+      return;
+  }
+}
+
 /* A worker is gone: the event it was running fails (its connection gets 1011, its request
  * 502); the ones queued behind it fail the same way, since their order cannot be kept by
  * running them elsewhere first. A fresh worker takes its slot. */
@@ -481,6 +511,7 @@ static void worker_lost(struct worker *w, const char *why) {
     if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGABRT)
       crash_seen(P, L.list[0], pid, sig);
   }
+  streams_of_lost(P, pid);
   for (size_t i = 0; i < L.n; i++)
     pending_crashed(P, L.list[i],
                     i == 0 ? "function crashed (worker died)" : "its worker died before it ran");
@@ -810,6 +841,8 @@ static void stream_progress(void *arg, uint64_t id, uint64_t written, int closed
   struct workers *P = arg;
   if (P != stream_pool || P->closed)
     return;
+  if (closed)
+    map_del(&P->streams, &id, sizeof id);
   struct wbuf b = {0};
   wbuf_begin(&b, W_STREAM);
   wbuf_u64(&b, id);
@@ -1058,6 +1091,7 @@ static void apply_call(struct worker *w, struct wread *rd) {
         defer_handover(h, p->defer);
         p->defer = NULL;
         stream_set_notify(h, id, stream_progress, P);
+        map_set(&P->streams, &id, sizeof id, (void *)(intptr_t)w->pid);
         char first[24];
         snprintf(first, sizeof first, "%llu", (unsigned long long)stream_first_event(h, id));
         text = strdup(first);
@@ -1236,6 +1270,7 @@ int workers_open(struct host *h) {
   map_init(&P->aff);
   map_init(&P->firing);
   map_init(&P->crashes);
+  map_init(&P->streams);
   h->workers = P;
   h->runner = &workers_runner;
   stream_pool = P;
@@ -1295,6 +1330,7 @@ void workers_free(struct host *h) {
   map_free(&P->aff);
   map_each(&P->firing, free_value, NULL);
   map_free(&P->firing);
+  map_free(&P->streams);
   map_each(&P->crashes, free_value, NULL);
   map_free(&P->crashes);
   free(P->live);

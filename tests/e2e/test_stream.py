@@ -94,6 +94,17 @@ def test_slow_reader_is_bounded_and_others_still_answer():
         assert st["bytes"] < 64 << 20, st
 
 
+def test_isolation_a_crashed_writer_ends_its_stream():
+    with stream_host(["--isolation", "process"]) as h:
+        pid = h.serving_pid()
+        r, body, _ = get(h, "/streamer?do=crash")
+        assert r.status == 200 and body == b"before\n", (r.status, body)
+        h.wait_log(r"died of signal 11")
+        assert h.serving_pid() == pid
+        r, body, _ = get(h, "/streamer?do=chunks&n=1")
+        assert body == b"part 0\n", body
+
+
 async def test_browser_event_source_reads_and_resumes():
     if not CHROMIUM:
         raise Fail("chromium is not installed (tools/install-deps installs it)")

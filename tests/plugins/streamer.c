@@ -6,9 +6,11 @@
  *   flood (?size=): writes size-byte parts until the client goes (CLOUD_EFULL: waits and tries
  *     again), then ends; stats: what the last flood saw;
  *   page: an HTML page whose EventSource reads ?do=sse (window.events);
+ *   crash: starts a stream, writes a line, crashes;
  *   twice: cloud_stream_start twice, and cloud_stream_write before it (the results). */
 #include <cloud.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +161,11 @@ CLOUD_FUNCTION(ctx) {
                           (int)flood_closed, "done", (int)flood_done);
     pthread_mutex_unlock(&mu);
     return cloud_response_json(ctx, 200, o);
+  }
+  if (!strcmp(what, "crash")) { /* a stream whose writer dies */
+    cloud_stream_start(ctx, 200, "text/plain");
+    cloud_stream_write(ctx, "before\n", 7);
+    raise(SIGSEGV);
   }
   if (!strcmp(what, "twice")) {
     int before = cloud_stream_write(ctx, "x", 1);
