@@ -7,10 +7,12 @@
 #include "intercept.h"
 #include "invocation.h"
 #include "log.h"
+#include "multipart.h"
 #include "peer.h"
 #include "plugins.h"
 #include "quarantine.h"
 #include "stream.h"
+#include "upload.h"
 #include "ws.h"
 
 #include <stdlib.h>
@@ -198,6 +200,7 @@ static void req_free(struct http_req *r) {
   defer_detach(r->defer);
   stream_detach(r->host, r->stream);
   free(r->stream_ctx);
+  upload_free(r->upload);
   lws_sul_cancel(&r->body_timer);
   r->host->http_body_bytes -= r->body_cap;
   free(r->path);
@@ -282,7 +285,8 @@ static void run_function(struct http_req *r) {
   char err[256];
   json_t *body = NULL;
   const char *ctype = http_header_lookup(r->wsi, r->headers, "content-type", r->headers_lazy);
-  if (body_parse(ctype, r->body, r->body_len, &body, err, sizeof err) < 0) {
+  if (r->upload ? upload_finish(r->upload, err, sizeof err) < 0
+                : body_parse(ctype, r->body, r->body_len, &body, err, sizeof err) < 0) {
     log_info(r->name, r->request_id, "%s %s: 400 %s", r->method, r->path, err);
     respond_error(r, 400, "Bad Request", err, 0);
     free(ctxp);
@@ -295,7 +299,7 @@ static void run_function(struct http_req *r) {
   }
   FunctionContext *ctx = ctxp;
   char *url = http_url(r->path, r->query);
-  ctx->size = sizeof ctx;
+  ctx->size = sizeof *ctx;
   ctx->function_name = r->name;
   ctx->request_id = r->request_id;
   ctx->method = r->method;
@@ -305,6 +309,10 @@ static void run_function(struct http_req *r) {
   ctx->body_raw = r->body;
   ctx->body_len = r->body_len;
   ctx->url = url ? url : r->path;
+  if (r->upload) {
+    ctx->body = body = json_incref(upload_fields(r->upload));
+    ctx->files = upload_files(r->upload, &ctx->files_count);
+  }
   const char *why;
   json_t *user = NULL;
   if (auth_check(h, auth_bearer(json_string_value(json_object_get(r->headers, "authorization"))),
@@ -326,10 +334,15 @@ static void run_function(struct http_req *r) {
   json_decref(user);
   json_decref(body);
   free(url);
+  /* The function returned: its files go (a worker's: when it says its event ended). */
+  if (r->upload && !h->runner)
+    upload_remove(r->upload);
   if (r->stream) { /* written as the function writes it (stream.c, http_stream_write) */
     r->stream_ctx = ctx;
     ctx->query = ctx->headers = ctx->body = ctx->user = NULL;
     ctx->body_raw = ctx->url = NULL;
+    ctx->files = NULL;
+    ctx->files_count = 0;
     return;
   }
   free(ctx);
@@ -362,6 +375,10 @@ static void dispatch(struct http_req *r) {
   log_info(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, "%s %s %d %s", r->method,
            r->path, r->status, r->remote);
   respond(r);
+}
+
+void http_uploads_done(struct http_req *r) {
+  upload_remove(r->upload);
 }
 
 void http_deferred_done(struct http_req *r) {
@@ -635,6 +652,49 @@ static void body_check(lws_sorted_usec_list_t *sul) {
                      BODY_WINDOW_MS * LWS_US_PER_MS);
 }
 
+/* Answers r now with status (and closes after it): the rest of the body is not read. */
+static void body_refused(struct http_req *r, int status, const char *error, const char *why) {
+  respond_error(r, status, error, why, 0);
+  r->close_after = 1;
+  log_info(r->name, r->request_id, "%s %s %d %s: %s", r->method, r->path, status, r->remote,
+           why ? why : error);
+  respond(r);
+}
+
+/* multipart/form-data goes to upload.c as it arrives. 1 when it took the bytes. */
+static int body_upload(struct http_req *r, const void *in, size_t len) {
+  if (!r->upload_checked) {
+    r->upload_checked = 1;
+    char boundary[MULTIPART_BOUNDARY_MAX + 1];
+    const char *ct = http_header_lookup(r->wsi, r->headers, "content-type", r->headers_lazy);
+    int b = r->route == ROUTE_ADMIN ? 0 : multipart_boundary(ct, boundary, sizeof boundary);
+    if (b < 0) {
+      body_refused(r, 400, "Bad Request", "multipart/form-data without a valid boundary");
+      return 1;
+    }
+    if (b > 0 && !(r->upload = upload_new(r->host, boundary))) {
+      body_refused(r, 500, "Internal Server Error", "cannot take an upload now");
+      return 1;
+    }
+  }
+  if (!r->upload)
+    return 0;
+  if (r->upload_bytes + len > r->host->cfg.max_body) {
+    body_refused(r, 413, "Payload Too Large", NULL);
+    return 1;
+  }
+  r->upload_bytes += len;
+  char err[256];
+  int rc = len ? upload_feed(r->upload, in, len, err, sizeof err) : 0;
+  if (rc == -1)
+    body_refused(r, 400, "Bad Request", err);
+  else if (rc == -2)
+    body_refused(r, 503, "Service Unavailable", "too many request bytes in flight; retry");
+  else if (rc < 0)
+    body_refused(r, 500, "Internal Server Error", "cannot store the upload");
+  return 1;
+}
+
 static int http_body(struct http_req *r, const void *in, size_t len) {
   if (r->lingering) {
     r->drained += len;
@@ -644,6 +704,8 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
   r->window_bytes += len;
   if (r->ready)
     return 0; /* already answered (413): the rest is discarded */
+  if (body_upload(r, in, len))
+    return 0;
   if (r->body_len + len > r->host->cfg.max_body) {
     respond_error(r, 413, "Payload Too Large", NULL, 0);
     r->close_after = 1;

@@ -768,3 +768,7 @@ int plugins_watch(struct plugins *p, struct lws_vhost *vh) {
   log_info(NULL, NULL, "watching %s for changed functions", p->dir);
   return 0;
 }
+
+const char *plugins_run_dir(const struct plugins *p) {
+  return p && p->run[0] ? p->run : NULL;
+}

@@ -567,6 +567,14 @@ static int encode_event(struct wbuf *b, uint64_t seq, enum inv_kind kind, const 
   wbuf_u64(b, defer);
   wbuf_str(b, rooms);
   wbuf_str(b, ctx->protocols);
+  wbuf_u64(b, (uint64_t)ctx->files_count);
+  for (size_t i = 0; i < ctx->files_count; i++) {
+    wbuf_str(b, ctx->files[i].field);
+    wbuf_str(b, ctx->files[i].filename);
+    wbuf_str(b, ctx->files[i].content_type);
+    wbuf_str(b, ctx->files[i].path);
+    wbuf_u64(b, (uint64_t)ctx->files[i].size);
+  }
   free(q);
   free(hd);
   free(bd);
@@ -1161,6 +1169,11 @@ static void handle_done(struct worker *w, struct wread *rd) {
     }
   }
   json_decref(hdrs);
+  if (p->kind == INV_HTTP) { /* the function returned: its uploaded files go */
+    struct http_req *r = event_obj(P, p);
+    if (r)
+      h->net->http_uploads_done(r);
+  }
   metrics_function_call(&h->metrics, p->function, ns, rc);
   p->rc = rc;
   p->done = 1;

@@ -994,6 +994,21 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   uint64_t defer = wread_u64(&rd);
   json_t *rooms = parse(wread_str(&rd));
   ctx->protocols = wread_str(&rd);
+  uint64_t nfiles = wread_u64(&rd);
+  cloud_file *files = NULL;
+  if (nfiles && nfiles <= 1000 && (files = calloc((size_t)nfiles, sizeof *files))) {
+    for (uint64_t i = 0; i < nfiles; i++) {
+      files[i].field = wread_str(&rd);
+      files[i].filename = wread_str(&rd);
+      files[i].content_type = wread_str(&rd);
+      files[i].path = wread_str(&rd);
+      files[i].size = (size_t)wread_u64(&rd);
+    }
+    ctx->files = files;
+    ctx->files_count = (size_t)nfiles;
+  } else if (nfiles) {
+    rd.bad = 1;
+  }
   if (rd.bad || !name) {
     log_error(NULL, NULL, "worker: malformed event frame");
     _exit(4);
@@ -1038,6 +1053,7 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   json_decref(ctx->body);
   json_decref(ctx->user);
   memset(&W.cur, 0, sizeof W.cur);
+  free(files);
   if (!stream_keep(ctx))
     free(ctx);
 }

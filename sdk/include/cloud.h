@@ -86,6 +86,15 @@ typedef struct cloud_params {
   const char *error;
 } cloud_params;
 
+/* One uploaded file of a multipart/form-data request (ctx->files): its form field, the
+ * filename the client gave (as sent: never use it as a path), its Content-Type (NULL if none),
+ * and where its bytes are: a private temp file (mode 0600), removed after the function returns
+ * (copy or rename it to keep it). */
+typedef struct cloud_file {
+  const char *field, *filename, *content_type, *path;
+  size_t size;
+} cloud_file;
+
 /* Mirrors Laf's FunctionContext. All members are owned by the host and valid during the call.
  * New members are only ever added at the end; `size` is sizeof as the host filled it. */
 typedef struct FunctionContext {
@@ -107,6 +116,10 @@ typedef struct FunctionContext {
   /* ABI 2 */
   json_t *user; /* the claims of a valid JWT (--jwt-secret / --jwt-public-key), else NULL */
   const char *protocols; /* connection event: Sec-WebSocket-Protocol as offered, NULL if none */
+  /* ABI 3: HTTP multipart/form-data: the file parts (ctx->body holds the other fields as an
+   * object of strings, body_raw is NULL: the body was not kept). Check ctx->size first. */
+  const cloud_file *files;
+  size_t files_count;
 } FunctionContext;
 
 /* The host's functions, handed to the plugin at load. Grows only at the end; each group is
