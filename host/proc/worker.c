@@ -834,12 +834,18 @@ static void *event_obj(struct workers *P, struct pending *p) {
 /* The pool streams report to (NULL once it is freed). */
 static struct workers *stream_pool;
 
-static void frame_to_all(struct workers *P, struct wbuf *b) {
-  for (int i = 0; i < P->n; i++)
-    if (P->live[i] && P->live[i]->pid > 0)
-      queue_frame(P->live[i], b);
+/* Progress reports are cumulative: a worker that is not reading (its output waits) misses
+ * some without harm, so they do not pile up there; that a stream is over always goes. */
+#define STREAM_PROGRESS_BACKLOG (1u << 20)
+
+static void frame_to_all(struct workers *P, struct wbuf *b, int closed) {
+  for (int i = 0; i < P->n; i++) {
+    struct worker *w = P->live[i];
+    if (w && w->pid > 0 && (closed || w->out_len < STREAM_PROGRESS_BACKLOG))
+      queue_frame(w, b);
+  }
   for (struct worker *w = P->retiring; w; w = w->next)
-    if (w->pid > 0)
+    if (w->pid > 0 && (closed || w->out_len < STREAM_PROGRESS_BACKLOG))
       queue_frame(w, b);
 }
 
@@ -856,7 +862,7 @@ static void stream_progress(void *arg, uint64_t id, uint64_t written, int closed
   wbuf_u64(&b, id);
   wbuf_u64(&b, written);
   wbuf_u64(&b, (uint64_t)closed);
-  frame_to_all(P, &b);
+  frame_to_all(P, &b, closed);
   wbuf_free(&b);
 }
 
