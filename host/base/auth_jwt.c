@@ -1,4 +1,4 @@
-/* auth_jwt.c: JSON Web Token verification on libjwt (Debian's libjwt 1.10).
+/* auth_jwt.c: JSON Web Token verification (and HS256 signing) on libjwt (Debian's libjwt 1.10).
  * libjwt checks signatures; the algorithm rule and the time claims are ours (1.10 has neither). */
 #include "auth_jwt.h"
 
@@ -136,4 +136,34 @@ int auth_jwt_verify(const struct auth_jwt *a, const char *token, int64_t now_s, 
   }
   json_decref(c);
   return -EACCES;
+}
+
+int auth_jwt_sign(const struct auth_jwt *a, json_t *claims, int ttl_s, int64_t now_s,
+                  char **token) {
+  *token = NULL;
+  if (!a || a->alg != JWT_ALG_HS256)
+    return -ENOKEY; /* a public key verifies; signing needs the secret */
+  if (!json_is_object(claims) || ttl_s < 0)
+    return -EINVAL;
+  json_t *c = json_deep_copy(claims);
+  if (!c)
+    return -ENOMEM;
+  json_object_set_new(c, "iat", json_integer((json_int_t)now_s));
+  if (ttl_s > 0)
+    json_object_set_new(c, "exp", json_integer((json_int_t)(now_s + ttl_s)));
+  char *payload = json_dumps(c, JSON_COMPACT);
+  json_decref(c);
+  jwt_t *j = NULL;
+  int rc = -ENOMEM;
+  if (payload && jwt_new(&j) == 0 && j && jwt_set_alg(j, JWT_ALG_HS256, a->key, a->key_len) == 0 &&
+      jwt_add_grants_json(j, payload) == 0) {
+    char *t = jwt_encode_str(j);
+    if (t) {
+      *token = t;
+      rc = 0;
+    }
+  }
+  jwt_free(j);
+  free(payload);
+  return rc;
 }

@@ -1,5 +1,6 @@
-/* auth_jwt.h: verification of JSON Web Tokens (--jwt-secret HS256, --jwt-public-key RS256/ES256)
- * on libjwt. Owns the key and the rules: which algorithm a key accepts, exp/nbf with leeway. */
+/* auth_jwt.h: verification and signing of JSON Web Tokens (--jwt-secret HS256, --jwt-public-key
+ * RS256/ES256) on libjwt. Owns the key and the rules: which algorithm a key accepts, exp/nbf with
+ * leeway. */
 #ifndef WSHOST_AUTH_JWT_H
 #define WSHOST_AUTH_JWT_H
 
@@ -22,5 +23,10 @@ void auth_jwt_close(struct auth_jwt *a);
  * reason fit for a log line (never the token). */
 int auth_jwt_verify(const struct auth_jwt *a, const char *token, int64_t now_s, json_t **claims,
                     const char **why);
+
+/* Signs claims (an object, not changed) with this key at time now_s: a copy gets iat = now_s
+ * and, for ttl_s > 0, exp = now_s + ttl_s. 0 and *token (malloc'd), -ENOKEY for a key that
+ * only verifies (a public key), -EINVAL for claims that are not an object, -ENOMEM. */
+int auth_jwt_sign(const struct auth_jwt *a, json_t *claims, int ttl_s, int64_t now_s, char **token);
 
 #endif

@@ -102,6 +102,8 @@ static const struct opt opts[] = {
     O("env-file", OPT_STR, env_file, NULL,
       "KEY=VALUE file behind cloud_env() (re-read on SIGHUP; others may not read it, only its "
       "owner may write it)"),
+    O("app-db", OPT_STR, app_db, NULL,
+      "the functions' own SQLite file behind cloud_db() (WAL, one handle per thread)"),
     O("redis", OPT_STR, redis, NULL,
       "redis://[:password@]host:port[/db] or unix:///path: join the cluster on that Redis"
       " (password also from WSHOST_REDIS_PASSWORD)"),

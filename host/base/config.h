@@ -44,6 +44,7 @@ struct config {
   int heartbeat_timeout;   /* seconds without the serving loop's heartbeat before the supervisor
                             * replaces it (0: never) */
   const char *jwt_secret, *jwt_public_key, *env_file;
+  const char *app_db; /* cloud_db()'s SQLite file, NULL: none */
   int jwt_leeway;
   int jwt_require_exp; /* a JWT without exp is refused (401) */
   /* The cluster (bus.c, cluster.c) and SO_REUSEPORT (listen.c). */

@@ -7,6 +7,8 @@
  * every other call made off the loop is refused with CLOUD_ESTATE. */
 #include "api.h"
 
+#include "appdb.h"
+#include "auth_jwt.h"
 #include "defer.h"
 #include "envfile.h"
 #include "http.h"
@@ -16,12 +18,14 @@
 #include "net_ops.h"
 #include "rooms.h"
 #include "store.h"
+#include "stream.h"
 #include "timers.h"
 #include "xthread.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The host the table serves. Set once at start; the only way calls like cloud_send_to_user,
  * which carry no context, find the host (Redis keeps its `server` the same way). */
@@ -53,6 +57,10 @@ const char *api_strerror(int code) {
     return "storage error";
   case CLOUD_EUNAVAIL:
     return "cluster unavailable";
+  case CLOUD_ENOFUNC:
+    return "no such function";
+  case CLOUD_EFAILED:
+    return "the function failed";
   default:
     return code > 0 ? "ok" : "unknown error";
   }
@@ -421,6 +429,209 @@ static int a_user_create(const char *user_id) {
   return rc < 0 ? CLOUD_EIO : !before;
 }
 
+static char *a_jwt_sign(json_t *claims, int ttl_s) {
+  char *token = NULL;
+  if (!invocation_on_loop())
+    return NULL;
+  return auth_jwt_sign(bound->jwt, claims, ttl_s, (int64_t)time(NULL), &token) == 0 ? token : NULL;
+}
+
+static json_t *a_jwt_verify(const char *token) {
+  json_t *claims = NULL;
+  const char *why;
+  if (!invocation_on_loop() || !bound->jwt || !token)
+    return NULL;
+  return auth_jwt_verify(bound->jwt, token, (int64_t)time(NULL), &claims, &why) == 0 ? claims
+                                                                                     : NULL;
+}
+
+/* cloud_invoke's nesting on the loop thread: a function that invokes itself stops here. */
+static int invoke_depth;
+
+int api_invoke_result(const char *body, size_t len, int status, json_t **result) {
+  if (!result)
+    return 0;
+  *result = NULL;
+  if (status == 204 || !len) {
+    *result = json_null();
+    return 0;
+  }
+  json_error_t e;
+  json_t *v = json_loadb(body, len, JSON_DECODE_ANY, &e);
+  if (!v)
+    v = json_stringn(body, len);
+  *result = v;
+  return v ? 0 : CLOUD_EINVAL;
+}
+
+static int a_invoke(const char *function, const char *method, json_t *body, json_t **result) {
+  if (result)
+    *result = NULL;
+  struct invocation *caller = invocation_current(bound);
+  if (!caller || invoke_depth >= API_INVOKE_DEPTH)
+    return CLOUD_ESTATE;
+  if (!function || !*function || !strncmp(function, "__", 2) || strlen(function) > FN_NAME_MAX ||
+      strchr(function, '/'))
+    return CLOUD_ENOFUNC;
+  if (method && (!*method || strlen(method) > 16))
+    return CLOUD_EINVAL;
+  /* A request of the host's own making: no connection behind it (wsi NULL), nothing can
+   * wait (no_defer), its response is read back here. */
+  struct http_req *r = calloc(1, sizeof *r);
+  char *raw = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  char url[FN_NAME_MAX + 2];
+  if (!r || (body && !raw)) {
+    free(r);
+    free(raw);
+    return CLOUD_ENOMEM;
+  }
+  snprintf(url, sizeof url, "/%s", function);
+  r->host = bound;
+  r->no_defer = 1;
+  r->content_length = -1;
+  r->method = method ? method : "POST";
+  snprintf(r->name, sizeof r->name, "%s", function);
+  const FunctionContext *cc = caller->ctx;
+  snprintf(r->request_id, sizeof r->request_id, "%s", cc && cc->request_id ? cc->request_id : "");
+  r->query = json_object();
+  r->headers = json_object();
+  FunctionContext ctx = {.size = sizeof ctx};
+  ctx.function_name = r->name;
+  ctx.request_id = r->request_id;
+  ctx.method = r->method;
+  ctx.query = r->query;
+  ctx.headers = r->headers;
+  ctx.body = body;
+  ctx.body_raw = raw;
+  ctx.body_len = raw ? strlen(raw) : 0;
+  ctx.url = url;
+  ctx.user = cc ? cc->user : NULL;
+  int found = 0;
+  invoke_depth++;
+  int rc = invoke(bound, INV_HTTP, r, function, &ctx, &found);
+  invoke_depth--;
+  int out;
+  if (!found)
+    out = CLOUD_ENOFUNC;
+  else if (rc && !r->responded)
+    out = CLOUD_EFAILED;
+  else if (!r->responded)
+    out = api_invoke_result(NULL, 0, 204, result);
+  else
+    out = api_invoke_result(r->resp ? (const char *)r->resp + LWS_PRE : "", r->resp_len, r->status,
+                            result);
+  free(raw);
+  free(r->resp);
+  json_decref(r->resp_headers);
+  json_decref(r->query);
+  json_decref(r->headers);
+  free(r);
+  return out;
+}
+
+struct sock_snap {
+  cloud_socket *s;
+  char **user;
+  size_t n, cap;
+};
+
+static void snap_one(void *arg, const char *key, void *value) {
+  (void)key;
+  struct sock_snap *S = arg;
+  struct conn *c = value;
+  if (!c->established || c->gone || !c->user_id || S->n == S->cap)
+    return;
+  if (!(S->user[S->n] = strdup(c->user_id)))
+    return;
+  S->s[S->n++] = (cloud_socket){c->id};
+}
+
+int api_sockets_each_list(struct host *h, json_t **out) {
+  struct sock_snap S = {0};
+  S.cap = h->conns.count;
+  *out = NULL;
+  if (S.cap && (!(S.s = calloc(S.cap, sizeof *S.s)) || !(S.user = calloc(S.cap, sizeof *S.user)))) {
+    free(S.s);
+    return CLOUD_ENOMEM;
+  }
+  map_each(&h->conns, snap_one, &S);
+  json_t *a = json_array();
+  for (size_t i = 0; i < S.n; i++) {
+    if (a)
+      json_array_append_new(a, json_pack("[I s]", (json_int_t)S.s[i].id, S.user[i]));
+    free(S.user[i]);
+  }
+  free(S.s);
+  free(S.user);
+  *out = a;
+  return a ? 0 : CLOUD_ENOMEM;
+}
+
+int api_sockets_walk(json_t *list, int (*fn)(cloud_socket, const char *, void *), void *arg) {
+  size_t i;
+  json_t *pair;
+  int calls = 0;
+  json_array_foreach(list, i, pair) {
+    cloud_socket s = {(uint64_t)json_integer_value(json_array_get(pair, 0))};
+    calls++;
+    if (fn(s, json_string_value(json_array_get(pair, 1)), arg))
+      break;
+  }
+  return calls;
+}
+
+static int a_sockets_each(int (*fn)(cloud_socket, const char *, void *), void *arg) {
+  if (!invocation_on_loop())
+    return CLOUD_ESTATE;
+  if (!fn)
+    return CLOUD_EINVAL;
+  json_t *list;
+  int rc = api_sockets_each_list(bound, &list);
+  if (rc < 0)
+    return rc;
+  rc = api_sockets_walk(list, fn, arg);
+  json_decref(list);
+  return rc;
+}
+
+struct sqlite3 *api_db(void) {
+  return bound ? appdb_handle(bound->cfg.app_db) : NULL;
+}
+
+static int a_stream_start(FunctionContext *ctx, int status, const char *content_type) {
+  struct http_req *r = ctx_req(ctx);
+  uint64_t id;
+  if (!r || r->deferred)
+    return CLOUD_ESTATE;
+  return stream_start(bound, r, ctx, status,
+                      content_type ? content_type : "application/octet-stream", 0, &id);
+}
+
+static int a_stream_write(FunctionContext *ctx, const void *data, size_t len) {
+  uint64_t id = stream_find(bound, ctx);
+  return id ? stream_write(bound, id, data, len) : CLOUD_ECLOSED;
+}
+
+static int a_stream_end(FunctionContext *ctx) {
+  uint64_t id = stream_find(bound, ctx);
+  return id ? stream_end(bound, id) : CLOUD_ECLOSED;
+}
+
+static int a_sse_send(FunctionContext *ctx, const char *event, const char *data) {
+  uint64_t id = stream_find(bound, ctx);
+  if (!id) {
+    struct http_req *r = ctx_req(ctx);
+    if (!r)
+      return CLOUD_ECLOSED;
+    if (r->deferred)
+      return CLOUD_ESTATE;
+    int rc = stream_start(bound, r, ctx, 200, "text/event-stream", 1, &id);
+    if (rc < 0)
+      return rc;
+  }
+  return stream_sse(bound, id, event, data);
+}
+
 /* From the host's own object, not ctx->headers: with CLOUD_OPT_LAZY_HEADERS the plugin's
  * ctx->headers is NULL and the object holds only what was looked up so far. */
 static const char *a_request_header(FunctionContext *ctx, const char *name) {
@@ -432,6 +643,8 @@ static const char *a_request_header(FunctionContext *ctx, const char *name) {
     return NULL; /* a timer, or a context that is not the call's */
   if (c && (!c->in_connect_event || !c->upgrade))
     return NULL; /* lws keeps the headers only until the connection is established */
+  if (r && !r->wsi)
+    return NULL; /* cloud_invoke's request: no headers */
   if (r)
     return bound->net->http_header_lookup(r->wsi, r->headers, name, r->headers_lazy);
   return bound->net->ws_upgrade_header(c, name);
@@ -494,6 +707,15 @@ static cloud_api table = {
     .room_keep = a_room_keep,
     .room_history = a_room_history,
     .user_create = a_user_create,
+    .jwt_sign = a_jwt_sign,
+    .jwt_verify = a_jwt_verify,
+    .invoke = a_invoke,
+    .sockets_each = a_sockets_each,
+    .db = api_db,
+    .stream_start = a_stream_start,
+    .stream_write = a_stream_write,
+    .stream_end = a_stream_end,
+    .sse_send = a_sse_send,
 };
 
 const cloud_api *api_table(void) {

@@ -267,3 +267,20 @@ void defers_free(struct host *h) {
   free(t);
   h->defers = NULL;
 }
+
+struct http_req *defer_handover(struct host *h, cloud_deferred *handle) {
+  uint64_t id = (uint64_t)(uintptr_t)handle;
+  if (!h || !h->defers || !id)
+    return NULL;
+  pthread_mutex_lock(&h->defers->mu);
+  struct deferred *d = map_get(&h->defers->by_id, &id, sizeof id);
+  int open = d && !d->done && d->r;
+  if (open)
+    d->done = 1;
+  pthread_mutex_unlock(&h->defers->mu);
+  if (!open)
+    return NULL;
+  struct http_req *r = d->r;
+  finish(d); /* unlinks r->defer */
+  return r;
+}

@@ -28,6 +28,9 @@ int defer_open(struct host *h, cloud_deferred *d);
 /* The request a deferred response is for, NULL once the client went away (or the handle is
  * done). Loop thread only: --isolation process adds the worker's response headers to it. */
 struct http_req *defer_request(struct host *h, cloud_deferred *d);
+/* The response of d's request is given another way (a stream): d is done, without a response
+ * and without its timeout. The request, or NULL (unknown, done, the client went). Loop only. */
+struct http_req *defer_handover(struct host *h, cloud_deferred *d);
 /* The request went away (client closed): the response, when it comes, goes nowhere. */
 void defer_detach(struct deferred *d);
 

@@ -29,6 +29,8 @@ struct net_ops {
   int (*http_add_header)(struct http_req *r, const char *name, const char *value);
   const char *(*http_header_lookup)(struct lws *wsi, json_t *headers, const char *name, int lazy);
   void (*http_deferred_done)(struct http_req *r);
+  /* An upload's function returned (in a worker): its temp files go. */
+  void (*http_uploads_done)(struct http_req *r);
 };
 
 #endif

@@ -7,9 +7,12 @@
 #include "intercept.h"
 #include "invocation.h"
 #include "log.h"
+#include "multipart.h"
 #include "peer.h"
 #include "plugins.h"
 #include "quarantine.h"
+#include "stream.h"
+#include "upload.h"
 #include "ws.h"
 
 #include <stdlib.h>
@@ -195,6 +198,9 @@ static void req_free(struct http_req *r) {
   if (!r)
     return;
   defer_detach(r->defer);
+  stream_detach(r->host, r->stream);
+  free(r->stream_ctx);
+  upload_free(r->upload);
   lws_sul_cancel(&r->body_timer);
   r->host->http_body_bytes -= r->body_cap;
   free(r->path);
@@ -279,26 +285,40 @@ static void set_request_id(struct http_req *r) {
 
 static void run_function(struct http_req *r) {
   struct host *h = r->host;
-  FunctionContext ctx = {0};
+  /* On the heap: a streamed response is written through ctx after the function returned,
+   * so it lives as long as the request (stream_ctx) then. */
+  FunctionContext *ctxp = calloc(1, sizeof *ctxp);
   char err[256];
   json_t *body = NULL;
   const char *ctype = http_header_lookup(r->wsi, r->headers, "content-type", r->headers_lazy);
-  if (body_parse(ctype, r->body, r->body_len, &body, err, sizeof err) < 0) {
+  if (r->upload ? upload_finish(r->upload, err, sizeof err) < 0
+                : body_parse(ctype, r->body, r->body_len, &body, err, sizeof err) < 0) {
     log_info(r->name, r->request_id, "%s %s: 400 %s", r->method, r->path, err);
     respond_error(r, 400, "Bad Request", err, 0);
+    free(ctxp);
     return;
   }
+  if (!ctxp) {
+    json_decref(body);
+    respond_error(r, 500, "Internal Server Error", "out of memory", 1);
+    return;
+  }
+  FunctionContext *ctx = ctxp;
   char *url = http_url(r->path, r->query);
-  ctx.size = sizeof ctx;
-  ctx.function_name = r->name;
-  ctx.request_id = r->request_id;
-  ctx.method = r->method;
-  ctx.query = r->query;
-  ctx.headers = r->headers;
-  ctx.body = body;
-  ctx.body_raw = r->body;
-  ctx.body_len = r->body_len;
-  ctx.url = url ? url : r->path;
+  ctx->size = sizeof *ctx;
+  ctx->function_name = r->name;
+  ctx->request_id = r->request_id;
+  ctx->method = r->method;
+  ctx->query = r->query;
+  ctx->headers = r->headers;
+  ctx->body = body;
+  ctx->body_raw = r->body;
+  ctx->body_len = r->body_len;
+  ctx->url = url ? url : r->path;
+  if (r->upload) {
+    ctx->body = body = json_incref(upload_fields(r->upload));
+    ctx->files = upload_files(r->upload, &ctx->files_count);
+  }
   const char *why;
   json_t *user = NULL;
   if (auth_check(h, auth_bearer(json_string_value(json_object_get(r->headers, "authorization"))),
@@ -307,18 +327,31 @@ static void run_function(struct http_req *r) {
     respond_error(r, 401, "Unauthorized", why, 1);
     json_decref(body);
     free(url);
+    free(ctx);
     return;
   }
-  ctx.user = user;
+  ctx->user = user;
   int found = 0, rc = 0;
   /* The interceptor's answer, if it gives one, is the response; the target never runs. */
-  if (!intercept(h, r, &ctx))
-    rc = invoke(h, INV_HTTP, r, r->name, &ctx, &found);
+  if (!intercept(h, r, ctx))
+    rc = invoke(h, INV_HTTP, r, r->name, ctx, &found);
   else
     found = 1;
   json_decref(user);
   json_decref(body);
   free(url);
+  /* The function returned: its files go (a worker's: when it says its event ended). */
+  if (r->upload && !h->runner)
+    upload_remove(r->upload);
+  if (r->stream) { /* written as the function writes it (stream.c, http_stream_write) */
+    r->stream_ctx = ctx;
+    ctx->query = ctx->headers = ctx->body = ctx->user = NULL;
+    ctx->body_raw = ctx->url = NULL;
+    ctx->files = NULL;
+    ctx->files_count = 0;
+    return;
+  }
+  free(ctx);
   if (r->deferred) { /* the response comes later (defer.c) */
     if (rc)
       log_warn(r->name, r->request_id, "returned %d after cloud_defer", rc);
@@ -343,11 +376,15 @@ static void dispatch(struct http_req *r) {
     r->host->admin_area->handle(r);
   else
     run_function(r);
-  if (r->deferred)
-    return; /* logged and answered by http_deferred_done */
+  if (r->deferred || r->stream)
+    return; /* logged and answered by http_deferred_done, or streamed */
   log_access(r->route == ROUTE_ADMIN ? "_" : r->name, r->request_id, r->method, r->path, r->status,
              r->remote, r->resp_len, elapsed_ms(r), NULL);
   respond(r);
+}
+
+void http_uploads_done(struct http_req *r) {
+  upload_remove(r->upload);
 }
 
 void http_deferred_done(struct http_req *r) {
@@ -662,6 +699,49 @@ static void body_check(lws_sorted_usec_list_t *sul) {
                      BODY_WINDOW_MS * LWS_US_PER_MS);
 }
 
+/* Answers r now with status (and closes after it): the rest of the body is not read. */
+static void body_refused(struct http_req *r, int status, const char *error, const char *why) {
+  respond_error(r, status, error, why, 0);
+  r->close_after = 1;
+  log_info(r->name, r->request_id, "%s %s %d %s: %s", r->method, r->path, status, r->remote,
+           why ? why : error);
+  respond(r);
+}
+
+/* multipart/form-data goes to upload.c as it arrives. 1 when it took the bytes. */
+static int body_upload(struct http_req *r, const void *in, size_t len) {
+  if (!r->upload_checked) {
+    r->upload_checked = 1;
+    char boundary[MULTIPART_BOUNDARY_MAX + 1];
+    const char *ct = http_header_lookup(r->wsi, r->headers, "content-type", r->headers_lazy);
+    int b = r->route == ROUTE_ADMIN ? 0 : multipart_boundary(ct, boundary, sizeof boundary);
+    if (b < 0) {
+      body_refused(r, 400, "Bad Request", "multipart/form-data without a valid boundary");
+      return 1;
+    }
+    if (b > 0 && !(r->upload = upload_new(r->host, boundary))) {
+      body_refused(r, 500, "Internal Server Error", "cannot take an upload now");
+      return 1;
+    }
+  }
+  if (!r->upload)
+    return 0;
+  if (r->upload_bytes + len > r->host->cfg.max_body) {
+    body_refused(r, 413, "Payload Too Large", NULL);
+    return 1;
+  }
+  r->upload_bytes += len;
+  char err[256];
+  int rc = len ? upload_feed(r->upload, in, len, err, sizeof err) : 0;
+  if (rc == -1)
+    body_refused(r, 400, "Bad Request", err);
+  else if (rc == -2)
+    body_refused(r, 503, "Service Unavailable", "too many request bytes in flight; retry");
+  else if (rc < 0)
+    body_refused(r, 500, "Internal Server Error", "cannot store the upload");
+  return 1;
+}
+
 static int http_body(struct http_req *r, const void *in, size_t len) {
   if (r->lingering) {
     r->drained += len;
@@ -671,6 +751,8 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
   r->window_bytes += len;
   if (r->ready)
     return 0; /* already answered (413): the rest is discarded */
+  if (body_upload(r, in, len))
+    return 0;
   if (r->body_len + len > r->host->cfg.max_body) {
     respond_error(r, 413, "Payload Too Large", NULL, 0);
     r->close_after = 1;
@@ -760,6 +842,69 @@ static int http_write(struct lws *wsi, struct http_req *r) {
   return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* A streamed response: the head once, then one chunk per writable turn (what lws cannot take
+ * at once it keeps, and it asks again only when that went), then the last chunk. A slow
+ * reader's bytes wait in the stream, bounded by --max-send-queue (the writer gets EFULL). */
+#define STREAM_CHUNK 16384
+
+static int http_stream_write(struct lws *wsi, struct session *s, struct http_req *r) {
+  int status, sse;
+  const char *ctype;
+  if (stream_head(r->stream, &status, &ctype, &sse)) {
+    unsigned char hdr[LWS_PRE + 8192], *start = hdr + LWS_PRE, *p = start,
+                                       *end = hdr + sizeof hdr - 1;
+    if (lws_add_http_header_status(wsi, (unsigned)status, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, (const unsigned char *)ctype,
+                                     (int)strlen(ctype), &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+                                     (const unsigned char *)"chunked", 7, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-cache", 8, &p, end) ||
+        lws_add_http_header_by_name(
+            wsi, (const unsigned char *)"request-id:", (const unsigned char *)r->request_id,
+            (int)strlen(r->request_id), &p, end))
+      return -1;
+    size_t i;
+    json_t *pair;
+    json_array_foreach(r->resp_headers, i, pair) {
+      char name[104];
+      const char *v = json_string_value(json_array_get(pair, 1));
+      snprintf(name, sizeof name, "%s:", json_string_value(json_array_get(pair, 0)));
+      if (lws_add_http_header_by_name(wsi, (unsigned char *)name, (const unsigned char *)v,
+                                      (int)strlen(v), &p, end))
+        return -1;
+    }
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+      return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+  }
+  /* "<hex>\r\n" goes right before the data, "\r\n" right after it. */
+  unsigned char buf[LWS_PRE + 10 + STREAM_CHUNK + 2];
+  char *data = (char *)buf + LWS_PRE + 10;
+  int fin = 0;
+  size_t n = stream_take(r->host, r->stream, data, STREAM_CHUNK, &fin);
+  if (n) {
+    char head[12];
+    int k = snprintf(head, sizeof head, "%zx\r\n", n);
+    memcpy(data - k, head, (size_t)k);
+    memcpy(data + n, "\r\n", 2);
+    if (lws_write(wsi, (unsigned char *)data - k, (size_t)k + n + 2, LWS_WRITE_HTTP) < 0)
+      return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+  }
+  if (!fin)
+    return 0;
+  memcpy(data, "0\r\n\r\n", 5);
+  if (lws_write(wsi, (unsigned char *)data, 5, LWS_WRITE_HTTP_FINAL) < 0)
+    return -1;
+  log_info(r->name, r->request_id, "%s %s stream ended", r->method, r->path);
+  s->req = NULL;
+  req_free(r);
+  return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 /* lws 4.1 closes a connection whose request head never completed without a word: the
  * client sees an empty reply. Its only callback on such a connection is CLOSED_HTTP, with no
  * session (none is bound before a request). When nothing was ever sent on the connection and
@@ -809,6 +954,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
       dispatch(s->req);
     return 0;
   case LWS_CALLBACK_HTTP_WRITEABLE:
+    if (s->req && s->req->stream)
+      return http_stream_write(wsi, s, s->req);
     if (s->req && s->req->ready)
       return http_write(wsi, s->req);
     return 0;

@@ -42,6 +42,13 @@ struct http_req {
   int deferred;
   int no_defer; /* an upgrade's interceptor: nothing can wait, the upgrade is answered now */
   struct deferred *defer;
+  /* multipart/form-data: parsed as it arrives (upload.c), never held in body. */
+  struct upload *upload;
+  int upload_checked;
+  size_t upload_bytes;
+  /* cloud_stream_* / cloud_sse_send: the response goes out as it is written (stream.c). */
+  struct stream *stream;
+  FunctionContext *stream_ctx; /* the call's ctx, kept while its stream may be written */
   char remote[64];
   uint64_t started_ns; /* metrics_now_ns() when the request line arrived: the access line */
 };
@@ -70,6 +77,9 @@ const char *http_header_lookup(struct lws *wsi, json_t *headers, const char *nam
 int http_set_response(struct http_req *r, int status, const char *content_type, const char *body,
                       size_t len);
 int http_add_header(struct http_req *r, const char *name, const char *value);
+/* The function that got r's uploaded files returned: they are removed (--isolation process:
+ * when its worker says so). */
+void http_uploads_done(struct http_req *r);
 /* A deferred response was set (or timed out): log the request's line and send it. */
 void http_deferred_done(struct http_req *r);
 

@@ -26,4 +26,5 @@ const struct net_ops net_ops_table = {
     .http_add_header = http_add_header,
     .http_header_lookup = http_header_lookup,
     .http_deferred_done = http_deferred_done,
+    .http_uploads_done = http_uploads_done,
 };

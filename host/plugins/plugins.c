@@ -1331,3 +1331,7 @@ int plugins_watch(struct plugins *p, struct lws_vhost *vh) {
   poll_schedule(p); /* a load stuck at start-up is looked at from here on */
   return 0;
 }
+
+const char *plugins_run_dir(const struct plugins *p) {
+  return p && p->run[0] ? p->run : NULL;
+}

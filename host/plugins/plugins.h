@@ -49,6 +49,8 @@ int plugins_reload(struct plugins *p, const char *name);
  * init again in this process (its result is ignored: the load already accepted the version);
  * plugins_run_fini runs their fini (before the worker exits). */
 void plugins_rerun_init(struct plugins *p);
+/* The host's private runtime folder (0700; emptied at start): uploads' temp files go there. */
+const char *plugins_run_dir(const struct plugins *p);
 void plugins_run_fini(struct plugins *p);
 /* The current version of name: its number (0 when none is loaded) and its file's sha256. */
 int plugins_current(const struct plugins *p, const char *name, char sha256[65]);

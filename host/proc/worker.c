@@ -16,6 +16,7 @@
 #include "plugins.h"
 #include "quarantine.h"
 #include "rooms.h"
+#include "stream.h"
 #include "supervisor.h"
 #include "timers.h"
 #include "wire.h"
@@ -114,6 +115,7 @@ struct workers {
   struct map aff;     /* conn id -> struct affinity * */
   struct map crashes; /* function -> struct crash_count: recent crashes of its build */
   struct map firing;  /* "<function>\0<timer>" -> struct firing *: a timer's event in hand */
+  struct map streams; /* 8-byte stream id -> the pid of the worker writing it (as a pointer) */
   uint64_t next_seq;
   ev_timer tick;
   uint64_t lost; /* workers lost with events in hand */
@@ -548,6 +550,35 @@ static int by_seq(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+struct stream_walk {
+  pid_t pid;
+  uint64_t ids[64];
+  size_t n;
+};
+
+static void stream_of(void *arg, const char *key, void *value) {
+  struct stream_walk *S = arg;
+  uint64_t id;
+  memcpy(&id, key, sizeof id);
+  if ((pid_t)(intptr_t)value == S->pid && S->n < sizeof S->ids / sizeof S->ids[0])
+    S->ids[S->n++] = id;
+}
+
+/* The streams a lost worker was writing end (after what was queued): nobody will write them
+ * again, and their clients should not wait for more. */
+static void streams_of_lost(struct workers *P, pid_t pid) {
+  for (int round = 0; round < 1024; round++) {
+    struct stream_walk S = {.pid = pid};
+    map_each(&P->streams, stream_of, &S);
+    for (size_t i = 0; i < S.n; i++) {
+      map_del(&P->streams, &S.ids[i], sizeof S.ids[i]);
+      stream_end(P->h, S.ids[i]);
+    }
+    if (S.n < sizeof S.ids / sizeof S.ids[0])
+      return;
+  }
+}
+
 /* A worker is gone: the event it was running fails (its connection gets 1011, its request
  * 502); the ones queued behind it fail the same way, since their order cannot be kept by
  * running them elsewhere first. A fresh worker takes its slot. */
@@ -592,6 +623,7 @@ static void worker_lost(struct worker *w, const char *why) {
     if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGABRT)
       crash_seen(P, w, L.list[0], pid, sig);
   }
+  streams_of_lost(P, pid);
   for (size_t i = 0; i < L.n; i++)
     pending_crashed(P, L.list[i],
                     i == 0 ? "function crashed (worker died)" : "its worker died before it ran");
@@ -647,6 +679,14 @@ static int encode_event(struct wbuf *b, uint64_t seq, enum inv_kind kind, const 
   wbuf_u64(b, defer);
   wbuf_str(b, rooms);
   wbuf_str(b, ctx->protocols);
+  wbuf_u64(b, (uint64_t)ctx->files_count);
+  for (size_t i = 0; i < ctx->files_count; i++) {
+    wbuf_str(b, ctx->files[i].field);
+    wbuf_str(b, ctx->files[i].filename);
+    wbuf_str(b, ctx->files[i].content_type);
+    wbuf_str(b, ctx->files[i].path);
+    wbuf_u64(b, (uint64_t)ctx->files[i].size);
+  }
   free(q);
   free(hd);
   free(bd);
@@ -958,6 +998,41 @@ static void *event_obj(struct workers *P, struct pending *p) {
   return NULL;
 }
 
+/* The pool streams report to (NULL once it is freed). */
+static struct workers *stream_pool;
+
+/* Progress reports are cumulative: a worker that is not reading (its output waits) misses
+ * some without harm, so they do not pile up there; that a stream is over always goes. */
+#define STREAM_PROGRESS_BACKLOG (1u << 20)
+
+static void frame_to_all(struct workers *P, struct wbuf *b, int closed) {
+  for (int i = 0; i < P->n; i++) {
+    struct worker *w = P->live[i];
+    if (w && w->pid > 0 && (closed || w->out_len < STREAM_PROGRESS_BACKLOG))
+      queue_frame(w, b);
+  }
+  for (struct worker *w = P->retiring; w; w = w->next)
+    if (w->pid > 0 && (closed || w->out_len < STREAM_PROGRESS_BACKLOG))
+      queue_frame(w, b);
+}
+
+/* A stream a worker writes to made progress: every worker hears it (only the writer's knows
+ * the id), so that its writers see the room the client's reading made, or CLOUD_ECLOSED. */
+static void stream_progress(void *arg, uint64_t id, uint64_t written, int closed) {
+  struct workers *P = arg;
+  if (P != stream_pool || P->closed)
+    return;
+  if (closed)
+    map_del(&P->streams, &id, sizeof id);
+  struct wbuf b = {0};
+  wbuf_begin(&b, W_STREAM);
+  wbuf_u64(&b, id);
+  wbuf_u64(&b, written);
+  wbuf_u64(&b, (uint64_t)closed);
+  frame_to_all(P, &b, closed);
+  wbuf_free(&b);
+}
+
 static void apply_call(struct worker *w, struct wread *rd) {
   struct workers *P = w->pool;
   struct host *h = P->h;
@@ -1167,6 +1242,77 @@ static void apply_call(struct worker *w, struct wread *rd) {
   case OP_USER_CREATE:
     rc = api->user_create(wread_str(rd));
     break;
+  case OP_JWT_SIGN: {
+    const char *js = wread_str(rd);
+    int64_t ttl = (int64_t)wread_u64(rd);
+    json_t *claims = js ? json_loads(js, 0, NULL) : NULL;
+    text = rd->bad || ttl < 0 || ttl > INT32_MAX ? NULL : api->jwt_sign(claims, (int)ttl);
+    json_decref(claims);
+    rc = 0;
+    break;
+  }
+  case OP_JWT_VERIFY: {
+    json_t *v = api->jwt_verify(wread_str(rd));
+    text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    rc = 0;
+    break;
+  }
+  case OP_STREAM_START: {
+    int status = (int)(int64_t)wread_u64(rd);
+    const char *ct = wread_str(rd);
+    int sse = (int)wread_u64(rd);
+    const char *hd = wread_str(rd);
+    struct http_req *r = NULL;
+    uint64_t id = 0;
+    if (rd->bad || !p || p->kind != INV_HTTP || !p->defer)
+      rc = CLOUD_ESTATE;
+    else if (!(r = defer_request(h, p->defer)))
+      rc = CLOUD_ECLOSED;
+    else if (r->stream)
+      rc = CLOUD_ESTATE;
+    else {
+      json_t *hdrs = hd ? json_loads(hd, 0, NULL) : NULL;
+      size_t i;
+      json_t *nv;
+      json_array_foreach(hdrs, i, nv) {
+        h->net->http_add_header(r, json_string_value(json_array_get(nv, 0)),
+                                json_string_value(json_array_get(nv, 1)));
+      }
+      json_decref(hdrs);
+      rc = stream_start(h, r, NULL, status, ct ? ct : "application/octet-stream", sse, &id);
+      if (rc == 0) {
+        /* The response is the stream's now: the event's end completes nothing. */
+        defer_handover(h, p->defer);
+        p->defer = NULL;
+        stream_set_notify(h, id, stream_progress, P);
+        map_set(&P->streams, &id, sizeof id, (void *)(intptr_t)w->pid);
+        char first[24];
+        snprintf(first, sizeof first, "%llu", (unsigned long long)stream_first_event(h, id));
+        text = strdup(first);
+        rc = (int64_t)id;
+      }
+    }
+    break;
+  }
+  case OP_STREAM_WRITE: {
+    uint64_t id = wread_u64(rd);
+    const char *data = wread_bytes(rd, &len);
+    rc = rd->bad ? CLOUD_EINVAL : stream_write(h, id, data, len);
+    break;
+  }
+  case OP_STREAM_END: {
+    uint64_t id = wread_u64(rd);
+    rc = rd->bad ? CLOUD_EINVAL : stream_end(h, id);
+    break;
+  }
+  case OP_SOCKETS: {
+    json_t *v = NULL;
+    rc = api_sockets_each_list(h, &v);
+    text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    break;
+  }
   default:
     log_warn(NULL, NULL, "worker %d sent unknown call %llu", w->index, (unsigned long long)op);
   }
@@ -1211,6 +1357,11 @@ static void handle_done(struct worker *w, struct wread *rd) {
     }
   }
   json_decref(hdrs);
+  if (p->kind == INV_HTTP) { /* the function returned: its uploaded files go */
+    struct http_req *r = event_obj(P, p);
+    if (r)
+      h->net->http_uploads_done(r);
+  }
   metrics_function_call(&h->metrics, p->function, ns, rc);
   metrics_event(&h->metrics, p->method, ns);
   p->rc = rc;
@@ -1364,8 +1515,10 @@ int workers_open(struct host *h) {
   map_init(&P->aff);
   map_init(&P->firing);
   map_init(&P->crashes);
+  map_init(&P->streams);
   h->workers = P;
   h->runner = &workers_runner;
+  stream_pool = P;
   for (int i = 0; i < P->n; i++)
     if (!(P->live[i] = spawn(P, i))) {
       workers_close(h);
@@ -1415,12 +1568,14 @@ void workers_free(struct host *h) {
   if (!P)
     return;
   workers_close(h);
+  stream_pool = NULL;
   map_each(&P->pend, free_pending, NULL);
   map_free(&P->pend);
   map_each(&P->aff, free_value, NULL);
   map_free(&P->aff);
   map_each(&P->firing, free_value, NULL);
   map_free(&P->firing);
+  map_free(&P->streams);
   map_each(&P->crashes, free_value, NULL);
   map_free(&P->crashes);
   map_each(&P->owner, free_value, NULL);

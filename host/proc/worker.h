@@ -36,7 +36,13 @@ enum worker_op {
   OP_USER_SOCKETS, /* user id -> JSON text */
   OP_ROOM_KEEP,    /* room, last_n */
   OP_ROOM_HISTORY, /* sock, room, n */
-  OP_USER_CREATE   /* user id */
+  OP_USER_CREATE,  /* user id */
+  OP_JWT_SIGN,     /* claims JSON text, ttl_s -> token */
+  OP_JWT_VERIFY,   /* token -> claims JSON text */
+  OP_SOCKETS,      /* -> [[socket id, user id], ...] (cloud_sockets_each walks it here) */
+  OP_STREAM_START, /* status, content type, sse, headers JSON -> stream id, first event id */
+  OP_STREAM_WRITE, /* stream id, bytes */
+  OP_STREAM_END    /* stream id */
 };
 
 /* Event kinds beyond enum inv_kind on the wire: stop after what is queued. */

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugins.h"
+#include "sse.h"
 #include "wire.h"
 #include "worker.h"
 
@@ -35,6 +36,7 @@ struct current {
   json_t *rooms;   /* close event: the socket's rooms as they were */
   json_t *strings; /* strings handed to the plugin, valid until the event ends */
   json_t *headers; /* response headers set: [[name, value], ...] */
+  int nested;      /* a cloud_invoke call run inside the event: no headers, no defer */
 };
 
 /* Queued events that arrived while the main thread waited for a reply. */
@@ -54,6 +56,13 @@ static struct {
   size_t rcap;
   struct queued *head, *tail;
 } W = {.wmu = PTHREAD_MUTEX_INITIALIZER};
+
+/* The plugins this worker runs (cloud_invoke calls into them). */
+static struct plugins *W_host;
+/* --max-send-queue: what a stream may have waiting. */
+static size_t W_cfg_max_send_queue;
+
+static void stream_progress(const char *payload, size_t len);
 
 static int on_main(void) {
   return pthread_equal(pthread_self(), W.main);
@@ -84,6 +93,10 @@ static int64_t wait_reply(const char **text) {
       if (text)
         *text = t;
       return rc;
+    }
+    if ((unsigned char)W.rbuf[0] == W_STREAM) {
+      stream_progress(W.rbuf + 1, len - 1);
+      continue;
     }
     struct queued *q = malloc(sizeof *q + len);
     if (!q)
@@ -290,7 +303,7 @@ static int p_response_header(FunctionContext *ctx, const char *name, const char 
 
 static const char *p_request_header(FunctionContext *ctx, const char *name) {
   /* ctx->headers is NULL for a function with CLOUD_OPT_LAZY_HEADERS: the host has them. */
-  if (!on_main() || !W.running || ctx != W.cur.ctx || !name)
+  if (!on_main() || !W.running || ctx != W.cur.ctx || !name || W.cur.nested)
     return NULL;
   if (W.cur.kind != INV_HTTP && W.cur.kind != INV_WS)
     return NULL;
@@ -579,6 +592,320 @@ static int p_user_create(const char *user_id) {
   return (int)call_end(&b, NULL);
 }
 
+static char *p_jwt_sign(json_t *claims, int ttl_s) {
+  if (!on_main() || !json_is_object(claims) || ttl_s < 0)
+    return NULL;
+  char *js = json_dumps(claims, JSON_COMPACT);
+  if (!js)
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_JWT_SIGN, 1);
+  wbuf_str(&b, js);
+  wbuf_u64(&b, (uint64_t)ttl_s);
+  free(js);
+  const char *t;
+  call_end(&b, &t);
+  return t ? strdup(t) : NULL;
+}
+
+static json_t *p_jwt_verify(const char *token) {
+  if (!on_main() || !token)
+    return NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_JWT_VERIFY, 1);
+  wbuf_str(&b, token);
+  const char *t;
+  call_end(&b, &t);
+  return parse(t);
+}
+
+/* cloud_invoke runs the callee here, in this worker, inside the caller's event: asking the
+ * serving process to route it would deadlock whenever it picked this worker (whose main
+ * thread is waiting), and a callee's crash takes only this worker, failing the caller's event
+ * (502) as any crash of it would. Its SDK calls belong to the caller's event. */
+static int invoke_depth;
+
+static int p_invoke(const char *function, const char *method, json_t *body, json_t **result) {
+  if (result)
+    *result = NULL;
+  if (!on_main() || !W.running || invoke_depth >= API_INVOKE_DEPTH)
+    return CLOUD_ESTATE;
+  if (!function || !*function || !strncmp(function, "__", 2) || strlen(function) > FN_NAME_MAX ||
+      strchr(function, '/'))
+    return CLOUD_ENOFUNC;
+  if (method && (!*method || strlen(method) > 16))
+    return CLOUD_EINVAL;
+  char *raw = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  if (body && !raw)
+    return CLOUD_ENOMEM;
+  char url[FN_NAME_MAX + 2], request_id[72];
+  snprintf(url, sizeof url, "/%s", function);
+  const FunctionContext *cc = W.cur.ctx;
+  snprintf(request_id, sizeof request_id, "%s", cc && cc->request_id ? cc->request_id : "");
+  FunctionContext ctx = {.size = sizeof ctx};
+  ctx.function_name = function;
+  ctx.request_id = request_id;
+  ctx.method = method ? method : "POST";
+  ctx.query = json_object();
+  ctx.headers = json_object();
+  ctx.body = body;
+  ctx.body_raw = raw;
+  ctx.body_len = raw ? strlen(raw) : 0;
+  ctx.url = url;
+  ctx.user = cc ? cc->user : NULL;
+  struct current saved = W.cur;
+  memset(&W.cur, 0, sizeof W.cur);
+  W.cur.seq = saved.seq;
+  W.cur.kind = INV_HTTP;
+  W.cur.ctx = &ctx;
+  W.cur.nested = 1;
+  int found = 0;
+  invoke_depth++;
+  int rc = plugins_call(W_host, function, &ctx, &found);
+  invoke_depth--;
+  int out;
+  if (!found)
+    out = CLOUD_ENOFUNC;
+  else if (rc && !W.cur.responded)
+    out = CLOUD_EFAILED;
+  else if (!W.cur.responded)
+    out = api_invoke_result(NULL, 0, 204, result);
+  else
+    out = api_invoke_result(W.cur.body ? W.cur.body : "", W.cur.body_len, W.cur.status, result);
+  free(W.cur.body);
+  json_decref(W.cur.strings);
+  json_decref(W.cur.headers);
+  W.cur = saved;
+  json_decref(ctx.query);
+  json_decref(ctx.headers);
+  free(raw);
+  return out;
+}
+
+static int p_sockets_each(int (*fn)(cloud_socket, const char *, void *), void *arg) {
+  if (!on_main())
+    return CLOUD_ESTATE;
+  if (!fn)
+    return CLOUD_EINVAL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_SOCKETS, 1);
+  const char *t;
+  int64_t rc = call_end(&b, &t);
+  if (rc < 0)
+    return (int)rc;
+  json_t *list = parse(t);
+  if (!json_is_array(list)) {
+    json_decref(list);
+    return CLOUD_ENOMEM;
+  }
+  int n = api_sockets_walk(list, fn, arg);
+  json_decref(list);
+  return n;
+}
+
+/* Streams this worker's functions write: found by their ctx (kept alive while the stream is),
+ * with what was sent and what the serving process said it wrote (W_STREAM), so that a write
+ * from any thread learns CLOUD_EFULL or CLOUD_ECLOSED without waiting for a reply. */
+struct wstream {
+  struct wstream *next;
+  FunctionContext *ctx;
+  uint64_t id, sent, acked, next_event;
+  int closed, ended, owned; /* owned: the event is over, ctx is this record's to free */
+  char function[FN_NAME_MAX + 1], request_id[72];
+};
+
+static pthread_mutex_t smu = PTHREAD_MUTEX_INITIALIZER;
+static struct wstream *streams;
+static int nstreams;
+
+static struct wstream *ws_find(const FunctionContext *ctx) {
+  for (struct wstream *s = streams; s; s = s->next)
+    if (s->ctx == ctx)
+      return s;
+  return NULL;
+}
+
+/* Unlinks and frees s (smu held). */
+static void ws_drop(struct wstream *s) {
+  for (struct wstream **pp = &streams; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  nstreams--;
+  if (s->owned)
+    free(s->ctx);
+  free(s);
+}
+
+/* The event ended: a ctx with a stream stays (its members that pointed into the event's
+ * frame now point nowhere but the names). 1 if kept. */
+static int stream_keep(FunctionContext *ctx) {
+  pthread_mutex_lock(&smu);
+  struct wstream *s = ws_find(ctx);
+  if (s) {
+    memset(ctx, 0, sizeof *ctx);
+    ctx->size = sizeof *ctx;
+    ctx->function_name = s->function;
+    ctx->request_id = s->request_id;
+    s->owned = 1;
+    if (s->closed || s->ended)
+      ws_drop(s);
+  }
+  pthread_mutex_unlock(&smu);
+  return s != NULL;
+}
+
+/* W_STREAM from the serving process. */
+static void stream_progress(const char *payload, size_t len) {
+  struct wread rd;
+  wread_init(&rd, payload, len);
+  uint64_t id = wread_u64(&rd), written = wread_u64(&rd);
+  int closed = (int)wread_u64(&rd);
+  if (rd.bad)
+    return;
+  pthread_mutex_lock(&smu);
+  for (struct wstream *s = streams; s; s = s->next)
+    if (s->id == id) {
+      if (written > s->acked)
+        s->acked = written;
+      if (closed) {
+        s->closed = 1;
+        if (s->owned)
+          ws_drop(s);
+      }
+      break;
+    }
+  pthread_mutex_unlock(&smu);
+}
+
+static int start_stream(FunctionContext *ctx, int status, const char *ctype, int sse) {
+  if (!http_ctx(ctx) || !W.cur.defer || W.cur.nested)
+    return CLOUD_ESTATE;
+  pthread_mutex_lock(&smu);
+  int full = nstreams >= 4096;
+  pthread_mutex_unlock(&smu);
+  if (full)
+    return CLOUD_EFULL;
+  struct wstream *s = calloc(1, sizeof *s);
+  if (!s)
+    return CLOUD_ENOMEM;
+  char *hd = W.cur.headers ? json_dumps(W.cur.headers, JSON_COMPACT) : NULL;
+  struct wbuf b = {0};
+  call_begin(&b, OP_STREAM_START, 1);
+  wbuf_u64(&b, (uint64_t)(int64_t)status);
+  wbuf_str(&b, ctype);
+  wbuf_u64(&b, (uint64_t)sse);
+  wbuf_str(&b, hd);
+  free(hd);
+  const char *first;
+  int64_t rc = call_end(&b, &first);
+  if (rc <= 0) {
+    free(s);
+    return rc < 0 ? (int)rc : CLOUD_ENOMEM;
+  }
+  W.cur.deferred = 1; /* the stream is the response */
+  s->ctx = ctx;
+  s->id = (uint64_t)rc;
+  s->next_event = first ? strtoull(first, NULL, 10) : 1;
+  snprintf(s->function, sizeof s->function, "%s", ctx->function_name ? ctx->function_name : "");
+  snprintf(s->request_id, sizeof s->request_id, "%s", ctx->request_id ? ctx->request_id : "");
+  pthread_mutex_lock(&smu);
+  s->next = streams;
+  streams = s;
+  nstreams++;
+  pthread_mutex_unlock(&smu);
+  return 0;
+}
+
+static int p_stream_start(FunctionContext *ctx, int status, const char *content_type) {
+  return start_stream(ctx, status, content_type ? content_type : "application/octet-stream", 0);
+}
+
+/* Sends bytes on ctx's stream; sse: format (event, data) as the next event first. */
+static int stream_send(FunctionContext *ctx, const void *data, size_t len, int sse,
+                       const char *event) {
+  char *own = NULL;
+  pthread_mutex_lock(&smu);
+  struct wstream *s = ws_find(ctx);
+  if (!s || s->closed || s->ended) {
+    pthread_mutex_unlock(&smu);
+    return CLOUD_ECLOSED;
+  }
+  if (sse) {
+    size_t cap = sse_size(event, (const char *)data);
+    if (!cap || !(own = malloc(cap))) {
+      pthread_mutex_unlock(&smu);
+      return cap ? CLOUD_ENOMEM : CLOUD_EINVAL;
+    }
+    len = sse_format(own, s->next_event, event, (const char *)data);
+    data = own;
+  }
+  if (s->sent - s->acked + len > W_cfg_max_send_queue) {
+    pthread_mutex_unlock(&smu);
+    free(own);
+    return CLOUD_EFULL;
+  }
+  s->sent += len;
+  if (sse)
+    s->next_event++;
+  uint64_t id = s->id;
+  struct wbuf b = {0};
+  call_begin(&b, OP_STREAM_WRITE, on_main());
+  wbuf_u64(&b, id);
+  wbuf_bytes(&b, data, len);
+  free(own);
+  /* Sent under the lock: events go out in the order of their ids. */
+  int rc = send_frame(&b);
+  wbuf_free(&b);
+  pthread_mutex_unlock(&smu);
+  if (rc < 0 || !on_main())
+    return rc;
+  return (int)wait_reply(NULL);
+}
+
+static int p_stream_write(FunctionContext *ctx, const void *data, size_t len) {
+  if (!data && len)
+    return CLOUD_EINVAL;
+  return len ? stream_send(ctx, data, len, 0, NULL) : 0;
+}
+
+static int p_stream_end(FunctionContext *ctx) {
+  pthread_mutex_lock(&smu);
+  struct wstream *s = ws_find(ctx);
+  if (!s || s->closed || s->ended) {
+    pthread_mutex_unlock(&smu);
+    return CLOUD_ECLOSED;
+  }
+  s->ended = 1;
+  uint64_t id = s->id;
+  struct wbuf b = {0};
+  call_begin(&b, OP_STREAM_END, on_main());
+  wbuf_u64(&b, id);
+  int rc = send_frame(&b);
+  wbuf_free(&b);
+  if (s->owned)
+    ws_drop(s);
+  pthread_mutex_unlock(&smu);
+  if (rc < 0 || !on_main())
+    return rc;
+  return (int)wait_reply(NULL);
+}
+
+static int p_sse_send(FunctionContext *ctx, const char *event, const char *data) {
+  pthread_mutex_lock(&smu);
+  int have = ws_find(ctx) != NULL;
+  pthread_mutex_unlock(&smu);
+  if (!have) {
+    if (!on_main() || !W.running || ctx != W.cur.ctx)
+      return CLOUD_ECLOSED;
+    int rc = start_stream(ctx, 200, "text/event-stream", 1);
+    if (rc < 0)
+      return rc;
+  }
+  return stream_send(ctx, data, 0, 1, event);
+}
+
 static const cloud_api proxy = {
     .abi_version = CLOUD_ABI_VERSION,
     .size = sizeof(cloud_api),
@@ -617,6 +944,15 @@ static const cloud_api proxy = {
     .room_keep = p_room_keep,
     .room_history = p_room_history,
     .user_create = p_user_create,
+    .jwt_sign = p_jwt_sign,
+    .jwt_verify = p_jwt_verify,
+    .invoke = p_invoke,
+    .sockets_each = p_sockets_each,
+    .db = api_db, /* the worker's own handles on the same file */
+    .stream_start = p_stream_start,
+    .stream_write = p_stream_write,
+    .stream_end = p_stream_end,
+    .sse_send = p_sse_send,
 };
 
 /* Runs one event frame (its payload after the type byte). */
@@ -633,42 +969,61 @@ static void run_event(struct host *h, const char *payload, size_t len) {
     _exit(0);
   }
   const char *name = wread_str(&rd);
-  FunctionContext ctx = {.size = sizeof ctx};
-  ctx.function_name = wread_str(&rd);
-  ctx.request_id = wread_str(&rd);
-  ctx.method = wread_str(&rd);
-  ctx.params.data = wread_bytes(&rd, &ctx.params.len);
-  ctx.params.is_binary = (int)wread_u64(&rd);
-  ctx.params.code = (int)(int64_t)wread_u64(&rd);
-  ctx.params.reason = wread_str(&rd);
-  ctx.params.error = wread_str(&rd);
-  ctx.query = parse(wread_str(&rd));
-  ctx.headers = parse(wread_str(&rd));
-  ctx.body = parse(wread_str(&rd));
-  ctx.body_raw = wread_bytes(&rd, &ctx.body_len);
-  ctx.url = wread_str(&rd);
-  ctx.socket.id = wread_u64(&rd);
-  ctx.user_id = wread_str(&rd);
-  ctx.user_token = wread_str(&rd);
-  ctx.user = parse(wread_str(&rd));
+  /* On the heap: a streamed response is written through ctx after the event (streams). */
+  FunctionContext *ctx = calloc(1, sizeof *ctx);
+  if (!ctx)
+    _exit(3);
+  ctx->size = sizeof *ctx;
+  ctx->function_name = wread_str(&rd);
+  ctx->request_id = wread_str(&rd);
+  ctx->method = wread_str(&rd);
+  ctx->params.data = wread_bytes(&rd, &ctx->params.len);
+  ctx->params.is_binary = (int)wread_u64(&rd);
+  ctx->params.code = (int)(int64_t)wread_u64(&rd);
+  ctx->params.reason = wread_str(&rd);
+  ctx->params.error = wread_str(&rd);
+  ctx->query = parse(wread_str(&rd));
+  ctx->headers = parse(wread_str(&rd));
+  ctx->body = parse(wread_str(&rd));
+  ctx->body_raw = wread_bytes(&rd, &ctx->body_len);
+  ctx->url = wread_str(&rd);
+  ctx->socket.id = wread_u64(&rd);
+  ctx->user_id = wread_str(&rd);
+  ctx->user_token = wread_str(&rd);
+  ctx->user = parse(wread_str(&rd));
   uint64_t defer = wread_u64(&rd);
   json_t *rooms = parse(wread_str(&rd));
-  ctx.protocols = wread_str(&rd);
+  ctx->protocols = wread_str(&rd);
+  uint64_t nfiles = wread_u64(&rd);
+  cloud_file *files = NULL;
+  if (nfiles && nfiles <= 1000 && (files = calloc((size_t)nfiles, sizeof *files))) {
+    for (uint64_t i = 0; i < nfiles; i++) {
+      files[i].field = wread_str(&rd);
+      files[i].filename = wread_str(&rd);
+      files[i].content_type = wread_str(&rd);
+      files[i].path = wread_str(&rd);
+      files[i].size = (size_t)wread_u64(&rd);
+    }
+    ctx->files = files;
+    ctx->files_count = (size_t)nfiles;
+  } else if (nfiles) {
+    rd.bad = 1;
+  }
   if (rd.bad || !name) {
     log_error(NULL, NULL, "worker: malformed event frame");
     _exit(4);
   }
-  const char *token_given = ctx.user_token;
+  const char *token_given = ctx->user_token;
   memset(&W.cur, 0, sizeof W.cur);
   W.cur.seq = seq;
   W.cur.kind = (enum inv_kind)kind;
-  W.cur.ctx = &ctx;
+  W.cur.ctx = ctx;
   W.cur.defer = defer;
   W.cur.rooms = rooms;
   W.running = 1;
   int found;
   uint64_t t0 = metrics_now_ns();
-  int rc = plugins_call(h->plugins, name, &ctx, &found);
+  int rc = plugins_call(h->plugins, name, ctx, &found);
   uint64_t ns = metrics_now_ns() - t0;
   W.running = 0;
   if (!found)
@@ -682,7 +1037,7 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   wbuf_u64(&b, (uint64_t)W.cur.status);
   wbuf_str(&b, W.cur.ctype);
   wbuf_bytes(&b, W.cur.body ? W.cur.body : "", W.cur.body_len);
-  wbuf_u64(&b, (uint64_t)(token_given && !ctx.user_token));
+  wbuf_u64(&b, (uint64_t)(token_given && !ctx->user_token));
   wbuf_u64(&b, ns);
   char *hd = W.cur.headers ? json_dumps(W.cur.headers, JSON_COMPACT) : NULL;
   wbuf_str(&b, hd);
@@ -693,11 +1048,14 @@ static void run_event(struct host *h, const char *payload, size_t len) {
   json_decref(W.cur.strings);
   json_decref(W.cur.headers);
   json_decref(rooms);
-  json_decref(ctx.query);
-  json_decref(ctx.headers);
-  json_decref(ctx.body);
-  json_decref(ctx.user);
+  json_decref(ctx->query);
+  json_decref(ctx->headers);
+  json_decref(ctx->body);
+  json_decref(ctx->user);
   memset(&W.cur, 0, sizeof W.cur);
+  free(files);
+  if (!stream_keep(ctx))
+    free(ctx);
 }
 
 void worker_main(struct host *h, int fd, int index) {
@@ -731,6 +1089,8 @@ void worker_main(struct host *h, int fd, int index) {
   crash_install(-1, -1);
   invocation_set_loop_thread();
   W.main = pthread_self();
+  W_host = h->plugins;
+  W_cfg_max_send_queue = h->cfg.max_send_queue;
   api_table_replace(&proxy);
   h->workers = NULL; /* this process runs plugins itself */
   h->runner = NULL;
@@ -760,6 +1120,8 @@ void worker_main(struct host *h, int fd, int index) {
     size_t len;
     if (wire_read_frame(WFD, &W.rbuf, &W.rcap, &len) < 0)
       _exit(0);
+    if ((unsigned char)W.rbuf[0] == W_STREAM)
+      stream_progress(W.rbuf + 1, len - 1);
     if ((unsigned char)W.rbuf[0] != W_EVENT)
       continue;
     /* run_event may read further frames into W.rbuf (replies): run a copy. */

@@ -16,9 +16,11 @@ enum wire_type {
   W_EVENT = 1, /* run a function for one event */
   W_REPLY,     /* the answer to a W_CALL */
   /* worker -> serving process */
-  W_CALL, /* an SDK call to apply on the loop; answered with W_REPLY when it wants one */
-  W_DONE, /* the event finished: its result (and an HTTP response) */
-  W_READY /* the worker is up */
+  W_CALL,  /* an SDK call to apply on the loop; answered with W_REPLY when it wants one */
+  W_DONE,  /* the event finished: its result (and an HTTP response) */
+  W_READY, /* the worker is up */
+  /* serving process -> worker */
+  W_STREAM /* a streamed response's progress: id, bytes written in all, whether it is over */
 };
 
 /* A frame being built: 4 bytes of length, the type byte, then fields. */

@@ -55,6 +55,8 @@ extern "C" {
 #define CLOUD_EIO (-8)     /* the store failed */
 /* The cluster's Redis is unreachable (--redis): not sent to other nodes, not queued. */
 #define CLOUD_EUNAVAIL (-9)
+#define CLOUD_ENOFUNC (-10) /* cloud_invoke: no such function (or a "__" name) */
+#define CLOUD_EFAILED (-11) /* cloud_invoke: the function failed and set no response */
 
 /* A WebSocket connection. A plain value: copy it, keep it, compare it with
  * cloud_socket_equal(). After its connection closed every call on it returns CLOUD_ECLOSED.
@@ -66,6 +68,9 @@ typedef struct cloud_socket {
 /* A response an HTTP function will give later (cloud_defer). Opaque: a handle, never
  * dereferenced; it stops working once completed or timed out. */
 typedef struct cloud_deferred cloud_deferred;
+
+/* SQLite's handle type (<sqlite3.h> names it sqlite3): see cloud_db(). */
+struct sqlite3;
 
 /* Event parameters. Which fields are set depends on ctx->method:
  *   "WebSocket:message": data, len, is_binary (data is NUL-terminated for convenience)
@@ -80,6 +85,15 @@ typedef struct cloud_params {
   const char *reason;
   const char *error;
 } cloud_params;
+
+/* One uploaded file of a multipart/form-data request (ctx->files): its form field, the
+ * filename the client gave (as sent: never use it as a path), its Content-Type (NULL if none),
+ * and where its bytes are: a private temp file (mode 0600), removed after the function returns
+ * (copy or rename it to keep it). */
+typedef struct cloud_file {
+  const char *field, *filename, *content_type, *path;
+  size_t size;
+} cloud_file;
 
 /* Mirrors Laf's FunctionContext. All members are owned by the host and valid during the call.
  * New members are only ever added at the end; `size` is sizeof as the host filled it. */
@@ -102,6 +116,10 @@ typedef struct FunctionContext {
   /* ABI 2 */
   json_t *user; /* the claims of a valid JWT (--jwt-secret / --jwt-public-key), else NULL */
   const char *protocols; /* connection event: Sec-WebSocket-Protocol as offered, NULL if none */
+  /* ABI 3: HTTP multipart/form-data: the file parts (ctx->body holds the other fields as an
+   * object of strings, body_raw is NULL: the body was not kept). Check ctx->size first. */
+  const cloud_file *files;
+  size_t files_count;
 } FunctionContext;
 
 /* The host's functions, handed to the plugin at load. Grows only at the end; each group is
@@ -151,6 +169,16 @@ typedef struct cloud_api {
   int (*room_keep)(const char *room, int last_n);
   int (*room_history)(cloud_socket, const char *room, int n);
   int (*user_create)(const char *user_id);
+  /* ABI 3: the rest of Laf's cloud object (check size before use) */
+  char *(*jwt_sign)(json_t *claims, int ttl_s);
+  json_t *(*jwt_verify)(const char *token);
+  int (*invoke)(const char *function, const char *method, json_t *body, json_t **result);
+  int (*sockets_each)(int (*fn)(cloud_socket, const char *user_id, void *), void *arg);
+  struct sqlite3 *(*db)(void);
+  int (*stream_start)(FunctionContext *, int status, const char *content_type);
+  int (*stream_write)(FunctionContext *, const void *, size_t);
+  int (*stream_end)(FunctionContext *);
+  int (*sse_send)(FunctionContext *, const char *event, const char *data);
 } cloud_api;
 
 /* What a plugin exports under the symbol name "cloud_plugin". The host checks abi_version and
@@ -417,6 +445,105 @@ static inline int cloud_room_history(cloud_socket s, const char *room, int n) {
  * queue in its outbox: 1 created, 0 it existed; CLOUD_EINVAL for a bad id, CLOUD_EIO. */
 static inline int cloud_user_create(const char *user_id) {
   return cloud_api_->user_create(user_id);
+}
+
+/* ---- ABI 3: the rest of Laf's cloud object. A plugin built with these runs on a host of
+ * ABI 3 that lacks them too: the wrappers then return CLOUD_ESTATE (NULL). */
+#define CLOUD_HAS_(member) (cloud_api_->size >= offsetof(cloud_api, member) + sizeof(void *))
+
+/* Laf's cloud.getToken: a JWT of claims (an object; not stolen) signed HS256 with the host's
+ * --jwt-secret, with iat now and, for ttl_s > 0, exp now + ttl_s. The caller frees it (free).
+ * NULL without a secret (none, or only --jwt-public-key: that key cannot sign), for claims
+ * that are not an object, a negative ttl_s. Loop thread. */
+static inline char *cloud_jwt_sign(json_t *claims, int ttl_s) {
+  return CLOUD_HAS_(jwt_sign) ? cloud_api_->jwt_sign(claims, ttl_s) : NULL;
+}
+/* Laf's cloud.parseToken: the claims of token (new reference) when the host's key verifies it
+ * (signature with the key's one algorithm, exp/nbf within --jwt-leeway), else NULL. As
+ * ctx->user is checked at the door. Loop thread. */
+static inline json_t *cloud_jwt_verify(const char *token) {
+  return CLOUD_HAS_(jwt_verify) ? cloud_api_->jwt_verify(token) : NULL;
+}
+/* Laf's cloud.invoke: calls HTTP function `function` now and waits for it. It sees a ctx with
+ * method (NULL: "POST") and body (not stolen; its JSON text as body_raw, NULL for none), the
+ * caller's user and request id, url "/<function>", empty query and headers; cloud_defer is
+ * refused there. *result (may be NULL) gets its response body as a new reference: parsed
+ * JSON, else a string (a body neither JSON nor UTF-8: CLOUD_EINVAL); a 204 gives JSON null.
+ * The response's status is not reported: put what the caller needs in the body.
+ * 0, CLOUD_ENOFUNC (none loaded, or a name starting "__"), CLOUD_EFAILED (it returned non-zero
+ * and set no response), CLOUD_ESTATE (off the loop; or calls nested more than 8 deep).
+ * A crash of the callee is the caller's crash: in-process the host restarts; with
+ * --isolation process the callee runs in the caller's worker, whose event fails (502).
+ * Loop thread (inside a function's call). */
+static inline int cloud_invoke(const char *function, const char *method, json_t *body,
+                               json_t **result) {
+  if (result)
+    *result = NULL;
+  return CLOUD_HAS_(invoke) ? cloud_api_->invoke(function, method, body, result) : CLOUD_ESTATE;
+}
+/* Calls fn(socket, user_id, arg) for each open WebSocket connection of this node (with
+ * --redis other nodes' are not walked: cloud_rooms and cloud_user_sockets see the cluster).
+ * A snapshot taken first: fn may close or send to sockets. fn returns non-zero to stop.
+ * user_id is valid during the fn call only. How many fn calls were made; CLOUD_EINVAL for a
+ * NULL fn; CLOUD_ESTATE off the loop. */
+static inline int cloud_sockets_each(int (*fn)(cloud_socket, const char *user_id, void *),
+                                     void *arg) {
+  return CLOUD_HAS_(sockets_each) ? cloud_api_->sockets_each(fn, arg) : CLOUD_ESTATE;
+}
+
+/* Laf's cloud.database(): the app's own SQLite database (--app-db FILE; NULL without), the
+ * calling thread's handle (sqlite3 * from <sqlite3.h>; link -lsqlite3): opened on the
+ * thread's first call, in WAL mode with a 5 s busy timeout, closed when the thread ends; never
+ * close it yourself. Use it on the thread that got it only. Any thread; with --isolation
+ * process each worker has its own handles on the same file. At most 256 threads hold one.
+ *
+ * A query on the loop thread stalls every connection while it runs. A slow one goes off the
+ * loop: the HTTP function defers its response and returns, and a thread of its own (started in
+ * CLOUD_INIT, stopped in CLOUD_FINI) runs the query on its own cloud_db() handle and completes
+ * the response:
+ *     cloud_deferred *d = cloud_defer(ctx);   // on the loop, in the function
+ *     ...hand d to the thread...               // e.g. a queue the thread waits on
+ *     sqlite3 *db = cloud_db();                // on the thread
+ *     ...sqlite3_prepare_v2 / sqlite3_step...
+ *     cloud_deferred_json(d, 200, rows);       // any thread
+ * tests/plugins/appdb.c does exactly this. */
+static inline struct sqlite3 *cloud_db(void) {
+  return CLOUD_HAS_(db) ? cloud_api_->db() : NULL;
+}
+
+/* Laf's ctx.response.write / Server-Sent Events: an HTTP function's response sent as it is
+ * written (chunked transfer encoding), from the function or, after it returned, from any
+ * thread of the function, through the same ctx pointer (the host keeps that context alive
+ * while the response lasts; its other members are NULL once the function returned). Like a
+ * deferred response, other connections never wait on it. Until cloud_stream_end the client
+ * waits for more; the plugin's threads must end their streams before CLOUD_FINI returns.
+ * After cloud_stream_end, or once a write returned CLOUD_ECLOSED, do not use ctx again. */
+
+/* Starts the response: status (200..599; not 204/304) and content type (NULL:
+ * application/octet-stream); headers set with cloud_response_header before go with it. 0,
+ * CLOUD_ESTATE (not an HTTP call, started already, deferred, inside cloud_invoke),
+ * CLOUD_EINVAL, CLOUD_EFULL (4096 streams open). Loop thread, inside the function's call. */
+static inline int cloud_stream_start(FunctionContext *ctx, int status, const char *content_type) {
+  return CLOUD_HAS_(stream_start) ? cloud_api_->stream_start(ctx, status, content_type)
+                                  : CLOUD_ESTATE;
+}
+/* Queues len bytes (copied) as the next part. 0; CLOUD_ECLOSED (the client went, the stream
+ * ended, or it never started); CLOUD_EFULL when more than --max-send-queue bytes would wait
+ * for a slow reader (nothing queued: try later); CLOUD_ENOMEM. Any thread. */
+static inline int cloud_stream_write(FunctionContext *ctx, const void *data, size_t len) {
+  return CLOUD_HAS_(stream_write) ? cloud_api_->stream_write(ctx, data, len) : CLOUD_ESTATE;
+}
+/* Ends the response after what is queued. 0 or CLOUD_ECLOSED. Any thread. */
+static inline int cloud_stream_end(FunctionContext *ctx) {
+  return CLOUD_HAS_(stream_end) ? cloud_api_->stream_end(ctx) : CLOUD_ESTATE;
+}
+/* One Server-Sent Event: "id: N" (1, 2, ... or, when the client reconnects with
+ * Last-Event-ID: n, n+1, ...), "event: <event>" unless NULL (no CR/LF), a "data:" line per
+ * line of data (copied). The first call starts the stream (200, text/event-stream) unless
+ * cloud_stream_start did; that first call must be made in the function's call. Results as
+ * cloud_stream_write, and CLOUD_EINVAL. Any thread. */
+static inline int cloud_sse_send(FunctionContext *ctx, const char *event, const char *data) {
+  return CLOUD_HAS_(sse_send) ? cloud_api_->sse_send(ctx, event, data) : CLOUD_ESTATE;
 }
 
 /* ---- ABI 2: timers. A timer belongs to the function that started it, by name: when it
