@@ -98,12 +98,13 @@ def test_jwt_sign_needs_a_secret():
             assert r.status == 200 and r.json["token"] is None, r
             # Verify works with the public key.
             head = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-            body = b64(json.dumps({"sub": "carol"}).encode())
+            exp = int(time.time()) + 600  # the door (and verify) want exp by default
+            body = b64(json.dumps({"sub": "carol", "exp": exp}).encode())
             sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key],
                                  input=f"{head}.{body}".encode(), capture_output=True,
                                  check=True).stdout
             v = h.http("GET", q(do="verify", token=f"{head}.{body}.{b64(sig)}"))
-            assert v.json["claims"] == {"sub": "carol"}, v
+            assert v.json["claims"] == {"sub": "carol", "exp": exp}, v
     with laf_host() as h:
         r = h.http("POST", q(do="sign"), json_body={"sub": "alice"})
         assert r.json["token"] is None, r
@@ -113,7 +114,8 @@ def test_jwt_sign_needs_a_secret():
 
 def test_invoke_passes_method_and_body_and_returns_the_response_body():
     with laf_host(["--jwt-secret", SECRET]) as h:
-        token = hs256({"sub": "dave"})
+        exp = int(time.time()) + 600
+        token = hs256({"sub": "dave", "exp": exp})
         r = h.http("POST", q(do="invoke", fn="other", method="ECHO"), json_body={"n": 7},
                    headers={"Authorization": "Bearer " + token, "X-Request-Id": "req-invoke-1"})
         assert r.status == 200, r
@@ -122,7 +124,7 @@ def test_invoke_passes_method_and_body_and_returns_the_response_body():
         assert got["method"] == "ECHO" and got["body"] == {"n": 7}, got
         assert json.loads(got["raw"]) == {"n": 7}, got
         assert got["url"] == "/other" and got["function"] == "other", got
-        assert got["user"] == {"sub": "dave"}, "the caller's user is the callee's"
+        assert got["user"] == {"sub": "dave", "exp": exp}, "the caller's user is the callee's"
         assert got["request_id"] == "req-invoke-1", got
         assert got["header"] is False, "the callee has no request headers"
         # No method: POST (the callee answers 400 {"error": ...} for it: still its body).
