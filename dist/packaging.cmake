@@ -10,7 +10,7 @@
 #   share/man/man8/wshost.8                      from `wshost --help`, at build time
 #   lib/systemd/system/wshost.service            Type=notify, hardened; installed, never enabled
 #   etc/wshost/wshost.env                        /etc/wshost/wshost.env when the prefix is /usr
-set(WSHOST_VERSION 0.1.0)
+set(WSHOST_VERSION ${PROJECT_VERSION}) # project() in CMakeLists.txt
 
 install(TARGETS wshost RUNTIME DESTINATION bin)
 install(PROGRAMS ${CMAKE_SOURCE_DIR}/tools/wshostctl DESTINATION bin)

@@ -14,6 +14,9 @@
 #include "sendq.h"
 #include "store.h"
 
+/* Listeners the serving process accepts on (listen.h's LISTEN_MAX). */
+#define HOST_LISTEN_MAX 8
+
 struct plugins;
 struct quarantine;
 struct http_req;
@@ -146,7 +149,15 @@ struct host {
   int listen_fd;
   int host_pid; /* the supervisor's pid: names the runtime folder across restarts */
   long nofile, fd_budget;
-  ev_io accept_io;
+  /* Every listener (--bind, --admin-bind; listen_fd is the first), and which accepted
+   * descriptors came through an admin one (a bit per descriptor under fd_budget; NULL
+   * without --admin-bind). */
+  int nlisten;
+  int listen_fds[HOST_LISTEN_MAX];
+  unsigned char listen_admin[HOST_LISTEN_MAX];
+  ev_io accept_ios[HOST_LISTEN_MAX];
+  unsigned char *admin_fds;
+  int exe_deleted; /* /proc/self/exe is "(deleted)": an upgrade replaced the binary */
   ev_timer accept_pause;
   int64_t accept_log_ms;
   uint64_t accept_refused, accept_errors;

@@ -20,6 +20,7 @@
 #include "server.h"
 #include "supervisor.h"
 #include "timers.h"
+#include "version.h"
 #include "worker.h"
 #include "ws.h"
 #include "xthread.h"
@@ -28,6 +29,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+_Static_assert(HOST_LISTEN_MAX == LISTEN_MAX, "host.h and listen.h agree on listeners");
+
+/* A :memory: host's crash records: its own file under the runtime folder, named by the
+ * supervisor's pid, so a restarted serving process still sees them and another :memory: host
+ * in the same folder does not. Removed when the host stops. */
+static void memory_crash_path(const struct config *cfg, int host_pid, char *buf, size_t len) {
+  const char *base = cfg->runtime_dir;
+  if (!base || !*base)
+    base = getenv("XDG_RUNTIME_DIR");
+  if (!base || !*base)
+    base = getenv("TMPDIR");
+  if (!base || !*base)
+    base = "/tmp";
+  snprintf(buf, len, "%s/wshost-%u-memory-%d-crashes.jsonl", base, (unsigned)geteuid(), host_pid);
+}
 
 /* The serving process: everything that runs plugins. */
 static int serve(struct config *cfg, const struct serve_args *a) {
@@ -36,6 +55,11 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   int rc;
   h->cfg = *cfg;
   h->listen_fd = a->listen_fd;
+  h->nlisten = a->nlisteners;
+  for (int i = 0; i < a->nlisteners; i++) {
+    h->listen_fds[i] = a->listeners[i].fd;
+    h->listen_admin[i] = (unsigned char)a->listeners[i].admin;
+  }
   h->host_pid = (int)a->host_pid;
   long before;
   h->nofile = listen_raise_nofile(&before);
@@ -81,7 +105,13 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   }
   log_info(NULL, NULL, "database %s open, boot %s", h->cfg.db_path, store_boot_id(h->store));
   /* Crash records first: a version that crashed must not even be loaded again. */
-  quarantine_open(h->cfg.db_path, &h->quarantine);
+  if (strcmp(h->cfg.db_path, ":memory:"))
+    quarantine_open(h->cfg.db_path, &h->quarantine);
+  else {
+    char crashes[4200];
+    memory_crash_path(&h->cfg, h->host_pid, crashes, sizeof crashes);
+    quarantine_open_file(crashes, &h->quarantine);
+  }
   if ((rc = crash_install(a->ctl_fd, quarantine_fd(h->quarantine))) < 0)
     log_warn(NULL, NULL, "no crash reports: cannot install the handler (%s)", strerror(-rc));
   invocation_set_loop_thread();
@@ -148,12 +178,51 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   return 0;
 }
 
+/* "4.1.6-v4.1.6" or "4.1.6-" (Debian's, no git tag): the version alone. */
+static const char *lws_version(void) {
+  static char v[32];
+  snprintf(v, sizeof v, "%s", lws_get_library_version());
+  v[strcspn(v, "- ")] = 0;
+  return v;
+}
+
 int main(int argc, char **argv) {
   static struct config cfg;
+  /* Secrets live in this process's memory: no core file, no ptrace or /proc/PID/mem by other
+   * users (the serving process, forked from here, inherits it). */
+  prctl(PR_SET_DUMPABLE, 0);
   int rc = config_parse(&cfg, argc, argv);
+  if (rc == 2) {
+    printf("wshost %s (ABI %d, libwebsockets %s)\n", WSHOST_VERSION, PLUGINS_ABI_MAX,
+           lws_version());
+    return 0;
+  }
   if (rc)
     return rc > 0 ? 0 : 2;
   log_set_level((enum log_level)cfg.log_level);
   log_set_format((enum log_format)cfg.log_format);
-  return cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
+  log_info(NULL, NULL, "wshost %s (ABI %d, libwebsockets %s) starting, pid %d", WSHOST_VERSION,
+           PLUGINS_ABI_MAX, lws_version(), (int)getpid());
+  /* One host per database, decided before anything is written (the port, the admin token, the
+   * database itself). A host killed a moment ago may still hold it for a few ms. */
+  int holder = 0, lock = store_lock(cfg.db_path, 2000, &holder);
+  if (lock == -EBUSY) {
+    if (holder)
+      log_error(NULL, NULL, "database %s is in use by pid %d (another wshost); stop it first",
+                cfg.db_path, holder);
+    else
+      log_error(NULL, NULL, "database %s is in use by another wshost; stop it first", cfg.db_path);
+    return 2;
+  }
+  if (lock < 0 && lock != -ENOENT) {
+    log_error(NULL, NULL, "cannot lock %s.lock: %s", cfg.db_path, strerror(-lock));
+    return 2;
+  }
+  rc = cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
+  if (lock == -ENOENT) {
+    char crashes[4200];
+    memory_crash_path(&cfg, (int)getpid(), crashes, sizeof crashes);
+    unlink(crashes);
+  }
+  return rc;
 }

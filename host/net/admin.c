@@ -1,6 +1,6 @@
-/* admin.c: the operator's endpoints under /_/: healthz (public), status, users, push.
- * Everything but healthz and client.js needs the bearer token; --admin-loopback-only also needs a
- * local peer. */
+/* admin.c: the operator's endpoints under /_/: healthz and readyz (public), status, users, push.
+ * Everything but healthz, readyz and client.js needs the bearer token; --admin-loopback-only also
+ * needs a local peer. */
 #include "admin.h"
 
 #include "cluster.h"
@@ -11,6 +11,7 @@
 #include "quarantine.h"
 #include "rooms.h"
 #include "timers.h"
+#include "version.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -45,7 +46,7 @@ static int is_loopback(const char *addr) {
 }
 
 int admin_refuse(struct http_req *r) {
-  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js") ||
+  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "readyz") || !strcmp(r->name, "client.js") ||
       (!strcmp(r->name, "metrics") && r->host->cfg.metrics_public))
     return 0;
   if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
@@ -78,6 +79,12 @@ static void status(struct http_req *r) {
       "plugin_errors", (json_int_t)h->stats.plugin_errors, "plugins", plugins_status(h->plugins));
   json_object_set_new(json_object_get(o, "store"), "memory_bytes",
                       json_integer(store_memory_used()));
+  json_object_set_new(o, "version", json_string(WSHOST_VERSION));
+  json_object_set_new(o, "abi", json_integer(PLUGINS_ABI_MAX));
+  json_object_set_new(o, "lws", json_string(lws_get_library_version()));
+  /* An upgrade replaced the file this process runs: a restart picks up the new one. */
+  json_object_set_new(o, "binary_deleted", json_boolean(h->exe_deleted));
+  json_object_set_new(o, "draining", json_boolean(h->stopping));
   json_object_set_new(o, "rooms", json_integer((json_int_t)rooms_count(h)));
   json_object_set_new(o, "timers", json_integer((json_int_t)timers_count(h)));
   json_object_set_new(o, "deferred", json_integer((json_int_t)defers_outstanding(h)));
@@ -197,8 +204,14 @@ static void push(struct http_req *r) {
 void admin_handle(struct http_req *r) {
   struct host *h = r->host;
   const char *n = r->name;
-  int get = !strcmp(r->method, "GET");
-  if (!strcmp(n, "healthz") && get) {
+  /* HEAD is GET without the body (http.c writes none). */
+  int get = !strcmp(r->method, "GET") || !strcmp(r->method, "HEAD");
+  if (!strcmp(n, "readyz") && get)
+    /* Ready for new clients: not while draining (a load balancer stops sending them here),
+     * nor with the store failing. */
+    set_json(r, h->stopping || store_fault(h->store) ? 503 : 200,
+             json_pack("{sb}", "ready", !h->stopping && !store_fault(h->store)));
+  else if (!strcmp(n, "healthz") && get) {
     const char *fault = store_fault(h->store);
     if (fault)
       set_json(r, 503, json_pack("{sb ss}", "ok", 0, "store", fault));

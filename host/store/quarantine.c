@@ -106,13 +106,19 @@ static void compact(struct quarantine *q) {
 }
 
 int quarantine_open(const char *db_path, struct quarantine **out) {
+  char path[4200];
+  quarantine_path(db_path, path, sizeof path);
+  return quarantine_open_file(path, out);
+}
+
+int quarantine_open_file(const char *crash_path, struct quarantine **out) {
   struct quarantine *q = calloc(1, sizeof *q);
   if (!q)
     return -ENOMEM;
   q->fd = -1;
   q->quarantined = json_object();
   q->crashes = json_array();
-  quarantine_path(db_path, q->path, sizeof q->path);
+  snprintf(q->path, sizeof q->path, "%s", crash_path);
   FILE *f = fopen(q->path, "r");
   long size = 0;
   if (f) {

@@ -246,6 +246,9 @@ class Host:
         # processes, so the whole suite checks that mode too. A test's own --isolation wins.
         if ISOLATION and not any(f.startswith("--isolation") for f in self.flags):
             cmd += ["--isolation", "process"]
+        # The suite's hosts drain for 3 s at most (the default is 10 s): a test's own wins.
+        if not any(str(f).startswith("--drain-timeout") for f in self.flags):
+            cmd += ["--drain-timeout", "3"]
         return cmd + self.flags
 
     def start(self, wait=True):
