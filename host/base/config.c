@@ -457,9 +457,16 @@ static int resolve_secret(struct config *cfg, const char *name) {
   }
   if (path && !(*val = read_secret(path, path == cred ? "credential" : file_name)))
     return -1;
+  if (*val && !(*val = strdup(*val)))
+    return -1;
   /* Read once: the variable goes, so neither a function (cloud_env falls back to the
-   * environment) nor a child process sees it. */
+   * environment) nor a child process sees it, and its bytes are wiped where the kernel shows
+   * them (/proc/PID/environ). */
   env_name(o, env, sizeof env);
+  size_t n = strlen(env);
+  for (char **e = environ; e && *e; e++)
+    if (!strncmp(*e, env, n) && (*e)[n] == '=')
+      memset(*e + n + 1, 0, strlen(*e + n + 1));
   unsetenv(env);
   return 0;
 }
@@ -572,6 +579,15 @@ int config_parse(struct config *cfg, int argc, char **argv) {
     }
     if (set_from(cfg, &src, o, val, arg, FROM_FLAG) < 0)
       return -1;
+    /* A secret on the command line shows in ps and /proc/PID/cmdline: keep a copy, blank the
+     * original (better: the *-file flag). */
+    if ((o->flags & OPT_SECRET) && val) {
+      char *copy = strdup(val);
+      if (!copy)
+        return -1;
+      *(const char **)((char *)cfg + o->offset) = copy;
+      memset((char *)val, 'x', strlen(val));
+    }
   }
   if (resolve_secret(cfg, "admin-token") < 0 || resolve_secret(cfg, "jwt-secret") < 0 ||
       resolve_secret(cfg, "redis-password") < 0)
