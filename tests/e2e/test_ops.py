@@ -350,6 +350,58 @@ def test_head_on_health_endpoints():
             assert r.body == b"" and r.headers.get("content-length") == str(len(g.body)), (path, r)
 
 
+NODE_DRIVER = r"""
+import { connect } from "./client.mjs";
+const delays = [];
+globalThis.setTimeout = (fn, ms) => { delays.push(ms); return delays.length; };
+globalThis.clearTimeout = () => {};
+const sockets = [];
+globalThis.WebSocket = class { constructor() { sockets.push(this); } static OPEN = 1; };
+const out = {};
+for (const reason of ["shutdown; reconnect", "shutdown; no-reconnect", "gone"]) {
+  delays.length = 0;
+  const closes = [];
+  const c = connect("ws://127.0.0.1:1/", { minDelayMs: 100, maxDelayMs: 800, storage: null,
+                                           shutdownSpreadMs: 5000 });
+  c.on("close", (e) => closes.push(e.willReconnect));
+  const runs = [];
+  for (let i = 0; i < 200; i++) {
+    sockets.at(-1).onclose({ code: 1001, reason });
+    if (!delays.length) break;
+    runs.push(delays.pop());
+    sockets.at(-1).onopen?.call(null); // reconnected: the backoff starts over
+  }
+  out[reason] = { delays: runs, willReconnect: closes };
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_js_client_honours_the_reconnect_hint():
+    """The client the host serves: "; no-reconnect" stops it, "; reconnect" spreads its return
+    over shutdownSpreadMs (random, so a fleet does not come back at once), other closes use
+    the ordinary backoff."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    if not node:
+        raise Fail("node is not installed (Debian package nodejs)")
+    with Host() as h:
+        js = h.http("GET", "/_/client.js").body
+    tmp = tempfile.mkdtemp(prefix="wshost-e2e-js-")
+    open(os.path.join(tmp, "client.mjs"), "wb").write(js)
+    open(os.path.join(tmp, "drive.mjs"), "w").write(NODE_DRIVER)
+    r = subprocess.run([node, os.path.join(tmp, "drive.mjs")], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r
+    out = json.loads(r.stdout)
+    assert out["shutdown; no-reconnect"] == {"delays": [], "willReconnect": [False]}, out
+    spread = out["shutdown; reconnect"]["delays"]
+    assert len(spread) == 200 and all(0 <= d <= 5000 for d in spread), spread[:10]
+    assert max(spread) > 800, "reconnects after a drain are not spread past the usual backoff"
+    assert len(set(spread)) > 150, "the delays are not random"
+    plain = out["gone"]["delays"]
+    assert len(plain) == 200 and all(0 <= d <= 100 for d in plain), plain[:10]
+
+
 # -- backup
 
 
