@@ -26,6 +26,7 @@
 #include "xthread.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,11 +219,21 @@ int main(int argc, char **argv) {
     log_error(NULL, NULL, "cannot lock %s.lock: %s", cfg.db_path, strerror(-lock));
     return 2;
   }
-  rc = cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
+  char crashes[4200];
   if (lock == -ENOENT) {
-    char crashes[4200];
+    /* The name is predictable and the folder may be shared (/tmp): the file is ours, made
+     * here, not one somebody left at that name to be read or appended to. */
     memory_crash_path(&cfg, (int)getpid(), crashes, sizeof crashes);
     unlink(crashes);
+    int fd = open(crashes, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+      log_warn(NULL, NULL, "cannot create %s: %s; crashes will not be remembered", crashes,
+               strerror(errno));
+    else
+      close(fd);
   }
+  rc = cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
+  if (lock == -ENOENT)
+    unlink(crashes);
   return rc;
 }

@@ -322,6 +322,13 @@ static int load_file(struct config *cfg, struct sources *src, const char *path) 
   int rc = 0;
   json_object_foreach(root, key, val) {
     const struct opt *o = find_opt(key, strlen(key));
+    char err[2600];
+    /* A file that holds a secret is held to the rules of a secret file. */
+    if (o && (o->flags & OPT_SECRET) && config_secret_file_ok(path, err, sizeof err) < 0) {
+      log_error(NULL, NULL, "--config: \"%s\" is a secret: %s", key, err);
+      rc = -1;
+      break;
+    }
     if (!o || (o->flags & OPT_NOFILE)) {
       log_error(NULL, NULL, "--config %s: unknown setting \"%s\" (did you mean \"%s\"?)", path, key,
                 nearest(key, 0));
@@ -384,17 +391,24 @@ static int check_environment(void) {
   return 0;
 }
 
+static int secret_mode_ok(const char *path, const struct stat *stp, char *err, size_t errlen);
+
 int config_secret_file_ok(const char *path, char *err, size_t errlen) {
   struct stat st;
   if (stat(path, &st) < 0) {
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
     return -errno;
   }
+  return secret_mode_ok(path, &st, err, errlen);
+}
+
+static int secret_mode_ok(const char *path, const struct stat *stp, char *err, size_t errlen) {
+  struct stat st = *stp;
   /* Group read is how a root-owned file is given to the service's group (0640 root:wshost). */
   if (st.st_mode & (S_IWGRP | S_IROTH | S_IWOTH)) {
     snprintf(err, errlen,
-             "%s is readable or writable by others (mode %03o) and holds a secret: "
-             "chmod 0600 %s (or 0640 with the service's group)",
+             "%.1000s is readable or writable by others (mode %03o) and holds a secret: "
+             "chmod 0600 %.1000s (or 0640 with the service's group)",
              path, (unsigned)(st.st_mode & 0777), path);
     return -EACCES;
   }
@@ -403,13 +417,17 @@ int config_secret_file_ok(const char *path, char *err, size_t errlen) {
 
 /* The secret in a file: the whole file, one trailing newline dropped. NULL on error (printed). */
 static const char *read_secret(const char *path, const char *what) {
-  char err[600];
+  char err[2600];
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     log_error(NULL, NULL, "%s %s: %s", what, path, strerror(errno));
     return NULL;
   }
-  if (config_secret_file_ok(path, err, sizeof err) < 0) {
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+      secret_mode_ok(path, &st, err, sizeof err) < 0) {
+    if (!S_ISREG(st.st_mode))
+      snprintf(err, sizeof err, "%.1000s is not a regular file", path);
     close(fd);
     log_error(NULL, NULL, "%s: %s", what, err);
     return NULL;

@@ -138,7 +138,7 @@ int quarantine_open_file(const char *crash_path, struct quarantine **out) {
   char dir[4200];
   snprintf(dir, sizeof dir, "%s", q->path);
   mkdir(dirname(dir), 0700); /* --db :memory: has no folder of its own */
-  q->fd = open(q->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  q->fd = open(q->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (q->fd < 0)
     log_warn(NULL, NULL, "cannot open crash records %s: %s; a crash will not be remembered",
              q->path, strerror(errno));

@@ -156,9 +156,6 @@ def test_memory_hosts_keep_their_crash_records_apart():
             except (OSError, http.client.HTTPException):
                 return None
         wait_until(lambda: quarantined(a), timeout=15, what="the crash to be quarantined")
-        files = os.listdir(run_dir)
-        assert files == [f"wshost-{os.geteuid()}-memory-{a.proc.pid}-crashes.jsonl"], files
-        assert not os.path.exists(os.path.join(a.tmp, "data", "wshost-memory-crashes.jsonl"))
         # A second :memory: host, same folder, same runtime folder: its own (empty) records.
         b = Host(plugins={"crash": tplugin("crash")}, flags=flags)
         own, b.tmp = b.tmp, a.tmp  # started in the same working directory
@@ -168,6 +165,9 @@ def test_memory_hosts_keep_their_crash_records_apart():
             q = b.http("GET", "/_/quarantine", auth=True).json
             assert not q.get("quarantined"), f"inherited the other host's quarantine: {q}"
             assert b.http("GET", "/crash").status == 200
+        files = os.listdir(run_dir)
+        assert files == [f"wshost-{os.geteuid()}-memory-{a.proc.pid}-crashes.jsonl"], files
+        assert not os.path.exists(os.path.join(a.tmp, "data", "wshost-memory-crashes.jsonl"))
     assert os.listdir(run_dir) == [], "crash records left after the hosts stopped"
 
 
