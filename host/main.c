@@ -200,6 +200,7 @@ int main(int argc, char **argv) {
   }
   if (rc)
     return rc > 0 ? 0 : 2;
+  config_hide_secrets(argc, argv);
   log_set_level((enum log_level)cfg.log_level);
   log_set_format((enum log_format)cfg.log_format);
   log_info(NULL, NULL, "wshost %s (ABI %d, libwebsockets %s) starting, pid %d", WSHOST_VERSION,

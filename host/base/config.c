@@ -597,14 +597,12 @@ int config_parse(struct config *cfg, int argc, char **argv) {
     }
     if (set_from(cfg, &src, o, val, arg, FROM_FLAG) < 0)
       return -1;
-    /* A secret on the command line shows in ps and /proc/PID/cmdline: keep a copy, blank the
-     * original (better: the *-file flag). */
+    /* A secret on the command line is blanked there by config_hide_secrets: keep a copy. */
     if ((o->flags & OPT_SECRET) && val) {
       char *copy = strdup(val);
       if (!copy)
         return -1;
       *(const char **)((char *)cfg + o->offset) = copy;
-      memset((char *)val, 'x', strlen(val));
     }
   }
   if (resolve_secret(cfg, "admin-token") < 0 || resolve_secret(cfg, "jwt-secret") < 0 ||
@@ -632,4 +630,18 @@ int config_parse(struct config *cfg, int argc, char **argv) {
     return 1;
   }
   return 0;
+}
+
+void config_hide_secrets(int argc, char **argv) {
+  for (int a = 1; a < argc; a++) {
+    if (strncmp(argv[a], "--", 2))
+      continue;
+    const char *name = argv[a] + 2, *eq = strchr(name, '=');
+    const struct opt *o = find_opt(name, eq ? (size_t)(eq - name) : strlen(name));
+    if (!o || !(o->flags & OPT_SECRET))
+      continue;
+    char *v = eq ? (char *)eq + 1 : a + 1 < argc ? argv[++a] : NULL;
+    if (v)
+      memset(v, 'x', strlen(v));
+  }
 }

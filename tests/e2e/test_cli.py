@@ -38,7 +38,9 @@ def test_readme_documents_every_flag():
 
 
 def test_unknown_flag_fails():
-    r = subprocess.run([BIN, "--no-such-flag"], capture_output=True, text=True, timeout=10)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSHOST_")}
+    r = subprocess.run([BIN, "--no-such-flag"], capture_output=True, text=True, timeout=10,
+                       env=env)
     assert r.returncode != 0, "unknown flag accepted"
     assert "no-such-flag" in r.stdout + r.stderr, "the error does not name the flag"
     r = subprocess.run([BIN, "--port", "notanumber"], capture_output=True, text=True,
