@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,11 +46,19 @@ static int is_loopback(const char *addr) {
   return !strncmp(addr, "127.", 4) || !strcmp(addr, "::1") || !strncmp(addr, "::ffff:127.", 11);
 }
 
+/* A peer on a unix socket (--bind/--admin-bind unix:...) is on this machine. */
+static int is_unix_peer(struct lws *wsi) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  return getsockname(lws_get_socket_fd(wsi), (struct sockaddr *)&ss, &sl) == 0 &&
+         ss.ss_family == AF_UNIX;
+}
+
 int admin_refuse(struct http_req *r) {
   if (!strcmp(r->name, "healthz") || !strcmp(r->name, "readyz") || !strcmp(r->name, "client.js") ||
       (!strcmp(r->name, "metrics") && r->host->cfg.metrics_public))
     return 0;
-  if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
+  if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote) && !is_unix_peer(r->wsi)) {
     set_json(r, 403, json_pack("{ss}", "error", "Forbidden"));
     return 1;
   }

@@ -545,13 +545,14 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   if (r->route == ROUTE_ADMIN && !h->admin_area)
     r->route = ROUTE_NOT_FOUND; /* no admin area wired in (http_area in http.h) */
   /* With --admin-bind the admin API is there alone: the public listener keeps what a load
-   * balancer and a page need (health, readiness, the client script), the admin one serves
-   * nothing but /_/. */
+   * balancer and a page need (health, readiness, the client script; the metrics if
+   * --metrics-public says so), the admin one serves nothing but /_/. */
   if (h->admin_fds) {
     int via_admin = accept_via_admin(h, lws_get_socket_fd(wsi));
     if (via_admin ? r->route != ROUTE_ADMIN
                   : r->route == ROUTE_ADMIN && strcmp(r->name, "healthz") &&
-                        strcmp(r->name, "readyz") && strcmp(r->name, "client.js"))
+                        strcmp(r->name, "readyz") && strcmp(r->name, "client.js") &&
+                        (strcmp(r->name, "metrics") || !h->cfg.metrics_public))
       r->route = ROUTE_NOT_FOUND;
   }
 

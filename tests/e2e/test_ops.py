@@ -86,7 +86,8 @@ def test_bind_refuses_a_name_it_cannot_read():
 
 def test_admin_bind_serves_only_admin_and_public_only_health():
     sock = os.path.join(tempfile.mkdtemp(prefix="wshost-e2e-sock-"), "admin.sock")
-    with Host(flags=["--bind", "127.0.0.1", "--admin-bind", f"127.0.0.1:0,unix:{sock}"]) as h:
+    with Host(flags=["--bind", "127.0.0.1", "--admin-bind", f"127.0.0.1:0,unix:{sock}",
+                     "--admin-loopback-only"]) as h:
         m = h.wait_log(r"admin API on 127\.0\.0\.1:(\d+), unix:")
         admin = int(m.group(1))
         assert admin != h.port
@@ -98,12 +99,15 @@ def test_admin_bind_serves_only_admin_and_public_only_health():
         assert r.status == 404, f"admin API on the public listener: {r}"
         assert h.http("POST", "/_/push", json_body={"user_id": "u", "message": "m"},
                       auth=True).status == 404
+        assert h.http("GET", "/_/metrics", auth=True).status == 404
+        assert http_request(admin, "GET", "/_/metrics", bearer=ADMIN_TOKEN).status == 200
         assert h.http("POST", "/echo", body="hi").status == 200, "functions stay public"
         # Admin: the API (still behind the token), nothing else.
         r = http_request(admin, "GET", "/_/status", bearer=ADMIN_TOKEN)
         assert r.status == 200 and "version" in r.json, r
         assert http_request(admin, "GET", "/_/status").status == 401
         assert http_request(admin, "POST", "/echo", body="hi").status == 404
+        # A unix socket peer is local (--admin-loopback-only lets it in).
         st, _, body = unix_http(sock, "GET", "/_/users", {"Authorization": "Bearer " + ADMIN_TOKEN})
         assert st == 200, (st, body)
         # No WebSocket on the admin listener.
@@ -112,6 +116,12 @@ def test_admin_bind_serves_only_admin_and_public_only_health():
             raise Fail("WebSocket upgrade accepted on the admin listener")
         except Fail as e:
             assert "404" in str(e), e
+
+
+def test_admin_bind_keeps_public_metrics_public():
+    with Host(flags=["--admin-bind", "127.0.0.1:0", "--metrics-public"]) as h:
+        assert h.http("GET", "/_/metrics").status == 200
+        assert h.http("GET", "/_/users", auth=True).status == 404
 
 
 def test_admin_bind_needs_a_port():
