@@ -500,6 +500,15 @@ static void print_config(const struct config *cfg) {
       v = *(const char *const *)p ? json_string(*(const char *const *)p) : json_null();
       if ((op->flags & OPT_SECRET) && *(const char *const *)p)
         v = (json_decref(v), json_string("********"));
+      else if (!strcmp(op->name, "redis") && *(const char *const *)p) {
+        /* redis://:password@host: the password is a secret too. */
+        const char *u = *(const char *const *)p, *at = strrchr(u, '@'), *sch = strstr(u, "://");
+        if (at && sch && sch < at) {
+          char masked[512];
+          snprintf(masked, sizeof masked, "%.*s********%.400s", (int)(sch + 3 - u), u, at);
+          v = (json_decref(v), json_string(masked));
+        }
+      }
       break;
     case OPT_BOOL:
     case OPT_ONOFF:
@@ -598,7 +607,7 @@ int config_parse(struct config *cfg, int argc, char **argv) {
     if (set_from(cfg, &src, o, val, arg, FROM_FLAG) < 0)
       return -1;
     /* A secret on the command line is blanked there by config_hide_secrets: keep a copy. */
-    if ((o->flags & OPT_SECRET) && val) {
+    if (((o->flags & OPT_SECRET) || !strcmp(o->name, "redis")) && val) {
       char *copy = strdup(val);
       if (!copy)
         return -1;
@@ -638,10 +647,15 @@ void config_hide_secrets(int argc, char **argv) {
       continue;
     const char *name = argv[a] + 2, *eq = strchr(name, '=');
     const struct opt *o = find_opt(name, eq ? (size_t)(eq - name) : strlen(name));
-    if (!o || !(o->flags & OPT_SECRET))
+    int url = o && !strcmp(o->name, "redis");
+    if (!o || (!(o->flags & OPT_SECRET) && !url))
       continue;
     char *v = eq ? (char *)eq + 1 : a + 1 < argc ? argv[++a] : NULL;
-    if (v)
+    if (v && url) { /* redis://:password@host: the password only */
+      char *sch = strstr(v, "://"), *at = strrchr(v, '@');
+      if (sch && at && sch < at)
+        memset(sch + 3, 'x', (size_t)(at - sch - 3));
+    } else if (v)
       memset(v, 'x', strlen(v));
   }
 }

@@ -246,11 +246,13 @@ def test_config_file_and_precedence():
 
 def test_print_config_masks_secrets():
     r = run_bin("--print-config", "--admin-token", "sekrit-admin-token", "--jwt-secret", "j" * 40,
+                "--redis", "redis://:sekrit-url@127.0.0.1:6379/2",
                 env={"WSHOST_REDIS_PASSWORD": "sekrit-redis"})
     assert r.returncode == 0, r
     assert "sekrit" not in r.stdout and "jjjj" not in r.stdout, r.stdout
     eff = json.loads(r.stdout)
     assert eff["admin-token"] == eff["jwt-secret"] == eff["redis-password"] == "********", eff
+    assert eff["redis"] == "redis://********@127.0.0.1:6379/2", eff
 
 
 def test_unknown_names_and_bad_values_are_errors():
