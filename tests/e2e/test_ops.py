@@ -310,6 +310,14 @@ def test_admin_token_from_file_and_credentials_directory():
     assert r.returncode == 2 and "readable or writable by others" in r.stderr, r
 
 
+def test_redis_url_password_blanked_in_cmdline():
+    port = free_port()  # nobody listens: the host keeps trying in the background
+    with Host(flags=["--redis", f"redis://:sekrit-url-pw@127.0.0.1:{port}/0"]) as h:
+        for pid in (h.proc.pid, h.serving_pid()):
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            assert b"sekrit" not in cmd and f"@127.0.0.1:{port}/0".encode() in cmd, cmd
+
+
 def test_secret_variables_do_not_reach_functions():
     """cloud_env() falls back to the environment: the admin token must not be there."""
     with Host(admin_token=None, env={"WSHOST_ADMIN_TOKEN": "env-token-0123456789"}) as h:
