@@ -142,6 +142,38 @@ static const struct opt opts[] = {
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
+/* Strings the settings point to that are not argv's or the environment's (copies, lists, file
+ * contents): owned here, freed by the next config_parse or config_free. */
+static struct {
+  char **p;
+  size_t n, cap;
+} owned;
+
+static char *keep(char *s) {
+  if (!s)
+    return NULL;
+  if (owned.n == owned.cap) {
+    size_t cap = owned.cap ? owned.cap * 2 : 16;
+    char **p = realloc(owned.p, cap * sizeof *p);
+    if (!p) {
+      free(s);
+      return NULL;
+    }
+    owned.p = p;
+    owned.cap = cap;
+  }
+  return owned.p[owned.n++] = s;
+}
+
+void config_free(void) {
+  for (size_t i = 0; i < owned.n; i++) {
+    explicit_bzero(owned.p[i], strlen(owned.p[i])); /* secrets among them */
+    free(owned.p[i]);
+  }
+  free(owned.p);
+  memset(&owned, 0, sizeof owned);
+}
+
 static int set_opt(struct config *cfg, const struct opt *o, const char *v, const char *from) {
   char *p = (char *)cfg + o->offset;
   char *end;
@@ -291,7 +323,7 @@ static int set_from(struct config *cfg, struct sources *src, const struct opt *o
   }
   if (src->list_from[i] == from && *p) {
     size_t len = strlen(*p) + strlen(v) + 2;
-    char *joined = malloc(len);
+    char *joined = keep(malloc(len));
     if (!joined)
       return -1;
     snprintf(joined, len, "%s,%s", *p, v);
@@ -349,7 +381,7 @@ static int load_file(struct config *cfg, struct sources *src, const char *path) 
         snprintf(num, sizeof num, "%lld", (long long)json_integer_value(x)), v = num;
       else if (json_is_boolean(x))
         v = json_is_true(x) ? "1" : "0";
-      char *copy = v ? strdup(v) : NULL; /* outlives root, like argv */
+      char *copy = v ? keep(strdup(v)) : NULL; /* outlives root, like argv */
       if (!copy) {
         log_error(NULL, NULL, "bad value for %s: want a string, an integer or a boolean", what);
         rc = -1;
@@ -433,14 +465,16 @@ static const char *read_secret(const char *path, const char *what) {
     return NULL;
   }
   enum { SECRET_MAX = 16384 };
-  char *buf = malloc(SECRET_MAX + 1);
-  ssize_t n = buf ? read(fd, buf, SECRET_MAX + 1) : -1;
+  char *buf = keep(calloc(1, SECRET_MAX + 1));
+  ssize_t n = buf ? read(fd, buf, SECRET_MAX) : -1;
+  char more;
+  if (n == SECRET_MAX && read(fd, &more, 1) == 1)
+    n = SECRET_MAX + 1;
   close(fd);
   if (n < 0 || n > SECRET_MAX) {
     log_error(NULL, NULL, "%s %s: %s", what, path,
               n < 0 ? strerror(errno) : "longer than 16 KiB: not a secret");
-    free(buf);
-    return NULL;
+    return NULL; /* buf is freed with the settings */
   }
   buf[n] = 0;
   if (n && buf[n - 1] == '\n')
@@ -449,7 +483,6 @@ static const char *read_secret(const char *path, const char *what) {
     buf[--n] = 0;
   if (!n) {
     log_error(NULL, NULL, "%s %s is empty", what, path);
-    free(buf);
     return NULL;
   }
   return buf;
@@ -475,7 +508,7 @@ static int resolve_secret(struct config *cfg, const char *name) {
   }
   if (path && !(*val = read_secret(path, path == cred ? "credential" : file_name)))
     return -1;
-  if (*val && !(*val = strdup(*val)))
+  if (*val && !(*val = keep(strdup(*val))))
     return -1;
   /* Read once: the variable goes, so neither a function (cloud_env falls back to the
    * environment) nor a child process sees it, and its bytes are wiped where the kernel shows
@@ -542,6 +575,7 @@ static void print_config(const struct config *cfg) {
 
 int config_parse(struct config *cfg, int argc, char **argv) {
   static struct sources src;
+  config_free();
   memset(cfg, 0, sizeof *cfg);
   memset(&src, 0, sizeof src);
   int print = 0;
@@ -608,7 +642,7 @@ int config_parse(struct config *cfg, int argc, char **argv) {
       return -1;
     /* A secret on the command line is blanked there by config_hide_secrets: keep a copy. */
     if (((o->flags & OPT_SECRET) || !strcmp(o->name, "redis")) && val) {
-      char *copy = strdup(val);
+      char *copy = keep(strdup(val));
       if (!copy)
         return -1;
       *(const char **)((char *)cfg + o->offset) = copy;

@@ -66,6 +66,9 @@ int config_secret_file_ok(const char *path, char *err, size_t errlen);
  * --help or --print-config was printed, 2 when --version was asked, -1 on a bad flag, key,
  * variable or value (message printed). */
 int config_parse(struct config *cfg, int argc, char **argv);
+/* Frees the strings the last config_parse made (copies, lists, secrets read from files); the
+ * next config_parse does it first. */
+void config_free(void);
 /* Blanks the values of secret flags in argv (what ps and /proc/PID/cmdline show), after
  * config_parse copied them. argv must be writable (main's is). */
 void config_hide_secrets(int argc, char **argv);
