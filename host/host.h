@@ -14,6 +14,9 @@
 #include "sendq.h"
 #include "store.h"
 
+/* Listeners the serving process accepts on (listen.h's LISTEN_MAX). */
+#define HOST_LISTEN_MAX 8
+
 struct plugins;
 struct quarantine;
 struct http_req;
@@ -151,7 +154,15 @@ struct host {
   ev_timer heartbeat;   /* one beat a second to the supervisor from the loop (server.c) */
   int64_t heartbeat_ms; /* when the last beat went (supervisor_heartbeat) */
   long nofile, fd_budget;
-  ev_io accept_io;
+  /* Every listener (--bind, --admin-bind; listen_fd is the first), and which accepted
+   * descriptors came through an admin one (a bit per descriptor under fd_budget; NULL
+   * without --admin-bind). */
+  int nlisten;
+  int listen_fds[HOST_LISTEN_MAX];
+  unsigned char listen_admin[HOST_LISTEN_MAX];
+  ev_io accept_ios[HOST_LISTEN_MAX];
+  unsigned char *admin_fds;
+  int exe_deleted; /* /proc/self/exe is "(deleted)": an upgrade replaced the binary */
   ev_timer accept_pause;
   int64_t accept_log_ms;
   uint64_t accept_refused, accept_errors;

@@ -20,14 +20,20 @@
 #include "server.h"
 #include "supervisor.h"
 #include "timers.h"
+#include "version.h"
 #include "worker.h"
 #include "ws.h"
 #include "xthread.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+_Static_assert(HOST_LISTEN_MAX == LISTEN_MAX, "host.h and listen.h agree on listeners");
 
 /* The serving process: everything that runs plugins. */
 static int serve(struct config *cfg, const struct serve_args *a) {
@@ -36,6 +42,11 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   int rc;
   h->cfg = *cfg;
   h->listen_fd = a->listen_fd;
+  h->nlisten = a->nlisteners;
+  for (int i = 0; i < a->nlisteners; i++) {
+    h->listen_fds[i] = a->listeners[i].fd;
+    h->listen_admin[i] = (unsigned char)a->listeners[i].admin;
+  }
   h->host_pid = (int)a->host_pid;
   h->ctl_fd = a->ctl_fd;
   long before;
@@ -82,7 +93,9 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   }
   log_info(NULL, NULL, "database %s open, boot %s", h->cfg.db_path, store_boot_id(h->store));
   /* Crash records first: a version that crashed must not even be loaded again. */
-  quarantine_open(h->cfg.db_path, &h->quarantine);
+  char crashes[4200];
+  quarantine_path(h->cfg.db_path, h->cfg.runtime_dir, h->host_pid, crashes, sizeof crashes);
+  quarantine_open_file(crashes, &h->quarantine);
   if ((rc = crash_install(a->ctl_fd, quarantine_fd(h->quarantine))) < 0)
     log_warn(NULL, NULL, "no crash reports: cannot install the handler (%s)", strerror(-rc));
   invocation_set_loop_thread();
@@ -153,14 +166,64 @@ static int serve(struct config *cfg, const struct serve_args *a) {
   return 0;
 }
 
+/* "4.1.6-v4.1.6" or "4.1.6-" (Debian's, no git tag): the version alone. */
+static const char *lws_version(void) {
+  static char v[32];
+  snprintf(v, sizeof v, "%s", lws_get_library_version());
+  v[strcspn(v, "- ")] = 0;
+  return v;
+}
+
 int main(int argc, char **argv) {
   static struct config cfg;
+  /* Secrets live in this process's memory: no core file, no ptrace or /proc/PID/mem by other
+   * users (the serving process, forked from here, inherits it). */
+  prctl(PR_SET_DUMPABLE, 0);
   int rc = config_parse(&cfg, argc, argv);
+  if (rc == 2) {
+    printf("wshost %s (ABI %d, libwebsockets %s)\n", WSHOST_VERSION, PLUGINS_ABI_MAX,
+           lws_version());
+    return 0;
+  }
   if (rc)
     return rc > 0 ? 0 : 2;
+  config_hide_secrets(argc, argv);
   log_set_level((enum log_level)cfg.log_level);
   log_set_format((enum log_format)cfg.log_format);
   log_set_journal(!strcmp(cfg.log_journal, "on") ||
                   (!strcmp(cfg.log_journal, "auto") && log_stderr_is_journal()));
-  return cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
+  log_info(NULL, NULL, "wshost %s (ABI %d, libwebsockets %s) starting, pid %d", WSHOST_VERSION,
+           PLUGINS_ABI_MAX, lws_version(), (int)getpid());
+  /* One host per database, decided before anything is written (the port, the admin token, the
+   * database itself). A host killed a moment ago may still hold it for a few ms. */
+  int holder = 0, lock = store_lock(cfg.db_path, 2000, &holder);
+  if (lock == -EBUSY) {
+    if (holder)
+      log_error(NULL, NULL, "database %s is in use by pid %d (another wshost); stop it first",
+                cfg.db_path, holder);
+    else
+      log_error(NULL, NULL, "database %s is in use by another wshost; stop it first", cfg.db_path);
+    return 2;
+  }
+  if (lock < 0 && lock != -ENOENT) {
+    log_error(NULL, NULL, "cannot lock %s.lock: %s", cfg.db_path, strerror(-lock));
+    return 2;
+  }
+  char crashes[4200];
+  if (lock == -ENOENT) {
+    /* The name is predictable and the folder may be shared (/tmp): the file is ours, made
+     * here, not one somebody left at that name to be read or appended to. */
+    quarantine_path(cfg.db_path, cfg.runtime_dir, (int)getpid(), crashes, sizeof crashes);
+    unlink(crashes);
+    int fd = open(crashes, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+      log_warn(NULL, NULL, "cannot create %s: %s; crashes will not be remembered", crashes,
+               strerror(errno));
+    else
+      close(fd);
+  }
+  rc = cfg.no_supervisor ? supervisor_none(&cfg, serve) : supervisor_run(&cfg, serve);
+  if (lock == -ENOENT)
+    unlink(crashes);
+  return rc;
 }

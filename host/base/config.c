@@ -1,14 +1,21 @@
-/* config.c: the host's settings from the command line and WSHOST_* environment variables.
- * One table describes every option: its flag, its variable, its default and its help line. */
+/* config.c: the host's settings from the command line, WSHOST_* environment variables and a
+ * JSON --config file. One table describes every option: its flag, its variable, its key in the
+ * file, its default and its help line. A name nobody knows is an error that names the nearest. */
 #include "config.h"
 
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern char **environ;
 
 enum opt_kind {
   OPT_INT,
@@ -21,22 +28,33 @@ enum opt_kind {
   OPT_LOGFORMAT
 };
 
+/* OPT_SECRET: masked by --print-config, taken out of the environment once read (a function
+ * could read it there through cloud_env). OPT_LIST: several values, comma-separated; a repeated
+ * flag adds to the list. OPT_NOFILE: not a key of the --config file. */
+enum { OPT_SECRET = 1, OPT_LIST = 2, OPT_NOFILE = 4 };
+
 struct opt {
   const char *name; /* flag without "--"; the variable is WSHOST_ + upper case, '-' -> '_' */
   enum opt_kind kind;
   size_t offset;
   const char *def;
   const char *help;
+  int flags;
 };
 
 #define O(name, kind, field, def, help)                                                            \
-  { name, kind, offsetof(struct config, field), def, help }
+  { name, kind, offsetof(struct config, field), def, help, 0 }
+#define OF(name, kind, field, def, help, flags)                                                    \
+  { name, kind, offsetof(struct config, field), def, help, flags }
 static const struct opt opts[] = {
     O("port", OPT_INT, port, "8080", "TCP port for HTTP and WebSocket (0: any free one, logged)"),
     O("plugins", OPT_STR, plugins_dir, "plugins", "folder of function .so files"),
     O("db", OPT_STR, db_path, "data/wshost.db", "SQLite database (\":memory:\": none)"),
-    O("admin-token", OPT_STR, admin_token, NULL,
-      "bearer token for /_/ (default: generated into <db dir>/admin-token)"),
+    OF("admin-token", OPT_STR, admin_token, NULL,
+       "bearer token for /_/ (default: generated into <db dir>/admin-token)", OPT_SECRET),
+    O("admin-token-file", OPT_STR, admin_token_file, NULL,
+      "file holding the admin token (not readable by others; or admin-token in "
+      "$CREDENTIALS_DIRECTORY)"),
     O("max-message", OPT_SIZE, max_message, "1048576", "inbound WebSocket message bytes"),
     O("max-send-queue", OPT_SIZE, max_send_queue, "1048576", "queued outbound bytes per socket"),
     O("max-body", OPT_SIZE, max_body, "10485760", "HTTP request body bytes"),
@@ -87,13 +105,16 @@ static const struct opt opts[] = {
     O("log-journal", OPT_STR, log_journal, "auto",
       "start each log line with its syslog priority (<3> error .. <7> debug) for journald: on, "
       "off, or auto (when stderr is the journal stream systemd names in JOURNAL_STREAM)"),
-    O("drain-timeout", OPT_INT, drain_timeout, "3",
+    O("drain-timeout", OPT_INT, drain_timeout, "10",
       "seconds SIGTERM lets connections close; the process ends by then + 2 s, even if stuck"),
     O("heartbeat-timeout", OPT_INT, heartbeat_timeout, "10",
       "seconds the serving process's event loop may go without its heartbeat before the "
       "supervisor replaces it (SIGKILL, restart; 0: never)"),
-    O("jwt-secret", OPT_STR, jwt_secret, NULL,
-      "HS256 secret (32+ bytes): a valid Bearer/access_token JWT fills ctx->user"),
+    OF("jwt-secret", OPT_STR, jwt_secret, NULL,
+       "HS256 secret (32+ bytes): a valid Bearer/access_token JWT fills ctx->user", OPT_SECRET),
+    O("jwt-secret-file", OPT_STR, jwt_secret_file, NULL,
+      "file holding the HS256 secret (not readable by others; or jwt-secret in "
+      "$CREDENTIALS_DIRECTORY)"),
     O("jwt-public-key", OPT_STR, jwt_public_key, NULL,
       "PEM public key file (RSA: RS256, EC P-256: ES256) instead of --jwt-secret"),
     O("jwt-leeway", OPT_INT, jwt_leeway, "30", "seconds of clock skew allowed on exp and nbf"),
@@ -105,8 +126,12 @@ static const struct opt opts[] = {
     O("app-db", OPT_STR, app_db, NULL,
       "the functions' own SQLite file behind cloud_db() (WAL, one handle per thread)"),
     O("redis", OPT_STR, redis, NULL,
-      "redis://[:password@]host:port[/db] or unix:///path: join the cluster on that Redis"
-      " (password also from WSHOST_REDIS_PASSWORD)"),
+      "redis://host:port[/db] or unix:///path: join the cluster on that Redis"),
+    OF("redis-password", OPT_STR, redis_password, NULL,
+       "the Redis password (better --redis-password-file: flags show in ps)", OPT_SECRET),
+    O("redis-password-file", OPT_STR, redis_password_file, NULL,
+      "file holding the Redis password (not readable by others; or redis-password in "
+      "$CREDENTIALS_DIRECTORY)"),
     O("reuse-port", OPT_BOOL, reuse_port, "0",
       "SO_REUSEPORT: several hosts share --port (one per core; with --redis they act as one)"),
     O("isolation", OPT_STR, isolation, "none",
@@ -118,8 +143,53 @@ static const struct opt opts[] = {
       "with --isolation process: a build that crashes this many times..."),
     O("quarantine-window", OPT_INT, quarantine_window, "60",
       "...within this many seconds is quarantined"),
+    OF("bind", OPT_STR, bind, NULL,
+       "listen addresses, comma-separated or repeated: 127.0.0.1, ::1, 0.0.0.0, :: or "
+       "unix:/path.sock (default: all interfaces)",
+       OPT_LIST),
+    OF("admin-bind", OPT_STR, admin_bind, NULL,
+       "a second listener (same forms as --bind) serving only /_/; the public one then answers "
+       "only /_/healthz, /_/readyz and /_/client.js there",
+       OPT_LIST),
+    O("runtime-dir", OPT_STR, runtime_dir, NULL,
+      "folder for a :memory: host's crash records (default $XDG_RUNTIME_DIR, $TMPDIR or /tmp)"),
+    OF("config", OPT_STR, config_file, NULL,
+       "JSON object of settings keyed by these flags' names (flags, then WSHOST_*, win over it)",
+       OPT_NOFILE),
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
+
+/* Strings the settings point to that are not argv's or the environment's (copies, lists, file
+ * contents): owned here, freed by the next config_parse or config_free. */
+static struct {
+  char **p;
+  size_t n, cap;
+} owned;
+
+static char *keep(char *s) {
+  if (!s)
+    return NULL;
+  if (owned.n == owned.cap) {
+    size_t cap = owned.cap ? owned.cap * 2 : 16;
+    char **p = realloc(owned.p, cap * sizeof *p);
+    if (!p) {
+      free(s);
+      return NULL;
+    }
+    owned.p = p;
+    owned.cap = cap;
+  }
+  return owned.p[owned.n++] = s;
+}
+
+void config_free(void) {
+  for (size_t i = 0; i < owned.n; i++) {
+    explicit_bzero(owned.p[i], strlen(owned.p[i])); /* secrets among them */
+    free(owned.p[i]);
+  }
+  free(owned.p);
+  memset(&owned, 0, sizeof owned);
+}
 
 static int set_opt(struct config *cfg, const struct opt *o, const char *v, const char *from) {
   char *p = (char *)cfg + o->offset;
@@ -127,6 +197,8 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *v, const
   errno = 0;
   switch (o->kind) {
   case OPT_STR:
+    if (!v)
+      break;
     *(const char **)p = v;
     return 0;
   case OPT_LOGLEVEL: {
@@ -187,7 +259,7 @@ static void env_name(const struct opt *o, char *buf, size_t len) {
 
 static void usage(void) {
   printf("usage: wshost [options]\n\nEvery option is also an environment variable "
-         "WSHOST_<NAME>; a flag wins.\n\n");
+         "WSHOST_<NAME> and a key of the --config file; a flag wins, then the variable.\n\n");
   for (size_t i = 0; i < NOPTS; i++) {
     char env[64], flag[64];
     env_name(&opts[i], env, sizeof env);
@@ -195,40 +267,385 @@ static void usage(void) {
     printf("  %-26s %s\n  %-26s   (%s, default %s)\n", flag, opts[i].help, "", env,
            opts[i].def ? opts[i].def : "none");
   }
+  printf("  %-26s %s\n", "--print-config", "print the settings in effect (secrets masked), exit");
+  printf("  %-26s %s\n", "--version", "print the version, exit");
   printf("  %-26s %s\n", "--help", "this text");
 }
 
+/* Levenshtein distance, for "did you mean": names are short (under 64 bytes). */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b), row[65];
+  if (na > 64 || nb > 64)
+    return SIZE_MAX;
+  for (size_t j = 0; j <= nb; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= na; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= nb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[nb];
+}
+
+/* The option whose name (env: whose variable) is nearest to name. */
+static const char *nearest(const char *name, int env) {
+  const char *best = NULL;
+  size_t bd = SIZE_MAX;
+  for (size_t i = 0; i < NOPTS; i++) {
+    char buf[64];
+    if (env)
+      env_name(&opts[i], buf, sizeof buf);
+    else
+      snprintf(buf, sizeof buf, "%s", opts[i].name);
+    size_t d = edit_distance(name, buf);
+    if (d < bd) {
+      bd = d;
+      best = opts[i].name;
+    }
+  }
+  return best;
+}
+
+static const struct opt *find_opt(const char *name, size_t n) {
+  for (size_t i = 0; i < NOPTS; i++)
+    if (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n))
+      return &opts[i];
+  return NULL;
+}
+
+/* Where each list option got its values last: a new source replaces, the same one adds. */
+struct sources {
+  int list_from[NOPTS];
+};
+enum { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_FLAG };
+
+static int set_from(struct config *cfg, struct sources *src, const struct opt *o, const char *v,
+                    const char *what, int from) {
+  if (!(o->flags & OPT_LIST))
+    return set_opt(cfg, o, v, what);
+  const char **p = (const char **)((char *)cfg + o->offset);
+  size_t i = (size_t)(o - opts);
+  if (!v || !*v) {
+    log_error(NULL, NULL, "bad value '' for %s", what);
+    return -1;
+  }
+  if (src->list_from[i] == from && *p) {
+    size_t len = strlen(*p) + strlen(v) + 2;
+    char *joined = keep(malloc(len));
+    if (!joined)
+      return -1;
+    snprintf(joined, len, "%s,%s", *p, v);
+    *p = joined; /* settings live as long as the process */
+    return 0;
+  }
+  src->list_from[i] = from;
+  *p = v;
+  return 0;
+}
+
+/* --config FILE: one JSON object, keys are the flags' long names, values strings, numbers or
+ * booleans (a list option also takes an array of strings). */
+static int load_file(struct config *cfg, struct sources *src, const char *path) {
+  json_error_t e;
+  json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
+  if (!root) {
+    log_error(NULL, NULL, "--config %s: %s (line %d)", path, e.text, e.line);
+    return -1;
+  }
+  if (!json_is_object(root)) {
+    log_error(NULL, NULL, "--config %s: want one JSON object of settings", path);
+    json_decref(root);
+    return -1;
+  }
+  const char *key;
+  json_t *val;
+  int rc = 0;
+  json_object_foreach(root, key, val) {
+    const struct opt *o = find_opt(key, strlen(key));
+    char err[2600];
+    /* A file that holds a secret is held to the rules of a secret file. */
+    if (o && (o->flags & OPT_SECRET) && config_secret_file_ok(path, err, sizeof err) < 0) {
+      log_error(NULL, NULL, "--config: \"%s\" is a secret: %s", key, err);
+      rc = -1;
+      break;
+    }
+    if (!o || (o->flags & OPT_NOFILE)) {
+      log_error(NULL, NULL, "--config %s: unknown setting \"%s\" (did you mean \"%s\"?)", path, key,
+                nearest(key, 0));
+      rc = -1;
+      break;
+    }
+    char what[160];
+    snprintf(what, sizeof what, "\"%s\" in %s", key, path);
+    json_t *items = json_is_array(val) && (o->flags & OPT_LIST) ? val : NULL;
+    size_t n = items ? json_array_size(items) : 1;
+    for (size_t k = 0; k < n && !rc; k++) {
+      json_t *x = items ? json_array_get(items, k) : val;
+      char num[32];
+      const char *v = NULL;
+      if (json_is_string(x))
+        v = json_string_value(x);
+      else if (json_is_integer(x))
+        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(x)), v = num;
+      else if (json_is_boolean(x))
+        v = json_is_true(x) ? "1" : "0";
+      char *copy = v ? keep(strdup(v)) : NULL; /* outlives root, like argv */
+      if (!copy) {
+        log_error(NULL, NULL, "bad value for %s: want a string, an integer or a boolean", what);
+        rc = -1;
+      } else if (set_from(cfg, src, o, copy, what, FROM_FILE) < 0)
+        rc = -1;
+    }
+    if (rc)
+      break;
+  }
+  json_decref(root);
+  return rc;
+}
+
+/* Every WSHOST_* variable must be one of ours: a typo (WSHOST_MAX_CONECTIONS) silently
+ * ignored would leave the default in force. */
+static int check_environment(void) {
+  for (char **e = environ; e && *e; e++) {
+    if (strncmp(*e, "WSHOST_", 7))
+      continue;
+    const char *eq = strchr(*e, '=');
+    size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), *e);
+    int known = 0;
+    for (size_t i = 0; i < NOPTS && !known; i++) {
+      char env[64];
+      env_name(&opts[i], env, sizeof env);
+      known = !strcmp(env, name);
+    }
+    if (!known) {
+      char near[64];
+      const struct opt *o = find_opt(nearest(name, 1), strlen(nearest(name, 1)));
+      env_name(o, near, sizeof near);
+      log_error(NULL, NULL, "unknown environment variable %s (did you mean %s?); unset it", name,
+                near);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int secret_mode_ok(const char *path, const struct stat *stp, char *err, size_t errlen);
+
+int config_secret_file_ok(const char *path, char *err, size_t errlen) {
+  struct stat st;
+  if (stat(path, &st) < 0) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -errno;
+  }
+  return secret_mode_ok(path, &st, err, errlen);
+}
+
+static int secret_mode_ok(const char *path, const struct stat *stp, char *err, size_t errlen) {
+  struct stat st = *stp;
+  /* Group read is how a root-owned file is given to the service's group (0640 root:wshost). */
+  if (st.st_mode & (S_IWGRP | S_IROTH | S_IWOTH)) {
+    snprintf(err, errlen,
+             "%.1000s is readable or writable by others (mode %03o) and holds a secret: "
+             "chmod 0600 %.1000s (or 0640 with the service's group)",
+             path, (unsigned)(st.st_mode & 0777), path);
+    return -EACCES;
+  }
+  return 0;
+}
+
+/* The secret in a file: the whole file, one trailing newline dropped. NULL on error (printed). */
+static const char *read_secret(const char *path, const char *what) {
+  char err[2600];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    log_error(NULL, NULL, "%s %s: %s", what, path, strerror(errno));
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+      secret_mode_ok(path, &st, err, sizeof err) < 0) {
+    if (!S_ISREG(st.st_mode))
+      snprintf(err, sizeof err, "%.1000s is not a regular file", path);
+    close(fd);
+    log_error(NULL, NULL, "%s: %s", what, err);
+    return NULL;
+  }
+  enum { SECRET_MAX = 16384 };
+  char *buf = keep(calloc(1, SECRET_MAX + 1));
+  ssize_t n = buf ? read(fd, buf, SECRET_MAX) : -1;
+  char more;
+  if (n == SECRET_MAX && read(fd, &more, 1) == 1)
+    n = SECRET_MAX + 1;
+  close(fd);
+  if (n < 0 || n > SECRET_MAX) {
+    log_error(NULL, NULL, "%s %s: %s", what, path,
+              n < 0 ? strerror(errno) : "longer than 16 KiB: not a secret");
+    return NULL; /* buf is freed with the settings */
+  }
+  buf[n] = 0;
+  if (n && buf[n - 1] == '\n')
+    buf[--n] = 0;
+  if (n && buf[n - 1] == '\r')
+    buf[--n] = 0;
+  if (!n) {
+    log_error(NULL, NULL, "%s %s is empty", what, path);
+    return NULL;
+  }
+  return buf;
+}
+
+/* A secret from its flag, its *-file flag or systemd's credentials folder (LoadCredential=). */
+static int resolve_secret(struct config *cfg, const char *name) {
+  char file_name[64], env[64];
+  snprintf(file_name, sizeof file_name, "%s-file", name);
+  const struct opt *o = find_opt(name, strlen(name)), *f = find_opt(file_name, strlen(file_name));
+  const char **val = (const char **)((char *)cfg + o->offset);
+  const char *path = *(const char **)((char *)cfg + f->offset);
+  char cred[4200];
+  const char *creds = getenv("CREDENTIALS_DIRECTORY");
+  if (*val && path) {
+    log_error(NULL, NULL, "--%s and --%s both given: keep one", name, file_name);
+    return -1;
+  }
+  if (!*val && !path && creds && *creds) {
+    snprintf(cred, sizeof cred, "%s/%s", creds, name);
+    if (access(cred, F_OK) == 0)
+      path = cred;
+  }
+  if (path && !(*val = read_secret(path, path == cred ? "credential" : file_name)))
+    return -1;
+  if (*val && !(*val = keep(strdup(*val))))
+    return -1;
+  /* Read once: the variable goes, so neither a function (cloud_env falls back to the
+   * environment) nor a child process sees it, and its bytes are wiped where the kernel shows
+   * them (/proc/PID/environ). */
+  env_name(o, env, sizeof env);
+  size_t n = strlen(env);
+  for (char **e = environ; e && *e; e++)
+    if (!strncmp(*e, env, n) && (*e)[n] == '=')
+      memset(*e + n + 1, 0, strlen(*e + n + 1));
+  unsetenv(env);
+  return 0;
+}
+
+static void print_config(const struct config *cfg) {
+  json_t *o = json_object();
+  for (size_t i = 0; i < NOPTS; i++) {
+    const struct opt *op = &opts[i];
+    const char *p = (const char *)cfg + op->offset;
+    json_t *v = NULL;
+    switch (op->kind) {
+    case OPT_STR:
+      v = *(const char *const *)p ? json_string(*(const char *const *)p) : json_null();
+      if ((op->flags & OPT_SECRET) && *(const char *const *)p)
+        v = (json_decref(v), json_string("********"));
+      else if (!strcmp(op->name, "redis") && *(const char *const *)p) {
+        /* redis://:password@host: the password is a secret too. */
+        const char *u = *(const char *const *)p, *at = strrchr(u, '@'), *sch = strstr(u, "://");
+        if (at && sch && sch < at) {
+          char masked[512];
+          snprintf(masked, sizeof masked, "%.*s********%.400s", (int)(sch + 3 - u), u, at);
+          v = (json_decref(v), json_string(masked));
+        }
+      }
+      break;
+    case OPT_BOOL:
+    case OPT_ONOFF:
+      v = json_boolean(*(const int *)p);
+      break;
+    case OPT_INT:
+      v = json_integer(*(const int *)p);
+      break;
+    case OPT_SIZE:
+      v = json_integer((json_int_t) * (const size_t *)p);
+      break;
+    case OPT_I64:
+      v = json_integer((json_int_t) * (const int64_t *)p);
+      break;
+    case OPT_LOGLEVEL:
+      v = json_string(*(const int *)p == LOG_DEBUG  ? "debug"
+                      : *(const int *)p == LOG_INFO ? "info"
+                      : *(const int *)p == LOG_WARN ? "warn"
+                                                    : "error");
+      break;
+    case OPT_LOGFORMAT:
+      v = json_string(*(const int *)p == LOG_FORMAT_JSON ? "json" : "text");
+      break;
+    }
+    json_object_set_new(o, op->name, v);
+  }
+  json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  putchar('\n');
+  json_decref(o);
+}
+
 int config_parse(struct config *cfg, int argc, char **argv) {
+  static struct sources src;
+  config_free();
   memset(cfg, 0, sizeof *cfg);
+  memset(&src, 0, sizeof src);
+  int print = 0;
   for (size_t i = 0; i < NOPTS; i++)
     if (opts[i].def && set_opt(cfg, &opts[i], opts[i].def, "default") < 0)
       return -1;
+  /* The file first (its name from the flag, else the variable): everything else wins over it. */
+  const char *file = getenv("WSHOST_CONFIG");
+  for (int a = 1; a < argc; a++) {
+    if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) {
+      usage();
+      return 1;
+    }
+    if (!strcmp(argv[a], "--version"))
+      return 2; /* main.c prints it: the lws version is not this layer's to ask */
+    if (!strcmp(argv[a], "--config") && a + 1 < argc)
+      file = argv[a + 1];
+    else if (!strncmp(argv[a], "--config=", 9))
+      file = argv[a] + 9;
+  }
+  if (check_environment() < 0)
+    return -1;
+  if (file && load_file(cfg, &src, file) < 0)
+    return -1;
   for (size_t i = 0; i < NOPTS; i++) {
     char env[64];
     env_name(&opts[i], env, sizeof env);
     const char *v = getenv(env);
-    if (v && set_opt(cfg, &opts[i], v, env) < 0)
+    if (v && set_from(cfg, &src, &opts[i], v, env, FROM_ENV) < 0)
       return -1;
   }
   for (int a = 1; a < argc; a++) {
     const char *arg = argv[a];
-    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-      usage();
-      return 1;
+    if (!strcmp(arg, "--print-config")) {
+      print = 1;
+      continue;
     }
     const struct opt *o = NULL;
     const char *val = NULL;
     if (!strncmp(arg, "--", 2)) {
       const char *name = arg + 2, *eq = strchr(name, '=');
       size_t n = eq ? (size_t)(eq - name) : strlen(name);
-      for (size_t i = 0; i < NOPTS; i++)
-        if (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n))
-          o = &opts[i];
+      o = find_opt(name, n);
       if (eq)
         val = eq + 1;
     }
     if (!o) {
-      log_error(NULL, NULL, "unknown option '%s' (see --help)", arg);
+      char name[64];
+      snprintf(name, sizeof name, "%.*s",
+               (int)strcspn(arg + (arg[0] == '-') + (arg[1] == '-'), "="),
+               arg + (arg[0] == '-') + (arg[1] == '-'));
+      log_error(NULL, NULL, "unknown option '%s' (did you mean --%s? see --help)", arg,
+                nearest(name, 0));
       return -1;
     }
     if (!val && o->kind != OPT_BOOL) {
@@ -238,9 +655,19 @@ int config_parse(struct config *cfg, int argc, char **argv) {
       }
       val = argv[++a];
     }
-    if (set_opt(cfg, o, val, arg) < 0)
+    if (set_from(cfg, &src, o, val, arg, FROM_FLAG) < 0)
       return -1;
+    /* A secret on the command line is blanked there by config_hide_secrets: keep a copy. */
+    if (((o->flags & OPT_SECRET) || !strcmp(o->name, "redis")) && val) {
+      char *copy = keep(strdup(val));
+      if (!copy)
+        return -1;
+      *(const char **)((char *)cfg + o->offset) = copy;
+    }
   }
+  if (resolve_secret(cfg, "admin-token") < 0 || resolve_secret(cfg, "jwt-secret") < 0 ||
+      resolve_secret(cfg, "redis-password") < 0)
+    return -1;
   if (cfg->port < 0 || cfg->port > 65535 || cfg->max_message < 1 || cfg->max_connections < 1 ||
       cfg->outbox_max < 1) {
     log_error(NULL, NULL, "--port, --max-message, --max-connections, --outbox-max out of range");
@@ -273,5 +700,28 @@ int config_parse(struct config *cfg, int argc, char **argv) {
     log_error(NULL, NULL, "--isolation is none or process, not '%s'", cfg->isolation);
     return -1;
   }
+  if (print) {
+    print_config(cfg);
+    return 1;
+  }
   return 0;
+}
+
+void config_hide_secrets(int argc, char **argv) {
+  for (int a = 1; a < argc; a++) {
+    if (strncmp(argv[a], "--", 2))
+      continue;
+    const char *name = argv[a] + 2, *eq = strchr(name, '=');
+    const struct opt *o = find_opt(name, eq ? (size_t)(eq - name) : strlen(name));
+    int url = o && !strcmp(o->name, "redis");
+    if (!o || (!(o->flags & OPT_SECRET) && !url))
+      continue;
+    char *v = eq ? (char *)eq + 1 : a + 1 < argc ? argv[++a] : NULL;
+    if (v && url) { /* redis://:password@host: the password only */
+      char *sch = strstr(v, "://"), *at = strrchr(v, '@');
+      if (sch && at && sch < at)
+        memset(sch + 3, 'x', (size_t)(at - sch - 3));
+    } else if (v)
+      memset(v, 'x', strlen(v));
+  }
 }

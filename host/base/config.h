@@ -11,7 +11,7 @@ struct config {
   const char *plugins_dir;
   const char *db_path;
   const char *admin_token;
-  const char *admin_token_file; /* set when the token was generated or read from a file */
+  const char *admin_token_file; /* --admin-token-file: the token read from there */
   size_t max_message;           /* inbound WebSocket message, bytes (close 1009 past it) */
   size_t max_send_queue;        /* per connection, bytes (slow reader closed past it) */
   size_t max_body;              /* HTTP body, bytes (413 past it) */
@@ -54,10 +54,30 @@ struct config {
   int workers;            /* worker processes with --isolation process (0: one per core) */
   int quarantine_crashes; /* --isolation process: crashes of one build that quarantine it */
   int quarantine_window;  /* ... within this many seconds */
+  /* Operations: listeners (listen.c), files, secrets from files. */
+  const char *bind;       /* comma-separated listen addresses; NULL: all interfaces */
+  const char *admin_bind; /* a second listener that serves only /_/; NULL: none */
+  const char *config_file;
+  const char *runtime_dir; /* crash records of a :memory: host; NULL: $XDG_RUNTIME_DIR... */
+  const char *jwt_secret_file;
+  const char *redis_password, *redis_password_file;
 };
 
-/* Fills cfg from defaults, then environment, then argv. 0 to run, 1 when --help was printed,
- * -1 on a bad flag or value (message printed). */
+/* Secrets are files nobody but the owner (and its group, read-only) may touch: 0 or -EACCES,
+ * and the reason in err. */
+int config_secret_file_ok(const char *path, char *err, size_t errlen);
+
+/* Fills cfg from defaults, then --config FILE, then WSHOST_* environment, then argv (each
+ * wins over the one before). Secrets given as files (or in $CREDENTIALS_DIRECTORY) are read,
+ * and the secret variables are taken out of the environment (plugins read it). 0 to run, 1 when
+ * --help or --print-config was printed, 2 when --version was asked, -1 on a bad flag, key,
+ * variable or value (message printed). */
 int config_parse(struct config *cfg, int argc, char **argv);
+/* Frees the strings the last config_parse made (copies, lists, secrets read from files); the
+ * next config_parse does it first. */
+void config_free(void);
+/* Blanks the values of secret flags in argv (what ps and /proc/PID/cmdline show), after
+ * config_parse copied them. argv must be writable (main's is). */
+void config_hide_secrets(int argc, char **argv);
 
 #endif

@@ -108,6 +108,19 @@ int envfile_load(const char *path, struct envfile **out, char *err, size_t errle
                path, lineno);
       break;
     }
+    /* The host's own settings are not the functions' configuration: one here would be
+     * silently ignored (the host reads WSHOST_* from its environment and --config). */
+    const char *host_key = NULL;
+    json_t *v;
+    json_object_foreach(vars, host_key, v) if (!strncmp(host_key, "WSHOST_", 7)) break;
+    if (host_key) {
+      snprintf(err, errlen,
+               "env file %s line %d: %s is a setting of the host, not of the functions: set it "
+               "in the host's environment or --config file, not in --env-file",
+               path, lineno, host_key);
+      rc = -EINVAL;
+      break;
+    }
   }
   free(line);
   fclose(f);

@@ -295,8 +295,8 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   }
 }
 
-int bus_open(struct ev_loop *loop, const char *url, const struct bus_hooks *hooks,
-             struct bus **out) {
+int bus_open(struct ev_loop *loop, const char *url, const char *password,
+             const struct bus_hooks *hooks, struct bus **out) {
   struct bus *b = calloc(1, sizeof *b);
   if (!b)
     return -ENOMEM;
@@ -308,7 +308,7 @@ int bus_open(struct ev_loop *loop, const char *url, const struct bus_hooks *hook
     free(b);
     return -EINVAL;
   }
-  const char *pw = getenv("WSHOST_REDIS_PASSWORD");
+  const char *pw = password;
   if (!b->password[0] && pw && *pw)
     snprintf(b->password, sizeof b->password, "%s", pw);
   b->loop = loop;

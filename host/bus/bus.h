@@ -22,10 +22,10 @@ struct bus_hooks {
 typedef void (*bus_reply_fn)(void *arg, redisReply *r);
 
 /* Parses url (redis://[:password@]host[:port][/db], unix:///path[?db=N]); the password comes
- * from the URL or WSHOST_REDIS_PASSWORD. Starts connecting; never blocks. 0 or -errno
- * (-EINVAL: a URL it cannot read, message logged). */
-int bus_open(struct ev_loop *loop, const char *url, const struct bus_hooks *hooks,
-             struct bus **out);
+ * from the URL, else password (--redis-password[-file], NULL: none). Starts connecting; never
+ * blocks. 0 or -errno (-EINVAL: a URL it cannot read, message logged). */
+int bus_open(struct ev_loop *loop, const char *url, const char *password,
+             const struct bus_hooks *hooks, struct bus **out);
 /* Disconnects (commands in flight fail) and frees. */
 void bus_close(struct bus *b);
 /* 1 while both connections answer. */

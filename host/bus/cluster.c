@@ -1272,7 +1272,7 @@ int cluster_open(struct host *h, const struct cluster_ops *ops) {
   ev_timer_init(&cl->ack_timer, on_ack_timer, ACK_WAIT_MS / 1000.0, 0.);
   cl->ack_timer.data = cl;
   struct bus_hooks hooks = {cl, on_up, on_down, on_message};
-  int rc = bus_open(h->loop, h->cfg.redis, &hooks, &cl->bus);
+  int rc = bus_open(h->loop, h->cfg.redis, h->cfg.redis_password, &hooks, &cl->bus);
   if (rc < 0) {
     json_decref(cl->live);
     json_decref(cl->rooms);

@@ -5,8 +5,10 @@
 
 #include "host.h"
 
-/* Watches h->listen_fd on h->loop and adopts each connection into h->vhost. */
+/* Watches each of h->listen_fds on h->loop and adopts each connection into h->vhost. */
 void accept_start(struct host *h);
 void accept_stop(struct host *h);
+/* The accepted descriptor fd came through an --admin-bind listener. */
+int accept_via_admin(const struct host *h, int fd);
 
 #endif

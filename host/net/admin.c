@@ -1,6 +1,6 @@
-/* admin.c: the operator's endpoints under /_/: healthz, client.js and the ui page (public);
- * status, users, rooms, push, broadcast, disconnect and revoke behind the bearer token
- * (--admin-loopback-only also needs a local peer). */
+/* admin.c: the operator's endpoints under /_/: healthz, readyz, client.js and the ui page
+ * (public); status, users, rooms, push, broadcast, disconnect and revoke behind the bearer
+ * token (--admin-loopback-only also needs a local peer). */
 #include "admin.h"
 
 #include "cluster.h"
@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,11 +48,20 @@ static int is_loopback(const char *addr) {
   return !strncmp(addr, "127.", 4) || !strcmp(addr, "::1") || !strncmp(addr, "::ffff:127.", 11);
 }
 
+/* A peer on a unix socket (--bind/--admin-bind unix:...) is on this machine. */
+static int is_unix_peer(struct lws *wsi) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  return getsockname(lws_get_socket_fd(wsi), (struct sockaddr *)&ss, &sl) == 0 &&
+         ss.ss_family == AF_UNIX;
+}
+
 int admin_refuse(struct http_req *r) {
-  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "client.js") || !strcmp(r->name, "ui") ||
+  if (!strcmp(r->name, "healthz") || !strcmp(r->name, "readyz") || !strcmp(r->name, "client.js") ||
+      !strcmp(r->name, "ui") ||
       (!strcmp(r->name, "metrics") && r->host->cfg.metrics_public))
     return 0;
-  if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote)) {
+  if (r->host->cfg.admin_loopback_only && !is_loopback(r->remote) && !is_unix_peer(r->wsi)) {
     set_json(r, 403, json_pack("{ss}", "error", "Forbidden"));
     return 1;
   }
@@ -81,6 +91,12 @@ static void status(struct http_req *r) {
       "plugin_errors", (json_int_t)h->stats.plugin_errors, "plugins", plugins_status(h->plugins));
   json_object_set_new(json_object_get(o, "store"), "memory_bytes",
                       json_integer(store_memory_used()));
+  json_object_set_new(o, "version", json_string(WSHOST_VERSION));
+  json_object_set_new(o, "abi", json_integer(PLUGINS_ABI_MAX));
+  json_object_set_new(o, "lws", json_string(lws_get_library_version()));
+  /* An upgrade replaced the file this process runs: a restart picks up the new one. */
+  json_object_set_new(o, "binary_deleted", json_boolean(h->exe_deleted));
+  json_object_set_new(o, "draining", json_boolean(h->stopping));
   json_object_set_new(o, "rooms", json_integer((json_int_t)rooms_count(h)));
   json_object_set_new(o, "timers", json_integer((json_int_t)timers_count(h)));
   json_object_set_new(o, "deferred", json_integer((json_int_t)defers_outstanding(h)));
@@ -383,8 +399,14 @@ static void rooms_list_route(struct http_req *r) {
 void admin_handle(struct http_req *r) {
   struct host *h = r->host;
   const char *n = r->name;
-  int get = !strcmp(r->method, "GET");
-  if (!strcmp(n, "healthz") && get) {
+  /* HEAD is GET without the body (http.c writes none). */
+  int get = !strcmp(r->method, "GET") || !strcmp(r->method, "HEAD");
+  if (!strcmp(n, "readyz") && get)
+    /* Ready for new clients: not while draining (a load balancer stops sending them here),
+     * nor with the store failing. */
+    set_json(r, h->stopping || store_fault(h->store) ? 503 : 200,
+             json_pack("{sb}", "ready", !h->stopping && !store_fault(h->store)));
+  else if (!strcmp(n, "healthz") && get) {
     const char *fault = store_fault(h->store);
     if (fault)
       set_json(r, 503, json_pack("{sb ss}", "ok", 0, "store", fault));

@@ -2,6 +2,7 @@
  * A request is read whole (bounded by --max-body), run, and answered in HTTP_WRITEABLE. */
 #include "http.h"
 
+#include "accept.h"
 #include "auth.h"
 #include "defer.h"
 #include "intercept.h"
@@ -630,6 +631,17 @@ static int http_begin(struct host *h, struct lws *wsi, struct session *s, const 
   r->route = http_route(r->path, r->name);
   if (r->route == ROUTE_ADMIN && !h->admin_area)
     r->route = ROUTE_NOT_FOUND; /* no admin area wired in (http_area in http.h) */
+  /* With --admin-bind the admin API is there alone: the public listener keeps what a load
+   * balancer and a page need (health, readiness, the client script; the metrics if
+   * --metrics-public says so), the admin one serves nothing but /_/. */
+  if (h->admin_fds) {
+    int via_admin = accept_via_admin(h, lws_get_socket_fd(wsi));
+    if (via_admin ? r->route != ROUTE_ADMIN
+                  : r->route == ROUTE_ADMIN && strcmp(r->name, "healthz") &&
+                        strcmp(r->name, "readyz") && strcmp(r->name, "client.js") &&
+                        (strcmp(r->name, "metrics") || !h->cfg.metrics_public))
+      r->route = ROUTE_NOT_FOUND;
+  }
 
   if (r->route == ROUTE_FUNCTION && !plugins_loaded(h->plugins, r->name) &&
       quarantine_get(h->quarantine, r->name)) {
@@ -816,7 +828,9 @@ static int http_write(struct lws *wsi, struct http_req *r) {
     return -1;
   if (lws_finalize_write_http_header(wsi, start, &p, end))
     return -1;
-  if (r->resp_len &&
+  /* HEAD: the headers GET would give (content-length included), no body (RFC 9110 9.3.2). */
+  int head = r->method_index == LWSHUMETH_HEAD;
+  if (r->resp_len && !head &&
       lws_write(wsi, r->resp + LWS_PRE, r->resp_len, LWS_WRITE_HTTP_FINAL) < (int)r->resp_len)
     return -1;
   int close_after = r->close_after;
@@ -960,6 +974,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sess
       return http_write(wsi, s->req);
     return 0;
   case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+    if (accept_via_admin(h, lws_get_socket_fd(wsi)))
+      return http_reject(wsi, 404, "the admin listener serves /_/ only");
     int rc = ws_confirm_upgrade(h, wsi);
     return rc ? rc : http_admit_upgrade(h, wsi);
   }

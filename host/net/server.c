@@ -145,17 +145,36 @@ static void on_signal(int signum, void *arg) {
   log_info(NULL, NULL, "signal %d: closing %d connections (1001) and stopping", signum, h->nconns);
   if (h->ctl_fd < 0) /* else the supervisor says it, as the main process */
     notify_stopping();
-  ws_close_all(h, 1001, "server shutting down");
+  /* The reason says what the client should do (docs/OPERATIONS.md, sdk/js/wshost.js): this
+   * host goes, the service stays, so come back (to another instance) after a random delay. */
+  ws_close_all(h, 1001, "shutdown; reconnect");
   h->drain_deadline_ms = host_now_ms() + (int64_t)h->cfg.drain_timeout * 1000;
   ev_timer_start(h->loop, &h->drain);
+}
+
+/* A package upgrade replaces the binary under a running host: the kernel then names it
+ * "/usr/bin/wshost (deleted)". Said once, and in /_/status, so the operator restarts it. */
+static void exe_check(struct host *h) {
+  char buf[4200];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0 || h->exe_deleted)
+    return;
+  buf[n] = 0;
+  if (n > 10 && !strcmp(buf + n - 10, " (deleted)")) {
+    h->exe_deleted = 1;
+    log_warn(NULL, NULL,
+             "the binary this host runs was replaced or removed (%s): restart the host to run "
+             "the installed version",
+             buf);
+  }
 }
 
 /* Summaries of rate-limited log lines ("... repeated N times") once their second is over. */
 static void log_tick(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
-  (void)t;
   (void)revents;
   log_flush_repeats(0);
+  exe_check(t->data);
 }
 
 /* SIGHUP: the functions' configuration (--env-file) is read again. */
@@ -263,6 +282,8 @@ int server_start(struct host *h) {
   ev_prepare_start(h->loop, &h->commit_pass);
   ev_unref(h->loop); /* it alone does not keep the loop running */
   ev_timer_init(&h->log_tick, log_tick, 1, 1);
+  h->log_tick.data = h;
+  exe_check(h);
   ev_timer_start(h->loop, &h->log_tick);
   ev_unref(h->loop); /* the tick alone does not keep the loop running */
   signal(SIGPIPE, SIG_IGN);

@@ -3,6 +3,8 @@
 #ifndef WSHOST_LISTEN_H
 #define WSHOST_LISTEN_H
 
+#include <stddef.h>
+
 /* Descriptors kept back from connections: the database (and its WAL, shm and checkpoint
  * connection), plugin loads (copy + dlopen), inotify, the loop's own fds, the log. */
 #define LISTEN_FD_RESERVE_MIN 24
@@ -23,5 +25,22 @@ long listen_lower_nofile(long want);
  * the port. reuse_port sets SO_REUSEPORT first, so several hosts can share the port (the kernel
  * spreads new connections over them). */
 int listen_open(int port, int retry_ms, int reuse_port, int *bound);
+
+/* Listeners at most (--bind and --admin-bind together). */
+#define LISTEN_MAX 8
+
+/* One bound listener: its descriptor, what it is for and how the log names it. */
+struct listener {
+  int fd;
+  int admin;      /* --admin-bind: serves /_/ only */
+  int port;       /* TCP port, 0 for a unix socket */
+  char name[120]; /* "127.0.0.1:8080", "[::1]:8080", "unix:/run/wshost.sock", "*:8080" */
+};
+
+/* Binds one address of --bind / --admin-bind: an IPv4 or IPv6 literal ("[::1]:9000" and
+ * "127.0.0.1:9000" name a port, else default_port; -1: a port must be named), or "unix:/path"
+ * (a stale socket file there is replaced; mode 0660). 0 or -errno with the reason in err. */
+int listen_open_addr(const char *addr, int default_port, int retry_ms, int reuse_port,
+                     struct listener *out, char *err, size_t errlen);
 
 #endif

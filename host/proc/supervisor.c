@@ -71,15 +71,27 @@ static int64_t mono_ms(void) {
 
 /* The host is ready: the listening socket is served. Once per host, not per serving process:
  * systemd hears READY from the main process (this one), the watchdog from the serving loop. */
-static void host_ready(int port) {
+static void host_ready(const struct serve_args *a) {
+  char pub[LISTEN_MAX * 124] = "", adm[LISTEN_MAX * 124] = "";
+  size_t np = 0, na = 0;
+  for (int i = 0; i < a->nlisteners; i++) {
+    const struct listener *l = &a->listeners[i];
+    char *buf = l->admin ? adm : pub;
+    size_t *n = l->admin ? &na : &np;
+    *n += (size_t)snprintf(buf + *n, sizeof pub - *n, "%s%s", *n ? ", " : "", l->name);
+  }
   /* The readiness line the e2e harness and operators wait for. */
-  log_info(NULL, NULL, "listening on port %d", port);
-  notify_ready(port);
+  if (a->port)
+    log_info(NULL, NULL, "listening on port %d (%s)%s%s", a->port, pub, na ? "; admin API on " : "",
+             adm);
+  else
+    log_info(NULL, NULL, "listening on %s%s%s", pub, na ? "; admin API on " : "", adm);
+  notify_ready(a->port);
 }
 
 void supervisor_ready(const struct serve_args *a) {
   if (a->ctl_fd < 0) {
-    host_ready(a->port);
+    host_ready(a);
     return;
   }
   struct ready_msg m = {READY_MAGIC, a->port};
@@ -153,7 +165,7 @@ static void read_ctl(struct sup *s) {
       s->last_beat = mono_ms();
       if (!s->ever_ready) {
         s->ever_ready = 1;
-        host_ready(m.r.port);
+        host_ready(&s->args);
       } else
         log_info(NULL, NULL, "serving process %d is back, %lld ms after it was started",
                  (int)s->child, (long long)(mono_ms() - s->child_started));
@@ -195,7 +207,7 @@ static int recent_crashes(struct sup *s, int64_t now) {
  * function, so it quarantines nothing. */
 static void record_end(struct sup *s, pid_t pid, int status, const char *what) {
   char path[4200];
-  quarantine_path(s->cfg->db_path, path, sizeof path);
+  quarantine_path(s->cfg->db_path, s->cfg->runtime_dir, (int)getpid(), path, sizeof path);
   struct timespec t;
   clock_gettime(CLOCK_REALTIME, &t);
   json_t *rec = json_pack("{ss sI ss si ss ss}", "kind", "crash", "t",
@@ -324,6 +336,10 @@ static void reap(struct sup *s) {
   }
 }
 
+static int stop_ms(const struct sup *s) {
+  return s->cfg->drain_timeout * 1000 + 2000 + SUPERVISOR_STOP_MARGIN_MS;
+}
+
 static void on_signal(struct sup *s, int signo) {
   if (signo == SIGCHLD) {
     reap(s);
@@ -341,7 +357,7 @@ static void on_signal(struct sup *s, int signo) {
     log_info(NULL, NULL, "supervisor: %s: passing it to serving process %d (drain)",
              crash_signal_name(signo), (int)s->child);
     kill(s->child, signo);
-    s->stop_deadline = mono_ms() + SUPERVISOR_STOP_MS;
+    s->stop_deadline = mono_ms() + stop_ms(s);
   }
 }
 
@@ -372,7 +388,7 @@ static int run(struct sup *s) {
     if (s->child && s->stopping) {
       if (now >= s->stop_deadline) {
         log_error(NULL, NULL, "supervisor: serving process %d did not stop within %d ms: SIGKILL",
-                  (int)s->child, SUPERVISOR_STOP_MS);
+                  (int)s->child, stop_ms(s));
         kill(s->child, SIGKILL);
         s->stop_deadline = now + 60000;
       }
@@ -431,21 +447,79 @@ static int run(struct sup *s) {
   return s->exit_code;
 }
 
+static void close_listeners(struct serve_args *a) {
+  for (int i = 0; i < a->nlisteners; i++) {
+    close(a->listeners[i].fd);
+    /* Our socket file: gone with us, so the next start finds no stale one. */
+    if (!strncmp(a->listeners[i].name, "unix:", 5))
+      unlink(a->listeners[i].name + 5);
+  }
+  a->nlisteners = 0;
+}
+
+/* Binds each comma-separated address of list. A --port of 0 is picked by the kernel once:
+ * the next TCP addresses get the same port. */
+static int bind_list(struct config *cfg, struct serve_args *a, const char *list, int admin) {
+  char *copy = strdup(list), *save = NULL;
+  int rc = copy ? 0 : -1;
+  for (char *item = copy ? strtok_r(copy, ",", &save) : NULL; item && !rc;
+       item = strtok_r(NULL, ",", &save)) {
+    while (*item == ' ')
+      item++;
+    char err[512];
+    if (a->nlisteners >= LISTEN_MAX) {
+      log_error(NULL, NULL, "more than %d listen addresses", LISTEN_MAX);
+      rc = -1;
+      break;
+    }
+    struct listener *l = &a->listeners[a->nlisteners];
+    /* The admin listener cannot share the public port on the same address: it names its own. */
+    int def = admin ? -1 : a->port ? a->port : cfg->port;
+    if (listen_open_addr(item, def, cfg->port ? 2000 : 0, admin ? 0 : cfg->reuse_port, l, err,
+                         sizeof err) < 0) {
+      log_error(NULL, NULL, "--%sbind: %s", admin ? "admin-" : "", err);
+      rc = -1;
+      break;
+    }
+    l->admin = admin;
+    a->nlisteners++;
+    if (!admin && l->port && !a->port)
+      a->port = l->port;
+  }
+  free(copy);
+  return rc;
+}
+
 static int bind_port(struct config *cfg, struct serve_args *a) {
   long before, nofile = listen_raise_nofile(&before);
-  /* A fixed port may still be held for a moment by the serving process of a host that was
-   * just killed (it dies with its supervisor, a few ms later): wait up to 2 s for it. */
-  int fd = listen_open(cfg->port, cfg->port ? 2000 : 0, cfg->reuse_port, &a->port);
-  if (fd < 0) {
-    log_error(NULL, NULL, "cannot listen on port %d: %s%s", cfg->port, strerror(-fd),
-              fd == -EADDRINUSE ? " (the port is in use)" : "");
+  memset(a, 0, sizeof *a);
+  a->ctl_fd = -1;
+  a->host_pid = getpid();
+  if (!cfg->bind) {
+    /* A fixed port may still be held for a moment by the serving process of a host that was
+     * just killed (it dies with its supervisor, a few ms later): wait up to 2 s for it. */
+    struct listener *l = &a->listeners[0];
+    int fd = listen_open(cfg->port, cfg->port ? 2000 : 0, cfg->reuse_port, &a->port);
+    if (fd < 0) {
+      log_error(NULL, NULL, "cannot listen on port %d: %s%s", cfg->port, strerror(-fd),
+                fd == -EADDRINUSE ? " (the port is in use)" : "");
+      return -1;
+    }
+    l->fd = fd;
+    l->port = a->port;
+    snprintf(l->name, sizeof l->name, "*:%d", a->port);
+    a->nlisteners = 1;
+  } else if (bind_list(cfg, a, cfg->bind, 0) < 0) {
+    close_listeners(a);
+    return -1;
+  }
+  if (cfg->admin_bind && bind_list(cfg, a, cfg->admin_bind, 1) < 0) {
+    close_listeners(a);
     return -1;
   }
   if (nofile != before)
     log_info(NULL, NULL, "descriptor limit raised from %ld to %ld", before, nofile);
-  a->listen_fd = fd;
-  a->ctl_fd = -1;
-  a->host_pid = getpid();
+  a->listen_fd = a->listeners[0].fd;
   return 0;
 }
 
@@ -460,7 +534,7 @@ int supervisor_run(struct config *cfg, serve_fn serve) {
   log_info(NULL, NULL, "supervisor %d started: it restarts the serving process if that crashes",
            (int)getpid());
   int rc = run(&s);
-  close(s.args.listen_fd);
+  close_listeners(&s.args);
   log_info(NULL, NULL, "supervisor: stopped (exit %d)", rc);
   return rc;
 }
@@ -471,6 +545,6 @@ int supervisor_none(struct config *cfg, serve_fn serve) {
     return 1;
   log_info(NULL, NULL, "no supervisor (--no-supervisor): a crash ends the host");
   int rc = serve(cfg, &a);
-  close(a.listen_fd);
+  close_listeners(&a);
   return rc;
 }

@@ -4,6 +4,7 @@
 #define WSHOST_SUPERVISOR_H
 
 #include "config.h"
+#include "listen.h"
 
 #include <stdint.h>
 #include <sys/types.h>
@@ -16,8 +17,9 @@
 #define CRASH_LOOP_T_MS 30000
 #define SUPERVISOR_BACKOFF_MIN_MS 250
 #define SUPERVISOR_BACKOFF_MAX_MS 30000
-/* SIGTERM: the serving process drains (server.c: 3 s); past this it gets SIGKILL. */
-#define SUPERVISOR_STOP_MS 6000
+/* SIGTERM: the serving process drains (--drain-timeout) and its own watchdog ends it 2 s
+ * later (signals.c); past that and this margin it gets SIGKILL. */
+#define SUPERVISOR_STOP_MARGIN_MS 3000
 /* The serving loop's heartbeat period; --heartbeat-timeout without one replaces the process. */
 #define SUPERVISOR_HEARTBEAT_MS 1000
 /* A serving process asked what holds its loop has this long to answer before SIGKILL. */
@@ -25,10 +27,14 @@
 
 /* What a serving process gets from whoever started it. */
 struct serve_args {
-  int listen_fd;  /* bound and listening; the serving process accepts on it */
+  int listen_fd;  /* the first public listener (listeners[0].fd) */
   int ctl_fd;     /* control socket to the supervisor, -1 without one */
-  int port;       /* the port listen_fd is bound to */
+  int port;       /* the TCP port of the first public TCP listener, 0 if none */
   pid_t host_pid; /* the supervisor's pid (the host's, as operators see it) */
+  /* Every listener, bound and listening (--bind, then --admin-bind); the serving process
+   * accepts on each. */
+  struct listener listeners[LISTEN_MAX];
+  int nlisteners;
 };
 
 typedef int (*serve_fn)(struct config *cfg, const struct serve_args *a);

@@ -37,11 +37,23 @@ static void count_crashes(struct quarantine *q, const char *fn, json_int_t n) {
   json_object_set_new(q->counts, key, json_integer(had + n));
 }
 
-void quarantine_path(const char *db_path, char *buf, size_t len) {
-  if (!strcmp(db_path, ":memory:"))
-    snprintf(buf, len, "data/wshost-memory-crashes.jsonl");
-  else
+void quarantine_path(const char *db_path, const char *runtime_dir, int host_pid, char *buf,
+                     size_t len) {
+  if (strcmp(db_path, ":memory:")) {
     snprintf(buf, len, "%s-crashes.jsonl", db_path);
+    return;
+  }
+  /* A :memory: host's own file under the runtime folder, named by the supervisor's pid, so a
+   * restarted serving process still sees it and another :memory: host in the same folder does
+   * not. Removed when the host stops (main.c). */
+  const char *base = runtime_dir;
+  if (!base || !*base)
+    base = getenv("XDG_RUNTIME_DIR");
+  if (!base || !*base)
+    base = getenv("TMPDIR");
+  if (!base || !*base)
+    base = "/tmp";
+  snprintf(buf, len, "%s/wshost-%u-memory-%d-crashes.jsonl", base, (unsigned)geteuid(), host_pid);
 }
 
 static int64_t now_ms(void) {
@@ -146,6 +158,12 @@ static void compact(struct quarantine *q) {
 }
 
 int quarantine_open(const char *db_path, struct quarantine **out) {
+  char path[4200];
+  quarantine_path(db_path, NULL, 0, path, sizeof path);
+  return quarantine_open_file(path, out);
+}
+
+int quarantine_open_file(const char *crash_path, struct quarantine **out) {
   struct quarantine *q = calloc(1, sizeof *q);
   if (!q)
     return -ENOMEM;
@@ -153,7 +171,7 @@ int quarantine_open(const char *db_path, struct quarantine **out) {
   q->quarantined = json_object();
   q->crashes = json_array();
   q->counts = json_object();
-  quarantine_path(db_path, q->path, sizeof q->path);
+  snprintf(q->path, sizeof q->path, "%s", crash_path);
   FILE *f = fopen(q->path, "r");
   long size = 0;
   if (f) {
@@ -173,7 +191,7 @@ int quarantine_open(const char *db_path, struct quarantine **out) {
   char dir[4200];
   snprintf(dir, sizeof dir, "%s", q->path);
   mkdir(dirname(dir), 0700); /* --db :memory: has no folder of its own */
-  q->fd = open(q->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  q->fd = open(q->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (q->fd < 0)
     log_warn(NULL, NULL, "cannot open crash records %s: %s; a crash will not be remembered",
              q->path, strerror(errno));

@@ -11,10 +11,17 @@
 
 struct quarantine;
 
-/* The crash file's path for a database path (":memory:": data/wshost-memory-crashes.jsonl). */
-void quarantine_path(const char *db_path, char *buf, size_t len);
+/* The crash file's path for a database path (<db>-crashes.jsonl; ":memory:" has none of its
+ * own: see quarantine_open_file). */
+/* The crash file of a host on db_path: <db>-crashes.jsonl, or for ":memory:" one of its own
+ * under runtime_dir ($XDG_RUNTIME_DIR, $TMPDIR, /tmp) named by host_pid, the supervisor's. */
+void quarantine_path(const char *db_path, const char *runtime_dir, int host_pid, char *buf,
+                     size_t len);
 /* Reads the file (a missing one is empty) and opens it for appending. 0 or -errno. */
 int quarantine_open(const char *db_path, struct quarantine **out);
+/* The same with the crash file named (a :memory: host keeps one per host under its runtime
+ * folder: main.c). */
+int quarantine_open_file(const char *crash_path, struct quarantine **out);
 void quarantine_close(struct quarantine *q);
 /* The append fd the crash handler writes to (-1 when the file could not be opened). */
 int quarantine_fd(const struct quarantine *q);

@@ -732,6 +732,39 @@ int store_make_dir(const char *path) {
   return 0;
 }
 
+int store_lock(const char *db_path, int wait_ms, int *holder) {
+  char path[4200];
+  *holder = 0;
+  if (!db_path || !strcmp(db_path, ":memory:"))
+    return -ENOENT;
+  int rc = store_make_dir(db_path);
+  if (rc < 0)
+    return rc;
+  snprintf(path, sizeof path, "%s.lock", db_path);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0)
+    return -errno;
+  /* An open file description lock: not lost when any other descriptor of the file is closed
+   * (as a POSIX record lock would be), and shared by the children forked from here. */
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+  for (int waited = 0; fcntl(fd, F_OFD_SETLK, &fl) < 0; waited += 50) {
+    if ((errno != EAGAIN && errno != EACCES) || waited >= wait_ms) {
+      int e = errno == EAGAIN || errno == EACCES ? EBUSY : errno;
+      char buf[32] = "";
+      if (e == EBUSY && pread(fd, buf, sizeof buf - 1, 0) > 0)
+        *holder = atoi(buf);
+      close(fd);
+      return -e;
+    }
+    nanosleep(&(struct timespec){0, 50 * 1000000}, NULL);
+  }
+  char pid[32];
+  int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+    log_warn(NULL, NULL, "cannot write the pid into %s: %s", path, strerror(errno));
+  return fd;
+}
+
 #define CHECKPOINT_EVERY_MS 1000
 
 static void *checkpoint_main(void *arg) {

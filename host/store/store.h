@@ -39,6 +39,13 @@ int store_open(struct store **out, const struct store_options *opt);
 /* Creates the folder of a database file (mkdir -p, mode 0700 for what it creates); nothing for
  * ":memory:". The one place the host makes that folder. 0 or -errno. */
 int store_make_dir(const char *path);
+/* One host per database: an exclusive OFD lock on <db>.lock (created 0600 beside it, with the
+ * holder's pid inside), taken before anything else is written. Held by the returned descriptor
+ * (and its copies in forked children) until they are all closed. Waits up to wait_ms for a
+ * holder that is going away. The descriptor, -EBUSY with *holder set (0 if unknown) when
+ * another process holds it, or -errno. ":memory:" has nothing to lock: 0 is not returned then,
+ * -ENOENT is. */
+int store_lock(const char *db_path, int wait_ms, int *holder);
 /* Commits what is pending and closes. NULL is fine. */
 void store_close(struct store *s);
 /* The boot id of this process (random, hex). */

@@ -15,6 +15,10 @@ const defaults = {
   storageKey: "wshost",
   minDelayMs: 250, // first reconnect delay
   maxDelayMs: 30000, // backoff cap
+  // A server that drains closes with 1001 and a reason ending in "; reconnect" (come back:
+  // another instance serves) or "; no-reconnect" (do not). A fleet told to reconnect at once
+  // spreads its return over this many ms (a random delay each), not the same millisecond.
+  shutdownSpreadMs: 5000,
   protocols: undefined, // Sec-WebSocket-Protocol offer, passed to WebSocket
   maxPending: 1000, // messages kept while disconnected; send() returns false past it
   storage: typeof localStorage !== "undefined" ? localStorage : null,
@@ -83,15 +87,17 @@ export function connect(url, options = {}) {
     };
     socket.onclose = (e) => {
       socket = null;
+      const hint = /;\s*(no-reconnect|reconnect)\s*$/.exec(e.reason || "")?.[1];
+      if (hint === "no-reconnect") closedByUser = true;
       emit("close", { code: e.code, reason: e.reason, willReconnect: !closedByUser });
-      if (!closedByUser) schedule();
+      if (!closedByUser) schedule(hint === "reconnect" ? opt.shutdownSpreadMs : 0);
     };
   }
 
-  // Full jitter (a random delay up to the exponential bound): clients that lost the same
-  // server do not all come back in the same millisecond.
-  function schedule() {
-    const bound = Math.min(opt.maxDelayMs, opt.minDelayMs * 2 ** attempt++);
+  // Full jitter (a random delay up to the exponential bound, at least `spread` after a
+  // drain): clients that lost the same server do not all come back in the same millisecond.
+  function schedule(spread = 0) {
+    const bound = Math.max(spread, Math.min(opt.maxDelayMs, opt.minDelayMs * 2 ** attempt++));
     timer = setTimeout(open, Math.random() * bound);
   }
 

@@ -255,6 +255,9 @@ class Host:
         # take that slowness for a stopped process. A test's own --heartbeat-timeout wins.
         if VALGRIND and not any(str(f).startswith("--heartbeat-timeout") for f in self.flags):
             cmd += ["--heartbeat-timeout", "120"]
+        # The suite's hosts drain for 3 s at most (the default is 10 s): a test's own wins.
+        if not any(str(f).startswith("--drain-timeout") for f in self.flags):
+            cmd += ["--drain-timeout", "3"]
         return cmd + self.flags
 
     def start(self, wait=True):

@@ -12,7 +12,9 @@ from harness import *  # noqa: F401,F403
 FLAGS = ["--port", "--plugins", "--db", "--admin-token", "--max-message", "--max-send-queue",
          "--max-body", "--max-header", "--max-connections", "--ping-interval", "--pong-timeout",
          "--outbox-max", "--outbox-ttl", "--admin-loopback-only", "--allowed-origins",
-         "--tls-cert", "--tls-key", "--log-level"]
+         "--tls-cert", "--tls-key", "--log-level", "--bind", "--admin-bind", "--config",
+         "--print-config", "--version", "--admin-token-file", "--jwt-secret-file",
+         "--redis-password-file", "--runtime-dir"]
 
 
 def test_help_lists_flags():
@@ -39,7 +41,9 @@ def test_readme_documents_every_flag():
 
 
 def test_unknown_flag_fails():
-    r = subprocess.run([BIN, "--no-such-flag"], capture_output=True, text=True, timeout=10)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSHOST_")}
+    r = subprocess.run([BIN, "--no-such-flag"], capture_output=True, text=True, timeout=10,
+                       env=env)
     assert r.returncode != 0, "unknown flag accepted"
     assert "no-such-flag" in r.stdout + r.stderr, "the error does not name the flag"
     r = subprocess.run([BIN, "--port", "notanumber"], capture_output=True, text=True,
@@ -56,6 +60,23 @@ def test_bad_values_of_the_bound_and_log_flags_fail():
         r = subprocess.run([BIN, *flags], capture_output=True, text=True, timeout=10)
         assert r.returncode == 2, (flags, r.returncode, r.stderr)
         assert says in r.stdout + r.stderr, (flags, r.stderr)
+
+
+def test_version_prints_and_exits_0():
+    r = subprocess.run([BIN, "--version"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, f"--version exit {r.returncode}: {r.stderr}"
+    assert re.fullmatch(r"wshost \d+\.\d+\.\d+ \(ABI \d+, libwebsockets \d+\.\d+\.\d+\)\n",
+                        r.stdout), repr(r.stdout)
+
+
+def test_unknown_env_variable_fails_naming_the_nearest():
+    """A typo in a WSHOST_* variable was silently ignored and the default used."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSHOST_")}
+    env["WSHOST_MAX_CONECTIONS"] = "5"
+    r = subprocess.run([BIN, "--db", ":memory:", "--port", "0"], capture_output=True, text=True,
+                       timeout=10, env=env)
+    assert r.returncode == 2, f"exit {r.returncode}: {r.stderr}"
+    assert "WSHOST_MAX_CONECTIONS" in r.stderr and "WSHOST_MAX_CONNECTIONS" in r.stderr, r.stderr
 
 
 def test_env_variable_sets_flag():

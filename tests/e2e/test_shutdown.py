@@ -3,6 +3,7 @@ online_users empty; queued messages survive a clean restart."""
 
 import asyncio
 import signal
+import time
 
 from harness import *  # noqa: F401,F403
 
@@ -23,6 +24,41 @@ async def test_sigterm_closes_1001_and_exits_0():
         r = h.sql_cli("SELECT user_id FROM online_users")
         assert r.returncode == 0 and r.stdout.strip() == "", f"online after SIGTERM: {r}"
         assert sorted(r[0] for r in h.sql("SELECT id FROM users")) == sorted(ids)
+
+
+def test_drain_readyz_503_listener_open_reconnect_hint():
+    """SIGTERM: /_/readyz answers 503 at once (GET and HEAD) while a client that does not answer
+    the close keeps the drain going; the listener still accepts and answers; the close says
+    1001 "shutdown; reconnect"; the host exits by --drain-timeout."""
+    h = Host(flags=["--drain-timeout", "4"])
+    with h:
+        assert h.http("GET", "/_/readyz").status == 200
+        assert h.http("HEAD", "/_/readyz").status == 200
+        stuck = h.raw("/", timeout=10)  # reads its greeting later, never answers the close
+        wait_until(lambda: h.http("GET", "/_/status", auth=True).json["connections"] == 1,
+                   what="the connection to be counted")
+        t0 = time.monotonic()
+        h.signal(signal.SIGTERM)
+        wait_until(lambda: h.http("GET", "/_/readyz", timeout=2).status == 503, timeout=2,
+                   what="readyz 503 after SIGTERM")
+        r = h.http("HEAD", "/_/readyz")
+        assert r.status == 503 and r.body == b"", r
+        # Still listening: a new connection is accepted and answered (healthz: alive).
+        r = h.http("GET", "/_/healthz", timeout=2)
+        assert r.status == 200 and r.json == {"ok": False}, r
+        assert h.running(), "the host exited while a connection was draining"
+        seen = []
+        while True:
+            m = stuck.recv_message()
+            if m is None or m[0] == "close":
+                seen.append(m)
+                break
+        assert seen[0] == ("close", (CLOSE_GOING_AWAY, "shutdown; reconnect")), seen
+        rc = h.wait_exit(timeout=15)
+        took = time.monotonic() - t0
+        assert rc == 0, f"exit {rc}"
+        assert took < 4 + 5, f"drain took {took:.1f}s with --drain-timeout 4"
+        stuck.close()
 
 
 def test_sigterm_idle_exits_0():

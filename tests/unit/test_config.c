@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -240,6 +241,88 @@ static void test_help(void **state) {
   assert_string_equal(out, "");
 }
 
+static void write_file(const char *path, const char *text, mode_t mode) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+  assert_int_equal(chmod(path, mode), 0);
+}
+
+/* --bind and --admin-bind are lists: a repeated flag adds, a later source replaces. */
+static void test_lists(void **state) {
+  (void)state;
+  struct config c;
+  assert_int_equal(PARSE(&c, "--bind", "127.0.0.1", "--bind=::1"), 0);
+  assert_string_equal(c.bind, "127.0.0.1,::1");
+  setenv("WSHOST_BIND", "10.0.0.1", 1);
+  assert_int_equal(PARSE(&c, "--db", "x"), 0);
+  assert_string_equal(c.bind, "10.0.0.1");
+  assert_int_equal(PARSE(&c, "--bind", "unix:/s"), 0);
+  assert_string_equal(c.bind, "unix:/s");
+  unsetenv("WSHOST_BIND");
+}
+
+/* The file is under the environment and the flags; its unknown keys and bad values fail. */
+static void test_config_file(void **state) {
+  (void)state;
+  struct config c;
+  char dir[] = "/tmp/wshost-unit-cfg-XXXXXX", path[128], secret[128];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/c.json", dir);
+  write_file(path, "{\"port\": 5, \"bind\": [\"a\", \"b\"], \"max-body\": 7, \"deflate\": true}",
+             0644);
+  setenv("WSHOST_PORT", "6", 1);
+  assert_int_equal(PARSE(&c, "--config", path, "--max-body", "8"), 0);
+  assert_int_equal(c.port, 6);
+  assert_int_equal(c.max_body, 8);
+  assert_int_equal(c.deflate, 1);
+  assert_string_equal(c.bind, "a,b");
+  unsetenv("WSHOST_PORT");
+  write_file(path, "{\"prot\": 5}", 0644);
+  assert_int_equal(PARSE(&c, "--config", path), -1);
+  write_file(path, "{\"port\": [1]}", 0644);
+  assert_int_equal(PARSE(&c, "--config", path), -1);
+  write_file(path, "{\"config\": \"x\"}", 0644);
+  assert_int_equal(PARSE(&c, "--config", path), -1);
+  /* A secret in a file others can read is refused. */
+  write_file(path, "{\"admin-token\": \"t\"}", 0644);
+  assert_int_equal(PARSE(&c, "--config", path), -1);
+  chmod(path, 0600);
+  assert_int_equal(PARSE(&c, "--config", path), 0);
+  assert_string_equal(c.admin_token, "t");
+  unlink(path);
+  /* Secret files: the content, one newline dropped; not with the flag too. */
+  snprintf(secret, sizeof secret, "%s/tok", dir);
+  write_file(secret, "abc\n", 0600);
+  assert_int_equal(PARSE(&c, "--admin-token-file", secret), 0);
+  assert_string_equal(c.admin_token, "abc");
+  assert_int_equal(PARSE(&c, "--admin-token-file", secret, "--admin-token", "x"), -1);
+  chmod(secret, 0604);
+  assert_int_equal(PARSE(&c, "--admin-token-file", secret), -1);
+  chmod(secret, 0620);
+  assert_int_equal(PARSE(&c, "--admin-token-file", secret), -1);
+  chmod(secret, 0640);
+  assert_int_equal(PARSE(&c, "--admin-token-file", secret), 0);
+  unlink(secret);
+  rmdir(dir);
+}
+
+/* An unknown WSHOST_* variable fails; the secret variables are gone once read. */
+static void test_environment_checked(void **state) {
+  (void)state;
+  struct config c;
+  setenv("WSHOST_MAX_CONECTIONS", "5", 1);
+  assert_int_equal(PARSE(&c, "--db", "x"), -1);
+  unsetenv("WSHOST_MAX_CONECTIONS");
+  setenv("WSHOST_ADMIN_TOKEN", "from-env", 1);
+  assert_int_equal(PARSE(&c, "--db", "x"), 0);
+  assert_string_equal(c.admin_token, "from-env");
+  assert_null(getenv("WSHOST_ADMIN_TOKEN"));
+  char *a[] = {"wshost", "--version", NULL};
+  assert_int_equal(config_parse(&c, 2, a), 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_defaults, clean_env),
@@ -248,6 +331,9 @@ int main(void) {
       cmocka_unit_test_setup(test_bad_values, clean_env),
       cmocka_unit_test_setup(test_unknown_flags, clean_env),
       cmocka_unit_test_setup(test_help, clean_env),
+      cmocka_unit_test_setup(test_lists, clean_env),
+      cmocka_unit_test_setup(test_config_file, clean_env),
+      cmocka_unit_test_setup(test_environment_checked, clean_env),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,7 +23,7 @@ static int setup(void **state) {
   snprintf(dir, sizeof dir, "/tmp/wshost-qtest-XXXXXX");
   assert_non_null(mkdtemp(dir));
   snprintf(db, sizeof db, "%s/w.db", dir);
-  quarantine_path(db, file, sizeof file);
+  quarantine_path(db, NULL, 0, file, sizeof file);
   return 0;
 }
 
