@@ -9,6 +9,8 @@
 #   share/wshost/examples/                       the example functions and a CMakeLists.txt for them
 #   share/wshost/wshost.env                      the settings template (the package's postinst
 #                                                copies it to /etc/wshost/wshost.env if missing)
+#   share/wshost/wshost.json                     the --config template, copied the same way to
+#                                                /etc/wshost/wshost.json (the unit passes it)
 #   share/man/man8/wshost.8.gz, wshostctl.8.gz   from `wshost --help` / `wshostctl --help`
 #   share/doc/wshost/copyright, changelog.Debian.gz
 #   lib/systemd/system/wshost.service            Type=notify, hardened; installed, never enabled
@@ -84,6 +86,7 @@ install(CODE "
     set(WSHOST_STATE_DIR \"\${CMAKE_INSTALL_PREFIX}/var/lib/wshost\")
   endif()
   set(WSHOST_ENV_FILE \"\${WSHOST_ETC}/wshost.env\")
+  set(WSHOST_CONFIG_FILE \"\${WSHOST_ETC}/wshost.json\")
   set(WSHOST_BINDIR \"\${CMAKE_INSTALL_PREFIX}/bin\")
   configure_file(\"${CMAKE_SOURCE_DIR}/dist/systemd/wshost.service.in\"
                  \"${CMAKE_BINARY_DIR}/dist/install/wshost.service\" @ONLY)
@@ -97,6 +100,12 @@ install(CODE "
   # Secrets (admin token, JWT secret, Redis password) go in it: nobody but root and the
   # service's group may read it (the package makes that group wshost).
   file(INSTALL \"${CMAKE_BINARY_DIR}/dist/install/wshost.env\" DESTINATION \"\${WSHOST_ETC}\"
+       PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ)
+  # The JSON settings (--config, keyed by the flags' names): the same template and rules.
+  file(INSTALL \"${CMAKE_SOURCE_DIR}/dist/wshost.json\"
+       DESTINATION \"\${CMAKE_INSTALL_PREFIX}/share/wshost\"
+       PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+  file(INSTALL \"${CMAKE_SOURCE_DIR}/dist/wshost.json\" DESTINATION \"\${WSHOST_ETC}\"
        PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ)
 ")
 

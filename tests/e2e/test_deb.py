@@ -21,6 +21,7 @@ from harness import *  # noqa: F401,F403
 
 UNIT = "usr/lib/systemd/system/wshost.service"
 SETTINGS = "etc/wshost/wshost.env"
+CONFIG = "etc/wshost/wshost.json"  # the --config file the unit passes
 TEMPLATE = "usr/share/wshost/wshost.env"
 EXPOSURE_MAX = 3.0
 
@@ -161,7 +162,8 @@ def test_unit_is_hardened():
                      "NoNewPrivileges=yes", "CapabilityBoundingSet=\n", "ProtectSystem=strict",
                      "ReadWritePaths=/var/lib/wshost\n", "SystemCallFilter=@system-service",
                      "PrivateTmp=yes", "ProtectHome=yes", "RestrictAddressFamilies=",
-                     "Restart=on-failure", "EnvironmentFile=-/etc/wshost/wshost.env"):
+                     "Restart=on-failure", "EnvironmentFile=-/etc/wshost/wshost.env",
+                     "ExecStart=/usr/bin/wshost --config /etc/wshost/wshost.json"):
             assert line in unit, f"{line!r} missing from the unit"
         # systemd reads it without a complaint (the binary named where the throwaway tree has it).
         copy = os.path.join(x, "wshost.service")
@@ -547,7 +549,8 @@ def serve_from_root(root, log_file):
         os.setgid(gid)
         os.setuid(uid)
 
-    proc = subprocess.Popen([root.path("usr/bin/wshost")], env=env, cwd=root.path("var/lib/wshost"),
+    proc = subprocess.Popen([root.path("usr/bin/wshost"), "--config", root.path(CONFIG)], env=env,
+                            cwd=root.path("var/lib/wshost"),
                             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=drop)
     try:
@@ -586,6 +589,9 @@ def test_install_upgrade_remove_purge_in_a_throwaway_root():
         assert mode_of(root.path("var/lib/wshost/plugins")) == (0o755, 0, 0)
         # The settings hold secrets: root:wshost 0640.
         assert mode_of(root.path(SETTINGS)) == (0o640, 0, gid), mode_of(root.path(SETTINGS))
+        # The JSON settings the unit passes (--config) come the same way; the host reads them
+        # when it serves below (an unknown key would stop it).
+        assert mode_of(root.path(CONFIG)) == (0o640, 0, gid), mode_of(root.path(CONFIG))
         calls = root.calls()
         assert "systemctl --system daemon-reload" in calls, calls
         assert not [c for c in calls if "start" in c or "enable" in c or "stop" in c], \

@@ -21,7 +21,8 @@ EXPECTED = ["bin/wshost", "bin/wshostctl", "include/wshost/cloud.h", "share/pkgc
             "share/wshost/examples/push.c", "share/man/man8/wshost.8.gz",
             "share/man/man8/wshostctl.8.gz", "share/doc/wshost/copyright",
             "share/doc/wshost/changelog.Debian.gz", "share/wshost/wshost.env",
-            "lib/systemd/system/wshost.service", "etc/wshost/wshost.env"]
+            "lib/systemd/system/wshost.service", "etc/wshost/wshost.env", "etc/wshost/wshost.json",
+            "share/wshost/wshost.json"]
 
 
 def sh(cmd, cwd=None, env=None, timeout=240):
@@ -74,7 +75,7 @@ def test_cmake_install_layout():
     assert os.access(os.path.join(p, "bin/wshostctl"), os.X_OK)
     # The unit and the settings name this prefix, not the build's or /usr.
     unit = open(os.path.join(p, "lib/systemd/system/wshost.service")).read()
-    assert f"ExecStart={p}/bin/wshost\n" in unit, unit
+    assert f"ExecStart={p}/bin/wshost --config {p}/etc/wshost/wshost.json\n" in unit, unit
     for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "PrivateTmp=yes", "LimitNOFILE="):
         assert line in unit, f"{line} missing from the unit"
