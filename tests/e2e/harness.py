@@ -921,6 +921,16 @@ def run(namespace, test_timeout=240):
 SKIPPED = {}  # id(ws) -> room traffic cmd() read past while waiting for its answer
 
 
+async def drain(ws, timeout=0.3):
+    """Everything that arrived (also while cmd() waited) until timeout passes quietly."""
+    out = SKIPPED.pop(id(ws), [])
+    while True:
+        try:
+            out.append(await asyncio.wait_for(ws.recv(), timeout))
+        except asyncio.TimeoutError:
+            return out
+
+
 async def cmd(ws, text, timeout=5.0):
     """Sends a command and returns the rest of its "ok <command> " answer; room traffic that
     arrives meanwhile is kept for drain()."""

@@ -15,16 +15,6 @@ def rooms_host(**kw):
     return Host(plugins={"__websocket__": tplugin("rooms_ws")}, **kw)
 
 
-async def drain(ws, timeout=0.3):
-    """Everything that arrived (also while cmd() waited) until timeout passes quietly."""
-    out = SKIPPED.pop(id(ws), [])
-    while True:
-        try:
-            out.append(await asyncio.wait_for(ws.recv(), timeout))
-        except asyncio.TimeoutError:
-            return out
-
-
 async def test_two_rooms_receive_only_their_messages():
     with rooms_host() as h:
         a, b, c = [await h.ws() for _ in range(3)]

@@ -40,16 +40,6 @@ async def heard(ws, want, timeout=5.0):
         kept.append(m)
 
 
-async def quiet(ws, timeout=0.5):
-    """What arrives (or was kept) until timeout passes quietly."""
-    out = SKIPPED.pop(id(ws), [])
-    while True:
-        try:
-            out.append(await asyncio.wait_for(ws.recv(), timeout))
-        except asyncio.TimeoutError:
-            return out
-
-
 def presence(msgs):
     return [" ".join(m.split()[:4]) for m in msgs if m.startswith("presence ")]
 
@@ -69,11 +59,11 @@ async def test_user_rooms_reach_every_socket_and_later_ones():
         assert await cmd(ctl, "say lobby second") == "3"
         for ws in (a1, a2, a3):
             await heard(ws, "second")
-        got = presence(await quiet(obs))
+        got = presence(await drain(obs, 1.0))
         assert got == ["presence join alice lobby"], f"one join for the user's first socket: {got}"
         assert await cmd(ctl, "uleave alice lobby") == "3"
         assert await cmd(a1, "myrooms") == "[]"
-        got = presence(await quiet(obs))
+        got = presence(await drain(obs, 1.0))
         assert got == ["presence leave alice lobby"], got
         # Leaving a room the user does not hold, bad names, unknown users.
         assert await cmd(ctl, "uleave alice lobby") == str(EINVAL)
@@ -107,17 +97,17 @@ async def test_presence_first_in_last_out_and_close_agrees():
         assert await cmd(c1, "join r1") == "0"
         assert await cmd(c2, "join r1") == "0"
         assert await cmd(c2, "join r2") == "0"
-        got = presence(await quiet(obs))
+        got = presence(await drain(obs, 1.0))
         assert sorted(got) == ["presence join carol r1", "presence join carol r2"], got
         await c2.close()
         await heard(obs, "close carol agree")
-        got = presence(await quiet(obs))
+        got = presence(await drain(obs, 1.0))
         assert got == ["presence leave carol r2"], f"carol still has a socket in r1: {got}"
         members = await cmd(obs, "members r1")
         assert '"carol"' in members and '"sockets":1' in members, members
         await c1.close()
         await heard(obs, "close carol agree")
-        got = presence(await quiet(obs))
+        got = presence(await drain(obs, 1.0))
         assert got == ["presence leave carol r1"], got
         assert await cmd(obs, "rooms") == "[]"
         await obs.close()
@@ -151,9 +141,9 @@ async def test_history_is_kept_bounded_and_survives_a_restart():
             assert await cmd(s1, f"say news item {i}") == "0"
         s2, _ = await connect(h)
         assert await cmd(s2, "history news 10") == "3"
-        assert await quiet(s2) == ["item 2", "item 3", "item 4"]
+        assert await drain(s2, 0.5) == ["item 2", "item 3", "item 4"]
         assert await cmd(s2, "history news 1") == "1"
-        assert await quiet(s2) == ["item 4"]
+        assert await drain(s2, 0.5) == ["item 4"]
         assert await cmd(s2, "history nothing-kept 5") == "0"
         assert await cmd(s2, "keep news 1001") == str(EINVAL)
         assert await cmd(s2, "keep bad/name 3") == str(EINVAL)
@@ -166,10 +156,10 @@ async def test_history_is_kept_bounded_and_survives_a_restart():
         h.start()
         s3, _ = await connect(h)
         assert await cmd(s3, "history news 10") == "3"
-        assert await quiet(s3) == ["item 2", "item 3", "item 4"]
+        assert await drain(s3, 0.5) == ["item 2", "item 3", "item 4"]
         assert await cmd(s3, "say news item 5") == "0"
         assert await cmd(s3, "history news 2") == "2"
-        assert await quiet(s3) == ["item 4", "item 5"]
+        assert await drain(s3, 0.5) == ["item 4", "item 5"]
         # Keeping none drops what was kept.
         assert await cmd(s3, "keep news 0") == "0"
         assert await cmd(s3, "history news 10") == "0"
