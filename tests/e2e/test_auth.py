@@ -16,7 +16,8 @@ import time
 
 import websockets
 
-from harness import (Fail, Host, default_plugins, example, recv_json, run, tplugin, wait_until)
+from harness import (Fail, Host, default_plugins, door_close, example, recv_json, run, tplugin,
+                     wait_until)
 
 SECRET = "an-hs256-secret-of-more-than-32-bytes!!"
 
@@ -115,15 +116,29 @@ async def test_upgrade_access_token_makes_sub_the_user():
         assert wait_until(lambda: h.online_users() == ["carol@example"], 5)
         await ws.close()
         users_before = h.sql("SELECT count(*) FROM users")[0][0]
-        # Bad tokens: 401 at the upgrade, no connection, no user row.
-        for token in (jwt({"sub": "carol@example"}, secret="x" * 40), jwt({"sub": "a b"}),
-                      jwt({"sub": "x", "exp": 1})):
-            try:
-                await h.ws("access_token=" + token)
-                raise Fail("upgrade with a bad token was accepted")
-            except websockets.exceptions.InvalidStatusCode as e:
-                assert e.status_code == 401, e
+        conns_before = h.sql("SELECT count(*) FROM connections")[0][0]
+        ran_before = h.log().count("whoami ran: WebSocket:")
+        # Bad tokens, as a browser can read them (it sees an HTTP 401 before the 101 only as
+        # 1006): the upgrade completes, its first frame is close 4401 saying why; no event
+        # runs, no connection or user row is made.
+        for token, why in ((jwt({"sub": "carol@example"}, secret="x" * 40), "bad signature"),
+                           (jwt({"sub": "a b"}), "JWT sub is not a user id"),
+                           (jwt({"sub": "x", "exp": 1}), "expired"),
+                           ("not.a.jwt", "malformed token")):
+            code, reason, _ = await asyncio.to_thread(door_close, h.port, "access_token=" + token)
+            assert (code, reason) == (4401, why), (code, reason, why)
+        # The same from an Authorization header (a non-browser client).
+        code, _, _ = await asyncio.to_thread(
+            door_close, h.port, "", f"Authorization: Bearer {jwt({'sub': 'x', 'exp': 1})}\r\n")
+        assert code == 4401, code
         assert h.sql("SELECT count(*) FROM users")[0][0] == users_before
+        assert h.sql("SELECT count(*) FROM connections")[0][0] == conns_before
+        assert h.log().count("whoami ran: WebSocket:") == ran_before, "an event ran"
+        assert wait_until(lambda: h.online_users() == [], 5)
+        # A good token still gets in after them.
+        ws = await h.ws("access_token=" + jwt({"sub": "carol@example"}))
+        assert (await recv_json(ws))["user_id"] == "carol@example"
+        await ws.close()
 
 
 def env_file(text, mode=0o600):
@@ -162,6 +177,17 @@ async def test_interceptor_allows_denies_and_answers_upgrades():
             except websockets.exceptions.InvalidStatusCode as e:
                 assert e.status_code == 429, e
         assert h.sql("SELECT count(*) FROM users")[0][0] == users, "refused upgrades made users"
+        # A 403 of the interceptor's (its answer, or a non-zero return) reaches a browser as
+        # close 4403; a 429 above kept its HTTP answer (Retry-After and body mean something).
+        conns = h.sql("SELECT count(*) FROM connections")[0][0]
+        ran_ws = h.log().count("whoami ran: WebSocket:")
+        code, reason, _ = await asyncio.to_thread(door_close, h.port, "deny=403")
+        assert (code, reason) == (4403, "Forbidden"), (code, reason)
+        code, _, _ = await asyncio.to_thread(door_close, h.port, "", "x-gate: fail\r\n")
+        assert code == 4403, code
+        assert h.sql("SELECT count(*) FROM users")[0][0] == users, "refused upgrades made users"
+        assert h.sql("SELECT count(*) FROM connections")[0][0] == conns
+        assert h.log().count("whoami ran: WebSocket:") == ran_ws, "an event ran"
         ws, hello = await h.user()
         assert hello["event"] == "connected"
         await ws.close()
