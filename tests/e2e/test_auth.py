@@ -234,6 +234,28 @@ def _status(h, path):
         return None
 
 
+async def test_jwt_sent_to_a_host_without_a_key_is_warned_about_once_a_minute():
+    """A host started without --jwt-secret/--jwt-public-key (a key that never reached it)
+    ignores tokens: the callers are anonymous. That is said in the log, once a minute at most
+    (not once a request), for HTTP and upgrades alike; a request without a token says nothing."""
+    warn = "carries a JWT but this host has no --jwt-secret or --jwt-public-key"
+    with Host(plugins=plugins_with(__websocket__=tplugin("whoami"))) as h:
+        for _ in range(3):
+            r = h.http("GET", "/whoami")
+            assert r.status == 200 and r.json.get("user") is None, r
+        assert warn not in h.log()
+        r = h.http("GET", "/whoami", headers=bearer(jwt({"sub": "dave"})))
+        assert r.status == 200 and r.json.get("user") is None, r  # ignored, anonymous
+        h.wait_log(warn)
+        for _ in range(5):
+            assert h.http("GET", "/whoami", headers=bearer(jwt({"sub": "dave"}))).status == 200
+            ws = await h.ws("access_token=" + jwt({"sub": "dave"}))
+            hello = await recv_json(ws)
+            assert hello["user_id"] != "dave" and hello.get("user") is None, hello
+            await ws.close()
+        assert h.log().count(warn) == 1, h.log_tail()
+
+
 def test_init_runs_at_start_and_after_its_reload():
     env = env_file("GREETING=hello from env\n")
     plugins = plugins_with(__init__=tplugin("init_fn"), shared=tplugin("shared"))
