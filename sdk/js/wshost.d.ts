@@ -10,6 +10,7 @@ export interface WebSocketLike {
   readonly readyState: number;
   binaryType: string;
   onopen: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
   onmessage: ((ev: { data: any }) => void) | null;
   onclose: ((ev: { code: number; reason: string }) => void) | null;
   send(data: string | ArrayBuffer | ArrayBufferView | Blob): void;
@@ -44,6 +45,8 @@ export interface ConnectOptions {
   shutdownSpreadMs?: number;
   /** Sec-WebSocket-Protocol offer. */
   protocols?: string | string[];
+  /** Open once the first message came or this many ms passed without a close (100). */
+  settleMs?: number;
   /** Messages kept while disconnected (default 1000); send() returns false past it. */
   maxPending?: number;
   /** Reads the greeting that tells the client who it is; {user_id, token} or null. */

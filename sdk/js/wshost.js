@@ -22,6 +22,9 @@ const defaults = {
   // spreads its return over this many ms (a random delay each), not the same millisecond.
   shutdownSpreadMs: 5000,
   protocols: undefined, // Sec-WebSocket-Protocol offer, passed to WebSocket
+  // A connection is open once its first message came or this many ms passed without a close
+  // (a refusal at the door closes right after the upgrade).
+  settleMs: 100,
   maxPending: 1000, // messages kept while disconnected; send() returns false past it
   // {getItem, setItem} keeping the identity: localStorage (one user for every tab), else
   // sessionStorage, else memory (Node; null also means memory).
@@ -78,6 +81,8 @@ export function connect(url, options = {}) {
   let timer = null;
   let closedByUser = false;
   let pending = []; // sent while disconnected, flushed on open (in order)
+  let ready = false; // the socket is open and confirmed (confirm): sends go straight to it
+  let settle = null;
 
   const load = () => {
     try {
@@ -126,16 +131,19 @@ export function connect(url, options = {}) {
   function dial(jwt) {
     socket = new WS(target(typeof jwt === "string" && jwt ? jwt : null), opt.protocols);
     socket.binaryType = "arraybuffer";
+    ready = false;
+    // A server refusing at the door (4401, 4403) completes the upgrade and closes at once: the
+    // connection counts as open (the open event, the queued messages sent, the backoff reset)
+    // only after its first message or settleMs without a close, so a refused attempt neither
+    // claims to be open nor takes the queued messages with it.
+    // A failed attempt is told by its close event; the `ws` package (an EventEmitter) throws an
+    // 'error' nobody listens to, so it is listened to.
+    socket.onerror = () => {};
     socket.onopen = () => {
-      attempt = 0;
-      const queued = pending;
-      pending = [];
-      queued.forEach((d) => socket.send(d));
-      // session_id, resumed and replayed describe a session (null, false, 0 without one).
-      const user_id = load()?.user_id ?? null;
-      emit("open", { user_id, session_id: null, resumed: false, replayed: 0 });
+      settle = setTimeout(confirm, opt.settleMs);
     };
     socket.onmessage = (e) => {
+      if (!ready) confirm();
       const id = opt.identity(e.data);
       if (id) {
         const known = load();
@@ -150,6 +158,8 @@ export function connect(url, options = {}) {
     };
     socket.onclose = (e) => {
       socket = null;
+      ready = false;
+      clearTimeout(settle);
       const hint = /;\s*(no-reconnect|reconnect)\s*$/.exec(e.reason || "")?.[1];
       // Stop: told so, refused by the function, or a refused token that cannot change.
       if (
@@ -164,6 +174,19 @@ export function connect(url, options = {}) {
       // applies, so a provider that keeps handing out a bad token is not hammered).
       if (!closedByUser) schedule(hint === "reconnect" ? opt.shutdownSpreadMs : 0);
     };
+  }
+
+  function confirm() {
+    if (ready || !socket) return;
+    clearTimeout(settle);
+    ready = true;
+    attempt = 0;
+    const queued = pending;
+    pending = [];
+    queued.forEach((d) => socket.send(d));
+    // session_id, resumed and replayed describe a session (null, false, 0 without one).
+    const user_id = load()?.user_id ?? null;
+    emit("open", { user_id, session_id: null, resumed: false, replayed: 0 });
   }
 
   // Full jitter (a random delay up to the exponential bound, at least `spread` after a
@@ -183,7 +206,7 @@ export function connect(url, options = {}) {
     // Sends now when connected; otherwise keeps the message for the next connection (at most
     // maxPending of them: a client offline for hours must not grow without bound).
     send(data) {
-      if (socket && socket.readyState === OPEN) socket.send(data);
+      if (socket && ready && socket.readyState === OPEN) socket.send(data);
       else if (pending.length < opt.maxPending) pending.push(data);
       else return false;
       return true;
@@ -197,7 +220,7 @@ export function connect(url, options = {}) {
       return load()?.user_id ?? null;
     },
     get connected() {
-      return !!socket && socket.readyState === OPEN;
+      return !!socket && ready && socket.readyState === OPEN;
     },
   };
 }

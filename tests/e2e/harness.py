@@ -133,6 +133,14 @@ def e2e_redis_call(*args):
         return None
 
 
+class Skip(Exception):
+    """Raised by skip(): the test could not run here (said with its reason, never a pass)."""
+
+
+def skip(reason):
+    raise Skip(reason)
+
+
 class Fail(AssertionError):
     pass
 
@@ -858,18 +866,20 @@ def run(namespace, test_timeout=240):
     only = set(sys.argv[1:])
     if only:
         tests = [t for t in tests if t[0] in only]
-    passed = failed = 0
+    passed = failed = skipped = 0
     for name, fn in tests:
         Host.all_hosts.clear()
         if e2e_redis_url():
             e2e_redis_call(b"FLUSHALL")  # each test starts with an empty cluster
         t0 = time.monotonic()
-        error = None
+        error = skip_reason = None
         try:
             if inspect.iscoroutinefunction(fn):
                 asyncio.run(asyncio.wait_for(fn(), test_timeout))
             else:
                 fn()
+        except Skip as e:
+            skip_reason = str(e)
         except asyncio.TimeoutError:
             error = f"test timed out after {test_timeout}s"
         except Exception as e:  # noqa: BLE001 - report everything
@@ -884,14 +894,20 @@ def run(namespace, test_timeout=240):
         if error:
             failed += 1
             print(f"FAIL {name} ({dt:.1f}s): {error}", flush=True)
+        elif skip_reason is not None:
+            skipped += 1
+            print(f"SKIP {name} ({dt:.1f}s): {skip_reason}", flush=True)
         else:
             passed += 1
             print(f"PASS {name} ({dt:.1f}s)", flush=True)
         for h in Host.all_hosts:
             if not error:
                 shutil.rmtree(h.tmp, ignore_errors=True)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed else 0)
+    print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""),
+          flush=True)
+    # 77: ctest's SKIP_RETURN_CODE (CMakeLists.txt): a file with a skipped test is reported
+    # skipped, not passed.
+    sys.exit(1 if failed else 77 if skipped else 0)
 
 
 # Room test functions (tests/plugins/rooms_ws.c) answer each command with "ok <command> ...".
