@@ -139,11 +139,12 @@ export function connect(url, options = {}) {
     // A failed attempt is told by its close event; the `ws` package (an EventEmitter) throws an
     // 'error' nobody listens to, so it is listened to.
     socket.onerror = () => {};
+    const ws = socket;
     socket.onopen = () => {
-      settle = setTimeout(confirm, opt.settleMs);
+      settle = setTimeout(() => confirm(ws), opt.settleMs);
     };
     socket.onmessage = (e) => {
-      if (!ready) confirm();
+      if (!ready) confirm(ws);
       const id = opt.identity(e.data);
       if (id) {
         const known = load();
@@ -176,14 +177,15 @@ export function connect(url, options = {}) {
     };
   }
 
-  function confirm() {
-    if (ready || !socket) return;
+  // Its timer is cleared by the close, so ws is the live socket.
+  function confirm(ws) {
+    if (ready) return;
     clearTimeout(settle);
     ready = true;
     attempt = 0;
     const queued = pending;
     pending = [];
-    queued.forEach((d) => socket.send(d));
+    queued.forEach((d) => ws.send(d));
     // session_id, resumed and replayed describe a session (null, false, 0 without one).
     const user_id = load()?.user_id ?? null;
     emit("open", { user_id, session_id: null, resumed: false, replayed: 0 });
