@@ -35,7 +35,7 @@ async def test_reject_leaves_no_user_no_connection_no_greeting():
             except websockets.exceptions.InvalidStatusCode as e:
                 assert e.status_code == 429, e
         # Bound to an app id first, then rejected: still nothing stored. With a subprotocol
-        # offered too: the refusal's 101 names none, and the close still comes.
+        # offered too (lws binds the upgrade to the slot protocol): the close still comes.
         for _ in range(5):
             code, _, _ = await asyncio.to_thread(door_close, h.port, "bind=mallory&reject=403",
                                                  "Sec-WebSocket-Protocol: graphql-ws\r\n")
