@@ -76,6 +76,8 @@ struct conn {
   int reject_status; /* cloud_reject in the connection event: the upgrade's answer */
   char *protocol;    /* cloud_accept_protocol's choice, NULL for none */
   int deflate;       /* permessage-deflate negotiated */
+  int door_close;    /* refused at the door (ws_admit_refused): closed with this code after the
+                      * 101; in no map, no user, no row, no event */
 };
 
 /* An outbox frame written to the socket: its row and where its bytes end on the wire. */
@@ -139,6 +141,7 @@ struct host {
   /* JWT verification (NULL without --jwt-*), the --env-file values (NULL without). */
   struct auth_jwt *jwt;
   struct envfile *env;
+  int64_t jwt_unkeyed_warned_ms;    /* last "JWT sent to a host with no key" warning (auth.c) */
   struct lws_protocols *proto_slot; /* lws's copy of the subprotocol slot (ws.c) */
   char slot_name[64];               /* its name for the upgrade in progress */
   int init_result;                  /* what __init__ returned last (0 without one), for /_/status */

@@ -96,7 +96,21 @@ const char *auth_bearer(const char *authorization) {
 int auth_check(struct host *h, const char *token, json_t **claims, const char **why) {
   *claims = NULL;
   *why = NULL;
-  if (!h->jwt || !token || !*token)
+  if (!token || !*token)
     return 0;
+  if (!h->jwt) {
+    /* An operator whose key never reached the host (a flag left out, a secret file not
+     * read) sees every client become anonymous: say so, at most once a minute. */
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    int64_t now = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000 + 1; /* never 0 */
+    if (!h->jwt_unkeyed_warned_ms || now - h->jwt_unkeyed_warned_ms >= 60000) {
+      h->jwt_unkeyed_warned_ms = now;
+      log_warn(NULL, NULL,
+               "a request carries a JWT but this host has no --jwt-secret or --jwt-public-key: "
+               "the token is ignored and the caller is anonymous (said at most once a minute)");
+    }
+    return 0;
+  }
   return auth_jwt_verify(h->jwt, token, (int64_t)time(NULL), claims, why) == 0 ? 0 : -1;
 }

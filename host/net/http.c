@@ -463,22 +463,26 @@ static int http_admit_upgrade(struct host *h, struct lws *wsi) {
   set_request_id(&r);
   const char *why, *token, *twice = repeated_credential(r.query);
   json_t *user = NULL;
-  if (twice) {
-    log_warn(r.name, r.request_id, "upgrade from %s: 401, %s given more than once", r.remote,
-             twice);
-    rc = http_reject(wsi, 401, "Unauthorized");
+  if (twice) { /* a credential refused like a bad token: readable by a browser */
+    log_warn(r.name, r.request_id, "upgrade from %s: close 4401, %s given more than once",
+             r.remote, twice);
+    metrics_upgrade_refused(&h->metrics, 401, "Unauthorized");
+    rc = ws_admit_refused(h, wsi, WS_CLOSE_UNAUTHORIZED, "credential given more than once");
     goto out;
   }
   if (upgrade_token(&r, &token, &why) < 0 || auth_check(h, token, &user, &why) < 0) {
-    log_warn(r.name, r.request_id, "upgrade from %s: 401, JWT refused: %s", r.remote, why);
-    rc = http_reject(wsi, 401, "Unauthorized");
+    log_warn(r.name, r.request_id, "upgrade from %s: close 4401, JWT refused: %s", r.remote, why);
+    metrics_upgrade_refused(&h->metrics, 401, "Unauthorized");
+    rc = ws_admit_refused(h, wsi, WS_CLOSE_UNAUTHORIZED, why ? why : "Unauthorized");
     goto out;
   }
   const char *sub = json_string_value(json_object_get(user, "sub"));
   if (user && json_object_get(user, "sub") && (!sub || !user_id_valid(sub))) {
-    log_warn(r.name, r.request_id, "upgrade from %s: 401, JWT sub is not a user id", r.remote);
+    log_warn(r.name, r.request_id, "upgrade from %s: close 4401, JWT sub is not a user id",
+             r.remote);
     json_decref(user);
-    rc = http_reject(wsi, 401, "Unauthorized");
+    metrics_upgrade_refused(&h->metrics, 401, "Unauthorized");
+    rc = ws_admit_refused(h, wsi, WS_CLOSE_UNAUTHORIZED, "JWT sub is not a user id");
     goto out;
   }
   FunctionContext ctx = {.size = sizeof ctx,
@@ -497,8 +501,15 @@ static int http_admit_upgrade(struct host *h, struct lws *wsi) {
     log_info(INTERCEPTOR, r.request_id, "upgrade from %s: %d from the interceptor", r.remote,
              r.status);
     metrics_upgrade_refused(&h->metrics, r.status, "interceptor");
-    rc = http_answer_extra(wsi, r.status, r.content_type, r.resp + LWS_PRE, r.resp_len,
-                           r.resp_headers);
+    /* 401 and 403 as close codes a browser can read; other statuses (429 with Retry-After,
+     * a redirect, a 5xx) keep their HTTP answer: its headers and body mean something to the
+     * clients that read them, and a browser retrying a 1006 with backoff is right for them. */
+    if (r.status == 401 || r.status == 403)
+      rc =
+          ws_admit_refused(h, wsi, 4000 + r.status, r.status == 401 ? "Unauthorized" : "Forbidden");
+    else
+      rc = http_answer_extra(wsi, r.status, r.content_type, r.resp + LWS_PRE, r.resp_len,
+                             r.resp_headers);
     goto out;
   }
   /* The connection event decides the rest (ws.c); it takes the claims. */

@@ -673,6 +673,24 @@ static void conn_drop(struct host *h, struct conn *c) {
   conn_free(c);
 }
 
+int ws_admit_refused(struct host *h, struct lws *wsi, int code, const char *reason) {
+  char offered[128];
+  if (offered_protocols(wsi, offered, sizeof offered) < 0)
+    return http_reject(wsi, 400, "Sec-WebSocket-Protocol list too long");
+  struct conn *c = calloc(1, sizeof *c);
+  if (!c)
+    return -1;
+  c->host = h;
+  c->wsi = wsi;
+  c->door_close = c->close_code = code;
+  size_t n = strlen(reason);
+  str_set(&c->close_reason, reason, n < 123 ? n : 123); /* a close frame's reason */
+  if (offered[0]) /* lws drops an upgrade whose subprotocols it cannot bind */
+    ws_protocol_prepare(h, c, offered);
+  lws_set_opaque_user_data(wsi, c);
+  return 0;
+}
+
 int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
   json_t *claims = u->claims;
   char offered[128];
@@ -772,9 +790,18 @@ int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u) {
     json_decref(o);
     metrics_upgrade_refused(&h->metrics, status, "rejected");
     c->established = 0; /* never connected: no close event */
-    conn_drop(h, c);
     explicit_bzero(fresh_hash, sizeof fresh_hash);
     explicit_bzero(fresh_token, sizeof fresh_token);
+    if (status == 401 || status == 403) { /* a browser reads a close code, not a status */
+      char reason[124];
+      snprintf(reason, sizeof reason, "%s",
+               c->close_reason && c->close_reason[0] ? c->close_reason
+               : status == 401                       ? "Unauthorized"
+                                                     : "Forbidden");
+      conn_drop(h, c);
+      return ws_admit_refused(h, wsi, 4000 + status, reason);
+    }
+    conn_drop(h, c);
     return http_answer(wsi, status, "application/json", body, strlen(body));
   }
   /* Accepted: the user exists from now on (a fresh one is committed before its greeting
@@ -861,6 +888,11 @@ static int ws_established(struct host *h, struct lws *wsi, struct session *s) {
     return -1;
   s->conn = c;
   c->upgraded = 1;
+  if (c->door_close) { /* the close frame goes from SERVER_WRITEABLE (ws_writeable) */
+    lws_callback_on_writable(wsi);
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+    return 0;
+  }
   /* From here frames may skip the queue (conn_send), but not with permessage-deflate: lws may
    * then have to finish a compressed frame in SERVER_WRITEABLE. */
   c->direct_ok = !c->deflate;
@@ -909,6 +941,10 @@ void ws_upgrade_abandoned(struct host *h, struct lws *wsi) {
   if (!c)
     return;
   lws_set_opaque_user_data(wsi, NULL);
+  if (c->door_close) {
+    conn_free(c);
+    return;
+  }
   /* Admitted, then lws failed the handshake: the function saw a connection, so it sees it
    * close (1006). */
   FunctionContext ctx = {0};
@@ -1166,6 +1202,15 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, struct sessio
                 size_t len) {
   struct host *h = lws_context_user(lws_get_context(wsi));
   struct conn *c = s ? s->conn : NULL;
+  if (c && c->door_close) { /* refused at the door: only its close frame, then freed */
+    if (reason == LWS_CALLBACK_SERVER_WRITEABLE)
+      return ws_writeable(wsi, c);
+    if (reason == LWS_CALLBACK_CLOSED) {
+      s->conn = NULL;
+      conn_free(c);
+    }
+    return 0;
+  }
   switch (reason) {
   case LWS_CALLBACK_ESTABLISHED:
     return ws_established(h, wsi, s);

@@ -27,6 +27,13 @@ struct ws_upgrade {
   json_t *claims; /* taken */
 };
 int ws_admit(struct host *h, struct lws *wsi, const struct ws_upgrade *u);
+/* Auth at the door, readable by a browser (which sees an HTTP 401 or 403 before the 101 only
+ * as close 1006): the upgrade completes and the connection is closed at once with code (4401
+ * a bad or expired JWT, 4403 refused) and reason (at most 123 bytes). No event runs for it and
+ * nothing is stored. 0: upgrade; <0: hang up. */
+#define WS_CLOSE_UNAUTHORIZED 4401
+#define WS_CLOSE_FORBIDDEN 4403
+int ws_admit_refused(struct host *h, struct lws *wsi, int code, const char *reason);
 /* LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: 0 accepts the extension for this upgrade. */
 int ws_confirm_extension(struct host *h, struct lws *wsi, const char *name);
 /* LWS_CALLBACK_WSI_DESTROY: an admitted upgrade lws never completed is closed (1006). */

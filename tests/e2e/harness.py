@@ -827,6 +827,27 @@ class RawWS:
             pass
 
 
+def door_close(port, query="", extra_headers=""):
+    """Auth at the door as a browser sees it: the upgrade gets its 101, then the first frame
+    is the server's close. Returns (code, reason, seconds from the 101 to the close); fails
+    on any frame before it or a stream that ends without one."""
+    t0 = time.monotonic()
+    w = RawWS(port, "/?" + query if query else "/", extra_headers=extra_headers)
+    try:
+        f = w.recv_frame()
+        took = time.monotonic() - t0
+        if f is None:
+            raise Fail("the stream ended without a close frame")
+        fin, op, payload = f
+        if op != OP_CLOSE:
+            raise Fail(f"a frame before the close: opcode {op} {payload[:80]!r}")
+        code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        w.send_close(code)
+        return code, payload[2:].decode("utf-8", "replace"), took
+    finally:
+        w.close()
+
+
 def _mask_fast(payload, key):
     n = len(payload)
     k = int.from_bytes((key * (n // 4 + 1))[:n], "big")

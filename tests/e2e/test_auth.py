@@ -17,7 +17,8 @@ import time
 
 import websockets
 
-from harness import (Fail, Host, default_plugins, example, recv_json, run, tplugin, wait_until)
+from harness import (Fail, Host, default_plugins, door_close, example, recv_json, run, tplugin,
+                     wait_until)
 
 SECRET = "an-hs256-secret-of-more-than-32-bytes!!"
 
@@ -116,7 +117,8 @@ async def upgrade_status(h, query, headers=None):
 
 async def test_ambiguous_credentials_on_upgrade_get_401():
     """A repeated or ambiguous credential is refused, never read as no credential: a repeated
-    access_token upgraded as an anonymous user, and so did an empty one."""
+    access_token upgraded as an anonymous user, and so did an empty one. Refused as a bad
+    token is on an upgrade: the 101, then close 4401 (a browser can read it)."""
     now = int(time.time())
     good = jwt({"sub": "erin", "exp": now + 60})
     with Host(plugins=plugins_with(__websocket__=tplugin("whoami")),
@@ -131,10 +133,12 @@ async def test_ambiguous_credentials_on_upgrade_get_401():
             "token twice": "user_id=a&token=x&token=y",
         }
         for what, query in cases.items():
-            assert await upgrade_status(h, query) == 401, what
-        assert await upgrade_status(h, "access_token=" + good,
-                                    {"Authorization": "Bearer " + jwt({"sub": "frank",
-                                                                      "exp": now + 60})}) == 401
+            code, _, _ = await asyncio.to_thread(door_close, h.port, query)
+            assert code == 4401, (what, code)
+        code, _, _ = await asyncio.to_thread(
+            door_close, h.port, "access_token=" + good,
+            "Authorization: Bearer " + jwt({"sub": "frank", "exp": now + 60}) + "\r\n")
+        assert code == 4401, code
         assert h.log().count("given more than once") >= 5, h.log_tail()
         assert "empty access_token" in h.log() and "disagree" in h.log(), h.log_tail()
         assert h.sql("SELECT count(*) FROM users")[0][0] == users_before
@@ -150,7 +154,8 @@ async def test_ambiguous_credentials_on_upgrade_get_401():
             assert status == 401, (pair, status)
     # Repeated resume credentials are refused without a JWT key too (the host reads them).
     with Host(plugins=plugins_with(__websocket__=tplugin("whoami"))) as h:
-        assert await upgrade_status(h, "user_id=a&user_id=b&token=x") == 401
+        code, _, _ = await asyncio.to_thread(door_close, h.port, "user_id=a&user_id=b&token=x")
+        assert code == 4401, code
 
 
 def raw_status(port, request):
@@ -196,15 +201,31 @@ async def test_upgrade_access_token_makes_sub_the_user():
         assert wait_until(lambda: h.online_users() == ["carol@example"], 5)
         await ws.close()
         users_before = h.sql("SELECT count(*) FROM users")[0][0]
-        # Bad tokens: 401 at the upgrade, no connection, no user row.
-        for token in (jwt({"sub": "carol@example"}, secret="x" * 40), jwt({"sub": "a b"}),
-                      jwt({"sub": "x", "exp": 1})):
-            try:
-                await h.ws("access_token=" + token)
-                raise Fail("upgrade with a bad token was accepted")
-            except websockets.exceptions.InvalidStatusCode as e:
-                assert e.status_code == 401, e
+        conns_before = h.sql("SELECT count(*) FROM connections")[0][0]
+        ran_before = h.log().count("whoami ran: WebSocket:")
+        # Bad tokens, as a browser can read them (it sees an HTTP 401 before the 101 only as
+        # 1006): the upgrade completes, its first frame is close 4401 saying why; no event
+        # runs, no connection or user row is made.
+        for token, why in ((jwt({"sub": "carol@example"}, secret="x" * 40), "bad signature"),
+                           (jwt({"sub": "a b", "exp": int(time.time()) + 60}),
+                            "JWT sub is not a user id"),
+                           (jwt({"sub": "x", "exp": 1}), "expired"),
+                           ("not.a.jwt", "malformed token")):
+            code, reason, _ = await asyncio.to_thread(door_close, h.port, "access_token=" + token)
+            assert (code, reason) == (4401, why), (code, reason, why)
+        # The same from an Authorization header (a non-browser client).
+        code, _, _ = await asyncio.to_thread(
+            door_close, h.port, "", f"Authorization: Bearer {jwt({'sub': 'x', 'exp': 1})}\r\n")
+        assert code == 4401, code
         assert h.sql("SELECT count(*) FROM users")[0][0] == users_before
+        assert h.sql("SELECT count(*) FROM connections")[0][0] == conns_before
+        assert h.log().count("whoami ran: WebSocket:") == ran_before, "an event ran"
+        assert wait_until(lambda: h.online_users() == [], 5)
+        # A good token still gets in after them.
+        ws = await h.ws("access_token=" + jwt({"sub": "carol@example",
+                                               "exp": int(time.time()) + 60}))
+        assert (await recv_json(ws))["user_id"] == "carol@example"
+        await ws.close()
 
 
 def env_file(text, mode=0o600):
@@ -243,6 +264,17 @@ async def test_interceptor_allows_denies_and_answers_upgrades():
             except websockets.exceptions.InvalidStatusCode as e:
                 assert e.status_code == 429, e
         assert h.sql("SELECT count(*) FROM users")[0][0] == users, "refused upgrades made users"
+        # A 403 of the interceptor's (its answer, or a non-zero return) reaches a browser as
+        # close 4403; a 429 above kept its HTTP answer (Retry-After and body mean something).
+        conns = h.sql("SELECT count(*) FROM connections")[0][0]
+        ran_ws = h.log().count("whoami ran: WebSocket:")
+        code, reason, _ = await asyncio.to_thread(door_close, h.port, "deny=403")
+        assert (code, reason) == (4403, "Forbidden"), (code, reason)
+        code, _, _ = await asyncio.to_thread(door_close, h.port, "", "x-gate: fail\r\n")
+        assert code == 4403, code
+        assert h.sql("SELECT count(*) FROM users")[0][0] == users, "refused upgrades made users"
+        assert h.sql("SELECT count(*) FROM connections")[0][0] == conns
+        assert h.log().count("whoami ran: WebSocket:") == ran_ws, "an event ran"
         ws, hello = await h.user()
         assert hello["event"] == "connected"
         await ws.close()
@@ -287,6 +319,28 @@ def _status(h, path):
         return h.http("GET", path, timeout=2).status
     except OSError:
         return None
+
+
+async def test_jwt_sent_to_a_host_without_a_key_is_warned_about_once_a_minute():
+    """A host started without --jwt-secret/--jwt-public-key (a key that never reached it)
+    ignores tokens: the callers are anonymous. That is said in the log, once a minute at most
+    (not once a request), for HTTP and upgrades alike; a request without a token says nothing."""
+    warn = "carries a JWT but this host has no --jwt-secret or --jwt-public-key"
+    with Host(plugins=plugins_with(__websocket__=tplugin("whoami"))) as h:
+        for _ in range(3):
+            r = h.http("GET", "/whoami")
+            assert r.status == 200 and r.json.get("user") is None, r
+        assert warn not in h.log()
+        r = h.http("GET", "/whoami", headers=bearer(jwt({"sub": "dave"})))
+        assert r.status == 200 and r.json.get("user") is None, r  # ignored, anonymous
+        h.wait_log(warn)
+        for _ in range(5):
+            assert h.http("GET", "/whoami", headers=bearer(jwt({"sub": "dave"}))).status == 200
+            ws = await h.ws("access_token=" + jwt({"sub": "dave"}))
+            hello = await recv_json(ws)
+            assert hello["user_id"] != "dave" and hello.get("user") is None, hello
+            await ws.close()
+        assert h.log().count(warn) == 1, h.log_tail()
 
 
 def test_init_runs_at_start_and_after_its_reload():

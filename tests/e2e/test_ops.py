@@ -389,7 +389,8 @@ for (const reason of ["shutdown; reconnect", "shutdown; no-reconnect", "gone"]) 
     sockets.at(-1).onclose({ code: 1001, reason });
     if (!delays.length) break;
     runs.push(delays.pop());
-    sockets.at(-1).onopen?.call(null); // reconnected: the backoff starts over
+    sockets.at(-1).onopen?.call(null); // reconnected: its first message confirms it and
+    sockets.at(-1).onmessage?.({ data: "hi" }); // the backoff starts over
   }
   out[reason] = { delays: runs, willReconnect: closes };
 }

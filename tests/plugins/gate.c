@@ -1,6 +1,6 @@
 /* gate: a test __interceptor__. /admin_only needs x-api-key = cloud_env("API_KEY");
  * x-gate: fail returns non-zero (403), x-gate: crash dereferences NULL; an upgrade with ?deny
- * is answered 429 by the interceptor itself. Everything else goes on. */
+ * is answered 429 by the interceptor itself (?deny=403: 403). Everything else goes on. */
 #include <cloud.h>
 #include <string.h>
 
@@ -19,7 +19,10 @@ CLOUD_FUNCTION(ctx) {
     if (!want || !got || strcmp(want, got))
       return cloud_response_json(ctx, 403, json_pack("{ss}", "error", "bad api key"));
   }
-  if (!strcmp(fn, "__websocket__") && json_object_get(ctx->query, "deny"))
+  const char *deny = json_string_value(json_object_get(ctx->query, "deny"));
+  if (!strcmp(fn, "__websocket__") && deny && !strcmp(deny, "403"))
+    return cloud_response_json(ctx, 403, json_pack("{ss}", "error", "no"));
+  if (!strcmp(fn, "__websocket__") && deny)
     return cloud_response_text(ctx, 429, "slow down");
   return 0;
 }
