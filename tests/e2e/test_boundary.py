@@ -13,7 +13,7 @@ from harness import *  # noqa: F401,F403
 
 def evil_host():
     return Host(plugins={"evil": tplugin("evil_worker")},
-                flags=["--isolation", "process", "--workers", "2"])
+                flags=["--isolation", "process", "--workers", "2"], env=MEMORY_BOUND_ENV)
 
 
 def in_thread(fn):

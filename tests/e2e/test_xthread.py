@@ -33,7 +33,8 @@ def test_flood_of_cross_thread_sends_is_refused_past_the_byte_bound():
     # The queue is the serving process's: functions run there (with --isolation process a
     # worker's threads write to its pipe, and a full pipe holds them back; see below).
     with Host(plugins={"xthread_flood": tplugin("xthread_flood")},
-              flags=["--isolation", "none", "--xthread-max-bytes", str(8 * MIB)]) as h:
+              flags=["--isolation", "none", "--xthread-max-bytes", str(8 * MIB)],
+              env=MEMORY_BOUND_ENV) as h:
         pid = h.serving_pid()
         before = peak_rss_kib(pid)
         r = h.http("POST", "/xthread_flood", json_body={"n": 120, "size": MIB}, timeout=60)
@@ -100,7 +101,8 @@ def test_cluster_publish_flood_is_bounded():
                 return False
         wait_until(pong, 10, what="redis-server")
         with Host(plugins={"xthread_flood": tplugin("xthread_flood")},
-                  flags=["--isolation", "none", "--redis", f"redis://127.0.0.1:{port}"]) as h:
+                  flags=["--isolation", "none", "--redis", f"redis://127.0.0.1:{port}"],
+                  env=MEMORY_BOUND_ENV) as h:
             h.wait_log(r"cluster: connected to ", timeout=10)
             pid = h.serving_pid()
             before = peak_rss_kib(pid)
