@@ -44,13 +44,13 @@ static void notice(const char *room, const char *user, const char *event, int li
           live_only);
 }
 
-/* At most one typing notice per user and room a second: the last one's time, shared. */
-static int typing_allowed(const char *user, const char *room) {
-  char key[300];
+/* At most one typing notice per user a second (so per room too): one shared stamp a user. */
+static int typing_allowed(const char *user) {
+  char key[160];
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   json_int_t ms = (json_int_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-  snprintf(key, sizeof key, "chat.typing/%s/%s", room, user);
+  snprintf(key, sizeof key, "chat.typing/%s", user);
   json_t *last = cloud_shared_get(key), *stamp = json_integer(ms);
   int ok = !last || ms - json_integer_value(last) >= 1000;
   if (ok)
@@ -68,7 +68,7 @@ static void on_message(FunctionContext *ctx) {
     cloud_room_history(ctx->socket, room, 50); /* "joined" comes after: Room:join runs next */
   } else if ((room = json_string_value(json_object_get(m, "leave"))))
     cloud_user_leave(me, room);
-  else if ((room = json_string_value(json_object_get(m, "typing"))) && typing_allowed(me, room))
+  else if ((room = json_string_value(json_object_get(m, "typing"))) && typing_allowed(me))
     notice(room, me, "typing", 1);
   else if ((room = json_string_value(json_object_get(m, "to"))) && json_is_string(say))
     to_room(room, json_pack("{s:s, s:s, s:O}", "room", room, "user", me, "say", say), 0);
