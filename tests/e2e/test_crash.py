@@ -210,7 +210,9 @@ def test_wshostctl_lists_and_lifts():
                 r = wshostctl(h, "lift", "crash")
                 assert r.returncode == 0 and ("lifted, loaded again" in r.stdout or
                                               "lifted, loading again" in r.stdout), r
-                assert h.http("GET", "/crash").status == 200
+                # The load runs off the loop: the function answers once it is swapped in.
+                wait_until(lambda: h.http("GET", "/crash").status == 200, 10,
+                           what="the lifted build to load again")
         assert h.stop() == 0
         port = free_port()  # nothing listens there: wshostctl falls back to the file
         r = wshostctl(h, "quarantine", url=f"http://127.0.0.1:{port}")
