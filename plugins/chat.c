@@ -1,9 +1,8 @@
-/* chat: a team chat, one file served as login (POST {"user", "password"} of CHAT_USERS=
- * "alice:pw1,bob:pw2": {"token"}), rooms (GET with a Bearer token: cloud_rooms()) and
- * __websocket__ (/?access_token=...; the host needs --jwt-secret). Client -> host: {"join"|
- * "leave"|"typing": room}, {"say": text, "to": room}, {"say": text, "dm": user}. Host -> client:
- * {"room", "user", "say"}, {"room", "user", "event": "joined"|"left"|"typing"}, {"dm", "user",
- * "say"}, {"room", "count"} every CHAT_TICK_MS (a minute). plugins/chat_page.c is its page. */
+/* chat: a team chat served as login (POST {"user", "password"} of CHAT_USERS="alice:pw1,..":
+ * {"token"}), rooms (GET, Bearer token: cloud_rooms()) and __websocket__ (?access_token=; the
+ * host needs --jwt-secret). In: {"join"|"leave"|"typing": room}, {"say", "to": room}, {"say",
+ * "dm": user}. Out: {"room", "user", "say"|"event": "joined"|"left"|"typing"}, {"dm", "user",
+ * "say"}, {"room", "count"} every CHAT_TICK_MS (a minute). Its page: plugins/chat_page.c. */
 #include <cloud.h>
 #include <string.h>
 #include <time.h>
@@ -73,10 +72,12 @@ static void on_message(FunctionContext *ctx) {
   else if ((room = json_string_value(json_object_get(m, "to"))) && json_is_string(say))
     to_room(room, json_pack("{s:s, s:s, s:O}", "room", room, "user", me, "say", say), 0);
   else if ((to = json_string_value(json_object_get(m, "dm"))) && json_is_string(say)) {
-    char *text = json_dumps(json_pack("{s:s, s:s, s:O}", "dm", to, "user", me, "say", say), 0);
+    json_t *dm = json_pack("{s:s, s:s, s:O}", "dm", to, "user", me, "say", say);
+    char *text = json_dumps(dm, 0);
     if (text && cloud_send_to_user(to, text) == CLOUD_ENOUSER) /* queued while they are away */
       cloud_socket_send(ctx->socket, "{\"error\":\"no such user\"}");
     free(text);
+    json_decref(dm);
   }
   json_decref(m);
 }
