@@ -464,8 +464,8 @@ static int http_admit_upgrade(struct host *h, struct lws *wsi) {
   const char *why, *token, *twice = repeated_credential(r.query);
   json_t *user = NULL;
   if (twice) { /* a credential refused like a bad token: readable by a browser */
-    log_warn(r.name, r.request_id, "upgrade from %s: close 4401, %s given more than once",
-             r.remote, twice);
+    log_warn(r.name, r.request_id, "upgrade from %s: close 4401, %s given more than once", r.remote,
+             twice);
     metrics_upgrade_refused(&h->metrics, 401, "Unauthorized");
     rc = ws_admit_refused(h, wsi, WS_CLOSE_UNAUTHORIZED, "credential given more than once");
     goto out;
@@ -815,6 +815,22 @@ static int http_body(struct http_req *r, const void *in, size_t len) {
   return 0;
 }
 
+/* The headers a function set (cloud_response_header), after the host's own. 0 or -1. */
+static int add_resp_headers(struct lws *wsi, const struct http_req *r, unsigned char **p,
+                            unsigned char *end) {
+  size_t i;
+  json_t *pair;
+  json_array_foreach(r->resp_headers, i, pair) {
+    char name[104];
+    const char *v = json_string_value(json_array_get(pair, 1));
+    snprintf(name, sizeof name, "%s:", json_string_value(json_array_get(pair, 0)));
+    if (lws_add_http_header_by_name(wsi, (unsigned char *)name, (const unsigned char *)v,
+                                    (int)strlen(v), p, end))
+      return -1;
+  }
+  return 0;
+}
+
 static int http_write(struct lws *wsi, struct http_req *r) {
   unsigned char hdr[LWS_PRE + 8192], *start = hdr + LWS_PRE, *p = start,
                                      *end = hdr + sizeof hdr - 1;
@@ -824,16 +840,8 @@ static int http_write(struct lws *wsi, struct http_req *r) {
           wsi, (const unsigned char *)"request-id:", (const unsigned char *)r->request_id,
           (int)strlen(r->request_id), &p, end))
     return -1;
-  size_t i;
-  json_t *pair;
-  json_array_foreach(r->resp_headers, i, pair) {
-    char name[104];
-    const char *v = json_string_value(json_array_get(pair, 1));
-    snprintf(name, sizeof name, "%s:", json_string_value(json_array_get(pair, 0)));
-    if (lws_add_http_header_by_name(wsi, (unsigned char *)name, (const unsigned char *)v,
-                                    (int)strlen(v), &p, end))
-      return -1;
-  }
+  if (add_resp_headers(wsi, r, &p, end))
+    return -1;
   if (r->close_after &&
       lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (unsigned char *)"close", 5, &p, end))
     return -1;
@@ -889,16 +897,8 @@ static int http_stream_write(struct lws *wsi, struct session *s, struct http_req
             wsi, (const unsigned char *)"request-id:", (const unsigned char *)r->request_id,
             (int)strlen(r->request_id), &p, end))
       return -1;
-    size_t i;
-    json_t *pair;
-    json_array_foreach(r->resp_headers, i, pair) {
-      char name[104];
-      const char *v = json_string_value(json_array_get(pair, 1));
-      snprintf(name, sizeof name, "%s:", json_string_value(json_array_get(pair, 0)));
-      if (lws_add_http_header_by_name(wsi, (unsigned char *)name, (const unsigned char *)v,
-                                      (int)strlen(v), &p, end))
-        return -1;
-    }
+    if (add_resp_headers(wsi, r, &p, end))
+      return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
       return -1;
     lws_callback_on_writable(wsi);
