@@ -4,28 +4,12 @@
  * ujoin U R, uleave U R, join R, rooms, usockets U, keep R N, say R TEXT (to all of R),
  * history R N, create U, members R, myrooms. Presence events and what the close event saw go to
  * user "observer" as "presence join|leave U R socket" and "close U agree|DISAGREE". */
+#include "reply.h"
+
 #include <cloud.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void reply(cloud_socket s, const char *cmd, long rc) {
-  char buf[160];
-  snprintf(buf, sizeof buf, "ok %s %ld", cmd, rc);
-  cloud_socket_send(s, buf);
-}
-
-static void reply_json(cloud_socket s, const char *cmd, json_t *j) {
-  char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-  char *buf = malloc(strlen(cmd) + (text ? strlen(text) : 4) + 8);
-  if (buf) {
-    sprintf(buf, "ok %s %s", cmd, text ? text : "null");
-    cloud_socket_send(s, buf);
-  }
-  free(buf);
-  free(text);
-  json_decref(j);
-}
 
 /* 1 when members of room lists user. */
 static int member(const char *room, const char *user) {

@@ -4,29 +4,13 @@
  * sayall R TEXT, bcast TEXT, members R, rooms, threads N (8 threads each send N messages to
  * this socket, N to its room "t" and log one line, at once), forge, badutf8 R (text that is not
  * UTF-8 to this socket, its user, room R and everyone: the five return codes). */
+#include "reply.h"
+
 #include <cloud.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void reply(cloud_socket s, const char *cmd, long rc) {
-  char buf[160];
-  snprintf(buf, sizeof buf, "ok %s %ld", cmd, rc);
-  cloud_socket_send(s, buf);
-}
-
-static void reply_json(cloud_socket s, const char *cmd, json_t *j) {
-  char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-  char *buf = malloc(strlen(cmd) + (text ? strlen(text) : 4) + 8);
-  if (buf) {
-    sprintf(buf, "ok %s %s", cmd, text ? text : "null");
-    cloud_socket_send(s, buf);
-  }
-  free(buf);
-  free(text);
-  json_decref(j);
-}
 
 struct job {
   cloud_socket s;
