@@ -425,6 +425,17 @@ static void send_one(void *arg, const char *key, void *value) {
 /* A room's history is bounded by its last_n and by bytes: the oldest frames go first. */
 #define HISTORY_BYTES_MAX (8 << 20)
 
+/* Drops the oldest kept frames while the room keeps more than last_n or HISTORY_BYTES_MAX. */
+static void history_trim(struct host *h, const char *room, struct kept *k) {
+  while (k->frames > 0 && (k->frames > k->last_n || k->bytes > HISTORY_BYTES_MAX)) {
+    int64_t bytes = 0, oldest = store_room_history_oldest(h->store, room, &bytes);
+    if (oldest <= 0 || store_room_history_trim(h->store, room, oldest) < 0)
+      break;
+    k->frames--;
+    k->bytes -= bytes;
+  }
+}
+
 /* Keeps a frame sent to a kept room, in the pass's commit, before a socket sees it: what a
  * member saw, a later history shows. CLOUD_EIO when the store cannot take it (not sent). */
 static int history_add(struct host *h, const char *room, const void *data, size_t len,
@@ -437,13 +448,7 @@ static int history_add(struct host *h, const char *room, const void *data, size_
   k->seq++;
   k->frames++;
   k->bytes += (int64_t)len;
-  while (k->frames > 0 && (k->frames > k->last_n || k->bytes > HISTORY_BYTES_MAX)) {
-    int64_t bytes = 0, oldest = store_room_history_oldest(h->store, room, &bytes);
-    if (oldest <= 0 || store_room_history_trim(h->store, room, oldest) < 0)
-      break;
-    k->frames--;
-    k->bytes -= bytes;
-  }
+  history_trim(h, room, k);
   return 0;
 }
 
@@ -691,14 +696,7 @@ int rooms_keep(struct host *h, const char *room, int last_n) {
     }
   }
   k->last_n = last_n;
-  /* A smaller last_n drops the oldest now rather than at the next send. */
-  while (k->frames > k->last_n) {
-    int64_t bytes = 0, oldest = store_room_history_oldest(h->store, room, &bytes);
-    if (oldest <= 0 || store_room_history_trim(h->store, room, oldest) < 0)
-      break;
-    k->frames--;
-    k->bytes -= bytes;
-  }
+  history_trim(h, room, k); /* a smaller last_n drops the oldest now, not at the next send */
   return 0;
 }
 
